@@ -1,0 +1,282 @@
+/*
+Checks the CPU trainer against the NumPy reference (dev/reference/gpt2_ref.py, float64; file format in
+dev/reference/FORMAT.md): llm.c's random init, every activation of every layer of every micro-batch, the
+logits, per-position losses, the loss, all 16 gradient tensors, the grad norm, and the parameters and loss
+after each of K optimizer steps.
+
+  ./test_gpt2_pp_cpu build/ref_a.bin
+
+Tolerances. The trainer computes in fp32 (unit roundoff u = 2^-24 ~ 6e-8) against float64. A dot product of
+length K carries a relative error of at most ~K·u (typically ~sqrt(K)·u), and errors compound through L layers
+and the softmax. For the tiny test models (K <= 4C = 256, L <= 4) that bounds errors near 1e-5 relative, so:
+  - activations, logits, losses: |c - r| <= 1e-5 + 1e-4·|r|   (10x headroom over the measured ~1e-6)
+  - gradients: max|c - r| <= 1e-4 · max|r| per tensor. Gradients are sums over all B·T·M positions of
+    products of activations, so compare against the tensor's scale, not element by element (an element
+    that cancels to ~0 in float64 has no meaningful relative error).
+  - parameters after each AdamW step: a step moves a weight by lr·m̂/(sqrt(v̂)+eps) + lr·wd·p. Where |g| is
+    far above eps the normalised update is insensitive to the gradient's relative error; where |g| is within
+    a few eps (1e-8) of zero, an fp32 gradient error of ~1e-10 moves it by up to ~1e-2·lr (measured worst:
+    1.2e-2·lr after step 0 on config A). We allow |c - r| <= 5e-2·lr·(steps so far) + 1e-5·|r|.
+  - llm.c's init is the same float32 arithmetic as the reference's, up to libm's last-ulp differences in
+    sinf/cosf/logf: |c - r| <= 1e-6·max(|r|, 0.02).
+Each tolerance is stated once, in the table below, beside what it checks.
+*/
+#define TESTING
+#include "train_gpt2_pp.c"
+
+#define REF_MAGIC 20261124
+#define REF_VERSION 1
+
+static int passed = 0, failed = 0;
+
+static void check(int ok, const char* what) {
+    if (ok) { passed++; }
+    else { failed++; printf("FAIL %s\n", what); }
+}
+
+// element-wise |c - r| <= atol + rtol·|r|, printing the worst element
+static void check_close(const char* name, const float* c, const float* r, size_t n, float atol, float rtol) {
+    size_t worst = 0, bad = 0;
+    double worst_excess = -1e30;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)c[i] - r[i]);
+        double excess = d - (atol + rtol * fabs(r[i]));
+        if (!(excess <= 0)) { bad++; }
+        if (excess > worst_excess || isnan(excess)) { worst_excess = isnan(excess) ? INFINITY : excess; worst = i; }
+    }
+    char what[256];
+    snprintf(what, sizeof(what), "%s: %zu of %zu elements outside tolerance, worst [%zu] %.9g vs %.9g", name, bad,
+             n, worst, n ? c[worst] : 0.0f, n ? r[worst] : 0.0f);
+    check(bad == 0, what);
+}
+
+// max|c - r| <= rel · max|r| over the tensor
+static void check_scaled(const char* name, const float* c, const float* r, size_t n, float rel) {
+    double maxref = 0.0, maxdiff = 0.0;
+    size_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        maxref = fmax(maxref, fabs(r[i]));
+        double d = fabs((double)c[i] - r[i]);
+        if (d > maxdiff || isnan(d)) { maxdiff = isnan(d) ? INFINITY : d; worst = i; }
+    }
+    char what[256];
+    snprintf(what, sizeof(what), "%s: max diff %.3g at [%zu] vs scale %.3g (allowed %.3g)", name, maxdiff, worst,
+             maxref, rel * maxref);
+    check(maxdiff <= rel * maxref, what);
+}
+
+typedef struct {
+    GPT2Config config;
+    int B, T, M, K;
+    OptimizerConfig opt;
+    size_t N;
+    FILE* f;
+    const char* path;
+} RefFile;
+
+static float* ref_read(RefFile* rf, size_t n) {
+    float* buf = (float*)malloc_check(n * sizeof(float));
+    fread_check(buf, sizeof(float), n, rf->f, rf->path);
+    return buf;
+}
+
+static void ref_open(RefFile* rf, const char* path) {
+    int32_t h[256];
+    rf->path = path;
+    rf->f = fopen_check(path, "rb");
+    fread_check(h, sizeof(int32_t), 256, rf->f, path);
+    if (h[0] != REF_MAGIC || h[1] != REF_VERSION) {
+        fatal("%s: bad magic/version %d/%d, expected %d/%d (a gpt2_ref.py reference file)", path, h[0], h[1],
+              REF_MAGIC, REF_VERSION);
+    }
+    GPT2Config* c = &rf->config;
+    c->num_layers = h[2];
+    c->channels = h[3];
+    c->num_heads = h[4];
+    c->vocab_size = h[5];
+    c->padded_vocab_size = h[6];
+    c->max_seq_len = h[7];
+    rf->B = h[8];
+    rf->T = h[9];
+    rf->M = h[10];
+    rf->K = h[11];
+    float hp[6];
+    memcpy(hp, h + 16, sizeof(hp));
+    rf->opt = (OptimizerConfig){hp[0], hp[1], hp[2], hp[3], hp[4], hp[5]};
+    rf->N = model_num_parameters(c);
+}
+
+// the fixed micro-batches of the reference, handed out in order (wrapping around at every step)
+typedef struct {
+    const int* inputs;
+    const int* targets;
+    int M, next;
+} FixedBatches;
+
+static void next_fixed_batch(void* ctx, int* inputs, int* targets, int n) {
+    FixedBatches* fb = (FixedBatches*)ctx;
+    memcpy(inputs, fb->inputs + (size_t)fb->next * n, n * sizeof(int));
+    memcpy(targets, fb->targets + (size_t)fb->next * n, n * sizeof(int));
+    fb->next = (fb->next + 1) % fb->M;
+}
+
+// compares one micro-batch's forward activations with the reference, which stores them in FORMAT.md order
+static void check_activations(RefFile* rf, Stage* st, Activations* a, int mb) {
+    const GPT2Config* c = &rf->config;
+    size_t BT = (size_t)rf->B * rf->T, C = c->channels, NH = c->num_heads, T = rf->T;
+    const float atol = 1e-5f, rtol = 1e-4f;
+    char name[128];
+    float* r = ref_read(rf, BT * C);
+    snprintf(name, sizeof(name), "mb%d encoded", mb);
+    check_close(name, a->x, r, BT * C, atol, rtol);
+    free(r);
+    struct { const char* name; float* base; size_t n; } per_layer[15] = {
+        {"ln1", a->ln1, BT * C}, {"ln1_mean", a->ln1_mean, BT}, {"ln1_rstd", a->ln1_rstd, BT},
+        {"qkv", a->qkv, BT * 3 * C}, {"att", a->att, rf->B * NH * T * T}, {"atty", a->atty, BT * C},
+        {"attproj", a->attproj, BT * C}, {"residual2", a->residual2, BT * C}, {"ln2", a->ln2, BT * C},
+        {"ln2_mean", a->ln2_mean, BT}, {"ln2_rstd", a->ln2_rstd, BT}, {"fch", a->fch, BT * 4 * C},
+        {"fch_gelu", a->fch_gelu, BT * 4 * C}, {"fcproj", a->fcproj, BT * C}, {"residual3", a->residual3, BT * C}};
+    for (int l = 0; l < c->num_layers; l++) {
+        for (int k = 0; k < 15; k++) {
+            size_t n = per_layer[k].n;
+            r = ref_read(rf, n);
+            snprintf(name, sizeof(name), "mb%d layer %d %s", mb, l, per_layer[k].name);
+            check_close(name, per_layer[k].base + l * n, r, n, atol, rtol);
+            free(r);
+        }
+    }
+    struct { const char* name; float* base; size_t n; } head[3] = {
+        {"lnf", a->lnf, BT * C}, {"lnf_mean", a->lnf_mean, BT}, {"lnf_rstd", a->lnf_rstd, BT}};
+    for (int k = 0; k < 3; k++) {
+        r = ref_read(rf, head[k].n);
+        snprintf(name, sizeof(name), "mb%d %s", mb, head[k].name);
+        check_close(name, head[k].base, r, head[k].n, atol, rtol);
+        free(r);
+    }
+    // logits: the reference stores the first V of Vp columns
+    int V = c->vocab_size, Vp = c->padded_vocab_size;
+    r = ref_read(rf, BT * V);
+    float* mine = (float*)malloc_check(BT * V * sizeof(float));
+    for (size_t i = 0; i < BT; i++) { memcpy(mine + i * V, a->logits + i * Vp, V * sizeof(float)); }
+    snprintf(name, sizeof(name), "mb%d logits", mb);
+    check_close(name, mine, r, BT * V, atol, rtol);
+    free(mine);
+    free(r);
+    r = ref_read(rf, BT);
+    snprintf(name, sizeof(name), "mb%d losses", mb);
+    check_close(name, a->losses, r, BT, atol, rtol);
+    free(r);
+    (void)st;
+}
+
+static void check_params(RefFile* rf, Pipeline* pp, const float* ref, const char* when, float lr_steps) {
+    float* mine = (float*)malloc_check(rf->N * sizeof(float));
+    pipeline_gather(pp, BUF_PARAMS, mine);
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t n = tensor_global_size(&rf->config, i);
+        char name[160];
+        snprintf(name, sizeof(name), "%s %s", when, param_names[i]);
+        check_close(name, mine + off, ref + off, n, 5e-2f * lr_steps, 1e-5f);
+        off += n;
+    }
+    free(mine);
+}
+
+int main(int argc, char** argv) {
+    if (argc != 2) { fatal("usage: %s <reference file from dev/reference/gpt2_ref.py>", argv[0]); }
+    RefFile rf;
+    ref_open(&rf, argv[1]);
+    const GPT2Config* c = &rf.config;
+    size_t N = rf.N, BT = (size_t)rf.B * rf.T;
+    printf("reference %s: L=%d C=%d NH=%d V=%d Vp=%d maxT=%d, B=%d T=%d M=%d K=%d\n", argv[1], c->num_layers,
+           c->channels, c->num_heads, c->vocab_size, c->padded_vocab_size, c->max_seq_len, rf.B, rf.T, rf.M, rf.K);
+
+    int* inputs = (int*)malloc_check(rf.M * BT * sizeof(int));
+    int* targets = (int*)malloc_check(rf.M * BT * sizeof(int));
+    fread_check(inputs, sizeof(int), rf.M * BT, rf.f, rf.path);
+    fread_check(targets, sizeof(int), rf.M * BT, rf.f, rf.path);
+    float* params0 = ref_read(&rf, N);
+
+    int layers[1] = {c->num_layers};
+    Pipeline pp;
+    pipeline_init(&pp, c, 1, layers, rf.M, rf.B, rf.T, rf.M);
+    pp.opt = rf.opt;
+
+    // llm.c's random init must reproduce the reference's initial parameters
+    Stage* st = &pp.stages[0];
+    stage_random_init(c, &st->layout, st->params_memory);
+    float* mine = (float*)malloc_check(N * sizeof(float));
+    pipeline_gather(&pp, BUF_PARAMS, mine);
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t n = tensor_global_size(c, i);
+        char name[64];
+        snprintf(name, sizeof(name), "init %s", param_names[i]);
+        check_close(name, mine + off, params0 + off, n, 2e-8f, 1e-6f);
+        off += n;
+    }
+    free(mine);
+    // from here on use the reference's parameters exactly, so differences come from the math only
+    pipeline_scatter(&pp, BUF_PARAMS, params0);
+
+    // forward only, micro-batch by micro-batch: every activation
+    for (int m = 0; m < rf.M; m++) {
+        Activations* a = &st->stash[m];
+        memcpy(a->inputs, inputs + m * BT, BT * sizeof(int));
+        memcpy(a->targets, targets + m * BT, BT * sizeof(int));
+        stage_forward(st, a, rf.B, rf.T, 1, 0.0f);
+        check_activations(&rf, st, a, m);
+    }
+    float* ref_loss = ref_read(&rf, 1);
+    float* ref_grads = ref_read(&rf, N);
+    float* ref_norm = ref_read(&rf, 1);
+
+    // K optimizer steps on the same micro-batches; the first also checks gradients and the grad norm
+    FixedBatches fb = {inputs, targets, rf.M, 0};
+    for (int k = 0; k < rf.K; k++) {
+        float* ref_step_loss = ref_read(&rf, 1);
+        float* ref_params = ref_read(&rf, N);
+        for (int s = 0; s < pp.P; s++) { stage_zero_grads(&pp.stages[s]); }
+        float loss = pipeline_forward_backward(&pp, next_fixed_batch, &fb, 1);
+        pipeline_sync_tied_wte(&pp);
+        float norm = pipeline_grad_norm(&pp);
+        char name[128];
+        snprintf(name, sizeof(name), "step %d loss %.7f vs %.7f", k, loss, ref_step_loss[0]);
+        check(fabsf(loss - ref_step_loss[0]) <= 1e-5f + 1e-5f * fabsf(ref_step_loss[0]), name);
+        if (k == 0) {
+            snprintf(name, sizeof(name), "loss %.7f vs %.7f", loss, ref_loss[0]);
+            check(fabsf(loss - ref_loss[0]) <= 1e-5f + 1e-5f * fabsf(ref_loss[0]), name);
+            float* g = (float*)malloc_check(N * sizeof(float));
+            pipeline_gather(&pp, BUF_GRADS, g);
+            off = 0;
+            for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+                size_t n = tensor_global_size(c, i);
+                snprintf(name, sizeof(name), "grad %s", param_names[i]);
+                check_scaled(name, g + off, ref_grads + off, n, 1e-4f);
+                off += n;
+            }
+            free(g);
+            snprintf(name, sizeof(name), "grad norm %.7f vs %.7f", norm, ref_norm[0]);
+            check(fabsf(norm - ref_norm[0]) <= 1e-4f * ref_norm[0], name);
+        }
+        float clip = pp.opt.grad_clip;
+        float scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
+        pp.step++;
+        stage_adamw(st, &pp.opt, pp.opt.lr, scale, pp.step);
+        snprintf(name, sizeof(name), "after step %d", k);
+        check_params(&rf, &pp, ref_params, name, pp.opt.lr * (k + 1));
+        free(ref_step_loss);
+        free(ref_params);
+    }
+    free(ref_loss);
+    free(ref_grads);
+    free(ref_norm);
+    free(params0);
+    free(inputs);
+    free(targets);
+    fclose(rf.f);
+    pipeline_free(&pp);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}

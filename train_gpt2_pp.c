@@ -1,0 +1,1189 @@
+/*
+GPT-2 training in plain C, fp32, on the CPU: the reference path of this project.
+
+It is the oracle for the CUDA kernels, the trainer for anyone without a GPU, and the first place to read how
+the model is cut into pipeline stages. The file reads top to bottom:
+  1. the layer kernels (forward and backward), plain loops, OpenMP across independent outputs only;
+  2. a pipeline Stage: a contiguous run of layers with its parameters, gradients, AdamW state and a stash of
+     per-micro-batch activations, and its forward/backward over one micro-batch;
+  3. the training step: micro-batches, the tied-wte gradient sum, the global grad norm, clipping, AdamW;
+  4. checkpoints, validation, sampling and main().
+
+Determinism is a design rule, not an accident: every output element is computed by one thread in a fixed
+order, gradients accumulate over micro-batches in increasing order, and the two halves of the tied wte
+gradient (embedding side, LM-head side) are kept apart and added once, at the end of the step. That is what
+lets any pipeline split of the same model reproduce the single-stage run bit for bit.
+*/
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <dirent.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef USE_BLAS
+#include <cblas.h>
+#endif
+
+// defines: fatal, fopen_check, fread_check, atomic file writes, flag parsing
+#include "llmc/utils.h"
+// defines: manual_seed, normal_, random_f32 (mt19937 and xorshift)
+#include "llmc/rand.h"
+// defines: GPT2Config, StageLayout, tensor tables, stage_random_init, model checkpoint read/write
+#include "llmc/model.h"
+// defines: DataLoader (llm.c token shards)
+#include "llmc/dataloader.h"
+// defines: Tokenizer (decode only)
+#include "llmc/tokenizer.h"
+// defines: LRSchedule, lr_at
+#include "llmc/schedulers.h"
+// defines: Logger (main.log)
+#include "llmc/logger.h"
+
+// ----------------------------------------------------------------------------
+// 1. layer kernels. Shapes: B batch, T time, C channels, OC output channels, NH heads.
+// Parameter gradients accumulate (+=) so micro-batches add up; activation gradients are overwritten (=)
+// except where the residual stream forks, where they are added.
+
+static void encoder_forward(float* out, const int* inp, const float* wte, const float* wpe, int B, int T, int C) {
+    // out (B,T,C): token embedding wte[inp[b,t]] plus position embedding wpe[t]
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            float* o = out + ((size_t)b * T + t) * C;
+            const float* te = wte + (size_t)inp[b * T + t] * C;
+            const float* pe = wpe + (size_t)t * C;
+            for (int i = 0; i < C; i++) { o[i] = te[i] + pe[i]; }
+        }
+    }
+}
+
+static void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp, int B, int T, int C) {
+    // several positions may hold the same token, so threads split the channels, never the positions:
+    // each dwte element then sums its contributions in (b,t) order whatever the thread count
+    #pragma omp parallel for
+    for (int i0 = 0; i0 < C; i0 += 16) {
+        int i1 = i0 + 16 < C ? i0 + 16 : C;
+        for (int b = 0; b < B; b++) {
+            for (int t = 0; t < T; t++) {
+                const float* d = dout + ((size_t)b * T + t) * C;
+                float* dte = dwte + (size_t)inp[b * T + t] * C;
+                float* dpe = dwpe + (size_t)t * C;
+                for (int i = i0; i < i1; i++) {
+                    dte[i] += d[i];
+                    dpe[i] += d[i];
+                }
+            }
+        }
+    }
+}
+
+static void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                              const float* bias, int N, int C) {
+    // normalises each of the N rows of inp (N,C); mean and rstd (N) are kept for the backward pass
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* x = inp + (size_t)n * C;
+        float m = 0.0f;
+        for (int i = 0; i < C; i++) { m += x[i]; }
+        m /= C;
+        float v = 0.0f;
+        for (int i = 0; i < C; i++) { v += (x[i] - m) * (x[i] - m); }
+        v /= C;
+        float s = 1.0f / sqrtf(v + 1e-5f);
+        float* o = out + (size_t)n * C;
+        for (int i = 0; i < C; i++) { o[i] = s * (x[i] - m) * weight[i] + bias[i]; }
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+static void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                               const float* weight, const float* mean, const float* rstd, int N, int C) {
+    // dinp: rows are independent
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* d = dout + (size_t)n * C;
+        const float* x = inp + (size_t)n * C;
+        float m = mean[n], s = rstd[n];
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int i = 0; i < C; i++) {
+            float dnorm = weight[i] * d[i];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * (x[i] - m) * s;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        float* di = dinp + (size_t)n * C;
+        for (int i = 0; i < C; i++) {
+            float norm = (x[i] - m) * s;
+            di[i] += (weight[i] * d[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
+        }
+    }
+    // dweight, dbias: a sum over rows, so threads split the channels and each sums rows in order
+    #pragma omp parallel for
+    for (int i0 = 0; i0 < C; i0 += 16) {
+        int i1 = i0 + 16 < C ? i0 + 16 : C;
+        for (int n = 0; n < N; n++) {
+            const float* d = dout + (size_t)n * C;
+            const float* x = inp + (size_t)n * C;
+            for (int i = i0; i < i1; i++) {
+                dweight[i] += (x[i] - mean[n]) * rstd[n] * d[i];
+                dbias[i] += d[i];
+            }
+        }
+    }
+}
+
+static void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+                           int OC) {
+    // out (N,OC) = inp (N,C) @ weight^T + bias, weight (OC,C) as nn.Linear stores it
+#ifdef USE_BLAS
+    for (int n = 0; n < N; n++) {
+        if (bias) { memcpy(out + (size_t)n * OC, bias, OC * sizeof(float)); }
+        else { memset(out + (size_t)n * OC, 0, OC * sizeof(float)); }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, 1.0f, out, OC);
+#else
+    // 4 rows x 4 output channels per inner tile: each weight and input value loaded once serves 4 products
+    #pragma omp parallel for
+    for (int n0 = 0; n0 < N; n0 += 4) {
+        int rows = N - n0 < 4 ? N - n0 : 4;
+        for (int o0 = 0; o0 < OC; o0 += 4) {
+            int cols = OC - o0 < 4 ? OC - o0 : 4;
+            float acc[4][4] = {{0}};
+            for (int r = 0; r < rows; r++) {
+                const float* x = inp + (size_t)(n0 + r) * C;
+                for (int k = 0; k < cols; k++) {
+                    const float* w = weight + (size_t)(o0 + k) * C;
+                    float s = 0.0f;
+                    for (int i = 0; i < C; i++) { s += x[i] * w[i]; }
+                    acc[r][k] = s;
+                }
+            }
+            for (int r = 0; r < rows; r++) {
+                for (int k = 0; k < cols; k++) {
+                    out[(size_t)(n0 + r) * OC + o0 + k] = acc[r][k] + (bias ? bias[o0 + k] : 0.0f);
+                }
+            }
+        }
+    }
+#endif
+}
+
+static void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const float* weight, int N, int C, int OC) {
+#ifdef USE_BLAS
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+#else
+    // dinp (N,C) += dout (N,OC) @ weight (OC,C): rows of dinp are independent
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* d = dout + (size_t)n * OC;
+        float* di = dinp + (size_t)n * C;
+        for (int o = 0; o < OC; o++) {
+            const float* w = weight + (size_t)o * C;
+            float g = d[o];
+            for (int i = 0; i < C; i++) { di[i] += g * w[i]; }
+        }
+    }
+    // dweight (OC,C) += dout^T @ inp: rows of dweight are independent, each sums over n in order
+    #pragma omp parallel for
+    for (int o = 0; o < OC; o++) {
+        float* dw = dweight + (size_t)o * C;
+        for (int n = 0; n < N; n++) {
+            float g = dout[(size_t)n * OC + o];
+            const float* x = inp + (size_t)n * C;
+            for (int i = 0; i < C; i++) { dw[i] += g * x[i]; }
+        }
+    }
+#endif
+    if (dbias) {
+        #pragma omp parallel for
+        for (int o = 0; o < OC; o++) {
+            float s = 0.0f;
+            for (int n = 0; n < N; n++) { s += dout[(size_t)n * OC + o]; }
+            dbias[o] += s;
+        }
+    }
+}
+
+static void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+    // qkv (B,T,3C) holds query, key, value; att (B,NH,T,T) gets the causal softmax (future entries 0);
+    // out (B,T,C) the attention-weighted values, heads side by side
+    int HS = C / NH;
+    float scale = 1.0f / sqrtf((float)HS);
+    #pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            for (int h = 0; h < NH; h++) {
+                const float* q = qkv + ((size_t)b * T + t) * 3 * C + h * HS;
+                float* a = att + (((size_t)b * NH + h) * T + t) * T;
+                float maxval = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * HS;
+                    float s = 0.0f;
+                    for (int i = 0; i < HS; i++) { s += q[i] * k[i]; }
+                    s *= scale;
+                    a[t2] = s;
+                    if (s > maxval) { maxval = s; }
+                }
+                float sum = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    a[t2] = expf(a[t2] - maxval);
+                    sum += a[t2];
+                }
+                float inv = 1.0f / sum;
+                for (int t2 = 0; t2 < T; t2++) { a[t2] = t2 <= t ? a[t2] * inv : 0.0f; }
+                float* o = out + ((size_t)b * T + t) * C + h * HS;
+                for (int i = 0; i < HS; i++) { o[i] = 0.0f; }
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * HS;
+                    for (int i = 0; i < HS; i++) { o[i] += a[t2] * v[i]; }
+                }
+            }
+        }
+    }
+}
+
+static void attention_backward(float* dqkv, float* datt_scratch, const float* dout, const float* qkv,
+                               const float* att, int B, int T, int C, int NH) {
+    // dqkv (B,T,3C) is overwritten. Within one (b,h), every t writes into the keys and values of all t2 <= t,
+    // so a thread owns a whole (b,h): its slice of dqkv is disjoint from every other thread's.
+    // datt_scratch holds one row of d(att) per (b,h) pair: (B,NH,T).
+    int HS = C / NH;
+    float scale = 1.0f / sqrtf((float)HS);
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            float* datt = datt_scratch + ((size_t)b * NH + h) * T;
+            for (int t = 0; t < T; t++) {
+                float* dq = dqkv + ((size_t)b * T + t) * 3 * C + h * HS;
+                for (int i = 0; i < HS; i++) { dq[i] = 0.0f; dq[C + i] = 0.0f; dq[2 * C + i] = 0.0f; }
+            }
+            for (int t = 0; t < T; t++) {
+                const float* a = att + (((size_t)b * NH + h) * T + t) * T;
+                const float* d = dout + ((size_t)b * T + t) * C + h * HS;
+                // through out = att @ v
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * HS;
+                    float* dv = dqkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * HS;
+                    float s = 0.0f;
+                    for (int i = 0; i < HS; i++) {
+                        s += v[i] * d[i];
+                        dv[i] += a[t2] * d[i];
+                    }
+                    datt[t2] = s;
+                }
+                // through the softmax: dpre = att * (datt - sum(att * datt))
+                float dot = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) { dot += a[t2] * datt[t2]; }
+                const float* q = qkv + ((size_t)b * T + t) * 3 * C + h * HS;
+                float* dq = dqkv + ((size_t)b * T + t) * 3 * C + h * HS;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    float dpre = a[t2] * (datt[t2] - dot) * scale;
+                    const float* k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * HS;
+                    float* dk = dqkv + ((size_t)b * T + t2) * 3 * C + C + h * HS;
+                    for (int i = 0; i < HS; i++) {
+                        dq[i] += k[i] * dpre;
+                        dk[i] += q[i] * dpre;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#define GELU_SCALING_FACTOR 0.7978845608028654f  // sqrt(2/pi)
+
+static void gelu_forward(float* out, const float* inp, size_t N) {
+    // the tanh approximation GPT-2 was trained with
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALING_FACTOR * (x + 0.044715f * x * x * x)));
+    }
+}
+
+static void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float x = inp[i];
+        float u = GELU_SCALING_FACTOR * (x + 0.044715f * x * x * x);
+        float th = tanhf(u);
+        float sech2 = 1.0f - th * th;
+        float du = GELU_SCALING_FACTOR * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] = (0.5f * (1.0f + th) + 0.5f * x * sech2 * du) * dout[i];
+    }
+}
+
+static void residual_forward(float* out, const float* a, const float* b, size_t N) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) { out[i] = a[i] + b[i]; }
+}
+
+static void crossentropy_forward(float* logits, float* losses, const int* targets, int N, int V, int Vp,
+                                 float dloss) {
+    // logits (N,Vp) over the padded vocabulary; the softmax runs over the first V only. losses (N).
+    // With dloss != 0 the logits are overwritten in place by d(loss)/d(logits) = (softmax - onehot) * dloss,
+    // so the probabilities never need a buffer of their own.
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        float* x = logits + (size_t)n * Vp;
+        float maxval = -INFINITY;
+        for (int i = 0; i < V; i++) { if (x[i] > maxval) { maxval = x[i]; } }
+        float sum = 0.0f;
+        for (int i = 0; i < V; i++) { sum += expf(x[i] - maxval); }
+        float logsum = logf(sum);
+        int y = targets[n];
+        losses[n] = logsum - (x[y] - maxval);
+        if (dloss != 0.0f) {
+            float inv = 1.0f / sum;
+            for (int i = 0; i < V; i++) { x[i] = (expf(x[i] - maxval) * inv - (i == y ? 1.0f : 0.0f)) * dloss; }
+            for (int i = V; i < Vp; i++) { x[i] = 0.0f; }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// 2. a pipeline stage: layers [layer_begin, layer_begin + num_layers) of the model
+
+typedef struct {
+    float* wte;       // (Vp, C) token embedding, also the LM head
+    float* wpe;       // (maxT, C)
+    float* ln1w;      // (nl, C)
+    float* ln1b;      // (nl, C)
+    float* qkvw;      // (nl, 3C, C)
+    float* qkvb;      // (nl, 3C)
+    float* attprojw;  // (nl, C, C)
+    float* attprojb;  // (nl, C)
+    float* ln2w;      // (nl, C)
+    float* ln2b;      // (nl, C)
+    float* fcw;       // (nl, 4C, C)
+    float* fcb;       // (nl, 4C)
+    float* fcprojw;   // (nl, C, 4C)
+    float* fcprojb;   // (nl, C)
+    float* lnfw;      // (C)
+    float* lnfb;      // (C)
+} ParameterTensors;
+
+static void point_parameters(ParameterTensors* p, float* memory, const StageLayout* s) {
+    float** ptrs[NUM_PARAMETER_TENSORS] = {&p->wte, &p->wpe, &p->ln1w, &p->ln1b, &p->qkvw, &p->qkvb,
+                                           &p->attprojw, &p->attprojb, &p->ln2w, &p->ln2b, &p->fcw, &p->fcb,
+                                           &p->fcprojw, &p->fcprojb, &p->lnfw, &p->lnfb};
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        *ptrs[i] = s->sizes[i] ? memory : NULL;
+        memory += s->sizes[i];
+    }
+}
+
+// The activations of one micro-batch on one stage, kept from its forward until its backward (the "stash").
+typedef struct {
+    int* inputs;      // (B,T) tokens (stage 0)
+    int* targets;     // (B,T) next tokens (last stage)
+    float* x;         // (B,T,C) the residual stream entering the stage: embeddings, or what the previous stage sent
+    float* ln1;       // (nl,B,T,C)
+    float* ln1_mean;  // (nl,B,T)
+    float* ln1_rstd;  // (nl,B,T)
+    float* qkv;       // (nl,B,T,3C)
+    float* att;       // (nl,B,NH,T,T)
+    float* atty;      // (nl,B,T,C)
+    float* attproj;   // (nl,B,T,C)
+    float* residual2; // (nl,B,T,C)
+    float* ln2;       // (nl,B,T,C)
+    float* ln2_mean;  // (nl,B,T)
+    float* ln2_rstd;  // (nl,B,T)
+    float* fch;       // (nl,B,T,4C)
+    float* fch_gelu;  // (nl,B,T,4C)
+    float* fcproj;    // (nl,B,T,C)
+    float* residual3; // (nl,B,T,C) the stage's output is the last layer's residual3
+    float* lnf;       // (B,T,C) last stage only, like the three below
+    float* lnf_mean;  // (B,T)
+    float* lnf_rstd;  // (B,T)
+    float* logits;    // (B,T,Vp), overwritten by d(logits) when training
+    float* losses;    // (B,T)
+    float* memory;
+} Activations;
+
+// One layer's worth of activation gradients, reused layer after layer during the backward pass.
+typedef struct {
+    float* dresidual;  // (B,T,C) gradient of the residual stream, flowing down through the layers
+    float* dln;        // (B,T,C)
+    float* dqkv;       // (B,T,3C)
+    float* datt;       // (B,NH,T)
+    float* datty;      // (B,T,C)
+    float* dfch;       // (B,T,4C)
+    float* dfch_gelu;  // (B,T,4C)
+    float* dresidual2; // (B,T,C)
+    float* memory;
+} BackwardScratch;
+
+typedef struct {
+    GPT2Config config;
+    StageLayout layout;
+    int B, T;                  // micro-batch shape the buffers are sized for
+    ParameterTensors params, grads;
+    float* params_memory;
+    float* grads_memory;
+    float* grad_wte_head;      // (Vp,C) the LM head's half of the tied wte gradient (last stage), see top
+    float* m_memory;           // AdamW first moment
+    float* v_memory;           // AdamW second moment
+    Activations* stash;        // one slot per micro-batch that can be in flight at once
+    int num_slots;
+    BackwardScratch scratch;
+} Stage;
+
+static void activations_alloc(Activations* a, const GPT2Config* c, const StageLayout* s, int B, int T) {
+    size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels, NH = c->num_heads;
+    size_t head = s->has_head;
+    size_t sizes[21] = {BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 3 * C, nl * B * NH * T * T, nl * BT * C,
+                        nl * BT * C, nl * BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 4 * C, nl * BT * 4 * C,
+                        nl * BT * C, nl * BT * C, head * BT * C, head * BT, head * BT,
+                        head * BT * c->padded_vocab_size, head * BT};
+    float** ptrs[21] = {&a->x, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->att, &a->atty, &a->attproj,
+                        &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu, &a->fcproj,
+                        &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits, &a->losses};
+    size_t total = 0;
+    for (int i = 0; i < 21; i++) { total += sizes[i]; }
+    a->memory = (float*)calloc_check(total, sizeof(float));
+    float* p = a->memory;
+    for (int i = 0; i < 21; i++) { *ptrs[i] = sizes[i] ? p : NULL; p += sizes[i]; }
+    a->inputs = (int*)calloc_check(BT, sizeof(int));
+    a->targets = (int*)calloc_check(BT, sizeof(int));
+}
+
+static size_t activations_bytes(const GPT2Config* c, const StageLayout* s, int B, int T) {
+    size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels;
+    size_t floats = BT * C + nl * (BT * (C * 9 + 4 * 2 * C + 4) + (size_t)B * c->num_heads * T * T);
+    if (s->has_head) { floats += BT * (C + 3 + c->padded_vocab_size); }
+    return floats * sizeof(float) + 2 * BT * sizeof(int);
+}
+
+static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots) {
+    memset(st, 0, sizeof(*st));
+    st->config = *c;
+    st->layout = *s;
+    st->B = B;
+    st->T = T;
+    size_t n = s->num_parameters;
+    st->params_memory = (float*)calloc_check(n, sizeof(float));
+    st->grads_memory = (float*)calloc_check(n, sizeof(float));
+    st->m_memory = (float*)calloc_check(n, sizeof(float));
+    st->v_memory = (float*)calloc_check(n, sizeof(float));
+    point_parameters(&st->params, st->params_memory, s);
+    point_parameters(&st->grads, st->grads_memory, s);
+    if (s->has_head) { st->grad_wte_head = (float*)calloc_check(s->sizes[WTE], sizeof(float)); }
+    st->num_slots = num_slots;
+    st->stash = (Activations*)calloc_check(num_slots, sizeof(Activations));
+    for (int i = 0; i < num_slots; i++) { activations_alloc(&st->stash[i], c, s, B, T); }
+    size_t BT = (size_t)B * T, C = c->channels;
+    size_t sizes[8] = {BT * C, BT * C, BT * 3 * C, (size_t)B * c->num_heads * T, BT * C, BT * 4 * C, BT * 4 * C, BT * C};
+    float** ptrs[8] = {&st->scratch.dresidual, &st->scratch.dln, &st->scratch.dqkv, &st->scratch.datt,
+                       &st->scratch.datty, &st->scratch.dfch, &st->scratch.dfch_gelu, &st->scratch.dresidual2};
+    size_t total = 0;
+    for (int i = 0; i < 8; i++) { total += sizes[i]; }
+    st->scratch.memory = (float*)calloc_check(total, sizeof(float));
+    float* p = st->scratch.memory;
+    for (int i = 0; i < 8; i++) { *ptrs[i] = p; p += sizes[i]; }
+}
+
+static void stage_free(Stage* st) {
+    for (int i = 0; i < st->num_slots; i++) {
+        free(st->stash[i].memory);
+        free(st->stash[i].inputs);
+        free(st->stash[i].targets);
+    }
+    free(st->stash);
+    free(st->scratch.memory);
+    free(st->params_memory);
+    free(st->grads_memory);
+    free(st->grad_wte_head);
+    free(st->m_memory);
+    free(st->v_memory);
+}
+
+// The forward pass of one micro-batch (B,T may be smaller than the buffers, e.g. when sampling).
+// Stage 0 embeds a->inputs into a->x; later stages find their input already in a->x (received from the
+// previous stage). The last stage ends with the logits and, given targets, per-position losses; dloss != 0
+// turns the logits into their gradient right away (training).
+static void stage_forward(Stage* st, Activations* a, int B, int T, int with_targets, float dloss) {
+    const GPT2Config* c = &st->config;
+    const StageLayout* s = &st->layout;
+    const ParameterTensors* p = &st->params;
+    int C = c->channels, NH = c->num_heads, BT = B * T;
+    if (s->has_embed) { encoder_forward(a->x, a->inputs, p->wte, p->wpe, B, T, C); }
+    // per-layer activations are laid out for the full buffer shape, so index with the allocated B*T
+    size_t BTa = (size_t)st->B * st->T;
+    size_t att_a = (size_t)st->B * NH * st->T * st->T;
+    float* residual = a->x;
+    for (int l = 0; l < s->num_layers; l++) {
+        float* ln1 = a->ln1 + l * BTa * C;
+        float* qkv = a->qkv + l * BTa * 3 * C;
+        float* att = a->att + l * att_a;
+        float* atty = a->atty + l * BTa * C;
+        float* attproj = a->attproj + l * BTa * C;
+        float* residual2 = a->residual2 + l * BTa * C;
+        float* ln2 = a->ln2 + l * BTa * C;
+        float* fch = a->fch + l * BTa * 4 * C;
+        float* fch_gelu = a->fch_gelu + l * BTa * 4 * C;
+        float* fcproj = a->fcproj + l * BTa * C;
+        float* residual3 = a->residual3 + l * BTa * C;
+        layernorm_forward(ln1, a->ln1_mean + l * BTa, a->ln1_rstd + l * BTa, residual, p->ln1w + l * C,
+                          p->ln1b + l * C, BT, C);
+        matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, BT, C, 3 * C);
+        attention_forward(atty, att, qkv, B, T, C, NH);
+        matmul_forward(attproj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, BT, C, C);
+        residual_forward(residual2, residual, attproj, (size_t)BT * C);
+        layernorm_forward(ln2, a->ln2_mean + l * BTa, a->ln2_rstd + l * BTa, residual2, p->ln2w + l * C,
+                          p->ln2b + l * C, BT, C);
+        matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, BT, C, 4 * C);
+        gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C);
+        matmul_forward(fcproj, fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, p->fcprojb + l * C, BT, 4 * C, C);
+        residual_forward(residual3, residual2, fcproj, (size_t)BT * C);
+        residual = residual3;
+    }
+    if (s->has_head) {
+        layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->lnfw, p->lnfb, BT, C);
+        matmul_forward(a->logits, a->lnf, p->wte, NULL, BT, C, c->padded_vocab_size);
+        if (with_targets) {
+            crossentropy_forward(a->logits, a->losses, a->targets, BT, c->vocab_size, c->padded_vocab_size, dloss);
+        }
+    }
+}
+
+// the stage's output: what it sends to the next stage
+static float* stage_output(Stage* st, Activations* a) {
+    if (st->layout.num_layers == 0) { return a->x; }
+    return a->residual3 + (size_t)(st->layout.num_layers - 1) * st->B * st->T * st->config.channels;
+}
+
+// The backward pass of one micro-batch at full shape (B,T). The last stage starts from the d(logits) its
+// forward left in place; the others start from dout, the gradient of their output sent back by the next
+// stage. Afterwards st->scratch.dresidual holds the gradient of the stage's input (sent to the previous
+// stage), and the parameter gradients have been accumulated.
+static void stage_backward(Stage* st, Activations* a, const float* dout) {
+    const GPT2Config* c = &st->config;
+    const StageLayout* s = &st->layout;
+    const ParameterTensors* p = &st->params;
+    ParameterTensors* g = &st->grads;
+    BackwardScratch* sc = &st->scratch;
+    int B = st->B, T = st->T, C = c->channels, NH = c->num_heads, BT = B * T;
+    size_t nBTC = (size_t)BT * C;
+    if (s->has_head) {
+        memset(sc->dln, 0, nBTC * sizeof(float));
+        memset(sc->dresidual, 0, nBTC * sizeof(float));
+        matmul_backward(sc->dln, st->grad_wte_head, NULL, a->logits, a->lnf, p->wte, BT, C, c->padded_vocab_size);
+        layernorm_backward(sc->dresidual, g->lnfw, g->lnfb, sc->dln, stage_output(st, a), p->lnfw, a->lnf_mean,
+                           a->lnf_rstd, BT, C);
+    } else {
+        memcpy(sc->dresidual, dout, nBTC * sizeof(float));
+    }
+    for (int l = s->num_layers - 1; l >= 0; l--) {
+        float* residual = l == 0 ? a->x : a->residual3 + (size_t)(l - 1) * nBTC;
+        float* ln1 = a->ln1 + l * nBTC;
+        float* qkv = a->qkv + l * nBTC * 3;
+        float* att = a->att + (size_t)l * B * NH * T * T;
+        float* atty = a->atty + l * nBTC;
+        float* residual2 = a->residual2 + l * nBTC;
+        float* ln2 = a->ln2 + l * nBTC;
+        float* fch = a->fch + l * nBTC * 4;
+        float* fch_gelu = a->fch_gelu + l * nBTC * 4;
+        // the MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
+        memset(sc->dfch_gelu, 0, nBTC * 4 * sizeof(float));
+        matmul_backward(sc->dfch_gelu, g->fcprojw + (size_t)l * 4 * C * C, g->fcprojb + l * C, sc->dresidual,
+                        fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, BT, 4 * C, C);
+        gelu_backward(sc->dfch, fch, sc->dfch_gelu, nBTC * 4);
+        memset(sc->dln, 0, nBTC * sizeof(float));
+        matmul_backward(sc->dln, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C, sc->dfch, ln2,
+                        p->fcw + (size_t)l * 4 * C * C, BT, C, 4 * C);
+        memcpy(sc->dresidual2, sc->dresidual, nBTC * sizeof(float));  // the skip connection
+        layernorm_backward(sc->dresidual2, g->ln2w + l * C, g->ln2b + l * C, sc->dln, residual2, p->ln2w + l * C,
+                           a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C);
+        // the attention branch: residual2 = residual + attproj(attention(qkv(ln1(residual))))
+        memset(sc->datty, 0, nBTC * sizeof(float));
+        matmul_backward(sc->datty, g->attprojw + (size_t)l * C * C, g->attprojb + l * C, sc->dresidual2, atty,
+                        p->attprojw + (size_t)l * C * C, BT, C, C);
+        attention_backward(sc->dqkv, sc->datt, sc->datty, qkv, att, B, T, C, NH);
+        memset(sc->dln, 0, nBTC * sizeof(float));
+        matmul_backward(sc->dln, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C, sc->dqkv, ln1,
+                        p->qkvw + (size_t)l * 3 * C * C, BT, C, 3 * C);
+        memcpy(sc->dresidual, sc->dresidual2, nBTC * sizeof(float));
+        layernorm_backward(sc->dresidual, g->ln1w + l * C, g->ln1b + l * C, sc->dln, residual, p->ln1w + l * C,
+                           a->ln1_mean + l * BT, a->ln1_rstd + l * BT, BT, C);
+    }
+    if (s->has_embed) { encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C); }
+}
+
+// ----------------------------------------------------------------------------
+// 3. the training step
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay, grad_clip;
+} OptimizerConfig;
+
+// Sum of squares of every gradient "slot" the stage owns. A slot is one tensor of one layer (or a whole
+// non-layer tensor); slots are numbered in checkpoint order: wte, wpe, ln1w[0..L), ln1b[0..L), ..., lnfb.
+// The global norm adds the slots in that order, so it does not depend on how layers are split into stages.
+static int num_norm_slots(const GPT2Config* c) { return 4 + 12 * c->num_layers; }
+
+static void stage_norm_slots(const Stage* st, double* slots) {
+    const GPT2Config* c = &st->config;
+    const StageLayout* s = &st->layout;
+    const float* g = st->grads_memory;
+    int slot = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        int units = tensor_is_per_layer(i) ? c->num_layers : 1;
+        size_t unit = tensor_unit_size(c, i);
+        for (int u = 0; u < units; u++, slot++) {
+            int owned;
+            const float* base = g;
+            if (tensor_is_per_layer(i)) {
+                owned = u >= s->layer_begin && u < s->layer_begin + s->num_layers;
+                base = g + (size_t)(u - s->layer_begin) * unit;
+            } else {
+                // the tied wte lives on two stages; its slot belongs to the embedding stage
+                owned = s->sizes[i] > 0 && (i != WTE || s->has_embed);
+            }
+            if (!owned) { slots[slot] = 0.0; continue; }
+            double sum = 0.0;
+            for (size_t j = 0; j < unit; j++) { sum += (double)base[j] * base[j]; }
+            slots[slot] = sum;
+        }
+        if (s->sizes[i]) { g += s->sizes[i]; }
+    }
+}
+
+static float norm_from_slots(const double* slots, int n) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) { sum += slots[i]; }
+    return (float)sqrt(sum);
+}
+
+static void stage_adamw(Stage* st, const OptimizerConfig* opt, float lr, float grad_scale, int t) {
+    float bc1 = 1.0f - powf(opt->beta1, (float)t);
+    float bc2 = 1.0f - powf(opt->beta2, (float)t);
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t n = st->layout.sizes[i];
+        float wd = tensor_is_decayed(i) ? opt->weight_decay : 0.0f;
+        float* p = st->params_memory + off;
+        float* g = st->grads_memory + off;
+        float* m = st->m_memory + off;
+        float* v = st->v_memory + off;
+        #pragma omp parallel for
+        for (size_t j = 0; j < n; j++) {
+            float grad = g[j] * grad_scale;
+            m[j] = opt->beta1 * m[j] + (1.0f - opt->beta1) * grad;
+            v[j] = opt->beta2 * v[j] + (1.0f - opt->beta2) * grad * grad;
+            float m_hat = m[j] / bc1;
+            float v_hat = v[j] / bc2;
+            p[j] -= lr * (m_hat / (sqrtf(v_hat) + opt->eps) + wd * p[j]);
+        }
+        off += n;
+    }
+}
+
+static void stage_zero_grads(Stage* st) {
+    memset(st->grads_memory, 0, st->layout.num_parameters * sizeof(float));
+    if (st->grad_wte_head) { memset(st->grad_wte_head, 0, st->layout.sizes[WTE] * sizeof(float)); }
+}
+
+// mean loss of one micro-batch on the last stage, summed in a fixed order
+static float microbatch_loss(const Stage* st, const Activations* a) {
+    double sum = 0.0;
+    int BT = st->B * st->T;
+    for (int i = 0; i < BT; i++) { sum += a->losses[i]; }
+    return (float)(sum / BT);
+}
+
+// ----------------------------------------------------------------------------
+// The pipeline: P stages. This process runs the stages listed in `local` (all of them when the pipeline
+// runs in one process, one when each stage is its own MPI rank).
+
+typedef struct {
+    GPT2Config config;
+    int P, M;                 // stages, micro-batches per step
+    int B, T;
+    int* layers;              // (P) layers per stage
+    Stage* stages;            // (P) only the local ones are initialised
+    int* is_local;            // (P)
+    OptimizerConfig opt;
+    int step;                 // optimizer steps taken
+    float last_norm;
+} Pipeline;
+
+static StageLayout pipeline_stage_layout(const Pipeline* pp, int s) {
+    int begin = 0;
+    for (int i = 0; i < s; i++) { begin += pp->layers[i]; }
+    return stage_layout(&pp->config, begin, pp->layers[s], s == 0, s == pp->P - 1);
+}
+
+static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* layers, int M, int B, int T,
+                          int num_slots) {
+    memset(pp, 0, sizeof(*pp));
+    pp->config = *c;
+    pp->P = P;
+    pp->M = M;
+    pp->B = B;
+    pp->T = T;
+    pp->layers = (int*)malloc_check(P * sizeof(int));
+    memcpy(pp->layers, layers, P * sizeof(int));
+    pp->stages = (Stage*)calloc_check(P, sizeof(Stage));
+    pp->is_local = (int*)calloc_check(P, sizeof(int));
+    for (int s = 0; s < P; s++) {
+        StageLayout lay = pipeline_stage_layout(pp, s);
+        pp->is_local[s] = 1;
+        stage_init(&pp->stages[s], c, &lay, B, T, num_slots);
+    }
+}
+
+static void pipeline_free(Pipeline* pp) {
+    for (int s = 0; s < pp->P; s++) { if (pp->is_local[s]) { stage_free(&pp->stages[s]); } }
+    free(pp->stages);
+    free(pp->is_local);
+    free(pp->layers);
+}
+
+// Where micro-batches come from: the data loader when training, fixed tokens in the tests.
+typedef void (*NextBatchFn)(void* ctx, int* inputs, int* targets, int n);
+
+static void next_batch_from_loader(void* ctx, int* inputs, int* targets, int n) {
+    DataLoader* dl = (DataLoader*)ctx;
+    dataloader_next_batch(dl);
+    memcpy(inputs, dl->inputs, n * sizeof(int));
+    memcpy(targets, dl->targets, n * sizeof(int));
+}
+
+// Loads the next micro-batch into a stash slot of every local stage; stage 0 reads the inputs, the last
+// stage the targets. Every process reads the data in the same order, so no tokens travel between stages.
+static void load_microbatch(Pipeline* pp, NextBatchFn next, void* ctx, int slot) {
+    int n = pp->B * pp->T;
+    int* inputs = (int*)malloc_check(n * sizeof(int));
+    int* targets = (int*)malloc_check(n * sizeof(int));
+    next(ctx, inputs, targets, n);
+    for (int s = 0; s < pp->P; s++) {
+        if (!pp->is_local[s]) { continue; }
+        memcpy(pp->stages[s].stash[slot].inputs, inputs, n * sizeof(int));
+        memcpy(pp->stages[s].stash[slot].targets, targets, n * sizeof(int));
+    }
+    free(inputs);
+    free(targets);
+}
+
+// Runs every micro-batch forward through all stages, then backward, handing activations and their gradients
+// from stage to stage. Returns the mean loss over the M micro-batches.
+static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx, int training) {
+    float dloss = training ? 1.0f / ((float)pp->M * pp->B * pp->T) : 0.0f;
+    size_t nBTC = (size_t)pp->B * pp->T * pp->config.channels;
+    double loss = 0.0;
+    for (int m = 0; m < pp->M; m++) {
+        load_microbatch(pp, next, ctx, m);
+        for (int s = 0; s < pp->P; s++) {
+            Stage* st = &pp->stages[s];
+            if (s > 0) { memcpy(st->stash[m].x, stage_output(&pp->stages[s - 1], &pp->stages[s - 1].stash[m]), nBTC * sizeof(float)); }
+            stage_forward(st, &st->stash[m], pp->B, pp->T, 1, dloss);
+        }
+        Stage* last = &pp->stages[pp->P - 1];
+        loss += microbatch_loss(last, &last->stash[m]);
+    }
+    if (training) {
+        for (int m = 0; m < pp->M; m++) {
+            for (int s = pp->P - 1; s >= 0; s--) {
+                const float* dout = s < pp->P - 1 ? pp->stages[s + 1].scratch.dresidual : NULL;
+                stage_backward(&pp->stages[s], &pp->stages[s].stash[m], dout);
+            }
+        }
+    }
+    return (float)(loss / pp->M);
+}
+
+// The tied wte: stage 0 accumulated the embedding side of its gradient, the last stage the LM-head side.
+// Both copies become the same sum (a + b == b + a exactly), so both copies of wte stay bitwise equal.
+static void pipeline_sync_tied_wte(Pipeline* pp) {
+    Stage* first = &pp->stages[0];
+    Stage* last = &pp->stages[pp->P - 1];
+    size_t n = first->layout.sizes[WTE];
+    float* a = first->grads.wte;
+    const float* b = last->grad_wte_head;
+    for (size_t i = 0; i < n; i++) { a[i] += b[i]; }
+    if (last != first) { memcpy(last->grads.wte, a, n * sizeof(float)); }
+}
+
+static float pipeline_grad_norm(Pipeline* pp) {
+    int n = num_norm_slots(&pp->config);
+    double* slots = (double*)calloc_check(n, sizeof(double));
+    double* mine = (double*)calloc_check(n, sizeof(double));
+    for (int s = 0; s < pp->P; s++) {
+        if (!pp->is_local[s]) { continue; }
+        stage_norm_slots(&pp->stages[s], mine);
+        for (int i = 0; i < n; i++) { slots[i] += mine[i]; }  // at most one stage owns a slot: exact
+    }
+    float norm = norm_from_slots(slots, n);
+    free(slots);
+    free(mine);
+    return norm;
+}
+
+// one optimizer step over M micro-batches; returns the mean training loss
+static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, float lr) {
+    for (int s = 0; s < pp->P; s++) { if (pp->is_local[s]) { stage_zero_grads(&pp->stages[s]); } }
+    float loss = pipeline_forward_backward(pp, next, ctx, 1);
+    pipeline_sync_tied_wte(pp);
+    float norm = pipeline_grad_norm(pp);
+    float clip = pp->opt.grad_clip;
+    float grad_scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
+    pp->step++;
+    for (int s = 0; s < pp->P; s++) {
+        if (pp->is_local[s]) { stage_adamw(&pp->stages[s], &pp->opt, lr, grad_scale, pp->step); }
+    }
+    pp->last_norm = norm;
+    return loss;
+}
+
+// mean loss over `batches` micro-batches of a loader, forward only
+static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
+    int M = pp->M;
+    double sum = 0.0;
+    int done = 0;
+    while (done < batches) {
+        pp->M = batches - done < M ? batches - done : M;
+        sum += pipeline_forward_backward(pp, next_batch_from_loader, dl, 0) * pp->M;
+        done += pp->M;
+    }
+    pp->M = M;
+    return (float)(sum / batches);
+}
+
+// ----------------------------------------------------------------------------
+// 4. checkpoints, sampling, main
+
+// Copies one of the per-stage buffers (params, grads, m or v) of every stage into a whole-model buffer.
+typedef enum { BUF_PARAMS, BUF_GRADS, BUF_M, BUF_V } StageBuffer;
+
+static float* stage_buffer(Stage* st, StageBuffer which) {
+    switch (which) {
+    case BUF_PARAMS: return st->params_memory;
+    case BUF_GRADS: return st->grads_memory;
+    case BUF_M: return st->m_memory;
+    default: return st->v_memory;
+    }
+}
+
+static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
+    for (int s = pp->P - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
+        StageLayout lay = pp->stages[s].layout;
+        stage_copy_global(&pp->config, &lay, stage_buffer(&pp->stages[s], which), global, 1);
+    }
+}
+
+static void pipeline_scatter(Pipeline* pp, StageBuffer which, float* global) {
+    for (int s = 0; s < pp->P; s++) {
+        if (!pp->is_local[s]) { continue; }
+        StageLayout lay = pp->stages[s].layout;
+        stage_copy_global(&pp->config, &lay, stage_buffer(&pp->stages[s], which), global, 0);
+    }
+}
+
+#define STATE_MAGIC 20261125
+#define STATE_VERSION 1
+
+// The training state beside each model checkpoint: AdamW moments in checkpoint layout (so a checkpoint
+// written at one pipeline depth resumes at any other), the step, the data position and the sampler's RNG.
+static void save_checkpoint(Pipeline* pp, const char* out_dir, const DataLoader* dl, uint64_t sample_rng) {
+    size_t N = model_num_parameters(&pp->config);
+    float* global = (float*)malloc_check(N * sizeof(float));
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/model_%08d.bin", out_dir, pp->step);
+    pipeline_gather(pp, BUF_PARAMS, global);
+    model_write(path, &pp->config, global);
+    int32_t header[256] = {0};
+    header[0] = STATE_MAGIC;
+    header[1] = STATE_VERSION;
+    header[2] = pp->step;
+    int64_t fields[4] = {(int64_t)N, (int64_t)dl->shard, dl->position, (int64_t)sample_rng};
+    memcpy(header + 4, fields, sizeof(fields));
+    snprintf(path, sizeof(path), "%s/state_%08d.bin", out_dir, pp->step);
+    AtomicFile af;
+    atomic_open(&af, path);
+    atomic_write(&af, header, sizeof(int32_t), 256);
+    pipeline_gather(pp, BUF_M, global);
+    atomic_write(&af, global, sizeof(float), N);
+    pipeline_gather(pp, BUF_V, global);
+    atomic_write(&af, global, sizeof(float), N);
+    atomic_commit(&af);
+    // the DONE marker comes last: a checkpoint without it is incomplete and never resumed from
+    snprintf(path, sizeof(path), "%s/DONE_%08d", out_dir, pp->step);
+    AtomicFile done;
+    atomic_open(&done, path);
+    atomic_commit(&done);
+    free(global);
+}
+
+// the newest complete checkpoint in out_dir, or -1
+static int find_latest_checkpoint(const char* out_dir) {
+    DIR* d = opendir(out_dir);
+    if (d == NULL) { return -1; }
+    int best = -1;
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL) {
+        int s;
+        char extra;
+        if (sscanf(e->d_name, "DONE_%8d%c", &s, &extra) == 1 && s > best) { best = s; }
+    }
+    closedir(d);
+    return best;
+}
+
+static void load_state(Pipeline* pp, const char* path, DataLoader* dl, uint64_t* sample_rng) {
+    FILE* f = fopen_check(path, "rb");
+    int32_t header[256];
+    size_t N = model_num_parameters(&pp->config);
+    long size = file_size(f, path);
+    if (size < 1024) { fatal("%s is truncated: smaller than its 1024-byte header", path); }
+    fread_check(header, sizeof(int32_t), 256, f, path);
+    if (header[0] != STATE_MAGIC || header[1] != STATE_VERSION) {
+        fatal("%s: bad magic/version %d/%d, expected %d/%d (a train_gpt2_pp training state)", path, header[0],
+              header[1], STATE_MAGIC, STATE_VERSION);
+    }
+    int64_t fields[4];
+    memcpy(fields, header + 4, sizeof(fields));
+    if (fields[0] != (int64_t)N || size != 1024 + (long)(2 * N * sizeof(float))) {
+        fatal("%s: holds %lld parameters (%ld bytes) but the model has %zu", path, (long long)fields[0], size, N);
+    }
+    pp->step = header[2];
+    float* global = (float*)malloc_check(N * sizeof(float));
+    fread_check(global, sizeof(float), N, f, path);
+    pipeline_scatter(pp, BUF_M, global);
+    fread_check(global, sizeof(float), N, f, path);
+    pipeline_scatter(pp, BUF_V, global);
+    free(global);
+    fclose(f);
+    dataloader_seek(dl, (size_t)fields[1], fields[2]);
+    *sample_rng = (uint64_t)fields[3];
+}
+
+// Generates gen_tokens tokens after an end-of-text token, re-running the forward pass on the growing
+// sequence (no KV cache: this is a reference implementation) and sampling from the softmax.
+static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint64_t* rng) {
+    const GPT2Config* c = &pp->config;
+    int T = pp->T;
+    int* seq = (int*)malloc_check((size_t)(gen_tokens + 1) * sizeof(int));
+    seq[0] = tok->eot_token;
+    float* probs = (float*)malloc_check((size_t)c->vocab_size * sizeof(float));
+    printf("generating:\n---\n");
+    for (int t = 1; t <= gen_tokens; t++) {
+        int ctx = t < T ? t : T;  // the model sees at most T tokens
+        for (int s = 0; s < pp->P; s++) {
+            Stage* st = &pp->stages[s];
+            Activations* a = &st->stash[0];
+            if (s == 0) { memcpy(a->inputs, seq + t - ctx, ctx * sizeof(int)); }
+            else { memcpy(a->x, stage_output(&pp->stages[s - 1], &pp->stages[s - 1].stash[0]), (size_t)ctx * c->channels * sizeof(float)); }
+            stage_forward(st, a, 1, ctx, 0, 0.0f);
+        }
+        const float* logits = pp->stages[pp->P - 1].stash[0].logits + (size_t)(ctx - 1) * c->padded_vocab_size;
+        float maxval = -INFINITY, sum = 0.0f;
+        for (int i = 0; i < c->vocab_size; i++) { if (logits[i] > maxval) { maxval = logits[i]; } }
+        for (int i = 0; i < c->vocab_size; i++) { probs[i] = expf(logits[i] - maxval); sum += probs[i]; }
+        float coin = random_f32(rng) * sum, cdf = 0.0f;
+        int next = c->vocab_size - 1;
+        for (int i = 0; i < c->vocab_size; i++) {
+            cdf += probs[i];
+            if (coin < cdf) { next = i; break; }
+        }
+        seq[t] = next;
+        safe_print(tokenizer_decode(tok, next));
+        fflush(stdout);
+    }
+    printf("\n---\n");
+    free(seq);
+    free(probs);
+}
+
+#ifndef TESTING
+static void usage(void) {
+    fprintf(stderr,
+        "Usage:   ./train_gpt2_pp_cpu [options]\n"
+        "Trains GPT-2 on the CPU, fp32, split into pipeline stages.\n"
+        "Options (defaults in brackets):\n"
+        "  -i <pattern> train data, llm.c token shards (glob) [data/kjv/kjv_train.bin]\n"
+        "  -j <pattern> val data [data/kjv/kjv_val.bin]\n"
+        "  -tk <file>   tokenizer for samples [data/gpt2_tokenizer.bin]\n"
+        "  -e <model>   llm.c checkpoint (.bin, fp32) or a descriptor dN for a fresh model [d4]\n"
+        "  -o <dir>     output directory for main.log and checkpoints [none]\n"
+        "  -b <int>     micro-batch size B [8]\n"
+        "  -t <int>     sequence length T, at most the model's maxT [64]\n"
+        "  -pm <int>    micro-batches per step M (gradient accumulation) [1]\n"
+        "  -x <int>     optimizer steps to run in total [40]\n"
+        "  -l <float>   peak learning rate [1e-3]\n"
+        "  -k <name>    learning-rate schedule: constant | cosine | noam [cosine]\n"
+        "  -u <int>     warmup steps [0]\n"
+        "  -q <float>   final learning rate as a fraction of the peak (cosine) [0.1]\n"
+        "  -c <float>   weight decay (2-D weights only) [0.0]\n"
+        "  -cl <float>  clip the global gradient norm to this; 0 disables [1.0]\n"
+        "  -v <int>     validation loss every N steps [10]\n"
+        "  -m <int>     validation micro-batches [20]\n"
+        "  -s <int>     sample text every N steps, 0: only at the end [0]\n"
+        "  -g <int>     tokens to sample [64]\n"
+        "  -n <int>     checkpoint every N steps (needs -o), 0: only at the end [0]\n"
+        "  -y <0|1>     resume from the newest checkpoint in -o [0]\n"
+        "  -h           this help\n");
+}
+
+int main(int argc, char** argv) {
+    const char* train_pattern = "data/kjv/kjv_train.bin";
+    const char* val_pattern = "data/kjv/kjv_val.bin";
+    const char* tokenizer_path = "data/gpt2_tokenizer.bin";
+    const char* model_arg = "d4";
+    const char* out_dir = NULL;
+    int B = 8, T = 64, M = 1, max_steps = 40, warmup = 0, val_every = 10, val_batches = 20;
+    int sample_every = 0, gen_tokens = 64, ckpt_every = 0, resume = 0;
+    float lr = 1e-3f, final_frac = 0.1f, weight_decay = 0.0f, grad_clip = 1.0f;
+    const char* schedule_name = "cosine";
+    for (int i = 1; i < argc; i++) {
+        const char* f = argv[i];
+        if (strcmp(f, "-h") == 0) { usage(); return 0; }
+        if (f[0] != '-' || i + 1 >= argc) {
+            usage();
+            fatal("%s: expected a flag followed by a value (see -h)", f);
+        }
+        const char* v = argv[++i];
+        if (strcmp(f, "-i") == 0) { train_pattern = v; }
+        else if (strcmp(f, "-j") == 0) { val_pattern = v; }
+        else if (strcmp(f, "-tk") == 0) { tokenizer_path = v; }
+        else if (strcmp(f, "-e") == 0) { model_arg = v; }
+        else if (strcmp(f, "-o") == 0) { out_dir = v; }
+        else if (strcmp(f, "-b") == 0) { B = parse_int_flag(f, v); }
+        else if (strcmp(f, "-t") == 0) { T = parse_int_flag(f, v); }
+        else if (strcmp(f, "-pm") == 0) { M = parse_int_flag(f, v); }
+        else if (strcmp(f, "-x") == 0) { max_steps = parse_int_flag(f, v); }
+        else if (strcmp(f, "-l") == 0) { lr = parse_float_flag(f, v); }
+        else if (strcmp(f, "-k") == 0) { schedule_name = v; }
+        else if (strcmp(f, "-u") == 0) { warmup = parse_int_flag(f, v); }
+        else if (strcmp(f, "-q") == 0) { final_frac = parse_float_flag(f, v); }
+        else if (strcmp(f, "-c") == 0) { weight_decay = parse_float_flag(f, v); }
+        else if (strcmp(f, "-cl") == 0) { grad_clip = parse_float_flag(f, v); }
+        else if (strcmp(f, "-v") == 0) { val_every = parse_int_flag(f, v); }
+        else if (strcmp(f, "-m") == 0) { val_batches = parse_int_flag(f, v); }
+        else if (strcmp(f, "-s") == 0) { sample_every = parse_int_flag(f, v); }
+        else if (strcmp(f, "-g") == 0) { gen_tokens = parse_int_flag(f, v); }
+        else if (strcmp(f, "-n") == 0) { ckpt_every = parse_int_flag(f, v); }
+        else if (strcmp(f, "-y") == 0) { resume = parse_int_flag(f, v); }
+        else { usage(); fatal("unknown flag %s (see -h)", f); }
+    }
+    if (B <= 0) { fatal("flag -b (micro-batch size) must be > 0, got %d", B); }
+    if (T <= 0) { fatal("flag -t (sequence length) must be > 0, got %d", T); }
+    if (M <= 0) { fatal("flag -pm (micro-batches per step) must be >= 1, got %d", M); }
+    if (max_steps < 0) { fatal("flag -x (steps) must be >= 0, got %d", max_steps); }
+    if (!(lr >= 0.0f)) { fatal("flag -l (learning rate) must be >= 0, got %g", lr); }
+    if (warmup < 0) { fatal("flag -u (warmup steps) must be >= 0, got %d", warmup); }
+    if (val_every < 0 || val_batches < 0 || sample_every < 0 || gen_tokens < 0 || ckpt_every < 0) {
+        fatal("flags -v -m -s -g -n must be >= 0");
+    }
+    if (resume != 0 && resume != 1) { fatal("flag -y expects 0 or 1, got %d", resume); }
+    if (resume && out_dir == NULL) { fatal("flag -y 1 needs -o <dir> to find the checkpoint in"); }
+    if (ckpt_every > 0 && out_dir == NULL) { fatal("flag -n needs -o <dir> to write checkpoints to"); }
+    LRSchedule lrs = {lr_schedule_parse(schedule_name), lr, warmup, max_steps, final_frac};
+
+    // the model: from a checkpoint file, or a descriptor and llm.c's random init
+    int from_file = strlen(model_arg) > 4 && strcmp(model_arg + strlen(model_arg) - 4, ".bin") == 0;
+    GPT2Config config = from_file ? model_read_config(model_arg) : config_from_descriptor(model_arg);
+    if (T > config.max_seq_len) {
+        fatal("flag -t %d exceeds the model's maximum sequence length %d (%s)", T, config.max_seq_len, model_arg);
+    }
+    int resume_step = -1;
+    char resume_model[1100], resume_state[1100];
+    if (out_dir) { mkdir(out_dir, 0755); }
+    if (resume) {
+        resume_step = find_latest_checkpoint(out_dir);
+        if (resume_step < 0) { fatal("-y 1: no complete checkpoint (DONE_* file) in %s", out_dir); }
+        snprintf(resume_model, sizeof(resume_model), "%s/model_%08d.bin", out_dir, resume_step);
+        snprintf(resume_state, sizeof(resume_state), "%s/state_%08d.bin", out_dir, resume_step);
+        GPT2Config saved = model_read_config(resume_model);
+        if (memcmp(&saved, &config, sizeof(config)) != 0) {
+            fatal("%s: the checkpoint's model (L=%d C=%d NH=%d V=%d maxT=%d) disagrees with -e %s", resume_model,
+                  saved.num_layers, saved.channels, saved.num_heads, saved.vocab_size, saved.max_seq_len, model_arg);
+        }
+    }
+
+    int P = 1;
+    int layers[1] = {config.num_layers};
+    Pipeline pp;
+    pipeline_init(&pp, &config, P, layers, M, B, T, M);
+    pp.opt = (OptimizerConfig){lr, 0.9f, 0.95f, 1e-8f, weight_decay, grad_clip};
+    for (int s = 0; s < P; s++) {
+        Stage* st = &pp.stages[s];
+        const char* src = resume ? resume_model : from_file ? model_arg : NULL;
+        if (src) { model_read_stage(src, &config, &st->layout, st->params_memory); }
+        else { stage_random_init(&config, &st->layout, st->params_memory); }
+    }
+
+    DataLoader train_loader, val_loader;
+    dataloader_init(&train_loader, train_pattern, B, T, config.vocab_size);
+    dataloader_init(&val_loader, val_pattern, B, T, config.vocab_size);
+    int64_t val_available = dataloader_num_batches(&val_loader);
+    if (val_batches > val_available) { val_batches = (int)val_available; }
+    Tokenizer tokenizer;
+    tokenizer_init(&tokenizer, tokenizer_path);
+    uint64_t sample_rng = 1337;
+    if (resume) { load_state(&pp, resume_state, &train_loader, &sample_rng); }
+    Logger logger;
+    logger_init(&logger, out_dir, resume);
+
+    size_t nparams = model_num_parameters(&config);
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    printf("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters\n", config.num_layers,
+           config.channels, config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
+           nparams);
+    printf("batch: B=%d T=%d M=%d -> %d tokens per step; %d threads\n", B, T, M, B * T * M, threads);
+    printf("train: %s, %lld micro-batches per epoch; val: %s, using %d micro-batches\n", train_pattern,
+           (long long)dataloader_num_batches(&train_loader), val_pattern, val_batches);
+    for (int s = 0; s < P; s++) {
+        StageLayout lay = pipeline_stage_layout(&pp, s);
+        printf("stage %d: layers %d..%d%s%s, %zu parameters, activation stash %d x %.1f MiB\n", s,
+               lay.layer_begin, lay.layer_begin + lay.num_layers - 1, lay.has_embed ? " + embeddings" : "",
+               lay.has_head ? " + lnf/LM head" : "", lay.num_parameters, pp.stages[s].num_slots,
+               activations_bytes(&config, &lay, B, T) / 1048576.0);
+    }
+    if (resume) { printf("resumed from %s at step %d\n", resume_model, pp.step); }
+
+    for (int step = pp.step; step <= max_steps; step++) {
+        int last = step == max_steps;
+        if (val_batches > 0 && ((val_every > 0 && step % val_every == 0) || last)) {
+            dataloader_reset(&val_loader);
+            float val_loss = pipeline_eval(&pp, &val_loader, val_batches);
+            printf("step %4d | val loss %.6f\n", step, val_loss);
+            logger_log_val(&logger, step, val_loss);
+        }
+        if (gen_tokens > 0 && ((sample_every > 0 && step > 0 && step % sample_every == 0) || last)) {
+            sample_text(&pp, &tokenizer, gen_tokens, &sample_rng);
+        }
+        if (last) { break; }
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        float step_lr = lr_at(&lrs, step);
+        float loss = pipeline_train_step(&pp, next_batch_from_loader, &train_loader, step_lr);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double secs = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+        printf("step %4d/%d | train loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s\n", step + 1,
+               max_steps, loss, pp.last_norm, step_lr, secs * 1e3, B * T * M / secs);
+        logger_log_train(&logger, step + 1, loss, step_lr, pp.last_norm);
+        if (out_dir && ((ckpt_every > 0 && (step + 1) % ckpt_every == 0) || step + 1 == max_steps)) {
+            save_checkpoint(&pp, out_dir, &train_loader, sample_rng);
+        }
+    }
+    logger_free(&logger);
+    tokenizer_free(&tokenizer);
+    dataloader_free(&train_loader);
+    dataloader_free(&val_loader);
+    pipeline_free(&pp);
+    return 0;
+}
+#endif
