@@ -1047,10 +1047,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; i++) {
         const char* f = argv[i];
         if (strcmp(f, "-h") == 0) { usage(); return 0; }
-        if (f[0] != '-' || i + 1 >= argc) {
-            usage();
-            fatal("%s: expected a flag followed by a value (see -h)", f);
-        }
+        if (f[0] != '-' || i + 1 >= argc) { fatal("%s: expected a flag followed by a value (see -h)", f); }
         const char* v = argv[++i];
         if (strcmp(f, "-i") == 0) { train_pattern = v; }
         else if (strcmp(f, "-j") == 0) { val_pattern = v; }
@@ -1073,7 +1070,7 @@ int main(int argc, char** argv) {
         else if (strcmp(f, "-g") == 0) { gen_tokens = parse_int_flag(f, v); }
         else if (strcmp(f, "-n") == 0) { ckpt_every = parse_int_flag(f, v); }
         else if (strcmp(f, "-y") == 0) { resume = parse_int_flag(f, v); }
-        else { usage(); fatal("unknown flag %s (see -h)", f); }
+        else { fatal("unknown flag %s (see -h)", f); }
     }
     if (B <= 0) { fatal("flag -b (micro-batch size) must be > 0, got %d", B); }
     if (T <= 0) { fatal("flag -t (sequence length) must be > 0, got %d", T); }
@@ -1097,7 +1094,7 @@ int main(int argc, char** argv) {
     }
     int resume_step = -1;
     char resume_model[1100], resume_state[1100];
-    if (out_dir) { mkdir(out_dir, 0755); }
+    if (out_dir) { mkdir_p(out_dir); }
     if (resume) {
         resume_step = find_latest_checkpoint(out_dir);
         if (resume_step < 0) { fatal("-y 1: no complete checkpoint (DONE_* file) in %s", out_dir); }

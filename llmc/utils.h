@@ -13,6 +13,7 @@ done) and exits non-zero, so a bad input never turns into garbage numbers or a c
 #include <string.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 
 // A hook so the pipeline trainer can tear down MPI (or wake the other in-process stages) before exiting.
 static void (*fatal_hook)(void) = NULL;
@@ -97,6 +98,22 @@ static void atomic_commit(AtomicFile* af) {
     fclose(af->f);
     if (rename(af->tmp_path, af->final_path) != 0) {
         fatal("cannot rename %s to %s: %s", af->tmp_path, af->final_path, strerror(errno));
+    }
+}
+
+// mkdir -p: creates every missing directory on the way
+static void mkdir_p(const char* path) {
+    char buf[1024];
+    if (strlen(path) >= sizeof(buf)) { fatal("path too long: %s", path); }
+    strcpy(buf, path);
+    for (char* p = buf + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) { fatal("cannot create directory %s: %s", buf, strerror(errno)); }
+            *p = c;
+            if (c == '\0') { break; }
+        }
     }
 }
 

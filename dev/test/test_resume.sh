@@ -1,0 +1,26 @@
+#!/bin/bash
+# Bit-exact resume: 6 steps in one go must equal 3 steps, a checkpoint, a restart with -y 1 and 3 more steps:
+# the same train losses and byte-identical final checkpoint files.
+set -u
+BIN=${BIN:-./train_gpt2_pp_cpu}
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+passed=0; failed=0
+check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi; }
+ARGS="-e d1 -b 2 -t 16 -pm 2 -v 3 -m 2 -g 8 -s 3 -l 3e-3 -u 2 -k cosine"
+
+$BIN $ARGS -x 6 -o "$W/full" > "$W/full.txt" || echo "full run failed"
+$BIN $ARGS -x 3 -o "$W/split" > "$W/a.txt" || echo "first half failed"
+$BIN $ARGS -x 6 -o "$W/split" -y 1 > "$W/b.txt" || echo "resumed half failed"
+
+check "the resumed run says where it resumed" "grep -q 'resumed from .*model_00000003.bin at step 3' '$W/b.txt'"
+for f in model_00000006.bin state_00000006.bin DONE_00000006; do
+    check "$f exists and is byte-identical" "cmp -s '$W/full/$f' '$W/split/$f'"
+done
+# the train-loss lines of steps 1..6, from the log of each run
+check "train losses identical" "diff <(grep trl '$W/full/main.log') <(grep trl '$W/split/main.log')"
+check "val losses identical" "diff <(grep tel '$W/full/main.log' | sort -u) <(grep tel '$W/split/main.log' | sort -u)"
+check "no temporary files left" "! ls '$W/full' '$W/split' | grep -q '\.tmp$'"
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
