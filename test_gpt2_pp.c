@@ -4,7 +4,10 @@ dev/reference/FORMAT.md): llm.c's random init, every activation of every layer o
 logits, per-position losses, the loss, all 16 gradient tensors, the grad norm, and the parameters and loss
 after each of K optimizer steps.
 
-  ./test_gpt2_pp_cpu build/ref_a.bin
+  ./test_gpt2_pp_cpu build/ref_a.bin [P schedule]
+
+With P > 1 the model is split into P stages run in this process under the given schedule (gpipe | 1f1b):
+the per-layer activations are then checked only at P = 1, everything from the loss on at any P.
 
 Tolerances. The trainer computes in fp32 (unit roundoff u = 2^-24 ~ 6e-8) against float64. A dot product of
 length K carries a relative error of at most ~K·u (typically ~sqrt(K)·u), and errors compound through L layers
@@ -184,7 +187,11 @@ static void check_params(RefFile* rf, Pipeline* pp, const float* ref, const char
 }
 
 int main(int argc, char** argv) {
-    if (argc != 2) { fatal("usage: %s <reference file from dev/reference/gpt2_ref.py>", argv[0]); }
+    if (argc != 2 && argc != 4) {
+        fatal("usage: %s <reference file from dev/reference/gpt2_ref.py> [P gpipe|1f1b]", argv[0]);
+    }
+    int P = argc == 4 ? parse_int_flag("P", argv[2]) : 1;
+    const char* schedule_name = argc == 4 ? argv[3] : "gpipe";
     RefFile rf;
     ref_open(&rf, argv[1]);
     const GPT2Config* c = &rf.config;
@@ -198,14 +205,18 @@ int main(int argc, char** argv) {
     fread_check(targets, sizeof(int), rf.M * BT, rf.f, rf.path);
     float* params0 = ref_read(&rf, N);
 
-    int layers[1] = {c->num_layers};
+    int* layers = (int*)malloc_check(P * sizeof(int));
+    int* first = (int*)malloc_check(P * sizeof(int));
+    char err[256];
+    PartitionCosts costs = partition_gpt2_costs(rf.B, rf.T, c->channels, c->padded_vocab_size);
+    if (partition_balance(c->num_layers, P, &costs, layers, first, err, sizeof(err)) != 0) { fatal("%s", err); }
     Pipeline pp;
-    pipeline_init(&pp, c, 1, layers, rf.M, rf.B, rf.T, rf.M);
+    pipeline_init(&pp, c, P, layers, rf.M, rf.B, rf.T, schedule_name, 0, 1);
     pp.opt = rf.opt;
+    printf("P=%d stages, schedule %s\n", P, schedule_name);
 
     // llm.c's random init must reproduce the reference's initial parameters
-    Stage* st = &pp.stages[0];
-    stage_random_init(c, &st->layout, st->params_memory);
+    for (int s = 0; s < P; s++) { stage_random_init(c, &pp.stages[s].layout, pp.stages[s].params_memory); }
     float* mine = (float*)malloc_check(N * sizeof(float));
     pipeline_gather(&pp, BUF_PARAMS, mine);
     size_t off = 0;
@@ -220,13 +231,19 @@ int main(int argc, char** argv) {
     // from here on use the reference's parameters exactly, so differences come from the math only
     pipeline_scatter(&pp, BUF_PARAMS, params0);
 
-    // forward only, micro-batch by micro-batch: every activation
-    for (int m = 0; m < rf.M; m++) {
-        Activations* a = &st->stash[m];
+    // forward only, micro-batch by micro-batch: every activation (one stage holds them all at P = 1)
+    Stage* st = &pp.stages[0];
+    for (int m = 0; m < rf.M && P == 1; m++) {
+        Activations* a = &st->stash[0];  // checked right away, so one slot serves every micro-batch
         memcpy(a->inputs, inputs + m * BT, BT * sizeof(int));
         memcpy(a->targets, targets + m * BT, BT * sizeof(int));
         stage_forward(st, a, rf.B, rf.T, 1, 0.0f);
         check_activations(&rf, st, a, m);
+    }
+    if (P > 1) {
+        // skip the activations: what follows them is loss, grads, norm, then K x (loss, params)
+        long tail = (long)((2 + N + (size_t)rf.K * (1 + N)) * sizeof(float));
+        fseek_check(rf.f, -tail, SEEK_END, rf.path);
     }
     float* ref_loss = ref_read(&rf, 1);
     float* ref_grads = ref_read(&rf, N);
@@ -237,8 +254,7 @@ int main(int argc, char** argv) {
     for (int k = 0; k < rf.K; k++) {
         float* ref_step_loss = ref_read(&rf, 1);
         float* ref_params = ref_read(&rf, N);
-        for (int s = 0; s < pp.P; s++) { stage_zero_grads(&pp.stages[s]); }
-        float loss = pipeline_forward_backward(&pp, next_fixed_batch, &fb, 1);
+        float loss = pipeline_forward_backward(&pp, next_fixed_batch, &fb);
         pipeline_sync_tied_wte(&pp);
         float norm = pipeline_grad_norm(&pp);
         char name[128];
@@ -263,7 +279,7 @@ int main(int argc, char** argv) {
         float clip = pp.opt.grad_clip;
         float scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
         pp.step++;
-        stage_adamw(st, &pp.opt, pp.opt.lr, scale, pp.step);
+        for (int s = 0; s < P; s++) { stage_adamw(&pp.stages[s], &pp.opt, pp.opt.lr, scale, pp.step); }
         snprintf(name, sizeof(name), "after step %d", k);
         check_params(&rf, &pp, ref_params, name, pp.opt.lr * (k + 1));
         free(ref_step_loss);
@@ -276,6 +292,8 @@ int main(int argc, char** argv) {
     free(inputs);
     free(targets);
     fclose(rf.f);
+    free(layers);
+    free(first);
     pipeline_free(&pp);
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -25,8 +25,12 @@ lets any pipeline split of the same model reproduce the single-stage run bit for
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <signal.h>
 #ifdef USE_BLAS
 #include <cblas.h>
+#endif
+#ifdef USE_MPI
+#include <mpi.h>
 #endif
 
 // defines: fatal, fopen_check, fread_check, atomic file writes, flag parsing
@@ -43,6 +47,10 @@ lets any pipeline split of the same model reproduce the single-stage run bit for
 #include "llmc/schedulers.h"
 // defines: Logger (main.log)
 #include "llmc/logger.h"
+// defines: Schedule, Action, schedule_build, schedule_validate, schedule_simulate (pipeline schedules as data)
+#include "llmc/schedule.h"
+// defines: partition_balance, partition_parse (layers per stage)
+#include "llmc/partition.h"
 
 // ----------------------------------------------------------------------------
 // 1. layer kernels. Shapes: B batch, T time, C channels, OC output channels, NH heads.
@@ -694,28 +702,74 @@ static void stage_zero_grads(Stage* st) {
 }
 
 // mean loss of one micro-batch on the last stage, summed in a fixed order
-static float microbatch_loss(const Stage* st, const Activations* a) {
+static float microbatch_loss(const Stage* st, const Activations* a, int B, int T) {
+    (void)st;
     double sum = 0.0;
-    int BT = st->B * st->T;
+    int BT = B * T;
     for (int i = 0; i < BT; i++) { sum += a->losses[i]; }
     return (float)(sum / BT);
 }
 
 // ----------------------------------------------------------------------------
-// The pipeline: P stages. This process runs the stages listed in `local` (all of them when the pipeline
-// runs in one process, one when each stage is its own MPI rank).
+// The pipeline: P stages, each driven by its rank's list of actions from llmc/schedule.h.
+// With MPI and -np P, each process owns one stage and activations travel by MPI point-to-point. Otherwise
+// one process owns all P stages and runs their action lists round-robin, a send copying into a mailbox
+// that the matching receive reads: the same actions, the same order of float operations, the same bits.
+
+typedef struct {
+    double t0, dur;    // seconds since the trace origin
+    int stage, mb;
+    char name[12];     // "F3", "B3", "send", "recv", "wait", "optim"
+} TraceEvent;
 
 typedef struct {
     GPT2Config config;
     int P, M;                 // stages, micro-batches per step
     int B, T;
+    int rank, world;          // MPI rank and size; world 1 when all stages live in this process
     int* layers;              // (P) layers per stage
-    Stage* stages;            // (P) only the local ones are initialised
+    Stage* stages;            // (P) only the local ones are allocated
     int* is_local;            // (P)
+    Schedule schedule;        // the training schedule
     OptimizerConfig opt;
     int step;                 // optimizer steps taken
     float last_norm;
+    int* tokens;              // (M, 2, B*T) the step's inputs and targets, read before the schedule runs
+    int* slot_of;             // (P, M) stash slot of micro-batch m on stage s, -1 when not in flight
+    int* peak_slots;          // (P) the most slots ever in use at once
+    float** act_box;          // (P, M) input of stage s for micro-batch m: a mailbox or an MPI receive buffer
+    int* act_full;            // (P, M)
+    float** grad_box;         // (P, M) d(output) of stage s for micro-batch m
+    int* grad_full;           // (P, M)
+    double busy;              // compute seconds of this process's stages in the last step
+    TraceEvent* trace;        // recorded when tracing
+    int trace_len, trace_cap, tracing;
+    double trace_origin;
 } Pipeline;
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void trace_add(Pipeline* pp, const char* name, int stage, int mb, double t0, double t1) {
+    if (!pp->tracing) { return; }
+    if (pp->trace_len == pp->trace_cap) {
+        pp->trace_cap = pp->trace_cap ? 2 * pp->trace_cap : 1024;
+        pp->trace = (TraceEvent*)realloc(pp->trace, pp->trace_cap * sizeof(TraceEvent));
+        if (!pp->trace) { fatal("out of memory for the trace"); }
+    }
+    TraceEvent* e = &pp->trace[pp->trace_len++];
+    e->t0 = t0 - pp->trace_origin;
+    e->dur = t1 - t0;
+    e->stage = stage;
+    e->mb = mb;
+    snprintf(e->name, sizeof(e->name), "%s", name);
+}
+
+// what this process is doing, so a fatal error or a signal can say where it happened
+static char current_action[96] = "start-up";
 
 static StageLayout pipeline_stage_layout(const Pipeline* pp, int s) {
     int begin = 0;
@@ -723,27 +777,79 @@ static StageLayout pipeline_stage_layout(const Pipeline* pp, int s) {
     return stage_layout(&pp->config, begin, pp->layers[s], s == 0, s == pp->P - 1);
 }
 
+// peak in-flight micro-batches of each rank under the schedule: exactly the stash slots it needs
+static void schedule_peak_inflight(const Schedule* sc, int* peak) {
+    for (int r = 0; r < sc->P; r++) {
+        int inflight = 0;
+        peak[r] = 0;
+        for (int i = 0; i < sc->ranks[r].n; i++) {
+            ActionType t = sc->ranks[r].a[i].type;
+            if (t == PP_FORWARD) { inflight++; }
+            if (t == PP_BACKWARD) { inflight--; }
+            if (inflight > peak[r]) { peak[r] = inflight; }
+        }
+    }
+}
+
 static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* layers, int M, int B, int T,
-                          int num_slots) {
+                          const char* schedule_name, int rank, int world) {
     memset(pp, 0, sizeof(*pp));
     pp->config = *c;
     pp->P = P;
     pp->M = M;
     pp->B = B;
     pp->T = T;
+    pp->rank = rank;
+    pp->world = world;
     pp->layers = (int*)malloc_check(P * sizeof(int));
     memcpy(pp->layers, layers, P * sizeof(int));
+    int rc = schedule_build(schedule_name, P, M, &pp->schedule);
+    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, schedule_name); }
+    char err[512];
+    if (rc != 0 || schedule_validate(&pp->schedule, err, sizeof(err)) != 0) {
+        fatal("schedule %s for P=%d M=%d is invalid: %s", schedule_name, P, M, rc ? "bad arguments" : err);
+    }
+    int* slots = (int*)malloc_check(P * sizeof(int));
+    schedule_peak_inflight(&pp->schedule, slots);
     pp->stages = (Stage*)calloc_check(P, sizeof(Stage));
     pp->is_local = (int*)calloc_check(P, sizeof(int));
     for (int s = 0; s < P; s++) {
+        pp->is_local[s] = world == 1 || s == rank;
+        if (!pp->is_local[s]) { continue; }
         StageLayout lay = pipeline_stage_layout(pp, s);
-        pp->is_local[s] = 1;
-        stage_init(&pp->stages[s], c, &lay, B, T, num_slots);
+        stage_init(&pp->stages[s], c, &lay, B, T, slots[s] > 0 ? slots[s] : 1);
+    }
+    free(slots);
+    size_t nBTC = (size_t)B * T * c->channels;
+    pp->tokens = (int*)calloc_check((size_t)M * 2 * B * T, sizeof(int));
+    pp->slot_of = (int*)malloc_check((size_t)P * M * sizeof(int));
+    for (int i = 0; i < P * M; i++) { pp->slot_of[i] = -1; }
+    pp->peak_slots = (int*)calloc_check(P, sizeof(int));
+    pp->act_box = (float**)calloc_check((size_t)P * M, sizeof(float*));
+    pp->grad_box = (float**)calloc_check((size_t)P * M, sizeof(float*));
+    pp->act_full = (int*)calloc_check((size_t)P * M, sizeof(int));
+    pp->grad_full = (int*)calloc_check((size_t)P * M, sizeof(int));
+    for (int s = 0; s < P; s++) {
+        if (!pp->is_local[s]) { continue; }
+        for (int m = 0; m < M; m++) {
+            if (s > 0) { pp->act_box[s * M + m] = (float*)malloc_check(nBTC * sizeof(float)); }
+            if (s < P - 1) { pp->grad_box[s * M + m] = (float*)malloc_check(nBTC * sizeof(float)); }
+        }
     }
 }
 
 static void pipeline_free(Pipeline* pp) {
     for (int s = 0; s < pp->P; s++) { if (pp->is_local[s]) { stage_free(&pp->stages[s]); } }
+    for (int i = 0; i < pp->P * pp->M; i++) { free(pp->act_box[i]); free(pp->grad_box[i]); }
+    free(pp->act_box);
+    free(pp->grad_box);
+    free(pp->act_full);
+    free(pp->grad_full);
+    free(pp->slot_of);
+    free(pp->peak_slots);
+    free(pp->tokens);
+    free(pp->trace);
+    schedule_free(&pp->schedule);
     free(pp->stages);
     free(pp->is_local);
     free(pp->layers);
@@ -759,59 +865,201 @@ static void next_batch_from_loader(void* ctx, int* inputs, int* targets, int n) 
     memcpy(targets, dl->targets, n * sizeof(int));
 }
 
-// Loads the next micro-batch into a stash slot of every local stage; stage 0 reads the inputs, the last
-// stage the targets. Every process reads the data in the same order, so no tokens travel between stages.
-static void load_microbatch(Pipeline* pp, NextBatchFn next, void* ctx, int slot) {
+// Every process reads the same M micro-batches in the same order, so no tokens travel between stages.
+static void load_step_tokens(Pipeline* pp, NextBatchFn next, void* ctx, int M) {
     int n = pp->B * pp->T;
-    int* inputs = (int*)malloc_check(n * sizeof(int));
-    int* targets = (int*)malloc_check(n * sizeof(int));
-    next(ctx, inputs, targets, n);
-    for (int s = 0; s < pp->P; s++) {
-        if (!pp->is_local[s]) { continue; }
-        memcpy(pp->stages[s].stash[slot].inputs, inputs, n * sizeof(int));
-        memcpy(pp->stages[s].stash[slot].targets, targets, n * sizeof(int));
-    }
-    free(inputs);
-    free(targets);
+    for (int m = 0; m < M; m++) { next(ctx, pp->tokens + (size_t)m * 2 * n, pp->tokens + (size_t)m * 2 * n + n, n); }
 }
 
-// Runs every micro-batch forward through all stages, then backward, handing activations and their gradients
-// from stage to stage. Returns the mean loss over the M micro-batches.
-static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx, int training) {
-    float dloss = training ? 1.0f / ((float)pp->M * pp->B * pp->T) : 0.0f;
-    size_t nBTC = (size_t)pp->B * pp->T * pp->config.channels;
-    double loss = 0.0;
-    for (int m = 0; m < pp->M; m++) {
-        load_microbatch(pp, next, ctx, m);
-        for (int s = 0; s < pp->P; s++) {
-            Stage* st = &pp->stages[s];
-            if (s > 0) { memcpy(st->stash[m].x, stage_output(&pp->stages[s - 1], &pp->stages[s - 1].stash[m]), nBTC * sizeof(float)); }
-            stage_forward(st, &st->stash[m], pp->B, pp->T, 1, dloss);
+// a free stash slot for micro-batch m on stage s
+static Activations* acquire_slot(Pipeline* pp, int s, int m) {
+    Stage* st = &pp->stages[s];
+    int* slot_of = pp->slot_of + s * pp->M;
+    if (slot_of[m] >= 0) { return &st->stash[slot_of[m]]; }
+    int used = 0;
+    for (int k = 0; k < st->num_slots; k++) {
+        int taken = 0;
+        for (int j = 0; j < pp->M; j++) { if (slot_of[j] == k) { taken = 1; used++; } }
+        if (!taken) {
+            slot_of[m] = k;
+            if (used + 1 > pp->peak_slots[s]) { pp->peak_slots[s] = used + 1; }
+            return &st->stash[k];
         }
-        Stage* last = &pp->stages[pp->P - 1];
-        loss += microbatch_loss(last, &last->stash[m]);
     }
-    if (training) {
-        for (int m = 0; m < pp->M; m++) {
-            for (int s = pp->P - 1; s >= 0; s--) {
-                const float* dout = s < pp->P - 1 ? pp->stages[s + 1].scratch.dresidual : NULL;
-                stage_backward(&pp->stages[s], &pp->stages[s].stash[m], dout);
+    fatal("stage %d: more micro-batches in flight than its %d stash slots (schedule bug)", s, st->num_slots);
+    return NULL;
+}
+
+#ifdef USE_MPI
+#define TAG_ACT 1
+#define TAG_GRAD 2
+#endif
+
+// Runs one action of a rank's list. Returns 0 if it must wait (in-process mode: a receive whose message
+// has not been sent yet), 1 when done. `training` chooses between a training step and a forward-only pass
+// (validation, sampling) at micro-batch shape (B, T), and dloss is each position's weight in the loss.
+static int run_action(Pipeline* pp, const Action* a, int B, int T, float dloss, double* loss_sum, void* reqs) {
+    int s = a->stage, m = a->mb, M = pp->M;
+    Stage* st = &pp->stages[s];
+    size_t n = (size_t)B * T * pp->config.channels;
+    char tok[48];
+    schedule_action_str(a, tok, sizeof(tok));
+    snprintf(current_action, sizeof(current_action), "%s (step %d)", tok, pp->step + 1);
+    double t0 = now_seconds();
+    (void)reqs;
+    switch (a->type) {
+    case PP_FORWARD: {
+        Activations* act = acquire_slot(pp, s, m);
+        const int* tokens = pp->tokens + (size_t)m * 2 * B * T;
+        memcpy(act->inputs, tokens, (size_t)B * T * sizeof(int));
+        memcpy(act->targets, tokens + B * T, (size_t)B * T * sizeof(int));
+        if (s > 0) { memcpy(act->x, pp->act_box[s * M + m], n * sizeof(float)); }
+        stage_forward(st, act, B, T, 1, dloss);
+        if (s == pp->P - 1) { *loss_sum += microbatch_loss(st, act, B, T); }
+        if (dloss == 0.0f) { pp->slot_of[s * M + m] = -1; }  // forward only: nothing to keep
+        char name[12];
+        snprintf(name, sizeof(name), "F%d", m);
+        double t1 = now_seconds();
+        pp->busy += t1 - t0;
+        trace_add(pp, name, s, m, t0, t1);
+        return 1;
+    }
+    case PP_BACKWARD: {
+        Activations* act = &st->stash[pp->slot_of[s * M + m]];
+        stage_backward(st, act, s < pp->P - 1 ? pp->grad_box[s * M + m] : NULL);
+        pp->slot_of[s * M + m] = -1;
+        char name[12];
+        snprintf(name, sizeof(name), "B%d", m);
+        double t1 = now_seconds();
+        pp->busy += t1 - t0;
+        trace_add(pp, name, s, m, t0, t1);
+        return 1;
+    }
+    case PP_SEND_ACT:
+    case PP_SEND_GRAD: {
+        int fwd = a->type == PP_SEND_ACT;
+        const float* src = fwd ? stage_output(st, &st->stash[pp->slot_of[s * M + m]]) : st->scratch.dresidual;
+        int dst_stage = fwd ? s + 1 : s - 1;
+        if (pp->world == 1) {
+            memcpy((fwd ? pp->act_box : pp->grad_box)[dst_stage * M + m], src, n * sizeof(float));
+            (fwd ? pp->act_full : pp->grad_full)[dst_stage * M + m] = 1;
+        }
+#ifdef USE_MPI
+        else {
+            // d(input) lives in scratch that the next backward overwrites: send from a copy
+            float* buf = fwd ? (float*)src : pp->grad_box[s * M + m];
+            if (!fwd) { memcpy(buf, src, n * sizeof(float)); }
+            MPI_Request* r = (MPI_Request*)reqs + (fwd ? m : M + m);
+            MPI_Isend(buf, (int)n, MPI_FLOAT, a->peer, fwd ? TAG_ACT : TAG_GRAD, MPI_COMM_WORLD, r);
+        }
+#endif
+        trace_add(pp, "send", s, m, t0, now_seconds());
+        return 1;
+    }
+    case PP_RECV_ACT:
+    case PP_RECV_GRAD: {
+        int fwd = a->type == PP_RECV_ACT;
+        if (pp->world == 1) {
+            int* full = (fwd ? pp->act_full : pp->grad_full) + s * M + m;
+            if (!*full) { return 0; }
+            *full = 0;
+        }
+#ifdef USE_MPI
+        else {
+            MPI_Recv((fwd ? pp->act_box : pp->grad_box)[s * M + m], (int)n, MPI_FLOAT, a->peer,
+                     fwd ? TAG_ACT : TAG_GRAD, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        }
+#endif
+        trace_add(pp, "recv", s, m, t0, now_seconds());
+        return 1;
+    }
+    default:
+        fatal("action %s is not supported by this trainer", tok);
+    }
+    return 1;
+}
+
+// Runs a whole schedule: every rank's list, for a training step or a forward-only pass.
+// Returns the summed per-micro-batch mean losses (meaningful on the process that owns the last stage).
+static double run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, float dloss) {
+    double loss_sum = 0.0;
+    pp->busy = 0.0;
+    if (pp->world == 1) {
+        int* pc = (int*)calloc_check(sc->P, sizeof(int));
+        for (;;) {
+            int progress = 0, done = 1;
+            for (int r = 0; r < sc->P; r++) {
+                while (pc[r] < sc->ranks[r].n && run_action(pp, &sc->ranks[r].a[pc[r]], B, T, dloss, &loss_sum, NULL)) {
+                    pc[r]++;
+                    progress = 1;
+                }
+                if (pc[r] < sc->ranks[r].n) { done = 0; }
             }
+            if (done) { break; }
+            if (!progress) { fatal("schedule deadlocked: every rank waits on a receive (invalid schedule)"); }
+        }
+        free(pc);
+        return loss_sum;
+    }
+#ifdef USE_MPI
+    MPI_Request* reqs = (MPI_Request*)malloc_check(2 * pp->M * sizeof(MPI_Request));
+    for (int i = 0; i < 2 * pp->M; i++) { reqs[i] = MPI_REQUEST_NULL; }
+    const ActionList* list = &sc->ranks[pp->rank];
+    for (int i = 0; i < list->n; i++) { run_action(pp, &list->a[i], B, T, dloss, &loss_sum, reqs); }
+    double t0 = now_seconds();
+    MPI_Waitall(2 * pp->M, reqs, MPI_STATUSES_IGNORE);
+    trace_add(pp, "wait", pp->rank, -1, t0, now_seconds());
+    free(reqs);
+#endif
+    return loss_sum;
+}
+
+// A forward-only schedule (validation, sampling): each stage receives, runs and sends each micro-batch.
+static void build_forward_schedule(Schedule* sc, int P, int M) {
+    schedule_init(sc, P, P, M);
+    for (int s = 0; s < P; s++) {
+        for (int m = 0; m < M; m++) {
+            if (s > 0) { schedule_push(sc, s, PP_RECV_ACT, s, m); }
+            schedule_push(sc, s, PP_FORWARD, s, m);
+            if (s < P - 1) { schedule_push(sc, s, PP_SEND_ACT, s, m); }
         }
     }
-    return (float)(loss / pp->M);
+}
+
+// sum over ranks (MPI) or the value itself; used for losses and timings
+static double allreduce_sum(Pipeline* pp, double x) {
+#ifdef USE_MPI
+    if (pp->world > 1) { MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); }
+#endif
+    (void)pp;
+    return x;
 }
 
 // The tied wte: stage 0 accumulated the embedding side of its gradient, the last stage the LM-head side.
-// Both copies become the same sum (a + b == b + a exactly), so both copies of wte stay bitwise equal.
+// Both stages compute embed + head in that order, so both copies of wte stay bitwise equal.
 static void pipeline_sync_tied_wte(Pipeline* pp) {
-    Stage* first = &pp->stages[0];
-    Stage* last = &pp->stages[pp->P - 1];
-    size_t n = first->layout.sizes[WTE];
-    float* a = first->grads.wte;
-    const float* b = last->grad_wte_head;
-    for (size_t i = 0; i < n; i++) { a[i] += b[i]; }
-    if (last != first) { memcpy(last->grads.wte, a, n * sizeof(float)); }
+    int last = pp->P - 1;
+    size_t n = tensor_unit_size(&pp->config, WTE);
+    if (pp->world == 1) {
+        float* a = pp->stages[0].grads.wte;
+        const float* b = pp->stages[last].grad_wte_head;
+        for (size_t i = 0; i < n; i++) { a[i] += b[i]; }
+        if (last != 0) { memcpy(pp->stages[last].grads.wte, a, n * sizeof(float)); }
+        return;
+    }
+#ifdef USE_MPI
+    if (pp->rank != 0 && pp->rank != last) { return; }
+    Stage* st = &pp->stages[pp->rank];
+    float* other = (float*)malloc_check(n * sizeof(float));
+    float* mine = pp->rank == 0 ? st->grads.wte : st->grad_wte_head;
+    MPI_Sendrecv(mine, (int)n, MPI_FLOAT, last - pp->rank, 3, other, (int)n, MPI_FLOAT, last - pp->rank, 3,
+                 MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    const float* embed = pp->rank == 0 ? mine : other;
+    const float* head = pp->rank == 0 ? other : mine;
+    float* g = st->grads.wte;
+    for (size_t i = 0; i < n; i++) { g[i] = embed[i] + head[i]; }
+    free(other);
+#endif
 }
 
 static float pipeline_grad_norm(Pipeline* pp) {
@@ -821,18 +1069,31 @@ static float pipeline_grad_norm(Pipeline* pp) {
     for (int s = 0; s < pp->P; s++) {
         if (!pp->is_local[s]) { continue; }
         stage_norm_slots(&pp->stages[s], mine);
-        for (int i = 0; i < n; i++) { slots[i] += mine[i]; }  // at most one stage owns a slot: exact
+        for (int i = 0; i < n; i++) { slots[i] += mine[i]; }  // one stage owns each slot: adding zeros is exact
     }
+#ifdef USE_MPI
+    if (pp->world > 1) { MPI_Allreduce(MPI_IN_PLACE, slots, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); }
+#endif
     float norm = norm_from_slots(slots, n);
     free(slots);
     free(mine);
     return norm;
 }
 
+// the forward and backward of M micro-batches under the training schedule; returns the mean loss
+static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx) {
+    for (int s = 0; s < pp->P; s++) { if (pp->is_local[s]) { stage_zero_grads(&pp->stages[s]); } }
+    load_step_tokens(pp, next, ctx, pp->M);
+    float dloss = 1.0f / ((float)pp->M * pp->B * pp->T);
+    double loss = run_schedule(pp, &pp->schedule, pp->B, pp->T, dloss);
+    return (float)(allreduce_sum(pp, loss) / pp->M);
+}
+
 // one optimizer step over M micro-batches; returns the mean training loss
 static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, float lr) {
-    for (int s = 0; s < pp->P; s++) { if (pp->is_local[s]) { stage_zero_grads(&pp->stages[s]); } }
-    float loss = pipeline_forward_backward(pp, next, ctx, 1);
+    float loss = pipeline_forward_backward(pp, next, ctx);
+    double t0 = now_seconds();
+    snprintf(current_action, sizeof(current_action), "optimizer (step %d)", pp->step + 1);
     pipeline_sync_tied_wte(pp);
     float norm = pipeline_grad_norm(pp);
     float clip = pp->opt.grad_clip;
@@ -842,21 +1103,29 @@ static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, floa
         if (pp->is_local[s]) { stage_adamw(&pp->stages[s], &pp->opt, lr, grad_scale, pp->step); }
     }
     pp->last_norm = norm;
+    trace_add(pp, "optim", pp->world == 1 ? 0 : pp->rank, -1, t0, now_seconds());
     return loss;
 }
 
 // mean loss over `batches` micro-batches of a loader, forward only
 static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
-    int M = pp->M;
+    Schedule fwd;
+    build_forward_schedule(&fwd, pp->P, pp->M);
+    int tracing = pp->tracing;
+    pp->tracing = 0;
     double sum = 0.0;
-    int done = 0;
-    while (done < batches) {
-        pp->M = batches - done < M ? batches - done : M;
-        sum += pipeline_forward_backward(pp, next_batch_from_loader, dl, 0) * pp->M;
-        done += pp->M;
+    for (int done = 0; done < batches; done += pp->M) {
+        int m = batches - done < pp->M ? batches - done : pp->M;
+        load_step_tokens(pp, next_batch_from_loader, dl, m);
+        Schedule* sc = &fwd;
+        Schedule partial;
+        if (m < pp->M) { build_forward_schedule(&partial, pp->P, m); sc = &partial; }
+        sum += run_schedule(pp, sc, pp->B, pp->T, 0.0f);
+        if (sc == &partial) { schedule_free(&partial); }
     }
-    pp->M = M;
-    return (float)(sum / batches);
+    pp->tracing = tracing;
+    schedule_free(&fwd);
+    return (float)(allreduce_sum(pp, sum) / batches);
 }
 
 // ----------------------------------------------------------------------------
@@ -874,10 +1143,23 @@ static float* stage_buffer(Stage* st, StageBuffer which) {
     }
 }
 
+// every stage's slices into `global` on the process that owns stage 0 (rank 0)
 static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
     for (int s = pp->P - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
-        StageLayout lay = pp->stages[s].layout;
-        stage_copy_global(&pp->config, &lay, stage_buffer(&pp->stages[s], which), global, 1);
+        StageLayout lay = pipeline_stage_layout(pp, s);
+        if (pp->is_local[s] && (pp->world == 1 || pp->rank == 0)) {
+            stage_copy_global(&pp->config, &lay, stage_buffer(&pp->stages[s], which), global, 1);
+        }
+#ifdef USE_MPI
+        else if (pp->world > 1 && pp->rank == 0) {
+            float* buf = (float*)malloc_check(lay.num_parameters * sizeof(float));
+            MPI_Recv(buf, (int)lay.num_parameters, MPI_FLOAT, s, 4, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            stage_copy_global(&pp->config, &lay, buf, global, 1);
+            free(buf);
+        } else if (pp->world > 1 && pp->rank == s) {
+            MPI_Send(stage_buffer(&pp->stages[s], which), (int)lay.num_parameters, MPI_FLOAT, 0, 4, MPI_COMM_WORLD);
+        }
+#endif
     }
 }
 
@@ -894,33 +1176,39 @@ static void pipeline_scatter(Pipeline* pp, StageBuffer which, float* global) {
 
 // The training state beside each model checkpoint: AdamW moments in checkpoint layout (so a checkpoint
 // written at one pipeline depth resumes at any other), the step, the data position and the sampler's RNG.
+// All ranks take part (their slices travel to rank 0); rank 0 writes.
 static void save_checkpoint(Pipeline* pp, const char* out_dir, const DataLoader* dl, uint64_t sample_rng) {
     size_t N = model_num_parameters(&pp->config);
-    float* global = (float*)malloc_check(N * sizeof(float));
+    int writer = pp->world == 1 || pp->rank == 0;
+    float* global = writer ? (float*)malloc_check(N * sizeof(float)) : NULL;
     char path[1024];
     snprintf(path, sizeof(path), "%s/model_%08d.bin", out_dir, pp->step);
     pipeline_gather(pp, BUF_PARAMS, global);
-    model_write(path, &pp->config, global);
-    int32_t header[256] = {0};
-    header[0] = STATE_MAGIC;
-    header[1] = STATE_VERSION;
-    header[2] = pp->step;
-    int64_t fields[4] = {(int64_t)N, (int64_t)dl->shard, dl->position, (int64_t)sample_rng};
-    memcpy(header + 4, fields, sizeof(fields));
-    snprintf(path, sizeof(path), "%s/state_%08d.bin", out_dir, pp->step);
+    if (writer) { model_write(path, &pp->config, global); }
     AtomicFile af;
-    atomic_open(&af, path);
-    atomic_write(&af, header, sizeof(int32_t), 256);
+    if (writer) {
+        int32_t header[256] = {0};
+        header[0] = STATE_MAGIC;
+        header[1] = STATE_VERSION;
+        header[2] = pp->step;
+        int64_t fields[4] = {(int64_t)N, (int64_t)dl->shard, dl->position, (int64_t)sample_rng};
+        memcpy(header + 4, fields, sizeof(fields));
+        snprintf(path, sizeof(path), "%s/state_%08d.bin", out_dir, pp->step);
+        atomic_open(&af, path);
+        atomic_write(&af, header, sizeof(int32_t), 256);
+    }
     pipeline_gather(pp, BUF_M, global);
-    atomic_write(&af, global, sizeof(float), N);
+    if (writer) { atomic_write(&af, global, sizeof(float), N); }
     pipeline_gather(pp, BUF_V, global);
-    atomic_write(&af, global, sizeof(float), N);
-    atomic_commit(&af);
-    // the DONE marker comes last: a checkpoint without it is incomplete and never resumed from
-    snprintf(path, sizeof(path), "%s/DONE_%08d", out_dir, pp->step);
-    AtomicFile done;
-    atomic_open(&done, path);
-    atomic_commit(&done);
+    if (writer) {
+        atomic_write(&af, global, sizeof(float), N);
+        atomic_commit(&af);
+        // the DONE marker comes last: a checkpoint without it is incomplete and never resumed from
+        snprintf(path, sizeof(path), "%s/DONE_%08d", out_dir, pp->step);
+        AtomicFile done;
+        atomic_open(&done, path);
+        atomic_commit(&done);
+    }
     free(global);
 }
 
@@ -939,6 +1227,7 @@ static int find_latest_checkpoint(const char* out_dir) {
     return best;
 }
 
+// every rank reads the state file and keeps its own slices of the moments
 static void load_state(Pipeline* pp, const char* path, DataLoader* dl, uint64_t* sample_rng) {
     FILE* f = fopen_check(path, "rb");
     int32_t header[256];
@@ -967,47 +1256,104 @@ static void load_state(Pipeline* pp, const char* path, DataLoader* dl, uint64_t*
     *sample_rng = (uint64_t)fields[3];
 }
 
-// Generates gen_tokens tokens after an end-of-text token, re-running the forward pass on the growing
-// sequence (no KV cache: this is a reference implementation) and sampling from the softmax.
+// Generates gen_tokens tokens after an end-of-text token, re-running the forward pass through every stage
+// on the growing sequence (no KV cache: this is a reference implementation) and sampling from the softmax.
+// The last stage samples; the token is shared with every rank so stage 0 can embed it next.
 static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint64_t* rng) {
     const GPT2Config* c = &pp->config;
-    int T = pp->T;
+    int T = pp->T, last = pp->P - 1;
+    int owns_last = pp->is_local[last], printer = pp->world == 1 || pp->rank == 0;
     int* seq = (int*)malloc_check((size_t)(gen_tokens + 1) * sizeof(int));
     seq[0] = tok->eot_token;
     float* probs = (float*)malloc_check((size_t)c->vocab_size * sizeof(float));
-    printf("generating:\n---\n");
+    Schedule one;
+    build_forward_schedule(&one, pp->P, 1);
+    int tracing = pp->tracing;
+    pp->tracing = 0;
+    if (printer) { printf("generating:\n---\n"); }
     for (int t = 1; t <= gen_tokens; t++) {
         int ctx = t < T ? t : T;  // the model sees at most T tokens
-        for (int s = 0; s < pp->P; s++) {
-            Stage* st = &pp->stages[s];
-            Activations* a = &st->stash[0];
-            if (s == 0) { memcpy(a->inputs, seq + t - ctx, ctx * sizeof(int)); }
-            else { memcpy(a->x, stage_output(&pp->stages[s - 1], &pp->stages[s - 1].stash[0]), (size_t)ctx * c->channels * sizeof(float)); }
-            stage_forward(st, a, 1, ctx, 0, 0.0f);
+        memcpy(pp->tokens, seq + t - ctx, ctx * sizeof(int));
+        memcpy(pp->tokens + ctx, seq + t - ctx, ctx * sizeof(int));  // targets: unused, any valid token
+        run_schedule(pp, &one, 1, ctx, 0.0f);
+        int next = 0;
+        if (owns_last) {
+            Stage* st = &pp->stages[last];
+            const float* logits = st->stash[0].logits + (size_t)(ctx - 1) * c->padded_vocab_size;
+            float maxval = -INFINITY, sum = 0.0f;
+            for (int i = 0; i < c->vocab_size; i++) { if (logits[i] > maxval) { maxval = logits[i]; } }
+            for (int i = 0; i < c->vocab_size; i++) { probs[i] = expf(logits[i] - maxval); sum += probs[i]; }
+            float coin = random_f32(rng) * sum, cdf = 0.0f;
+            next = c->vocab_size - 1;
+            for (int i = 0; i < c->vocab_size; i++) {
+                cdf += probs[i];
+                if (coin < cdf) { next = i; break; }
+            }
         }
-        const float* logits = pp->stages[pp->P - 1].stash[0].logits + (size_t)(ctx - 1) * c->padded_vocab_size;
-        float maxval = -INFINITY, sum = 0.0f;
-        for (int i = 0; i < c->vocab_size; i++) { if (logits[i] > maxval) { maxval = logits[i]; } }
-        for (int i = 0; i < c->vocab_size; i++) { probs[i] = expf(logits[i] - maxval); sum += probs[i]; }
-        float coin = random_f32(rng) * sum, cdf = 0.0f;
-        int next = c->vocab_size - 1;
-        for (int i = 0; i < c->vocab_size; i++) {
-            cdf += probs[i];
-            if (coin < cdf) { next = i; break; }
-        }
+#ifdef USE_MPI
+        if (pp->world > 1) { MPI_Bcast(&next, 1, MPI_INT, last, MPI_COMM_WORLD); }
+#endif
         seq[t] = next;
-        safe_print(tokenizer_decode(tok, next));
-        fflush(stdout);
+        if (printer) { safe_print(tokenizer_decode(tok, next)); fflush(stdout); }
     }
-    printf("\n---\n");
+#ifdef USE_MPI
+    // every rank keeps the sampler's RNG in step, so any rank's checkpoint of it is the same
+    if (pp->world > 1) { MPI_Bcast(rng, 1, MPI_UINT64_T, last, MPI_COMM_WORLD); }
+#endif
+    if (printer) { printf("\n---\n"); }
+    pp->tracing = tracing;
+    schedule_free(&one);
     free(seq);
     free(probs);
+}
+
+// Chrome/Perfetto trace: one track (pid) per rank; scripts/plot_pipeline.py draws it.
+static void write_trace(Pipeline* pp, const char* path) {
+    int n = pp->trace_len;
+    TraceEvent* all = pp->trace;
+    int* owner = NULL;
+    int total = n;
+#ifdef USE_MPI
+    if (pp->world > 1) {
+        int* counts = (int*)malloc_check(pp->world * sizeof(int));
+        MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (pp->rank == 0) {
+            total = 0;
+            for (int r = 0; r < pp->world; r++) { total += counts[r]; }
+            all = (TraceEvent*)malloc_check(total * sizeof(TraceEvent));
+            memcpy(all, pp->trace, n * sizeof(TraceEvent));
+            int off = n;
+            for (int r = 1; r < pp->world; r++) {
+                MPI_Recv(all + off, counts[r] * (int)sizeof(TraceEvent), MPI_BYTE, r, 5, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                off += counts[r];
+            }
+        } else {
+            MPI_Send(pp->trace, n * (int)sizeof(TraceEvent), MPI_BYTE, 0, 5, MPI_COMM_WORLD);
+        }
+        free(counts);
+        if (pp->rank != 0) { return; }
+    }
+#endif
+    (void)owner;
+    AtomicFile af;
+    atomic_open(&af, path);
+    fprintf(af.f, "{\"traceEvents\": [\n");
+    for (int i = 0; i < total; i++) {
+        TraceEvent* e = &all[i];
+        fprintf(af.f, "{\"name\": \"%s\", \"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"ts\": %.3f, \"dur\": %.3f, "
+                "\"args\": {\"mb\": %d}}%s\n", e->name, e->stage, e->stage, e->t0 * 1e6, e->dur * 1e6, e->mb,
+                i + 1 < total ? "," : "");
+    }
+    fprintf(af.f, "]}\n");
+    atomic_commit(&af);
+    if (all != pp->trace) { free(all); }
 }
 
 #ifndef TESTING
 static void usage(void) {
     fprintf(stderr,
-        "Usage:   ./train_gpt2_pp_cpu [options]\n"
+        "Usage:   ./train_gpt2_pp_cpu [options]          (one process: all stages)\n"
+        "         mpirun -np P ./train_gpt2_pp_cpu [options]  (one MPI rank per stage)\n"
         "Trains GPT-2 on the CPU, fp32, split into pipeline stages.\n"
         "Options (defaults in brackets):\n"
         "  -i <pattern> train data, llm.c token shards (glob) [data/kjv/kjv_train.bin]\n"
@@ -1018,6 +1364,11 @@ static void usage(void) {
         "  -b <int>     micro-batch size B [8]\n"
         "  -t <int>     sequence length T, at most the model's maxT [64]\n"
         "  -pm <int>    micro-batches per step M (gradient accumulation) [1]\n"
+        "  -pp <int>    pipeline stages P [number of MPI ranks, 1 without MPI]\n"
+        "  -sc <name>   schedule: gpipe | 1f1b [1f1b]\n"
+        "  -pl <list>   layers per stage, e.g. 3,3,3,3 [balanced by estimated compute]\n"
+        "  -ps <0|1>    print the schedule (one row per rank) and its simulated timeline, then exit [0]\n"
+        "  -tr <file>   write a Chrome/Perfetto trace of the last training step [none]\n"
         "  -x <int>     optimizer steps to run in total [40]\n"
         "  -l <float>   peak learning rate [1e-3]\n"
         "  -k <name>    learning-rate schedule: constant | cosine | noam [cosine]\n"
@@ -1034,19 +1385,52 @@ static void usage(void) {
         "  -h           this help\n");
 }
 
+#ifdef USE_MPI
+// a rank that fails takes the whole job down at once, instead of leaving its neighbours blocked forever
+static void abort_all_ranks(void) { MPI_Abort(MPI_COMM_WORLD, 1); }
+#endif
+
+static int my_rank = 0;
+
+static void on_fatal_signal(int sig) {
+    char msg[160];
+    int n = snprintf(msg, sizeof(msg), "error: rank %d died on signal %d during %s\n", my_rank, sig, current_action);
+    if (write(2, msg, n) < 0) { /* nothing left to do */ }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+// rank 0 prints, or every line would appear P times
+#define printf0(...) do { if (rank == 0) { printf(__VA_ARGS__); } } while (0)
+
 int main(int argc, char** argv) {
+    int rank = 0, world = 1;
+#ifdef USE_MPI
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    fatal_hook = abort_all_ranks;
+#endif
+    my_rank = rank;
+    signal(SIGTERM, on_fatal_signal);
+    signal(SIGSEGV, on_fatal_signal);
+    signal(SIGBUS, on_fatal_signal);
+    signal(SIGFPE, on_fatal_signal);
     const char* train_pattern = "data/kjv/kjv_train.bin";
     const char* val_pattern = "data/kjv/kjv_val.bin";
     const char* tokenizer_path = "data/gpt2_tokenizer.bin";
     const char* model_arg = "d4";
     const char* out_dir = NULL;
-    int B = 8, T = 64, M = 1, max_steps = 40, warmup = 0, val_every = 10, val_batches = 20;
-    int sample_every = 0, gen_tokens = 64, ckpt_every = 0, resume = 0;
+    const char* schedule_name = "1f1b";
+    const char* layers_arg = NULL;
+    const char* trace_path = NULL;
+    int B = 8, T = 64, M = 1, P = world, max_steps = 40, warmup = 0, val_every = 10, val_batches = 20;
+    int sample_every = 0, gen_tokens = 64, ckpt_every = 0, resume = 0, print_schedule = 0;
     float lr = 1e-3f, final_frac = 0.1f, weight_decay = 0.0f, grad_clip = 1.0f;
-    const char* schedule_name = "cosine";
+    const char* lr_schedule_name = "cosine";
     for (int i = 1; i < argc; i++) {
         const char* f = argv[i];
-        if (strcmp(f, "-h") == 0) { usage(); return 0; }
+        if (strcmp(f, "-h") == 0) { if (rank == 0) { usage(); } return 0; }
         if (f[0] != '-' || i + 1 >= argc) { fatal("%s: expected a flag followed by a value (see -h)", f); }
         const char* v = argv[++i];
         if (strcmp(f, "-i") == 0) { train_pattern = v; }
@@ -1057,9 +1441,14 @@ int main(int argc, char** argv) {
         else if (strcmp(f, "-b") == 0) { B = parse_int_flag(f, v); }
         else if (strcmp(f, "-t") == 0) { T = parse_int_flag(f, v); }
         else if (strcmp(f, "-pm") == 0) { M = parse_int_flag(f, v); }
+        else if (strcmp(f, "-pp") == 0) { P = parse_int_flag(f, v); }
+        else if (strcmp(f, "-sc") == 0) { schedule_name = v; }
+        else if (strcmp(f, "-pl") == 0) { layers_arg = v; }
+        else if (strcmp(f, "-ps") == 0) { print_schedule = parse_int_flag(f, v); }
+        else if (strcmp(f, "-tr") == 0) { trace_path = v; }
         else if (strcmp(f, "-x") == 0) { max_steps = parse_int_flag(f, v); }
         else if (strcmp(f, "-l") == 0) { lr = parse_float_flag(f, v); }
-        else if (strcmp(f, "-k") == 0) { schedule_name = v; }
+        else if (strcmp(f, "-k") == 0) { lr_schedule_name = v; }
         else if (strcmp(f, "-u") == 0) { warmup = parse_int_flag(f, v); }
         else if (strcmp(f, "-q") == 0) { final_frac = parse_float_flag(f, v); }
         else if (strcmp(f, "-c") == 0) { weight_decay = parse_float_flag(f, v); }
@@ -1075,6 +1464,10 @@ int main(int argc, char** argv) {
     if (B <= 0) { fatal("flag -b (micro-batch size) must be > 0, got %d", B); }
     if (T <= 0) { fatal("flag -t (sequence length) must be > 0, got %d", T); }
     if (M <= 0) { fatal("flag -pm (micro-batches per step) must be >= 1, got %d", M); }
+    if (P <= 0) { fatal("flag -pp (pipeline stages) must be >= 1, got %d", P); }
+    if (world > 1 && P != world) {
+        fatal("flag -pp %d does not match the %d MPI ranks: run one rank per stage (mpirun -np %d)", P, world, P);
+    }
     if (max_steps < 0) { fatal("flag -x (steps) must be >= 0, got %d", max_steps); }
     if (!(lr >= 0.0f)) { fatal("flag -l (learning rate) must be >= 0, got %g", lr); }
     if (warmup < 0) { fatal("flag -u (warmup steps) must be >= 0, got %d", warmup); }
@@ -1084,7 +1477,7 @@ int main(int argc, char** argv) {
     if (resume != 0 && resume != 1) { fatal("flag -y expects 0 or 1, got %d", resume); }
     if (resume && out_dir == NULL) { fatal("flag -y 1 needs -o <dir> to find the checkpoint in"); }
     if (ckpt_every > 0 && out_dir == NULL) { fatal("flag -n needs -o <dir> to write checkpoints to"); }
-    LRSchedule lrs = {lr_schedule_parse(schedule_name), lr, warmup, max_steps, final_frac};
+    LRSchedule lrs = {lr_schedule_parse(lr_schedule_name), lr, warmup, max_steps, final_frac};
 
     // the model: from a checkpoint file, or a descriptor and llm.c's random init
     int from_file = strlen(model_arg) > 4 && strcmp(model_arg + strlen(model_arg) - 4, ".bin") == 0;
@@ -1092,9 +1485,18 @@ int main(int argc, char** argv) {
     if (T > config.max_seq_len) {
         fatal("flag -t %d exceeds the model's maximum sequence length %d (%s)", T, config.max_seq_len, model_arg);
     }
+    // layers per stage
+    int* layers = (int*)malloc_check(P * sizeof(int));
+    int* first = (int*)malloc_check(P * sizeof(int));
+    char err[512];
+    PartitionCosts costs = partition_gpt2_costs(B, T, config.channels, config.padded_vocab_size);
+    int prc = layers_arg ? partition_parse(layers_arg, config.num_layers, P, layers, first, err, sizeof(err))
+                         : partition_balance(config.num_layers, P, &costs, layers, first, err, sizeof(err));
+    if (prc != 0) { fatal("%s %s: %s", layers_arg ? "flag -pl" : "flag -pp", layers_arg ? layers_arg : "", err); }
+
     int resume_step = -1;
     char resume_model[1100], resume_state[1100];
-    if (out_dir) { mkdir_p(out_dir); }
+    if (out_dir && rank == 0) { mkdir_p(out_dir); }
     if (resume) {
         resume_step = find_latest_checkpoint(out_dir);
         if (resume_step < 0) { fatal("-y 1: no complete checkpoint (DONE_* file) in %s", out_dir); }
@@ -1107,12 +1509,26 @@ int main(int argc, char** argv) {
         }
     }
 
-    int P = 1;
-    int layers[1] = {config.num_layers};
     Pipeline pp;
-    pipeline_init(&pp, &config, P, layers, M, B, T, M);
+    pipeline_init(&pp, &config, P, layers, M, B, T, schedule_name, rank, world);
     pp.opt = (OptimizerConfig){lr, 0.9f, 0.95f, 1e-8f, weight_decay, grad_clip};
+    SimResult sim;
+    schedule_simulate(&pp.schedule, 1.0, 2.0, 0.0, &sim);
+    if (print_schedule) {
+        if (rank == 0) {
+            schedule_fprint(&pp.schedule, stdout);
+            schedule_print_ascii_timeline(&pp.schedule, stdout);
+            printf("simulated bubble %.4f (theory (P-1)/(M+P-1) = %.4f)\n", sim.bubble, (P - 1.0) / (M + P - 1.0));
+        }
+        sim_result_free(&sim);
+        pipeline_free(&pp);
+#ifdef USE_MPI
+        MPI_Finalize();
+#endif
+        return 0;
+    }
     for (int s = 0; s < P; s++) {
+        if (!pp.is_local[s]) { continue; }
         Stage* st = &pp.stages[s];
         const char* src = resume ? resume_model : from_file ? model_arg : NULL;
         if (src) { model_read_stage(src, &config, &st->layout, st->params_memory); }
@@ -1129,58 +1545,88 @@ int main(int argc, char** argv) {
     uint64_t sample_rng = 1337;
     if (resume) { load_state(&pp, resume_state, &train_loader, &sample_rng); }
     Logger logger;
-    logger_init(&logger, out_dir, resume);
+    logger_init(&logger, rank == 0 ? out_dir : NULL, resume);
 
     size_t nparams = model_num_parameters(&config);
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    printf("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters\n", config.num_layers,
-           config.channels, config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
-           nparams);
-    printf("batch: B=%d T=%d M=%d -> %d tokens per step; %d threads\n", B, T, M, B * T * M, threads);
-    printf("train: %s, %lld micro-batches per epoch; val: %s, using %d micro-batches\n", train_pattern,
-           (long long)dataloader_num_batches(&train_loader), val_pattern, val_batches);
+    printf0("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters\n", config.num_layers,
+            config.channels, config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
+            nparams);
+    printf0("batch: B=%d T=%d M=%d -> %d tokens per step; %d threads per process\n", B, T, M, B * T * M, threads);
+    printf0("pipeline: P=%d stages, schedule %s, %s; simulated bubble %.3f, theory (P-1)/(M+P-1) = %.3f\n", P,
+            schedule_name, world > 1 ? "one MPI rank per stage" : "all stages in this process", sim.bubble,
+            (P - 1.0) / (M + P - 1.0));
     for (int s = 0; s < P; s++) {
         StageLayout lay = pipeline_stage_layout(&pp, s);
-        printf("stage %d: layers %d..%d%s%s, %zu parameters, activation stash %d x %.1f MiB\n", s,
-               lay.layer_begin, lay.layer_begin + lay.num_layers - 1, lay.has_embed ? " + embeddings" : "",
-               lay.has_head ? " + lnf/LM head" : "", lay.num_parameters, pp.stages[s].num_slots,
-               activations_bytes(&config, &lay, B, T) / 1048576.0);
+        printf0("stage %d: %d layers from %d%s%s, %zu parameters, activation stash %d micro-batches x %.1f MiB\n",
+                s, lay.num_layers, lay.layer_begin, lay.has_embed ? " + embeddings" : "",
+                lay.has_head ? " + lnf/LM head" : "", lay.num_parameters, sim.peak_inflight[s],
+                activations_bytes(&config, &lay, B, T) / 1048576.0);
     }
-    if (resume) { printf("resumed from %s at step %d\n", resume_model, pp.step); }
+    printf0("train: %s, %lld micro-batches per epoch; val: %s, using %d micro-batches\n", train_pattern,
+            (long long)dataloader_num_batches(&train_loader), val_pattern, val_batches);
+    if (resume) { printf0("resumed from %s at step %d\n", resume_model, pp.step); }
 
+    double theory = (P - 1.0) / (M + P - 1.0);
     for (int step = pp.step; step <= max_steps; step++) {
         int last = step == max_steps;
         if (val_batches > 0 && ((val_every > 0 && step % val_every == 0) || last)) {
             dataloader_reset(&val_loader);
             float val_loss = pipeline_eval(&pp, &val_loader, val_batches);
-            printf("step %4d | val loss %.6f\n", step, val_loss);
+            printf0("step %4d | val loss %.6f\n", step, val_loss);
             logger_log_val(&logger, step, val_loss);
         }
         if (gen_tokens > 0 && ((sample_every > 0 && step > 0 && step % sample_every == 0) || last)) {
             sample_text(&pp, &tokenizer, gen_tokens, &sample_rng);
         }
         if (last) { break; }
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
+        pp.tracing = trace_path != NULL && step + 1 == max_steps;
+#ifdef USE_MPI
+        if (world > 1) { MPI_Barrier(MPI_COMM_WORLD); }  // a common start, so idle time is measured fairly
+#endif
+        double t0 = now_seconds();
+        pp.trace_origin = t0;
         float step_lr = lr_at(&lrs, step);
         float loss = pipeline_train_step(&pp, next_batch_from_loader, &train_loader, step_lr);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        double secs = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
-        printf("step %4d/%d | train loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s\n", step + 1,
-               max_steps, loss, pp.last_norm, step_lr, secs * 1e3, B * T * M / secs);
+        double secs = now_seconds() - t0;
+        // measured bubble: the share of the ranks' wall time not spent in forward/backward compute
+        double busy = allreduce_sum(&pp, pp.busy);
+        double wall = allreduce_sum(&pp, secs) / world;
+        char bubble[96] = "";
+        if (world > 1) {
+            snprintf(bubble, sizeof(bubble), " | bubble %.3f (theory %.3f)", 1.0 - busy / (P * wall), theory);
+        }
+        printf0("step %4d/%d | train loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s%s\n", step + 1,
+                max_steps, loss, pp.last_norm, step_lr, wall * 1e3, B * T * M / wall, bubble);
         logger_log_train(&logger, step + 1, loss, step_lr, pp.last_norm);
         if (out_dir && ((ckpt_every > 0 && (step + 1) % ckpt_every == 0) || step + 1 == max_steps)) {
             save_checkpoint(&pp, out_dir, &train_loader, sample_rng);
         }
+        if (pp.tracing) {
+            write_trace(&pp, trace_path);
+            printf0("wrote trace %s (draw it: python3 scripts/plot_pipeline.py %s)\n", trace_path, trace_path);
+        }
     }
+    for (int s = 0; s < P; s++) {
+        if (pp.is_local[s] && pp.peak_slots[s] > 0) {
+            printf("stage %d: peak stash %d micro-batches (%.1f MiB)\n", s, pp.peak_slots[s],
+                   pp.peak_slots[s] * activations_bytes(&config, &pp.stages[s].layout, B, T) / 1048576.0);
+        }
+    }
+    sim_result_free(&sim);
+    free(layers);
+    free(first);
     logger_free(&logger);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);
     dataloader_free(&val_loader);
     pipeline_free(&pp);
+#ifdef USE_MPI
+    MPI_Finalize();
+#endif
     return 0;
 }
 #endif

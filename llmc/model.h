@@ -117,21 +117,26 @@ static void stage_copy_global(const GPT2Config* c, const StageLayout* s, float* 
     }
 }
 
-// "d12" -> GPT-2 shapes: 64 channels and one head per unit of depth (d12 = 124M, d24 = 350M, ...)
+// "d12" -> GPT-2 shapes: 64 channels and one head per unit of depth (d12 = 124M, d24 = 350M, ...);
+// "d4:c64:h4" overrides the channels and heads (small models for tests and experiments)
 static GPT2Config config_from_descriptor(const char* desc) {
     GPT2Config c;
-    char* end;
-    long depth = desc[0] == 'd' ? strtol(desc + 1, &end, 10) : 0;
-    if (desc[0] != 'd' || end == desc + 1 || *end != '\0' || depth < 1 || depth > 128) {
-        fatal("flag -e expects a checkpoint file or a model descriptor d1..d128 (e.g. d12), got '%s'", desc);
+    int depth = 0, channels = 0, heads = 0, used = 0;
+    int n = sscanf(desc, "d%d%n:c%d:h%d%n", &depth, &used, &channels, &heads, &used);
+    int whole = used == (int)strlen(desc);
+    if (!((n == 1 || n == 3) && whole) || depth < 1 || depth > 128 || (n == 3 && (channels < 1 || heads < 1 ||
+        channels % heads != 0))) {
+        fatal("flag -e expects a checkpoint file or a model descriptor dN or dN:cC:hH (e.g. d12, d4:c64:h4), "
+              "got '%s'", desc);
     }
-    c.num_layers = (int)depth;
-    c.channels = (int)depth * 64;
-    c.num_heads = (int)depth;
+    c.num_layers = depth;
+    c.channels = depth * 64;
+    c.num_heads = depth;
     // GPT-2's larger models keep the head size at 64 but not one head per layer
     if (depth == 24) { c.channels = 1024; c.num_heads = 16; }
     if (depth == 36) { c.channels = 1280; c.num_heads = 20; }
     if (depth == 48) { c.channels = 1600; c.num_heads = 25; }
+    if (n == 3) { c.channels = channels; c.num_heads = heads; }
     c.max_seq_len = 1024;
     c.vocab_size = 50257;
     c.padded_vocab_size = 50304;  // a multiple of 128, as llm.c pads it

@@ -1,0 +1,105 @@
+/*
+Command-line helper around llmc/schedule.h and llmc/partition.h (no GPU needed).
+Builds or loads a schedule, validates it, simulates it, and optionally prints its text form,
+its ASCII timeline, and a Chrome/Perfetto trace for scripts/plot_pipeline.py.
+
+  ./build/schedule_tool -sc 1f1b -P 4 -M 8 -a 1 -tr 1f1b.json
+  python scripts/plot_pipeline.py 1f1b.json -o 1f1b.png
+  ./build/schedule_tool -sc my_schedule.txt -p 1      (hand-written file, comms inserted if absent)
+  ./build/schedule_tool -L 12 -P 4                    (default layer split of d12)
+
+flags (llm.c style, each takes a value):
+  -sc  gpipe | 1f1b | path of a schedule text file   (default 1f1b)
+  -P   pipeline ranks (default 4)          -M  micro-batches (default 8)
+  -tf  forward time per stage (default 1)  -tb backward time (default 2)  -tc comm time (default 0)
+  -us  microseconds per time unit in the trace (default 1000)
+  -tr  write a trace JSON to this path     -p 1  print the text form    -a 1  ASCII timeline
+  -L   also print the default split of L layers over P stages for GPT-2 with -C/-T/-B/-V
+       (defaults C=768, T=1024, B=4, V=50304), or the split given by -pl "3,3,3,3"
+*/
+#include "llmc/schedule.h"
+#include "llmc/partition.h"
+
+static void usage(const char* msg) {
+    fprintf(stderr, "schedule_tool: %s\nsee the top of dev/test/schedule_tool.c for the flags\n", msg);
+    exit(EXIT_FAILURE);
+}
+
+int main(int argc, char** argv) {
+    const char* sc = "1f1b";
+    const char* trace = NULL;
+    const char* pl = NULL;
+    int P = 4, M = 8, print_text = 0, ascii = 0, L = 0, C = 768, T = 1024, B = 4, V = 50304;
+    double tf = 1, tb = 2, tc = 0, us = 1000;
+    for (int i = 1; i < argc; i += 2) {
+        if (i + 1 >= argc || argv[i][0] != '-' || strlen(argv[i]) < 2) usage("flags come in pairs: -flag value");
+        const char* f = argv[i] + 1;
+        const char* v = argv[i + 1];
+        if (strcmp(f, "sc") == 0) sc = v;
+        else if (strcmp(f, "P") == 0) P = atoi(v);
+        else if (strcmp(f, "M") == 0) M = atoi(v);
+        else if (strcmp(f, "tf") == 0) tf = atof(v);
+        else if (strcmp(f, "tb") == 0) tb = atof(v);
+        else if (strcmp(f, "tc") == 0) tc = atof(v);
+        else if (strcmp(f, "us") == 0) us = atof(v);
+        else if (strcmp(f, "tr") == 0) trace = v;
+        else if (strcmp(f, "p") == 0) print_text = atoi(v);
+        else if (strcmp(f, "a") == 0) ascii = atoi(v);
+        else if (strcmp(f, "L") == 0) L = atoi(v);
+        else if (strcmp(f, "C") == 0) C = atoi(v);
+        else if (strcmp(f, "T") == 0) T = atoi(v);
+        else if (strcmp(f, "B") == 0) B = atoi(v);
+        else if (strcmp(f, "V") == 0) V = atoi(v);
+        else if (strcmp(f, "pl") == 0) pl = v;
+        else usage("unknown flag");
+    }
+
+    if (L > 0) {
+        int* n = (int*)malloc((size_t)(P > 0 ? P : 1) * sizeof(int));
+        int* first = (int*)malloc((size_t)(P > 0 ? P : 1) * sizeof(int));
+        char err[512], buf[1024];
+        PartitionCosts c = partition_gpt2_costs(B, T, C, V);
+        int rc = pl ? partition_parse(pl, L, P, n, first, err, sizeof(err))
+                    : partition_balance(L, P, &c, n, first, err, sizeof(err));
+        if (rc != 0) { fprintf(stderr, "partition: %s\n", err); return EXIT_FAILURE; }
+        printf("layers per stage %s (LM head = %.2f layers of compute)\n", partition_format(n, P, buf, sizeof(buf)),
+               c.head / c.layer);
+        for (int s = 0; s < P; s++)
+            printf("  stage %d: layers %d..%d, est. %.3f layer-units\n", s, first[s], first[s] + n[s] - 1,
+                   partition_stage_cost(&c, P, s, n[s]) / c.layer);
+        free(n); free(first);
+        return 0;
+    }
+
+    Schedule s;
+    char err[4096];
+    if (strcmp(sc, "gpipe") == 0 || strcmp(sc, "1f1b") == 0) {
+        int rc = schedule_build(sc, P, M, &s);
+        if (rc != 0) { fprintf(stderr, "schedule_build: %s\n", rc == SCHEDULE_ERR_NAME ? "unknown name" : "need P >= 1 and M >= 1"); return EXIT_FAILURE; }
+        if (schedule_validate(&s, err, sizeof(err)) != 0) { fprintf(stderr, "invalid: %s\n", err); return EXIT_FAILURE; }
+    } else if (schedule_load_file(sc, &s, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_FAILURE;
+    }
+    if (print_text) schedule_fprint(&s, stdout);
+    if (ascii) schedule_print_ascii_timeline(&s, stdout);
+    SimResult res;
+    if (schedule_simulate(&s, tf, tb, tc, &res) != 0) { fprintf(stderr, "simulation deadlocked\n"); return EXIT_FAILURE; }
+    printf("P=%d M=%d t_F=%g t_B=%g t_comm=%g: makespan %g, bubble %.4f (ideal (P-1)/(M+P-1) = %.4f)\n", s.P, s.M, tf, tb,
+           tc, res.makespan, res.bubble, (double)(s.P - 1) / (s.M + s.P - 1));
+    printf("peak in-flight micro-batches per rank:");
+    for (int r = 0; r < s.P; r++) printf(" %d", res.peak_inflight[r]);
+    printf("\npeak receive buffers per rank:        ");
+    for (int r = 0; r < s.P; r++) printf(" %d", res.peak_inputs[r]);
+    printf("\n");
+    if (trace) {
+        FILE* f = fopen(trace, "w");
+        if (!f) { fprintf(stderr, "cannot write %s\n", trace); return EXIT_FAILURE; }
+        schedule_write_trace(&s, &res, us, f);
+        fclose(f);
+        printf("wrote %s\n", trace);
+    }
+    sim_result_free(&res);
+    schedule_free(&s);
+    return 0;
+}

@@ -1,0 +1,450 @@
+/*
+Unit tests for llmc/schedule.h and llmc/partition.h (pure C, no GPU).
+Build and run from the repo root: make test_schedule   (see dev/test/schedule.mk)
+Prints every failure and ends with "N passed, N failed"; exit status 1 on any failure.
+*/
+#include <math.h>
+#include "llmc/schedule.h"
+#include "llmc/partition.h"
+
+static int n_pass = 0, n_fail = 0;
+
+#define CHECK(cond, ...)                                           \
+    do {                                                           \
+        if (cond) { n_pass++; }                                    \
+        else {                                                     \
+            n_fail++;                                              \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);            \
+            printf(__VA_ARGS__);                                   \
+            printf("\n");                                          \
+        }                                                          \
+    } while (0)
+
+static int same_actions(const Schedule* a, const Schedule* b) {
+    if (a->P != b->P || a->S != b->S || a->M != b->M) return 0;
+    for (int r = 0; r < a->P; r++) {
+        if (a->ranks[r].n != b->ranks[r].n) return 0;
+        for (int i = 0; i < a->ranks[r].n; i++) {
+            const Action* x = &a->ranks[r].a[i];
+            const Action* y = &b->ranks[r].a[i];
+            if (x->type != y->type || x->stage != y->stage || x->mb != y->mb || x->peer != y->peer) return 0;
+        }
+    }
+    return 1;
+}
+
+static char* format_alloc(const Schedule* s) {
+    size_t n = schedule_format(s, NULL, 0);
+    char* buf = (char*)malloc(n + 1);
+    schedule_format(s, buf, n + 1);
+    return buf;
+}
+
+// the builder outputs: valid, ideal bubble, in-flight formulas, exact text round trip
+static void test_builders(void) {
+    const char* names[2] = {"gpipe", "1f1b"};
+    int bad_valid = 0, bad_bubble = 0, bad_peak = 0, bad_trip = 0, bad_comms = 0, bad_inputs = 0, count = 0;
+    char err[4096];
+    for (int k = 0; k < 2; k++) {
+        for (int P = 1; P <= 16; P++) {
+            for (int M = 1; M <= 64; M++) {
+                count++;
+                Schedule s;
+                int rc = schedule_build(names[k], P, M, &s);
+                if (rc != 0 || schedule_validate(&s, err, sizeof(err)) != 0) {
+                    if (bad_valid++ < 5) printf("  %s P=%d M=%d invalid: rc=%d %s\n", names[k], P, M, rc, err);
+                    schedule_free(&s);
+                    continue;
+                }
+                // bubble (P-1)/(M+P-1) for uniform stages, free comm, t_B = t_F and t_B = 2 t_F
+                double want = (double)(P - 1) / (M + P - 1);
+                for (int q = 1; q <= 2; q++) {
+                    SimResult res;
+                    int src = schedule_simulate(&s, 1.0, (double)q, 0.0, &res);
+                    if (src != 0 || fabs(res.bubble - want) > 1e-12) {
+                        if (bad_bubble++ < 5)
+                            printf("  %s P=%d M=%d t_B=%d: bubble %.15f want %.15f (rc %d)\n", names[k], P, M, q,
+                                   res.bubble, want, src);
+                    }
+                    for (int r = 0; r < P && src == 0; r++) {
+                        int pk = k == 0 ? M : (P - r < M ? P - r : M);
+                        if (res.peak_inflight[r] != pk) {
+                            if (bad_peak++ < 5)
+                                printf("  %s P=%d M=%d rank %d: peak in-flight %d want %d\n", names[k], P, M, r,
+                                       res.peak_inflight[r], pk);
+                        }
+                        // receive buffers: at most one more than in flight
+                        if (res.peak_inputs[r] < pk || res.peak_inputs[r] > pk + 1) {
+                            if (bad_inputs++ < 5)
+                                printf("  %s P=%d M=%d rank %d: peak inputs %d (in flight %d)\n", names[k], P, M, r,
+                                       res.peak_inputs[r], pk);
+                        }
+                    }
+                    sim_result_free(&res);
+                }
+                // text round trip: format -> parse -> identical actions -> identical text
+                char* text = format_alloc(&s);
+                Schedule t;
+                int ok = schedule_parse(text, &t, err, sizeof(err)) == 0 && same_actions(&s, &t);
+                if (ok) {
+                    char* text2 = format_alloc(&t);
+                    ok = strcmp(text, text2) == 0;
+                    free(text2);
+                    schedule_free(&t);
+                }
+                if (!ok && bad_trip++ < 5) printf("  %s P=%d M=%d: text round trip differs\n", names[k], P, M);
+                // compute-only rows + schedule_insert_comms reproduce the builder exactly
+                Schedule c;
+                schedule_init(&c, P, P, M);
+                for (int r = 0; r < P; r++)
+                    for (int i = 0; i < s.ranks[r].n; i++)
+                        if (pp_is_compute(s.ranks[r].a[i].type))
+                            schedule_push(&c, r, s.ranks[r].a[i].type, s.ranks[r].a[i].stage, s.ranks[r].a[i].mb);
+                if (schedule_insert_comms(&c, err, sizeof(err)) != 0 || !same_actions(&s, &c)) {
+                    if (bad_comms++ < 5) printf("  %s P=%d M=%d: insert_comms differs from builder\n", names[k], P, M);
+                }
+                schedule_free(&c);
+                free(text);
+                schedule_free(&s);
+            }
+        }
+    }
+    CHECK(bad_valid == 0, "validator rejected %d of %d builder outputs", bad_valid, count);
+    CHECK(bad_bubble == 0, "bubble != (P-1)/(M+P-1) in %d cases", bad_bubble);
+    CHECK(bad_peak == 0, "peak in-flight differs from M (gpipe) / min(P-r, M) (1f1b) in %d cases", bad_peak);
+    CHECK(bad_inputs == 0, "peak receive buffers outside [in-flight, in-flight+1] in %d cases", bad_inputs);
+    CHECK(bad_trip == 0, "text round trip failed in %d cases", bad_trip);
+    CHECK(bad_comms == 0, "insert_comms(compute-only) != builder in %d cases", bad_comms);
+}
+
+static void test_build_errors(void) {
+    Schedule s;
+    CHECK(schedule_build("zb", 4, 8, &s) == SCHEDULE_ERR_NAME, "unknown name accepted");
+    CHECK(schedule_build(NULL, 4, 8, &s) == SCHEDULE_ERR_NAME, "NULL name accepted");
+    CHECK(schedule_build("1f1b", 0, 8, &s) == SCHEDULE_ERR_ARGS, "P=0 accepted");
+    CHECK(schedule_build("gpipe", 4, 0, &s) == SCHEDULE_ERR_ARGS, "M=0 accepted");
+    CHECK(schedule_build("gpipe", -1, 3, &s) == SCHEDULE_ERR_ARGS, "P<0 accepted");
+}
+
+// the exact text of a small schedule pins the chosen comm order
+static void test_known_text(void) {
+    Schedule s;
+    schedule_build("gpipe", 2, 2, &s);
+    char* t = format_alloc(&s);
+    const char* want =
+        "0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1\n"
+        "1RECV_F0 1F0 1RECV_F1 1F1 1B0 1SEND_B0 1B1 1SEND_B1\n";
+    CHECK(strcmp(t, want) == 0, "gpipe P=2 M=2 text:\n%s", t);
+    free(t);
+    schedule_free(&s);
+    // 1F1B steady state on a middle rank: F SEND_F RECV_B B RECV_F SEND_B (activation first)
+    schedule_build("1f1b", 4, 8, &s);
+    t = format_alloc(&s);
+    CHECK(strstr(t, "1F4 1SEND_F4 1RECV_B2 1B2 1RECV_F5 1SEND_B2 1F5") != NULL, "1f1b P=4 M=8 steady order:\n%s", t);
+    free(t);
+    schedule_free(&s);
+}
+
+// parse text, expect validation to fail with a message containing `want`
+static void expect_invalid(const char* what, const char* text, const char* want) {
+    Schedule s;
+    char err[2048];
+    if (schedule_parse(text, &s, err, sizeof(err)) != 0) {
+        CHECK(0, "%s: parse failed: %s", what, err);
+        return;
+    }
+    int rc = schedule_validate(&s, err, sizeof(err));
+    CHECK(rc != 0 && strstr(err, want) != NULL, "%s: want error containing \"%s\", got rc=%d \"%s\"", what, want, rc, err);
+    schedule_free(&s);
+}
+
+static void test_broken(void) {
+    // the base is valid
+    const char* ok =
+        "0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1\n"
+        "1RECV_F0 1F0 1RECV_F1 1F1 1B0 1SEND_B0 1B1 1SEND_B1\n";
+    Schedule s;
+    char err[2048];
+    int rc = schedule_parse(ok, &s, err, sizeof(err));
+    CHECK(rc == 0 && schedule_validate(&s, err, sizeof(err)) == 0, "base schedule invalid: %s", err);
+    if (rc == 0) schedule_free(&s);
+
+    expect_invalid("missing recv",
+                   "0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1\n"
+                   "1RECV_F0 1F0 1F1 1B0 1SEND_B0 1B1 1SEND_B1\n",
+                   "missing '1RECV_F1' on rank 1");
+    // the classic 1F1B hang: rank 0 sends F1 while rank 1 sends B0, both block
+    expect_invalid("both neighbours send first",
+                   "0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1\n"
+                   "1RECV_F0 1F0 1B0 1SEND_B0 1RECV_F1 1F1 1B1 1SEND_B1\n",
+                   "deadlock with blocking send/recv: rank 0 waits at #3 '0SEND_F1' for rank 1 (which waits at #3 '1SEND_B0')");
+    expect_invalid("duplicate forward", "0F0 0F0 0B0\n", "duplicate action: rank 0 has '0F0' twice");
+    expect_invalid("backward before forward", "0B0 0F0\n", "'0F0' (#1) comes after '0B0' (#0): backward before its forward");
+    expect_invalid("out-of-order backwards", "0F0 0F1 0B1 0B0\n", "increasing micro-batch order");
+    expect_invalid("send with no matching recv (last stage sends)",
+                   "0F0 0SEND_F0 0RECV_B0 0B0\n"
+                   "1RECV_F0 1F0 1SEND_F0 1B0 1SEND_B0\n",
+                   "last stage 1 has no next stage to send to");
+    expect_invalid("send with no matching recv",
+                   "0F0 0SEND_F0 0RECV_B0 0B0\n"
+                   "1F0 1B0 1SEND_B0\n",
+                   "missing '1RECV_F0' on rank 1");
+    expect_invalid("recv with no matching send",
+                   "0F0 0RECV_B0 0B0\n"
+                   "1RECV_F0 1F0 1B0 1SEND_B0\n",
+                   "missing '0SEND_F0' on rank 0");
+    expect_invalid("messages received out of order",
+                   "0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1\n"
+                   "1RECV_F1 1RECV_F0 1F0 1F1 1B0 1SEND_B0 1B1 1SEND_B1\n",
+                   "channel rank 0 -> rank 1, message #0: rank 0 sends '0SEND_F0' (#1) but rank 1 receives '1RECV_F1'");
+    expect_invalid("stage 0 receives", "0RECV_F0 0F0 0B0\n", "first stage 0 has no previous stage to receive from");
+    expect_invalid("forward before its recv",
+                   "0F0 0SEND_F0 0RECV_B0 0B0\n"
+                   "1F0 1RECV_F0 1B0 1SEND_B0\n",
+                   "'1RECV_F0' (#1) comes after '1F0' (#0): its input must be received before the forward");
+    expect_invalid("grad sent before backward",
+                   "0F0 0SEND_F0 0RECV_B0 0B0\n"
+                   "1RECV_F0 1F0 1SEND_B0 1B0\n",
+                   "d(input) can only be sent after the backward");
+    expect_invalid("stage on the wrong rank", "1F0 1B0\n0F0 0B0\n", "stage 1 runs on rank 1, not rank 0");
+    expect_invalid("missing backward", "0F0 0F1 0B0\n", "missing backward '0B1'");
+    expect_invalid("missing forward", "0F1 0B0 0B1\n", "missing forward '0F0'");
+    expect_invalid("I without W", "0F0 0I0\n", "'0I0' without its '0W0'");
+    expect_invalid("W before I", "0F0 0W0 0I0\n", "W before its input backward I");
+    // a valid split-backward (zero-bubble style) schedule on one rank passes
+    rc = schedule_parse("0F0 0F1 0I0 0I1 0W0 0W1\n", &s, err, sizeof(err));
+    CHECK(rc == 0 && schedule_validate(&s, err, sizeof(err)) == 0, "split backward rejected: %s", err);
+    if (rc == 0) schedule_free(&s);
+}
+
+static void expect_parse_error(const char* text, const char* want) {
+    Schedule s;
+    char err[512];
+    int rc = schedule_parse(text, &s, err, sizeof(err));
+    CHECK(rc != 0 && strstr(err, want) != NULL, "parse of \"%s\": want error containing \"%s\", got rc=%d \"%s\"", text,
+          want, rc, err);
+    if (rc == 0) schedule_free(&s);
+}
+
+static void test_parse(void) {
+    expect_parse_error("0F0 0X1 0B0\n", "line 1, token 2 '0X1': unknown action type");
+    expect_parse_error("# comment\n\n0F0 F1\n", "line 3, token 2 'F1': expected a stage number");
+    expect_parse_error("0F0 0F\n", "token 2 '0F': missing micro-batch number");
+    expect_parse_error("0F0 0F1x\n", "token 2 '0F1x': unexpected characters after the micro-batch number");
+    expect_parse_error("0f0\n", "token 1 '0f0': expected an action type");
+    expect_parse_error("0F0 - 0B0\n", "'-' (empty rank) must be the only token");
+    expect_parse_error("# nothing\n\n", "empty schedule");
+    // comments, commas (PyTorch CSV), CRLF, blank lines, the empty-rank marker
+    Schedule s;
+    char err[512];
+    int rc = schedule_parse("# hand written\r\n0F0, 0F1,0B0 0B1  # trailing comment\r\n\n-\n", &s, err, sizeof(err));
+    CHECK(rc == 0 && s.P == 2 && s.S == 2 && s.M == 2 && s.ranks[0].n == 4 && s.ranks[1].n == 0,
+          "lenient parse: rc=%d %s", rc, err);
+    if (rc == 0) {
+        char* t = format_alloc(&s);
+        CHECK(strcmp(t, "0F0 0F1 0B0 0B1\n-\n") == 0, "format of parsed text: %s", t);
+        free(t);
+        schedule_free(&s);
+    }
+    // format into a small buffer truncates cleanly and still reports the full length
+    schedule_build("gpipe", 2, 2, &s);
+    char small[10];
+    size_t need = schedule_format(&s, small, sizeof(small));
+    CHECK(need == strlen("0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1\n1RECV_F0 1F0 1RECV_F1 1F1 1B0 1SEND_B0 1B1 1SEND_B1\n") &&
+          strncmp(small, "0F0", 3) == 0 && strlen(small) < sizeof(small), "truncated format: need %zu, got '%s'", need, small);
+    schedule_free(&s);
+}
+
+// a user hand-writes compute-only rows in a file; load = parse + insert comms + validate
+static void test_load_file(void) {
+    const char* path = "/tmp/test_schedule_handwritten.txt";
+    FILE* f = fopen(path, "w");
+    if (!f) { CHECK(0, "cannot write %s", path); return; }
+    fprintf(f, "# 1F1B, P=3, M=4, compute only\n0F0 0F1 0F2 0B0 0F3 0B1 0B2 0B3\n1F0 1F1 1B0 1F2 1B1 1F3 1B2 1B3\n"
+               "2F0 2B0 2F1 2B1 2F2 2B2 2F3 2B3\n");
+    fclose(f);
+    Schedule s, ref;
+    char err[1024];
+    int rc = schedule_load_file(path, &s, err, sizeof(err));
+    CHECK(rc == 0, "load_file: %s", err);
+    if (rc == 0) {
+        schedule_build("1f1b", 3, 4, &ref);
+        CHECK(same_actions(&s, &ref), "hand-written 1F1B + inserted comms differs from the builder");
+        schedule_free(&ref);
+        schedule_free(&s);
+    }
+    f = fopen(path, "w");
+    fprintf(f, "0F0 0B0\n1B0 1F0\n");  // backward before forward: cannot insert comms
+    fclose(f);
+    rc = schedule_load_file(path, &s, err, sizeof(err));
+    CHECK(rc != 0 && strstr(err, "rank 1 stuck at #0 '1B0'") && strstr(err, path), "bad file: rc=%d %s", rc, err);
+    remove(path);
+    rc = schedule_load_file("/nonexistent/dir/x.txt", &s, err, sizeof(err));
+    CHECK(rc != 0 && strstr(err, "cannot open"), "missing file: %s", err);
+}
+
+static void test_simulator(void) {
+    Schedule s;
+    SimResult res;
+    // comm cost: GPipe with t_comm c per hop: makespan grows, still no deadlock
+    schedule_build("gpipe", 4, 8, &s);
+    int rc = schedule_simulate(&s, 1.0, 2.0, 0.25, &res);
+    CHECK(rc == 0 && res.makespan > 33.0 && res.bubble > 3.0 / 11, "gpipe with comm: rc %d makespan %g", rc,
+          res.makespan);
+    sim_result_free(&res);
+    // a slow stage sets the pace: GPipe P=2 M=4 with stage 1 twice as slow
+    schedule_free(&s);
+    double tf[2] = {1, 2}, tb[2] = {2, 4};
+    schedule_build("gpipe", 2, 4, &s);
+    rc = schedule_simulate_stages(&s, tf, tb, 0.0, &res);
+    // forward: stage 1 finishes F3 at 1 + 4*2 = 9; backward: stage 1 B0..B3 9..25, stage 0 B3 at 25..27
+    CHECK(rc == 0 && fabs(res.makespan - 27.0) < 1e-12, "heterogeneous gpipe makespan %g want 27", res.makespan);
+    CHECK(fabs(res.busy[0] - 12.0) < 1e-12 && fabs(res.busy[1] - 24.0) < 1e-12, "busy %g %g", res.busy[0], res.busy[1]);
+    sim_result_free(&res);
+    schedule_free(&s);
+    // deadlock reported by the simulator too
+    Schedule d;
+    char err[256];
+    schedule_parse("0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1\n"
+                   "1RECV_F0 1F0 1B0 1SEND_B0 1RECV_F1 1F1 1B1 1SEND_B1\n", &d, err, sizeof(err));
+    CHECK(schedule_simulate(&d, 1, 2, 0, &res) != 0, "simulator missed a deadlock");
+    sim_result_free(&res);
+    schedule_free(&d);
+    // ascii timeline and trace writer produce the expected shapes
+    schedule_build("gpipe", 2, 2, &s);
+    FILE* f = tmpfile();
+    if (f) {
+        schedule_print_ascii_timeline(&s, f);
+        schedule_simulate(&s, 1, 2, 0, &res);
+        schedule_write_trace(&s, &res, 1000.0, f);
+        sim_result_free(&res);
+        rewind(f);
+        char buf[4096];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = 0;
+        fclose(f);
+        CHECK(strstr(buf, "rank 0 | F0 F1 .  .  .  B0 == B1 ==\nrank 1 | .  F0 F1 B0 == B1 ==\n") != NULL,
+              "ascii timeline:\n%s", buf);
+        CHECK(strstr(buf, "{\"name\": \"B1\", \"ph\": \"X\", \"pid\": 0, \"tid\": 0, \"ts\": 7000.000, \"dur\": 2000.000, "
+                          "\"args\": {\"mb\": 1, \"stage\": 0}}") != NULL, "trace:\n%s", buf);
+        CHECK(strstr(buf, "\"name\": \"wait\"") != NULL, "trace has no wait events:\n%s", buf);
+    }
+    schedule_free(&s);
+}
+
+// smallest achievable max stage cost by brute force over all splits with >= 1 block per stage
+static double brute_minmax(int L, int P, const PartitionCosts* c, int s, int left) {
+    if (s == P - 1) return left >= 1 ? partition_stage_cost(c, P, s, left) : 1e300;
+    double best = 1e300;
+    for (int k = 1; k <= left - (P - 1 - s); k++) {
+        double cs = partition_stage_cost(c, P, s, k), rest = brute_minmax(L, P, c, s + 1, left - k);
+        double v = cs > rest ? cs : rest;
+        if (v < best) best = v;
+    }
+    return best;
+}
+
+static void test_partition(void) {
+    int n[64], first[64];
+    char err[512], buf[256];
+    // d12 with the padded GPT-2 vocabulary: the head is ~4.5 blocks, the last stage gets fewer
+    PartitionCosts c = partition_gpt2_costs(4, 1024, 768, 50304);
+    CHECK(fabs(c.head / c.layer - 4.466) < 1e-3, "d12 head/block ratio %g", c.head / c.layer);
+    int rc = partition_balance(12, 4, &c, n, first, err, sizeof(err));
+    CHECK(rc == 0 && strcmp(partition_format(n, 4, buf, sizeof(buf)), "3,4,4,1") == 0, "d12 P=4: %s %s", buf, err);
+    CHECK(first[0] == 0 && first[1] == 3 && first[2] == 7 && first[3] == 11, "d12 first layers %d %d %d %d", first[0],
+          first[1], first[2], first[3]);
+    CHECK(n[3] < n[1] && n[3] < n[2], "last stage should get fewer layers than middle stages");
+    rc = partition_balance(12, 2, &c, n, first, err, sizeof(err));
+    CHECK(rc == 0 && n[0] == 8 && n[1] == 4, "d12 P=2: %s", partition_format(n, 2, buf, sizeof(buf)));
+    // d24 (C=1024, 24 blocks) and d48 (C=1600) on 8 stages: last stage lighter, every stage >= 1
+    PartitionCosts c24 = partition_gpt2_costs(4, 1024, 1024, 50304), c48 = partition_gpt2_costs(4, 1024, 1600, 50304);
+    const PartitionCosts* cs[2] = {&c24, &c48};
+    int Ls[2] = {24, 48};
+    for (int q = 0; q < 2; q++) {
+        rc = partition_balance(Ls[q], 8, cs[q], n, first, err, sizeof(err));
+        int sum = 0, minl = 1000;
+        for (int s = 0; s < 8; s++) { sum += n[s]; if (n[s] < minl) minl = n[s]; }
+        CHECK(rc == 0 && sum == Ls[q] && minl >= 1 && n[7] < n[3], "L=%d P=8: %s", Ls[q],
+              partition_format(n, 8, buf, sizeof(buf)));
+    }
+    // uniform costs: even split; leftovers go to later stages
+    PartitionCosts u;
+    u.layer = 1; u.encoder = 0; u.head = 0;
+    rc = partition_balance(12, 4, &u, n, first, err, sizeof(err));
+    CHECK(rc == 0 && strcmp(partition_format(n, 4, buf, sizeof(buf)), "3,3,3,3") == 0, "uniform 12/4: %s", buf);
+    rc = partition_balance(13, 4, &u, n, first, err, sizeof(err));
+    CHECK(rc == 0 && strcmp(partition_format(n, 4, buf, sizeof(buf)), "3,3,3,4") == 0, "uniform 13/4: %s", buf);
+    rc = partition_balance(4, 4, &c, n, first, err, sizeof(err));
+    CHECK(rc == 0 && strcmp(partition_format(n, 4, buf, sizeof(buf)), "1,1,1,1") == 0, "L=P: %s", buf);
+    rc = partition_balance(12, 1, &c, n, first, err, sizeof(err));
+    CHECK(rc == 0 && n[0] == 12 && first[0] == 0, "P=1: %d", n[0]);
+    // optimality against brute force on small shapes, with a heavy encoder too
+    int bad = 0;
+    PartitionCosts e = c;
+    e.encoder = 2.5 * c.layer;
+    for (int which = 0; which < 2; which++) {
+        const PartitionCosts* pc = which ? &e : &c;
+        for (int L = 1; L <= 12; L++)
+            for (int P = 1; P <= L && P <= 6; P++) {
+                if (partition_balance(L, P, pc, n, first, err, sizeof(err)) != 0) { bad++; continue; }
+                double mx = 0;
+                int sum = 0;
+                for (int s = 0; s < P; s++) {
+                    double v = partition_stage_cost(pc, P, s, n[s]);
+                    if (v > mx) mx = v;
+                    sum += n[s];
+                    if (n[s] < 1 || first[s] != sum - n[s]) bad++;
+                }
+                if (sum != L || fabs(mx - brute_minmax(L, P, pc, 0, L)) > 1e-6 * mx) bad++;
+            }
+    }
+    CHECK(bad == 0, "balance not optimal / inconsistent in %d cases", bad);
+    // errors of the default split
+    rc = partition_balance(3, 4, &c, n, first, err, sizeof(err));
+    CHECK(rc != 0 && strstr(err, "P=4 pipeline stages but only L=3 layers") && strstr(err, "-pl"), "P > L: %s", err);
+    rc = partition_balance(3, 0, &c, n, first, err, sizeof(err));
+    CHECK(rc != 0 && strstr(err, "P=0"), "P = 0: %s", err);
+
+    // explicit lists (-pl)
+    rc = partition_parse("3,3,3,3", 12, 4, n, first, err, sizeof(err));
+    CHECK(rc == 0 && n[2] == 3 && first[3] == 9, "parse 3,3,3,3: %s", err);
+    rc = partition_parse(" 5, 4 ,2,1", 12, 4, n, first, err, sizeof(err));
+    CHECK(rc == 0 && n[0] == 5 && n[3] == 1 && first[3] == 11, "parse uneven with spaces: %s", err);
+    rc = partition_parse("0,6,6,0", 12, 4, n, first, err, sizeof(err));
+    CHECK(rc == 0 && n[0] == 0 && first[1] == 0 && first[3] == 12, "parse with empty stages: %s", err);
+    rc = partition_parse("1,0,0,0,2", 3, 5, n, first, err, sizeof(err));
+    CHECK(rc == 0, "explicit list with P > L: %s", err);
+    struct { const char* spec; int L, P; const char* want; } bad_specs[] = {
+        {"3,3,3", 12, 4, "has 3 entries but there are P=4 pipeline stages"},
+        {"3,3,3,3,0", 12, 4, "has 5 entries but there are P=4"},
+        {"3,3,3,4", 12, 4, "sums to 13 layers but the model has L=12"},
+        {"3,x,3,3", 12, 4, "entry 2 'x' is not a non-negative integer"},
+        {"3,3.5,3,3", 12, 4, "entry 2 '3.5' is not a non-negative integer"},
+        {"3,-1,5,5", 12, 4, "entry 2 '-1' is negative"},
+        {"3,,3,3", 12, 4, "entry 2 is empty"},
+        {"3,3,3,3,", 12, 4, "entry 5 is empty"},
+        {"", 12, 4, "empty layer list"},
+        {"1,1,1", 2, 3, "sums to 3 layers but the model has L=2"},
+    };
+    for (size_t q = 0; q < sizeof(bad_specs) / sizeof(bad_specs[0]); q++) {
+        rc = partition_parse(bad_specs[q].spec, bad_specs[q].L, bad_specs[q].P, n, first, err, sizeof(err));
+        CHECK(rc != 0 && strstr(err, bad_specs[q].want), "-pl '%s': want \"%s\", got rc=%d \"%s\"", bad_specs[q].spec,
+              bad_specs[q].want, rc, err);
+    }
+    rc = partition_parse(NULL, 12, 4, n, first, err, sizeof(err));
+    CHECK(rc != 0 && strstr(err, "empty layer list"), "NULL spec: %s", err);
+}
+
+int main(void) {
+    test_builders();
+    test_build_errors();
+    test_known_text();
+    test_broken();
+    test_parse();
+    test_load_file();
+    test_simulator();
+    test_partition();
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

@@ -1,0 +1,204 @@
+/*
+Splitting the L transformer blocks of GPT-2 over P pipeline stages (header-only; C11 and C++).
+
+Stage s gets the contiguous blocks first_layer[s] .. first_layer[s] + n_layers[s] - 1.
+Stage 0 also holds the encoder (wte, wpe), the last stage the final layernorm and the LM
+head (which reuses wte: the trainer keeps a copy there and sums the two gradients).
+
+Cost model, flops per micro-batch of B x T tokens (forward; a matmul's backward computes
+d(input) and d(weight), each as expensive as the forward, so forward + backward = 3x):
+  block:   24 B T C^2   qkv (2*3C*C) + attn proj (2*C*C) + fc (2*4C*C) + fc proj (2*C*4C)
+         +  4 B T^2 C   Q K^T and att V over the full T x T (llm.c does not skip the mask)
+  LM head:  2 B T C Vp  logits over the padded vocabulary
+  encoder:  0           embedding gather / scatter-add: memory-bound, negligible
+  (layernorms, GELU, softmax, residuals and the loss are memory-bound, O(B T C) or
+   O(B T Vp) bytes; left out: they shift the numbers by a few percent, not the split.)
+For d12 (C=768, T=1024, Vp=50304) the head is 2*768*50304 / (24*768^2 + 4*1024*768)
+= 4.47 blocks, so the last stage should get clearly fewer blocks than the others.
+
+Default split (partition_balance): among contiguous splits with >= 1 block per stage,
+minimize the largest stage cost (that is the pipeline's clock period); among those,
+minimize the sum of squared stage costs (balance the remaining stages too); among
+those, give the earlier stages fewer blocks (with 1F1B stage 0 keeps the most
+micro-batches in flight, and it holds the embeddings).
+A stage with 0 blocks is allowed only through an explicit list (partition_parse, the
+trainer's -pl flag), e.g. "0,6,6,0" puts only the encoder on stage 0.
+*/
+#ifndef LLMC_PARTITION_H
+#define LLMC_PARTITION_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    double layer;    // one transformer block, forward + backward, per micro-batch
+    double encoder;  // extra work on stage 0 (embeddings)
+    double head;     // extra work on the last stage (lnf + LM head)
+} PartitionCosts;
+
+static inline PartitionCosts partition_gpt2_costs(int B, int T, int C, int Vp) {
+    double bt = (double)B * T, c = C;
+    PartitionCosts pc;
+    pc.layer = 3.0 * (24.0 * bt * c * c + 4.0 * bt * T * c);
+    pc.head = 3.0 * (2.0 * bt * c * Vp);
+    pc.encoder = 0.0;
+    return pc;
+}
+
+static inline double partition_stage_cost(const PartitionCosts* c, int P, int stage, int n_layers) {
+    return n_layers * c->layer + (stage == 0 ? c->encoder : 0.0) + (stage == P - 1 ? c->head : 0.0);
+}
+
+static inline void partition_first_layers(const int* n_layers, int P, int* first_layer) {
+    int acc = 0;
+    for (int s = 0; s < P; s++) { first_layer[s] = acc; acc += n_layers[s]; }
+}
+
+// "3,4,4,1"-style text for logs; returns buf
+static inline char* partition_format(const int* n_layers, int P, char* buf, size_t cap) {
+    size_t len = 0;
+    if (cap) buf[0] = 0;
+    for (int s = 0; s < P && len < cap; s++) {
+        int w = snprintf(buf + len, cap - len, s ? ",%d" : "%d", n_layers[s]);
+        if (w < 0) break;
+        len += (size_t)w;
+    }
+    return buf;
+}
+
+/*
+Default balanced split of L blocks over P stages (see the top of the file).
+n_layers and first_layer are caller arrays of P ints. Returns 0, or -1 with err set
+(P < 1, L < 1, or P > L: then not every stage can get a block).
+*/
+static inline int partition_balance(int L, int P, const PartitionCosts* c, int* n_layers, int* first_layer,
+                                    char* err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (P < 1 || L < 1) {
+        if (err) snprintf(err, errlen, "bad partition request: L=%d layers over P=%d stages (both must be >= 1)", L, P);
+        return -1;
+    }
+    if (P > L) {
+        if (err) snprintf(err, errlen,
+                          "P=%d pipeline stages but only L=%d layers: the default split gives every stage at least "
+                          "one layer; pass an explicit list (-pl) with zeros to allow empty stages", P, L);
+        return -1;
+    }
+    const double INF = 1e300;
+    const double tol = 1e-9;
+    int W = L + 1;
+    // best[s*W + i]: smallest possible max cost for blocks i..L-1 on stages s..P-1
+    double* best = (double*)malloc((size_t)(P + 1) * W * sizeof(double));
+    double* ss = (double*)malloc((size_t)(P + 1) * W * sizeof(double));
+    for (int i = 0; i <= L; i++) { best[P * W + i] = i == L ? 0 : INF; ss[P * W + i] = i == L ? 0 : INF; }
+    for (int s = P - 1; s >= 0; s--) {
+        for (int i = 0; i <= L; i++) {
+            double b = INF;
+            for (int k = 1; i + k <= L; k++) {
+                double rest = best[(s + 1) * W + i + k];
+                if (rest >= INF) continue;
+                double cs = partition_stage_cost(c, P, s, k);
+                double v = cs > rest ? cs : rest;
+                if (v < b) b = v;
+            }
+            best[s * W + i] = b;
+        }
+    }
+    double cmax = best[0] * (1 + tol);
+    // ss[s*W + i]: smallest sum of squared stage costs with every stage <= cmax
+    for (int s = P - 1; s >= 0; s--) {
+        for (int i = 0; i <= L; i++) {
+            double b = INF;
+            for (int k = 1; i + k <= L; k++) {
+                double cs = partition_stage_cost(c, P, s, k);
+                double rest = ss[(s + 1) * W + i + k];
+                if (cs > cmax || rest >= INF) continue;
+                if (cs * cs + rest < b) b = cs * cs + rest;
+            }
+            ss[s * W + i] = b;
+        }
+    }
+    // reconstruct, taking the fewest blocks that stay optimal at each stage
+    int i = 0;
+    for (int s = 0; s < P; s++) {
+        int pick = -1;
+        for (int k = 1; i + k <= L && pick < 0; k++) {
+            double cs = partition_stage_cost(c, P, s, k);
+            double rest = ss[(s + 1) * W + i + k];
+            if (cs > cmax || rest >= INF) continue;
+            double tot = cs * cs + rest;
+            if (tot <= ss[s * W + i] * (1 + tol) + 1e-300) pick = k;
+        }
+        n_layers[s] = pick;  // always found: ss[s*W+i] is finite on the optimal path
+        i += pick;
+    }
+    partition_first_layers(n_layers, P, first_layer);
+    free(best); free(ss);
+    return 0;
+}
+
+/*
+Parses an explicit split "n0,n1,...,n{P-1}" (the trainer's -pl flag): P non-negative
+integers separated by commas (spaces allowed around them) summing to L. Uneven splits and
+empty stages are fine. Returns 0, or -1 with err naming the problem.
+*/
+static inline int partition_parse(const char* spec, int L, int P, int* n_layers, int* first_layer,
+                                  char* err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (P < 1 || L < 1) {
+        if (err) snprintf(err, errlen, "bad partition request: L=%d layers over P=%d stages (both must be >= 1)", L, P);
+        return -1;
+    }
+    if (!spec || !*spec) {
+        if (err) snprintf(err, errlen, "empty layer list: expected P=%d comma-separated layer counts summing to L=%d", P, L);
+        return -1;
+    }
+    int count = 0;
+    long sum = 0;
+    const char* p = spec;
+    for (;;) {
+        const char* e = strchr(p, ',');
+        if (!e) e = p + strlen(p);
+        const char* a = p;
+        const char* b = e;
+        while (a < b && (*a == ' ' || *a == '\t')) a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+        int tl = (int)(e - p);
+        if (a == b) {
+            if (err) snprintf(err, errlen, "layer list '%s': entry %d is empty", spec, count + 1);
+            return -1;
+        }
+        const char* q = a;
+        if (*q == '-' || *q == '+') q++;
+        long v = 0;
+        int digits = 0;
+        while (q < b && *q >= '0' && *q <= '9' && v < 100000000) { v = v * 10 + (*q - '0'); q++; digits++; }
+        if (q != b || digits == 0) {
+            if (err) snprintf(err, errlen, "layer list '%s': entry %d '%.*s' is not a non-negative integer", spec,
+                              count + 1, tl, p);
+            return -1;
+        }
+        if (*a == '-' && v != 0) {
+            if (err) snprintf(err, errlen, "layer list '%s': entry %d '%.*s' is negative", spec, count + 1, tl, p);
+            return -1;
+        }
+        if (count < P) n_layers[count] = (int)v;
+        count++;
+        sum += v;
+        if (!*e) break;
+        p = e + 1;
+    }
+    if (count != P) {
+        if (err) snprintf(err, errlen, "layer list '%s' has %d entries but there are P=%d pipeline stages", spec, count, P);
+        return -1;
+    }
+    if (sum != L) {
+        if (err) snprintf(err, errlen, "layer list '%s' sums to %ld layers but the model has L=%d", spec, sum, L);
+        return -1;
+    }
+    partition_first_layers(n_layers, P, first_layer);
+    return 0;
+}
+
+#endif // LLMC_PARTITION_H
