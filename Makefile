@@ -13,13 +13,19 @@ ifeq ($(NO_BLAS),)
   endif
 endif
 
+# One MPI rank per pipeline stage when OpenMPI is installed; NO_MPI=1 (or no mpicc) runs every stage in one
+# process. Both builds run the same schedules and give the same bits.
+MPICC := $(if $(NO_MPI),,$(shell command -v mpicc 2> /dev/null))
+TRAIN_CC = $(if $(MPICC),$(MPICC),$(CC))
+TRAIN_MPI = $(if $(MPICC),-DUSE_MPI)
+
 HEADERS = $(wildcard llmc/*.h)
 
 .PHONY: all test test_reference test_cpu test_scripts clean
 all: train_gpt2_pp_cpu test_gpt2_pp_cpu
 
 train_gpt2_pp_cpu: train_gpt2_pp.c $(HEADERS)
-	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+	$(TRAIN_CC) $(CFLAGS) $(TRAIN_MPI) $< -o $@ $(LDLIBS)
 
 # the test includes the trainer, whose main() and CLI helpers it does not use
 test_gpt2_pp_cpu: test_gpt2_pp.c train_gpt2_pp.c $(HEADERS)
@@ -44,16 +50,22 @@ build/ref_b.bin: dev/reference/gpt2_ref.py dev/reference/ref_file.py | build
 test_reference:
 	$(PYTHON) dev/reference/test_gpt2_ref.py
 
+# P = 1 checks every activation; P = 2..4 (stages in one process) under both schedules check the loss,
+# every gradient and the parameters after each step against the same reference
 test_cpu: test_gpt2_pp_cpu build/test_gpt2_pp_cpu_noblas build/ref_a.bin build/ref_b.bin
 	./test_gpt2_pp_cpu build/ref_a.bin
 	./test_gpt2_pp_cpu build/ref_b.bin
 	build/test_gpt2_pp_cpu_noblas build/ref_a.bin
 	build/test_gpt2_pp_cpu_noblas build/ref_b.bin
+	for P in 2 3 4; do for S in gpipe 1f1b; do ./test_gpt2_pp_cpu build/ref_a.bin $$P $$S || exit 1; done; done
+	./test_gpt2_pp_cpu build/ref_b.bin 2 1f1b
 
 # command-line behaviour of the trainer: bad input, resume
 test_scripts: train_gpt2_pp_cpu
 	bash dev/test/test_bad_input.sh
 	bash dev/test/test_resume.sh
+	bash dev/test/test_pipeline_equiv.sh
+	bash dev/test/test_rank_failure.sh
 
 -include dev/test/schedule.mk
 -include dev/simt/simt.mk

@@ -147,17 +147,29 @@ static void layernorm_backward(float* dinp, float* dweight, float* dbias, const 
     }
 }
 
+#ifdef USE_BLAS
+// OpenBLAS splits a GEMM differently for different thread counts, which changes the rounding. So it runs
+// single-threaded, and we split every GEMM into fixed 64-row blocks across OpenMP threads ourselves: the
+// blocks, and so the bits, are the same whatever the thread count.
+#define BLAS_BLOCK 64
+#endif
+
 static void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
                            int OC) {
     // out (N,OC) = inp (N,C) @ weight^T + bias, weight (OC,C) as nn.Linear stores it
 #ifdef USE_BLAS
-    for (int n = 0; n < N; n++) {
-        if (bias) { memcpy(out + (size_t)n * OC, bias, OC * sizeof(float)); }
-        else { memset(out + (size_t)n * OC, 0, OC * sizeof(float)); }
+    #pragma omp parallel for
+    for (int n0 = 0; n0 < N; n0 += BLAS_BLOCK) {
+        int rows = N - n0 < BLAS_BLOCK ? N - n0 : BLAS_BLOCK;
+        for (int n = n0; n < n0 + rows; n++) {
+            if (bias) { memcpy(out + (size_t)n * OC, bias, OC * sizeof(float)); }
+            else { memset(out + (size_t)n * OC, 0, OC * sizeof(float)); }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, OC, C, 1.0f, inp + (size_t)n0 * C, C, weight, C,
+                    1.0f, out + (size_t)n0 * OC, OC);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, 1.0f, out, OC);
 #else
-    // 4 rows x 4 output channels per inner tile: each weight and input value loaded once serves 4 products
+    // 4 rows x 4 output channels per tile; each output is one dot product summed in order
     #pragma omp parallel for
     for (int n0 = 0; n0 < N; n0 += 4) {
         int rows = N - n0 < 4 ? N - n0 : 4;
@@ -186,8 +198,20 @@ static void matmul_forward(float* out, const float* inp, const float* weight, co
 static void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                             const float* weight, int N, int C, int OC) {
 #ifdef USE_BLAS
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+    // dinp (N,C) += dout (N,OC) @ weight (OC,C), in blocks of rows of dinp
+    #pragma omp parallel for
+    for (int n0 = 0; n0 < N; n0 += BLAS_BLOCK) {
+        int rows = N - n0 < BLAS_BLOCK ? N - n0 : BLAS_BLOCK;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, OC, 1.0f, dout + (size_t)n0 * OC, OC,
+                    weight, C, 1.0f, dinp + (size_t)n0 * C, C);
+    }
+    // dweight (OC,C) += dout^T @ inp, in blocks of rows of dweight
+    #pragma omp parallel for
+    for (int o0 = 0; o0 < OC; o0 += BLAS_BLOCK) {
+        int rows = OC - o0 < BLAS_BLOCK ? OC - o0 : BLAS_BLOCK;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, C, N, 1.0f, dout + o0, OC, inp, C, 1.0f,
+                    dweight + (size_t)o0 * C, C);
+    }
 #else
     // dinp (N,C) += dout (N,OC) @ weight (OC,C): rows of dinp are independent
     #pragma omp parallel for
@@ -741,6 +765,7 @@ typedef struct {
     int* act_full;            // (P, M)
     float** grad_box;         // (P, M) d(output) of stage s for micro-batch m
     int* grad_full;           // (P, M)
+    float** send_box;         // (2, M) MPI send buffers: activations, then d(input)s
     double busy;              // compute seconds of this process's stages in the last step
     TraceEvent* trace;        // recorded when tracing
     int trace_len, trace_cap, tracing;
@@ -794,6 +819,9 @@ static void schedule_peak_inflight(const Schedule* sc, int* peak) {
 static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* layers, int M, int B, int T,
                           const char* schedule_name, int rank, int world) {
     memset(pp, 0, sizeof(*pp));
+#ifdef USE_BLAS
+    openblas_set_num_threads(1);  // see BLAS_BLOCK
+#endif
     pp->config = *c;
     pp->P = P;
     pp->M = M;
@@ -829,6 +857,8 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* l
     pp->grad_box = (float**)calloc_check((size_t)P * M, sizeof(float*));
     pp->act_full = (int*)calloc_check((size_t)P * M, sizeof(int));
     pp->grad_full = (int*)calloc_check((size_t)P * M, sizeof(int));
+    pp->send_box = (float**)calloc_check((size_t)2 * M, sizeof(float*));
+    for (int i = 0; i < 2 * M && world > 1; i++) { pp->send_box[i] = (float*)malloc_check(nBTC * sizeof(float)); }
     for (int s = 0; s < P; s++) {
         if (!pp->is_local[s]) { continue; }
         for (int m = 0; m < M; m++) {
@@ -841,6 +871,8 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* l
 static void pipeline_free(Pipeline* pp) {
     for (int s = 0; s < pp->P; s++) { if (pp->is_local[s]) { stage_free(&pp->stages[s]); } }
     for (int i = 0; i < pp->P * pp->M; i++) { free(pp->act_box[i]); free(pp->grad_box[i]); }
+    for (int i = 0; i < 2 * pp->M; i++) { free(pp->send_box[i]); }
+    free(pp->send_box);
     free(pp->act_box);
     free(pp->grad_box);
     free(pp->act_full);
@@ -915,8 +947,10 @@ static int run_action(Pipeline* pp, const Action* a, int B, int T, float dloss, 
         memcpy(act->targets, tokens + B * T, (size_t)B * T * sizeof(int));
         if (s > 0) { memcpy(act->x, pp->act_box[s * M + m], n * sizeof(float)); }
         stage_forward(st, act, B, T, 1, dloss);
-        if (s == pp->P - 1) { *loss_sum += microbatch_loss(st, act, B, T); }
-        if (dloss == 0.0f) { pp->slot_of[s * M + m] = -1; }  // forward only: nothing to keep
+        if (s == pp->P - 1) {
+            *loss_sum += microbatch_loss(st, act, B, T);
+            if (dloss == 0.0f) { pp->slot_of[s * M + m] = -1; }  // forward only: nothing to keep
+        }
         char name[12];
         snprintf(name, sizeof(name), "F%d", m);
         double t1 = now_seconds();
@@ -946,13 +980,15 @@ static int run_action(Pipeline* pp, const Action* a, int B, int T, float dloss, 
         }
 #ifdef USE_MPI
         else {
-            // d(input) lives in scratch that the next backward overwrites: send from a copy
-            float* buf = fwd ? (float*)src : pp->grad_box[s * M + m];
-            if (!fwd) { memcpy(buf, src, n * sizeof(float)); }
+            // send from a copy: d(input) lives in scratch that the next backward overwrites, and a forward-only
+            // pass reuses its one stash slot for the next micro-batch before the send has completed
+            float* buf = pp->send_box[(fwd ? 0 : M) + m];
+            memcpy(buf, src, n * sizeof(float));
             MPI_Request* r = (MPI_Request*)reqs + (fwd ? m : M + m);
             MPI_Isend(buf, (int)n, MPI_FLOAT, a->peer, fwd ? TAG_ACT : TAG_GRAD, MPI_COMM_WORLD, r);
         }
 #endif
+        if (fwd && dloss == 0.0f) { pp->slot_of[s * M + m] = -1; }  // forward only: nothing to keep
         trace_add(pp, "send", s, m, t0, now_seconds());
         return 1;
     }

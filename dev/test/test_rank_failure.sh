@@ -1,0 +1,54 @@
+#!/bin/bash
+# A rank that dies mid-step must take the whole job down within 10 s, non-zero, with a message naming the
+# failing rank (and, when it can still speak, the action it was on) — never a hang.
+set -u
+BIN=${BIN:-./train_gpt2_pp_cpu}
+W=$(mktemp -d)
+trap 'pkill -f "$W" 2> /dev/null; rm -rf "$W"' EXIT
+passed=0; failed=0
+check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
+if ! command -v mpirun > /dev/null || ! $BIN -h 2>&1 | grep -q mpirun; then
+    echo "FAIL: this build has no MPI"; echo "0 passed, 1 failed"; exit 1
+fi
+
+# pid of the given MPI rank among the processes of the job writing to $1
+rank_pid() {
+    for pid in $(pgrep -f -- "-o $1"); do
+        if tr '\0' '\n' < /proc/$pid/environ 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then echo $pid; return; fi
+    done
+}
+
+for SIG in TERM KILL; do
+    OUT="$W/job_$SIG"
+    mpirun -np 2 $BIN -e d4:c64:h4 -b 2 -t 16 -pm 8 -x 100000 -v 0 -g 0 -o "$OUT" > "$OUT.txt" 2>&1 &
+    JOB=$!
+    for i in $(seq 1 100); do grep -q "^step *2/" "$OUT.txt" 2> /dev/null && break; sleep 0.2; done
+    PID=$(rank_pid "$OUT" 1)
+    check "SIG$SIG: found rank 1 running" "[ -n '$PID' ]"
+    [ -n "$PID" ] && kill -$SIG $PID
+    START=$(date +%s.%N)
+    for i in $(seq 1 150); do kill -0 $JOB 2> /dev/null || break; sleep 0.1; done
+    if kill -0 $JOB 2> /dev/null; then
+        check "SIG$SIG: every rank exits within 15 s" "false"; kill -9 $JOB; pkill -9 -f "$OUT"
+    fi
+    wait $JOB; RC=$?
+    ELAPSED=$(echo "$(date +%s.%N) - $START" | bc)
+    echo "SIG$SIG: job ended ${ELAPSED}s after the kill, rc=$RC"
+    check "SIG$SIG: ended within 10 s (took $ELAPSED s)" "[ \$(echo '$ELAPSED < 10' | bc) = 1 ]"
+    check "SIG$SIG: non-zero exit" "[ $RC -ne 0 ]"
+    check "SIG$SIG: no rank left running" "! pgrep -f -- '-o $OUT' > /dev/null"
+    if [ $SIG = TERM ]; then
+        check "SIGTERM: message names rank 1 and its action" "grep -q 'error: rank 1 died on signal 15 during 1[A-Z_]*[0-9]* (step [0-9]*)' '$OUT.txt'"
+    else
+        check "SIGKILL: message names rank 1" "grep -q 'rank 1' '$OUT.txt'"
+    fi
+done
+
+# an error on one rank (here: a flag every rank rejects) ends the job at once, with the message
+timeout 20 mpirun -np 2 $BIN -e d4:c64:h4 -pp 3 > "$W/mismatch.txt" 2>&1; RC=$?
+check "-pp 3 with 2 ranks: non-zero exit, not a timeout" "[ $RC -ne 0 ] && [ $RC -ne 124 ]"
+check "-pp 3 with 2 ranks: clear message" "grep -q 'flag -pp 3 does not match the 2 MPI ranks' '$W/mismatch.txt'"
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
