@@ -279,7 +279,8 @@ int main(int argc, char** argv) {
         float clip = pp.opt.grad_clip;
         float scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
         pp.step++;
-        for (int s = 0; s < P; s++) { stage_adamw(&pp.stages[s], &pp.opt, pp.opt.lr, scale, pp.step); }
+        pp.adam_t++;
+        for (int s = 0; s < P; s++) { stage_adamw(&pp.stages[s], &pp.opt, pp.opt.lr, scale, pp.adam_t); }
         snprintf(name, sizeof(name), "after step %d", k);
         check_params(&rf, &pp, ref_params, name, pp.opt.lr * (k + 1));
         free(ref_step_loss);

@@ -47,6 +47,8 @@ lets any pipeline split of the same model reproduce the single-stage run bit for
 #include "llmc/schedulers.h"
 // defines: Logger (main.log)
 #include "llmc/logger.h"
+// defines: TrainState (state_%08d.bin, shared with the CUDA trainer)
+#include "llmc/train_state.h"
 // defines: Schedule, Action, schedule_build, schedule_validate, schedule_simulate (pipeline schedules as data)
 #include "llmc/schedule.h"
 // defines: partition_balance, partition_parse (layers per stage)
@@ -756,7 +758,8 @@ typedef struct {
     int* is_local;            // (P)
     Schedule schedule;        // the training schedule
     OptimizerConfig opt;
-    int step;                 // optimizer steps taken
+    int step;                 // training steps taken
+    int adam_t;               // AdamW updates taken (the same here; a CUDA fp16 run may have skipped some)
     float last_norm;
     int* tokens;              // (M, 2, B*T) the step's inputs and targets, read before the schedule runs
     int* slot_of;             // (P, M) stash slot of micro-batch m on stage s, -1 when not in flight
@@ -1135,8 +1138,9 @@ static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, floa
     float clip = pp->opt.grad_clip;
     float grad_scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
     pp->step++;
+    pp->adam_t++;
     for (int s = 0; s < pp->P; s++) {
-        if (pp->is_local[s]) { stage_adamw(&pp->stages[s], &pp->opt, lr, grad_scale, pp->step); }
+        if (pp->is_local[s]) { stage_adamw(&pp->stages[s], &pp->opt, lr, grad_scale, pp->adam_t); }
     }
     pp->last_norm = norm;
     trace_add(pp, "optim", pp->world == 1 ? 0 : pp->rank, -1, t0, now_seconds());
@@ -1207,9 +1211,6 @@ static void pipeline_scatter(Pipeline* pp, StageBuffer which, float* global) {
     }
 }
 
-#define STATE_MAGIC 20261125
-#define STATE_VERSION 1
-
 // The training state beside each model checkpoint: AdamW moments in checkpoint layout (so a checkpoint
 // written at one pipeline depth resumes at any other), the step, the data position and the sampler's RNG.
 // All ranks take part (their slices travel to rank 0); rank 0 writes.
@@ -1223,12 +1224,9 @@ static void save_checkpoint(Pipeline* pp, const char* out_dir, const DataLoader*
     if (writer) { model_write(path, &pp->config, global); }
     AtomicFile af;
     if (writer) {
-        int32_t header[256] = {0};
-        header[0] = STATE_MAGIC;
-        header[1] = STATE_VERSION;
-        header[2] = pp->step;
-        int64_t fields[4] = {(int64_t)N, (int64_t)dl->shard, dl->position, (int64_t)sample_rng};
-        memcpy(header + 4, fields, sizeof(fields));
+        TrainState ts = {pp->step, pp->adam_t, (int64_t)N, (int64_t)dl->shard, dl->position, sample_rng, 0.0f, 0};
+        int32_t header[256];
+        train_state_pack(&ts, header);
         snprintf(path, sizeof(path), "%s/state_%08d.bin", out_dir, pp->step);
         atomic_open(&af, path);
         atomic_write(&af, header, sizeof(int32_t), 256);
@@ -1266,21 +1264,10 @@ static int find_latest_checkpoint(const char* out_dir) {
 // every rank reads the state file and keeps its own slices of the moments
 static void load_state(Pipeline* pp, const char* path, DataLoader* dl, uint64_t* sample_rng) {
     FILE* f = fopen_check(path, "rb");
-    int32_t header[256];
     size_t N = model_num_parameters(&pp->config);
-    long size = file_size(f, path);
-    if (size < 1024) { fatal("%s is truncated: smaller than its 1024-byte header", path); }
-    fread_check(header, sizeof(int32_t), 256, f, path);
-    if (header[0] != STATE_MAGIC || header[1] != STATE_VERSION) {
-        fatal("%s: bad magic/version %d/%d, expected %d/%d (a train_gpt2_pp training state)", path, header[0],
-              header[1], STATE_MAGIC, STATE_VERSION);
-    }
-    int64_t fields[4];
-    memcpy(fields, header + 4, sizeof(fields));
-    if (fields[0] != (int64_t)N || size != 1024 + (long)(2 * N * sizeof(float))) {
-        fatal("%s: holds %lld parameters (%ld bytes) but the model has %zu", path, (long long)fields[0], size, N);
-    }
-    pp->step = header[2];
+    TrainState ts = train_state_read_header(f, path, N);
+    pp->step = ts.step;
+    pp->adam_t = ts.adam_t;
     float* global = (float*)malloc_check(N * sizeof(float));
     fread_check(global, sizeof(float), N, f, path);
     pipeline_scatter(pp, BUF_M, global);
@@ -1288,8 +1275,8 @@ static void load_state(Pipeline* pp, const char* path, DataLoader* dl, uint64_t*
     pipeline_scatter(pp, BUF_V, global);
     free(global);
     fclose(f);
-    dataloader_seek(dl, (size_t)fields[1], fields[2]);
-    *sample_rng = (uint64_t)fields[3];
+    dataloader_seek(dl, (size_t)ts.shard, ts.position);
+    *sample_rng = ts.sample_rng;
 }
 
 // Generates gen_tokens tokens after an end-of-text token, re-running the forward pass through every stage
