@@ -1,0 +1,405 @@
+// cuBLAS / cuBLASLt / NCCL as a GPT-2 pipeline trainer calls them, checked against plain C
+// references. Runs in sim mode (make test_simt) and compiles and links with nvcc for sm_80/sm_90
+// against the real libraries (make nvcc_check_simt); on a machine with >= 2 GPUs it is a real test.
+// The deliberately broken cases (NCCL deadlock, mismatched collectives, a GEMM past its buffer)
+// would hang or crash a GPU, so they run only in sim mode.
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cublas_v2.h>
+#include <cublasLt.h>
+#include <nccl.h>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+#include "simt_test_util.h"
+
+using namespace simt_test;
+typedef __nv_bfloat16 bf16;
+
+#define CUDA_OK(x) CHECK((x) == cudaSuccess, "%s", #x)
+#define BLAS_OK(x) do { cublasStatus_t s_ = (x); CHECK(s_ == CUBLAS_STATUS_SUCCESS, "%s -> %d", #x, (int)s_); } while (0)
+
+static float gelu_ref(float x) { return 0.5f * x * (1.f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x))); }
+static float dgelu_ref(float x) {
+  double u = 0.7978845608 * (x + 0.044715 * x * x * x), t = tanh(u);
+  return (float)(0.5 * (1 + t) + 0.5 * x * (1 - t * t) * 0.7978845608 * (1 + 3 * 0.044715 * x * x));
+}
+static std::vector<bf16> rand_bf16(size_t n, float scale, unsigned seed) {
+  std::mt19937 rng(seed); std::normal_distribution<float> nd(0.f, scale);
+  std::vector<bf16> v(n); for (auto& x : v) x = __float2bfloat16(nd(rng)); return v;
+}
+static float f(bf16 x) { return __bfloat162float(x); }
+
+// Row-major (rows, cols) bf16 matrices as llm.c stores them = column-major (cols, rows).
+struct LtMatmul {
+  cublasLtHandle_t lt;
+  LtMatmul() { cublasLtCreate(&lt); }
+  ~LtMatmul() { cublasLtDestroy(lt); }
+  // D(m x n) = op(A) op(B) [+ bias] with an epilogue; all column-major, bf16, fp32 compute.
+  cublasStatus_t run(bool ta, bool tb, int m, int n, int k, const bf16* A, int lda, const bf16* B, int ldb, bf16* D,
+                     cublasLtEpilogue_t epi, const void* bias, void* aux, float beta = 0.f, int batch = 1,
+                     long long sA = 0, long long sB = 0, long long sD = 0) {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa);
+    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb);
+    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+    if (bias) {
+      cudaDataType bt = CUDA_R_16BF;
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt);
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    }
+    if (aux) {
+      int64_t ld = m;
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld);
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux);
+    }
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda);
+    cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb);
+    cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, m, n, m);
+    if (batch > 1) {
+      cublasLtMatrixLayout_t ls[3] = {la, lb, ld}; long long st[3] = {sA, sB, sD};
+      for (int i = 0; i < 3; i++) {
+        cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch);
+        cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &st[i], sizeof st[i]);
+      }
+    }
+    cublasLtMatmulPreference_t pref; cublasLtMatmulPreferenceCreate(&pref);
+    size_t ws = 32 << 20;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    cublasLtMatmulHeuristicResult_t heur; int nres = 0;
+    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 1, &heur, &nres);
+    if (s == CUBLAS_STATUS_SUCCESS && nres == 0) s = CUBLAS_STATUS_NOT_SUPPORTED;
+    float alpha = 1.f;
+    if (s == CUBLAS_STATUS_SUCCESS)
+      s = cublasLtMatmul(lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &heur.algo, nullptr, 0, 0);
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(la); cublasLtMatrixLayoutDestroy(lb); cublasLtMatrixLayoutDestroy(ld);
+    cublasLtMatmulDescDestroy(desc);
+    return s;
+  }
+};
+
+// bf16 outputs of fp32-accumulated dot products of ~100 bf16 terms: the result is rounded once to
+// bf16 (relative 2^-8) and the fp32 sum differs from the double reference by ~1e-6 relative;
+// 1/128 relative plus 2e-3 absolute (for results near zero after cancellation) covers both.
+static const double kBf16Rtol = 1.0 / 128, kBf16Atol = 2e-3;
+
+static void test_matmul_forward_backward() {
+  const int BT = 64, C = 96, OC = 80;
+  auto inp = rand_bf16(BT * C, 1.f, 1), W = rand_bf16(OC * C, 0.1f, 2), bias = rand_bf16(OC, 0.1f, 3);
+  auto dout = rand_bf16(BT * OC, 1.f, 4);
+  bf16 *dinp = to_device(inp), *dW = to_device(W), *dbias = to_device(bias), *ddout = to_device(dout);
+  bf16 *dout_fwd, *dpre, *ddinp, *ddW, *ddbias;
+  cudaMalloc(&dout_fwd, BT * OC * 2); cudaMalloc(&dpre, BT * OC * 2); cudaMalloc(&ddinp, BT * C * 2);
+  cudaMalloc(&ddW, OC * C * 2); cudaMalloc(&ddbias, OC * 2);
+  LtMatmul lt;
+  // forward, fused: out = GELU(inp @ W^T + b), pre-GELU saved in aux (llm.c matmul_forward with gelu fusion)
+  BLAS_OK(lt.run(true, false, OC, BT, C, dW, C, dinp, C, dout_fwd, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, dbias, dpre));
+  std::vector<float> pre(BT * OC), out(BT * OC);
+  for (int t = 0; t < BT; t++)
+    for (int o = 0; o < OC; o++) {
+      double acc = f(bias[o]);
+      for (int c = 0; c < C; c++) acc += (double)f(inp[t * C + c]) * f(W[o * C + c]);
+      pre[t * OC + o] = (float)acc; out[t * OC + o] = gelu_ref((float)acc);
+    }
+  validate("cuBLASLt GELU_AUX_BIAS out", from_device(dout_fwd, BT * OC).data(), out.data(), BT * OC, kBf16Atol, kBf16Rtol);
+  validate("cuBLASLt GELU_AUX_BIAS aux (pre-GELU)", from_device(dpre, BT * OC).data(), pre.data(), BT * OC, kBf16Atol, kBf16Rtol);
+  // plain bias epilogue
+  BLAS_OK(lt.run(true, false, OC, BT, C, dW, C, dinp, C, dout_fwd, CUBLASLT_EPILOGUE_BIAS, dbias, nullptr));
+  validate("cuBLASLt BIAS", from_device(dout_fwd, BT * OC).data(), pre.data(), BT * OC, kBf16Atol, kBf16Rtol);
+  // backward through GELU (llm.c fuses it into the matmul that produces d(pre-GELU)): DGELU multiplies
+  // the GEMM result by gelu'(aux). Here D(OC x BT) = Wsq(OC x OC) @ dout(OC x BT), aux = pre.
+  auto Wsq = rand_bf16(OC * OC, 0.1f, 5);
+  bf16* dWsq = to_device(Wsq); bf16* dpre_b; cudaMalloc(&dpre_b, BT * OC * 2);
+  std::vector<bf16> pre_b(BT * OC);
+  for (int i = 0; i < BT * OC; i++) pre_b[i] = __float2bfloat16(pre[i]);
+  cudaMemcpy(dpre_b, pre_b.data(), BT * OC * 2, cudaMemcpyHostToDevice);
+  BLAS_OK(lt.run(false, false, OC, BT, OC, dWsq, OC, ddout, OC, dout_fwd, CUBLASLT_EPILOGUE_DGELU, nullptr, dpre_b));
+  std::vector<float> dg(BT * OC);
+  for (int t = 0; t < BT; t++)
+    for (int o = 0; o < OC; o++) {
+      double acc = 0;
+      for (int p = 0; p < OC; p++) acc += (double)f(Wsq[p * OC + o]) * f(dout[t * OC + p]);  // col-major Wsq(o,p) = Wsq[p*OC+o]
+      dg[t * OC + o] = (float)acc * dgelu_ref(f(pre_b[t * OC + o]));
+    }
+  validate("cuBLASLt DGELU", from_device(dout_fwd, BT * OC).data(), dg.data(), BT * OC, kBf16Atol, kBf16Rtol);
+  // weight gradient with the bias gradient fused (BGRADB): dW(C x OC col-major) = inp^T-ish:
+  // D(C x OC) = inp(C x BT) @ dout^T(BT x OC); dbias[o] = sum over BT of dout[t, o].
+  BLAS_OK(lt.run(false, true, C, OC, BT, dinp, C, ddout, OC, ddW, CUBLASLT_EPILOGUE_BGRADB, ddbias, nullptr));
+  std::vector<float> dWr(OC * C), dbr(OC, 0.f);
+  for (int o = 0; o < OC; o++) {
+    for (int c = 0; c < C; c++) {
+      double acc = 0;
+      for (int t = 0; t < BT; t++) acc += (double)f(inp[t * C + c]) * f(dout[t * OC + o]);
+      dWr[o * C + c] = (float)acc;
+    }
+    double s = 0; for (int t = 0; t < BT; t++) s += f(dout[t * OC + o]); dbr[o] = (float)s;
+  }
+  validate("cuBLASLt BGRADB dW", from_device(ddW, OC * C).data(), dWr.data(), OC * C, kBf16Atol, kBf16Rtol);
+  validate("cuBLASLt BGRADB dbias", from_device(ddbias, OC).data(), dbr.data(), OC, kBf16Atol, kBf16Rtol);
+  // gradient accumulation: beta = 1 adds onto the previous dW
+  BLAS_OK(lt.run(false, true, C, OC, BT, dinp, C, ddout, OC, ddW, CUBLASLT_EPILOGUE_DEFAULT, nullptr, nullptr, 1.f));
+  for (auto& v : dWr) v *= 2;
+  validate("cuBLASLt beta=1 accumulate", from_device(ddW, OC * C).data(), dWr.data(), OC * C, 2 * kBf16Atol, kBf16Rtol);
+  for (void* p : {(void*)dinp, (void*)dW, (void*)dbias, (void*)ddout, (void*)dout_fwd, (void*)dpre, (void*)ddinp,
+                  (void*)ddW, (void*)ddbias, (void*)dWsq, (void*)dpre_b}) cudaFree(p);
+}
+
+static void test_batched() {
+  // attention scores: for each of B*NH heads, att(T x T) = q(T x HS) @ k(T x HS)^T, as llm.c's
+  // cublasGemmStridedBatchedEx call with bf16 inputs and fp32 compute
+  const int BNH = 6, T = 16, HS = 32;
+  auto q = rand_bf16(BNH * T * HS, 1.f, 11), k = rand_bf16(BNH * T * HS, 1.f, 12);
+  bf16 *dq = to_device(q), *dk = to_device(k), *datt; cudaMalloc(&datt, BNH * T * T * 2);
+  cublasHandle_t h; BLAS_OK(cublasCreate(&h));
+  BLAS_OK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+  float alpha = 0.125f, beta = 0.f;  // alpha = 1/sqrt(HS) would not be exact; 1/8 is
+  BLAS_OK(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, T, T, HS, &alpha, dk, CUDA_R_16BF, HS, T * HS, dq,
+                                     CUDA_R_16BF, HS, T * HS, &beta, datt, CUDA_R_16BF, T, T * T, BNH,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  std::vector<float> ref(BNH * T * T);
+  for (int b = 0; b < BNH; b++)
+    for (int i = 0; i < T; i++)      // query
+      for (int j = 0; j < T; j++) {  // key
+        double acc = 0;
+        for (int c = 0; c < HS; c++) acc += (double)f(q[(b * T + i) * HS + c]) * f(k[(b * T + j) * HS + c]);
+        ref[(b * T + i) * T + j] = (float)(acc * 0.125);
+      }
+  validate("cublasGemmStridedBatchedEx", from_device(datt, BNH * T * T).data(), ref.data(), ref.size(), kBf16Atol, kBf16Rtol);
+  // the same through cuBLASLt's batched layouts
+  LtMatmul lt;
+  BLAS_OK(lt.run(true, false, T, T, HS, dk, HS, dq, HS, datt, CUBLASLT_EPILOGUE_DEFAULT, nullptr, nullptr, 0.f, BNH,
+                 T * HS, T * HS, T * T));
+  for (auto& v : ref) v *= 8;
+  validate("cuBLASLt batched", from_device(datt, BNH * T * T).data(), ref.data(), ref.size(), kBf16Atol, kBf16Rtol);
+  // fp32 SGEMM with both operands transposed, and fp16 GemmEx
+  const int m = 7, n = 5, kk = 9;
+  std::mt19937 rng(5); std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> a(kk * m), b(n * kk), c(m * n);
+  for (auto& v : a) v = nd(rng);
+  for (auto& v : b) v = nd(rng);
+  float *da = to_device(a), *db = to_device(b), *dc; cudaMalloc(&dc, m * n * 4);
+  alpha = 1.f;
+  BLAS_OK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_T, m, n, kk, &alpha, da, kk, db, n, &beta, dc, m));
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < n; j++) { double r = 0; for (int p = 0; p < kk; p++) r += (double)a[i * kk + p] * b[p * n + j]; c[j * m + i] = (float)r; }
+  validate("cublasSgemm TT", from_device(dc, m * n).data(), c.data(), m * n, 1e-5, 1e-5);  // 9-term fp32 dot products
+  std::vector<__half> ah(m * kk), bh(kk * n);
+  for (int i = 0; i < m * kk; i++) ah[i] = __float2half(a[i]);
+  for (int i = 0; i < kk * n; i++) bh[i] = __float2half(b[i]);
+  __half *dah = to_device(ah), *dbh = to_device(bh), *dch; cudaMalloc(&dch, m * n * 2);
+  BLAS_OK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, kk, &alpha, dah, CUDA_R_16F, m, dbh, CUDA_R_16F, kk, &beta, dch,
+                       CUDA_R_16F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  std::vector<float> ch(m * n);
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < n; j++) { double r = 0; for (int p = 0; p < kk; p++) r += (double)__half2float(ah[p * m + i]) * __half2float(bh[j * kk + p]); ch[j * m + i] = (float)r; }
+  validate("cublasGemmEx fp16", from_device(dch, m * n).data(), ch.data(), m * n, 2e-3, 1.0 / 1024);  // one fp16 rounding
+  cublasDestroy(h);
+  for (void* p : {(void*)dq, (void*)dk, (void*)datt, (void*)da, (void*)db, (void*)dc, (void*)dah, (void*)dbh, (void*)dch}) cudaFree(p);
+}
+
+// ---- a two-stage pipeline with ranks as threads
+__global__ void scale_kernel(float* x, float s, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] *= s;
+}
+__global__ void add_kernel(float* x, float v, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] += v;
+}
+
+struct RankResult { int errors = 0; std::vector<float> a, b, c, d, e; };
+
+static void stage(int rank, ncclUniqueId id, RankResult* res) {
+  const int n = 1000;
+  int ndev = 1; cudaGetDeviceCount(&ndev);
+  cudaSetDevice(rank % ndev);
+  ncclComm_t comm;
+  if (ncclCommInitRank(&comm, 2, id, rank) != ncclSuccess) { res->errors++; return; }
+  cudaStream_t st; cudaStreamCreate(&st);
+  float *act, *grad, *buf, *gathered;
+  cudaMalloc(&act, n * 4); cudaMalloc(&grad, n * 4); cudaMalloc(&buf, n * 4); cudaMalloc(&gathered, 2 * n * 4);
+  std::vector<float> h(n);
+  auto fetch = [&](const float* d, int count) { std::vector<float> v(count); cudaMemcpy(v.data(), d, count * 4, cudaMemcpyDeviceToHost); return v; };
+  auto ok = [&](ncclResult_t r) { if (r != ncclSuccess) res->errors++; };
+  if (rank == 0) {  // forward: compute, send activations; backward: receive gradients
+    for (int i = 0; i < n; i++) h[i] = (float)i;
+    cudaMemcpy(act, h.data(), n * 4, cudaMemcpyHostToDevice);
+    scale_kernel<<<4, 128, 0, st>>>(act, 2.f, n);
+    ok(ncclGroupStart()); ok(ncclSend(act, n, ncclFloat32, 1, comm, st)); ok(ncclGroupEnd());
+    ok(ncclGroupStart()); ok(ncclRecv(grad, n, ncclFloat32, 1, comm, st)); ok(ncclGroupEnd());
+    cudaStreamSynchronize(st);
+    res->a = fetch(grad, n);
+  } else {          // receive, compute, send back
+    ok(ncclGroupStart()); ok(ncclRecv(act, n, ncclFloat32, 0, comm, st)); ok(ncclGroupEnd());
+    add_kernel<<<4, 128, 0, st>>>(act, 1.f, n);
+    ok(ncclSend(act, n, ncclFloat32, 0, comm, st));  // outside a group: a rendezvous
+    cudaStreamSynchronize(st);
+    res->a = fetch(act, n);
+  }
+  // data-parallel style collectives on the same communicator
+  for (int i = 0; i < n; i++) h[i] = (float)(rank + 1) * i;
+  cudaMemcpy(grad, h.data(), n * 4, cudaMemcpyHostToDevice);
+  ok(ncclAllReduce(grad, grad, n, ncclFloat32, ncclSum, comm, st));  // in place
+  res->b = fetch(grad, n);
+  cudaMemcpy(buf, h.data(), n * 4, cudaMemcpyHostToDevice);
+  ok(ncclAllReduce(buf, grad, n, ncclFloat32, ncclAvg, comm, st));
+  res->c = fetch(grad, n);
+  // a group mixing collectives and point-to-point, as a ZeRO step does
+  ok(ncclGroupStart());
+  ok(ncclAllReduce(buf, grad, n, ncclFloat32, ncclMax, comm, st));
+  ok(ncclBroadcast(buf, act, n, ncclFloat32, 1, comm, st));
+  ok(ncclAllGather(buf, gathered, n, ncclFloat32, comm, st));
+  ok(ncclGroupEnd());
+  res->d = fetch(grad, n);
+  std::vector<float> bc = fetch(act, n), ag = fetch(gathered, 2 * n);
+  res->e = bc; res->e.insert(res->e.end(), ag.begin(), ag.end());
+  ok(ncclReduceScatter(gathered, buf, n / 2, ncclFloat32, ncclSum, comm, st));
+  std::vector<float> rs = fetch(buf, n / 2);
+  res->e.insert(res->e.end(), rs.begin(), rs.end());
+  // bf16 all-reduce (gradients in the trainer's precision)
+  std::vector<bf16> hb(n);
+  for (int i = 0; i < n; i++) hb[i] = __float2bfloat16((float)(i % 64) * (rank + 1));
+  bf16* db; cudaMalloc(&db, n * 2); cudaMemcpy(db, hb.data(), n * 2, cudaMemcpyHostToDevice);
+  ok(ncclAllReduce(db, db, n, ncclBfloat16, ncclSum, comm, st));
+  cudaMemcpy(hb.data(), db, n * 2, cudaMemcpyDeviceToHost);
+  for (int i = 0; i < n; i++) if (__bfloat162float(hb[i]) != 3.f * (i % 64)) { res->errors++; break; }  // < 256: exact in bf16
+  cudaStreamSynchronize(st);
+  cudaFree(act); cudaFree(grad); cudaFree(buf); cudaFree(gathered); cudaFree(db);
+  cudaStreamDestroy(st);
+  ncclCommDestroy(comm);
+}
+
+static void test_nccl_pipeline() {
+  ncclUniqueId id; ncclGetUniqueId(&id);
+  RankResult r[2];
+  std::thread t0(stage, 0, id, &r[0]), t1(stage, 1, id, &r[1]);
+  t0.join(); t1.join();
+  const int n = 1000;
+  CHECK(r[0].errors == 0 && r[1].errors == 0, "NCCL errors: rank 0 %d, rank 1 %d", r[0].errors, r[1].errors);
+  if (r[0].a.size() != (size_t)n || r[1].a.size() != (size_t)n || r[0].e.size() != (size_t)(3 * n + n / 2)) {
+    CHECK(false, "pipeline ranks did not finish");
+    return;
+  }
+  std::vector<float> pipe(n), sum(n), avg(n), mx(n);
+  for (int i = 0; i < n; i++) { pipe[i] = 2.f * i + 1.f; sum[i] = 3.f * i; avg[i] = 1.5f * i; mx[i] = 2.f * i; }
+  // all values are small integers or halves: exact in fp32, so exact comparisons
+  validate("pipeline rank 1 (recv, kernel)", r[1].a.data(), pipe.data(), n, 0, 0);
+  validate("pipeline rank 0 (grad received)", r[0].a.data(), pipe.data(), n, 0, 0);
+  for (int k = 0; k < 2; k++) {
+    validate("allreduce sum", r[k].b.data(), sum.data(), n, 0, 0);
+    validate("allreduce avg", r[k].c.data(), avg.data(), n, 0, 0);
+    validate("allreduce max (grouped)", r[k].d.data(), mx.data(), n, 0, 0);
+    std::vector<float> e(3 * n + n / 2);
+    for (int i = 0; i < n; i++) { e[i] = 2.f * i; e[n + i] = (float)i; e[2 * n + i] = 2.f * i; }
+    // broadcast of rank 1's buf (2i), all-gather of both ranks' bufs (i | 2i), and a reduce-scatter of
+    // that gathered buffer, which both ranks hold: rank k gets 2 * gathered[k * n/2 + i]
+    for (int i = 0; i < n / 2; i++) e[3 * n + i] = 2.f * (k * (n / 2) + i);
+    validate("broadcast/allgather/reducescatter", r[k].e.data(), e.data(), e.size(), 0, 0);
+  }
+}
+
+// ---- one group spanning two communicators (pipeline + data parallel in 2-D parallelism): rank 0
+// sends on A and receives on B, rank 1 the reverse, in one group each. NCCL runs them together.
+static void two_comm_rank(int rank, ncclUniqueId ida, ncclUniqueId idb, int* errors, float* got) {
+  int ndev = 1; cudaGetDeviceCount(&ndev);
+  cudaSetDevice(rank % ndev);
+  ncclComm_t a, b;
+  ncclGroupStart();  // initialising several communicators from one thread needs a group
+  ncclCommInitRank(&a, 2, ida, rank);
+  ncclCommInitRank(&b, 2, idb, rank);
+  if (ncclGroupEnd() != ncclSuccess) { (*errors)++; return; }
+  float *x, *y; cudaMalloc(&x, 64 * 4); cudaMalloc(&y, 64 * 4);
+  std::vector<float> h(64, (float)(rank + 10));
+  cudaMemcpy(x, h.data(), 64 * 4, cudaMemcpyHostToDevice);
+  ncclGroupStart();
+  if (rank == 0) { ncclSend(x, 64, ncclFloat32, 1, a, 0); ncclRecv(y, 64, ncclFloat32, 1, b, 0); }
+  else           { ncclSend(x, 64, ncclFloat32, 0, b, 0); ncclRecv(y, 64, ncclFloat32, 0, a, 0); }
+  if (ncclGroupEnd() != ncclSuccess) (*errors)++;
+  cudaMemcpy(h.data(), y, 64 * 4, cudaMemcpyDeviceToHost);
+  *got = h[63];
+  cudaFree(x); cudaFree(y);
+  ncclCommDestroy(a); ncclCommDestroy(b);
+}
+static void test_nccl_two_comms() {
+  ncclUniqueId ida, idb; ncclGetUniqueId(&ida); ncclGetUniqueId(&idb);
+  int err[2] = {0, 0}; float got[2] = {0, 0};
+  std::thread t0(two_comm_rank, 0, ida, idb, &err[0], &got[0]), t1(two_comm_rank, 1, ida, idb, &err[1], &got[1]);
+  t0.join(); t1.join();
+  CHECK(err[0] == 0 && err[1] == 0 && got[0] == 11.f && got[1] == 10.f, "group over two communicators: errors %d %d, got %g %g",
+        err[0], err[1], got[0], got[1]);
+}
+
+#if defined(SIMT_CPU)
+// ---- deliberately broken: would hang (or crash) on real hardware, so sim mode only
+static void test_nccl_bugs() {
+  auto two_ranks = [](void (*body)(int, ncclUniqueId)) {
+    return [body] {
+      ncclUniqueId id; ncclGetUniqueId(&id);
+      std::thread a(body, 0, id), b(body, 1, id);
+      a.join(); b.join();
+      return 0;
+    };
+  };
+  // both pipeline neighbours send first, outside a group: real NCCL hangs
+  auto r = expect_report("NCCL send/send deadlock", two_ranks([](int rank, ncclUniqueId id) {
+    ncclComm_t c; ncclCommInitRank(&c, 2, id, rank);
+    float* x; cudaMalloc(&x, 64);
+    if (ncclSend(x, 16, ncclFloat32, 1 - rank, c, 0) == ncclSuccess) ncclRecv(x, 16, ncclFloat32, 1 - rank, c, 0);
+    ncclCommDestroy(c);
+  }), {"SIMT ERROR [nccl-deadlock]", "rank 0 waits in ncclSend to rank 1 (16 elements)", "rank 1 waits in ncclSend to rank 0"}, 10);
+  CHECK(r.exit_code == 0, "deadlock child exit %d", r.exit_code);
+  // ranks disagree on the collective sequence
+  expect_report("NCCL mismatched collectives", two_ranks([](int rank, ncclUniqueId id) {
+    ncclComm_t c; ncclCommInitRank(&c, 2, id, rank);
+    float* x; cudaMalloc(&x, 400);
+    if (rank == 0) ncclAllReduce(x, x, 100, ncclFloat32, ncclSum, c, 0);
+    else ncclBroadcast(x, x, 50, ncclFloat32, 0, c, 0);
+    ncclCommDestroy(c);
+  }), {"SIMT ERROR [nccl-mismatch]", "ncclAllReduce (100 elements", "ncclBroadcast (50 elements"}, 10);
+  // a rank that never shows up: the timeout reports it
+  expect_report("NCCL missing rank (timeout)", [] {
+    setenv("SIMT_NCCL_TIMEOUT", "1", 1);
+    ncclUniqueId id; ncclGetUniqueId(&id);
+    ncclComm_t c;
+    return ncclCommInitRank(&c, 2, id, 0) == ncclInvalidUsage ? 0 : 3;
+  }, {"SIMT ERROR [nccl-timeout]", "ncclCommInitRank"}, 10);
+  expect_report("NCCL host buffer", [] {
+    ncclUniqueId id; ncclGetUniqueId(&id);
+    ncclComm_t c; ncclCommInitRank(&c, 1, id, 0);
+    std::vector<float> host(10);
+    return ncclAllReduce(host.data(), host.data(), 10, ncclFloat32, ncclSum, c, 0) == ncclInvalidArgument ? 0 : 3;
+  }, {"SIMT ERROR [nccl-buffer]", "send buffer"});
+}
+static void test_gemm_bugs() {
+  expect_report("GEMM past the end of its buffer", [] {
+    cublasHandle_t h; cublasCreate(&h);
+    float *a, *b, *c; cudaMalloc(&a, 64 * 64 * 4); cudaMalloc(&b, 64 * 64 * 4); cudaMalloc(&c, 64 * 64 * 4);
+    float one = 1.f, zero = 0.f;
+    // ld 65 makes the last column run 63 floats past A's allocation
+    return cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 64, 64, 64, &one, a, 65, b, 64, &zero, c, 64) == CUBLAS_STATUS_INVALID_VALUE ? 0 : 3;
+  }, {"SIMT ERROR [cublas-range]", "cublasSgemm: matrix A"});
+  expect_report("unsupported epilogue", [] {
+    LtMatmul lt;
+    bf16 *a; cudaMalloc(&a, 64 * 64 * 2);
+    return lt.run(false, false, 8, 8, 8, a, 8, a, 8, a, CUBLASLT_EPILOGUE_RELU, nullptr, nullptr) == CUBLAS_STATUS_NOT_SUPPORTED ? 0 : 3;
+  }, {"SIMT ERROR [cublas-unsupported]", "epilogue"});
+}
+#endif
+
+int main() {
+  test_matmul_forward_backward();
+  test_batched();
+  test_nccl_pipeline();
+  test_nccl_two_comms();
+#if defined(SIMT_CPU)
+  test_nccl_bugs();
+  test_gemm_bugs();
+#endif
+  return test_summary();
+}
