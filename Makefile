@@ -74,3 +74,27 @@ test: test_reference test_cpu test_scripts $(if $(wildcard dev/test/schedule.mk)
 
 clean:
 	rm -rf build train_gpt2_pp_cpu test_gpt2_pp_cpu
+
+# ---- the CUDA trainer. Real build: nvcc (GPU_COMPUTE_CAPABILITY=80 or 90, else detected with nvidia-smi,
+# else sm_80 and sm_90). Sim build: the same .cu under the SIMT CPU runtime (dev/simt), one per precision.
+PRECISION ?= BF16
+NVCC ?= nvcc
+GPU_COMPUTE_CAPABILITY ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2> /dev/null | sort -n | head -n 1 | tr -d .)
+NVCC_ARCH = $(if $(GPU_COMPUTE_CAPABILITY),-gencode arch=compute_$(GPU_COMPUTE_CAPABILITY),code=[compute_$(GPU_COMPUTE_CAPABILITY),sm_$(GPU_COMPUTE_CAPABILITY)],-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90)
+NVCC_FLAGS = -std=c++17 -O3 --use_fast_math -Xcompiler -fopenmp -I. -DENABLE_$(PRECISION) $(NVCC_ARCH) $(if $(MPICC),-DUSE_MPI $(shell mpicc --showme:compile))
+NVCC_LIBS = -lcublas -lcublasLt -lnccl $(if $(MPICC),$(shell mpicc --showme:link))
+CUDA_HEADERS = $(wildcard llmc/*.cuh) llmc/cuda_common.h llmc/cublas_common.h $(HEADERS)
+
+train_gpt2_pp: train_gpt2_pp.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
+
+SIM_PRECISIONS = FP32 BF16 FP16
+define sim_trainer_rules
+build/sim/$(1)/%.o: $(SIMT_BUILD)/pp/%.cu.cpp $(SIMT_HEADERS)
+	@mkdir -p $$(dir $$@)
+	$(SIMT_CXX) $(SIMT_CXXFLAGS) -ffp-contract=off -DENABLE_$(1) -I. -include $(SIMT_DIR)/simt.h -MMD -MP -c $$< -o $$@
+build/sim/$(1)/%: build/sim/$(1)/%.o $(SIMT_BUILD)/rel/libsimt.a
+	$(SIMT_CXX) $(SIMT_CXXFLAGS) $$< $(SIMT_BUILD)/rel/libsimt.a $(SIMT_LDLIBS) -o $$@
+endef
+$(foreach p,$(SIM_PRECISIONS),$(eval $(call sim_trainer_rules,$(p))))
+-include $(wildcard build/sim/*/*.d)

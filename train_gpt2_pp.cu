@@ -2,8 +2,8 @@
 GPT-2 training on GPUs, split into pipeline stages: one rank per GPU, one stage per rank.
 
 Read train_gpt2_pp.c first: this file is the same trainer with the layer loops replaced by the CUDA kernels
-of llmc/*.cuh and the point-to-point messages carried by NCCL. What stays the same, deliberately:
-  - the model layout and checkpoints (llmc/model.h, llmc/train_state.h): a checkpoint written here resumes
+of llmc/ (the .cuh files) and the point-to-point messages carried by NCCL. What stays the same, deliberately:
+  - the model layout and checkpoints (llmc/model.h and llmc/train_state.h): a checkpoint written here resumes
     on the CPU trainer and the other way round;
   - the schedules (llmc/schedule.h): each rank walks its list of actions (forward, backward, send, receive),
     exactly the list the CPU trainer walks; GPipe and 1F1B, or any valid hand-made schedule;
@@ -27,6 +27,7 @@ Launch: mpirun -np P ./train_gpt2_pp [flags]   (NCCL bootstrapped through MPI)
 #include <time.h>
 #include <dirent.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <nccl.h>
 #ifdef USE_MPI
 #include <mpi.h>
@@ -1124,6 +1125,41 @@ static void rendezvous_file(const char* dir, int rank, ncclUniqueId* id) {
     fatal("rank %d: no %s after 60 s: is rank 0 running with the same -pf directory?", rank, path);
 }
 
+// One process driving all P GPUs, one host thread per rank (and, under the SIMT CPU runtime, how the whole
+// pipeline runs inside one test process: its NCCL ranks are threads).
+typedef struct {
+    const TrainArgs* args;
+    int rank, world, devices;
+    ncclUniqueId id;
+    int rc;
+} RankThread;
+
+static void* rank_thread(void* arg) {
+    RankThread* r = (RankThread*)arg;
+    cudaCheck(cudaSetDevice(r->rank % r->devices));
+    ncclComm_t comm;
+    ncclCheck(ncclCommInitRank(&comm, r->world, r->id, r->rank));
+    r->rc = train_rank(r->args, r->rank, r->world, comm);
+    ncclCommDestroy(comm);
+    return NULL;
+}
+
+static int run_ranks_as_threads(const TrainArgs* args, int P, int devices) {
+    RankThread* ranks = (RankThread*)calloc_check(P, sizeof(RankThread));
+    pthread_t* threads = (pthread_t*)calloc_check(P, sizeof(pthread_t));
+    ncclUniqueId id;
+    ncclCheck(ncclGetUniqueId(&id));
+    for (int r = 0; r < P; r++) {
+        ranks[r] = (RankThread){args, r, P, devices, id, 0};
+        if (pthread_create(&threads[r], NULL, rank_thread, &ranks[r]) != 0) { fatal("cannot start the thread of rank %d", r); }
+    }
+    int rc = 0;
+    for (int r = 0; r < P; r++) { pthread_join(threads[r], NULL); rc |= ranks[r].rc; }
+    free(ranks);
+    free(threads);
+    return rc;
+}
+
 int main(int argc, char** argv) {
     TrainArgs args;
     default_args(&args);
@@ -1148,20 +1184,25 @@ int main(int argc, char** argv) {
         fatal("no CUDA device: %s. This is the GPU trainer; without a GPU use ./train_gpt2_pp_cpu",
               err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount found 0 devices");
     }
-    cudaCheck(cudaSetDevice(rank % devices));
-    ncclUniqueId id;
-    if (args.rendezvous_dir) { rendezvous_file(args.rendezvous_dir, rank, &id); }
-    else {
-        if (rank == 0) { ncclCheck(ncclGetUniqueId(&id)); }
-#ifdef USE_MPI
-        MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
-#endif
-    }
-    ncclComm_t comm;
-    ncclCheck(ncclCommInitRank(&comm, world, id, rank));
     cublas_init();
-    int rc = train_rank(&args, rank, world, comm);
-    ncclCommDestroy(comm);
+    int rc;
+    if (world == 1 && args.P > 1) {
+        rc = run_ranks_as_threads(&args, args.P, devices);
+    } else {
+        cudaCheck(cudaSetDevice(rank % devices));
+        ncclUniqueId id;
+        if (args.rendezvous_dir) { rendezvous_file(args.rendezvous_dir, rank, &id); }
+        else {
+            if (rank == 0) { ncclCheck(ncclGetUniqueId(&id)); }
+#ifdef USE_MPI
+            MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
+#endif
+        }
+        ncclComm_t comm;
+        ncclCheck(ncclCommInitRank(&comm, world, id, rank));
+        rc = train_rank(&args, rank, world, comm);
+        ncclCommDestroy(comm);
+    }
     cublas_destroy();
 #ifdef USE_MPI
     MPI_Finalize();
