@@ -1,0 +1,72 @@
+// cublas_common.h -- the process-wide cuBLASLt handle and workspace, and the cuBLAS type of floatX.
+//
+//   void cublas_init(void);      create cublaslt_handle and a CUBLASLT_WORKSPACE_SIZE (32 MiB) workspace.
+//                                Call once after cudaSetDevice, before any matmul/attention call.
+//   void cublas_destroy(void);   free both (safe to call twice)
+//   CUBLAS_LOWP                  cudaDataType of floatX: CUDA_R_32F / CUDA_R_16BF / CUDA_R_16F
+//   cublas_compute               CUBLAS_COMPUTE_32F in every precision: fp32 accumulation, and in the FP32
+//                                build no TF32 (set it to CUBLAS_COMPUTE_32F_FAST_TF32 before the first
+//                                matmul to trade accuracy for speed there)
+//   const char* cublas_status_name(int status)
+//
+// Determinism: cuBLASLt returns bitwise-identical results run to run for the same problem, algorithm and
+// GPU (its split-K reductions are ordered: "counters that guarantee determinism"). The algorithm is chosen
+// by cublasLtMatmulAlgoGetHeuristic, which may differ between GPU models or library versions, so results are
+// reproducible on one machine type, not across them.
+#pragma once
+#include <cublas_v2.h>
+#include <cublasLt.h>
+#include "cuda_common.h"
+
+#if defined(ENABLE_FP32)
+#define CUBLAS_LOWP CUDA_R_32F
+#elif defined(ENABLE_FP16)
+#define CUBLAS_LOWP CUDA_R_16F
+#else
+#define CUBLAS_LOWP CUDA_R_16BF
+#endif
+
+#define CUBLASLT_WORKSPACE_SIZE ((size_t)32 * 1024 * 1024)
+
+inline cublasLtHandle_t cublaslt_handle = NULL;
+inline void* cublaslt_workspace = NULL;
+inline cublasComputeType_t cublas_compute = CUBLAS_COMPUTE_32F;
+
+inline const char* cublas_status_name(int status) {
+    switch (status) {
+        case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+        case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+        case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+        case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+        case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+        case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+        case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+        case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+        case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+        case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+        default: return "unknown cuBLAS status";
+    }
+}
+
+// like cublasCheck, but with the status's name
+inline void cublas_check_named_(int status, const char* file, int line) {
+    if (status != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "[cuBLAS ERROR] %s (%d) at %s:%d\n", cublas_status_name(status), status, file, line);
+        exit(EXIT_FAILURE);
+    }
+}
+#undef cublasCheck
+#define cublasCheck(status) (cublas_check_named_((int)(status), __FILE__, __LINE__))
+
+inline void cublas_init(void) {
+    if (cublaslt_handle) { return; }
+    cublasCheck(cublasLtCreate(&cublaslt_handle));
+    cudaCheck(cudaMalloc(&cublaslt_workspace, CUBLASLT_WORKSPACE_SIZE));
+}
+
+inline void cublas_destroy(void) {
+    if (cublaslt_workspace) { cudaCheck(cudaFree(cublaslt_workspace)); }
+    if (cublaslt_handle) { cublasCheck(cublasLtDestroy(cublaslt_handle)); }
+    cublaslt_workspace = NULL;
+    cublaslt_handle = NULL;
+}

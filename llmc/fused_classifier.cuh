@@ -1,0 +1,80 @@
+// fused_classifier.cuh -- softmax cross-entropy over the vocabulary, fused with its backward pass.
+//
+// void fused_classifier(floatX* logits, float* losses, float dloss, const int* targets,
+//                       int N, int V, int Vp, cudaStream_t stream);
+//     logits (N,Vp): in: the logits (only the first V columns are used); out, if dloss != 0: overwritten in
+//     place by d(loss)/d(logits) = (softmax(logits[:V]) - onehot(target)) * dloss for the first V columns and
+//     0 for the padded columns V..Vp-1. dloss == 0: logits are left untouched (evaluation).
+//     losses (N) = logsumexp(logits[n,:V]) - logits[n, targets[n]]   (overwritten, fp32; may be NULL)
+//     targets (N) in [0, V). dloss is each position's weight in the total loss: the caller folds in
+//     1/(M*B*T) and, in FP16, the loss scale.
+//     One 512-thread block per row: each thread keeps an online (max, sum of exp) over its columns
+//     (i = tid, tid+512, ...), the pairs are merged by a warp butterfly and then warp by warp in order, so every
+//     thread holds the same row max M and sum S; then each column is rewritten once. The probabilities are never
+//     stored. Deterministic: nothing depends on anything but N, V, Vp.
+#pragma once
+#include "cuda_common.h"
+#include "cuda_utils.cuh"
+
+#define FUSED_CLASSIFIER_BLOCK 512
+
+// merge two online-softmax states (m, s): s is the sum of exp(x - m); symmetric in its two arguments
+__device__ inline void softmax_state_merge(float* m, float* s, float mo, float so) {
+    float mx = fmaxf(*m, mo);
+    float fa = *m == -INFINITY ? 0.0f : *s * expf(*m - mx);
+    float fb = mo == -INFINITY ? 0.0f : so * expf(mo - mx);
+    *s = fa + fb;
+    *m = mx;
+}
+
+__global__ void fused_classifier_kernel(floatX* logits, float* losses, float dloss, const int* targets,
+                                        int V, int Vp) {
+    __shared__ float s_max[FUSED_CLASSIFIER_BLOCK / WARP_SIZE];
+    __shared__ float s_sum[FUSED_CLASSIFIER_BLOCK / WARP_SIZE];
+    int row = blockIdx.x;
+    int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    int num_warps = blockDim.x / WARP_SIZE;
+    floatX* x = logits + (size_t)row * Vp;
+    int y = targets[row];
+    // read before the barrier below: after it, other threads overwrite the row
+    float x_target = threadIdx.x == 0 ? to_f32(x[y]) : 0.0f;
+    float m = -INFINITY, s = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = to_f32(x[i]);
+        if (v > m) {
+            s = s * expf(m - v) + 1.0f;
+            m = v;
+        } else {
+            s += expf(v - m);
+        }
+    }
+    for (int offset = 16; offset > 0; offset /= 2) {
+        float mo = __shfl_xor_sync(0xffffffffu, m, offset);
+        float so = __shfl_xor_sync(0xffffffffu, s, offset);
+        softmax_state_merge(&m, &s, mo, so);
+    }
+    if (lane == 0) {
+        s_max[warp] = m;
+        s_sum[warp] = s;
+    }
+    __syncthreads();
+    m = s_max[0];
+    s = s_sum[0];
+    for (int w = 1; w < num_warps; w++) { softmax_state_merge(&m, &s, s_max[w], s_sum[w]); }
+    if (threadIdx.x == 0 && losses) { losses[row] = logf(s) - (x_target - m); }
+    if (dloss != 0.0f) {
+        float inv = 1.0f / s;
+        for (int i = threadIdx.x; i < Vp; i += blockDim.x) {
+            float g = 0.0f;
+            if (i < V) { g = (expf(to_f32(x[i]) - m) * inv - (i == y ? 1.0f : 0.0f)) * dloss; }
+            x[i] = to_fX(g);
+        }
+    }
+}
+
+inline void fused_classifier(floatX* logits, float* losses, float dloss, const int* targets,
+                             int N, int V, int Vp, cudaStream_t stream) {
+    if (N == 0) { return; }
+    fused_classifier_kernel<<<N, FUSED_CLASSIFIER_BLOCK, 0, stream>>>(logits, losses, dloss, targets, V, Vp);
+    cudaKernelCheck();
+}
