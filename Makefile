@@ -2,7 +2,7 @@
 CC ?= gcc
 PYTHON ?= python3
 CFLAGS ?= -O3 -march=native
-CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -I.
 LDLIBS = -lm
 
 # Matmuls go through OpenBLAS when it is installed (about 5x faster on 2 cores); NO_BLAS=1 keeps plain C.
@@ -28,7 +28,7 @@ train_gpt2_pp_cpu: train_gpt2_pp.c $(HEADERS)
 	$(TRAIN_CC) $(CFLAGS) $(TRAIN_MPI) $< -o $@ $(LDLIBS)
 
 # the test includes the trainer, whose main() and CLI helpers it does not use
-test_gpt2_pp_cpu: test_gpt2_pp.c train_gpt2_pp.c $(HEADERS)
+test_gpt2_pp_cpu: test_gpt2_pp.c train_gpt2_pp.c dev/test/reference.h $(HEADERS)
 	$(CC) $(CFLAGS) -Wno-unused-function $< -o $@ $(LDLIBS)
 
 # the plain-C matmuls, checked against the same references
@@ -98,3 +98,23 @@ build/sim/$(1)/%: build/sim/$(1)/%.o $(SIMT_BUILD)/rel/libsimt.a
 endef
 $(foreach p,$(SIM_PRECISIONS),$(eval $(call sim_trainer_rules,$(p))))
 -include $(wildcard build/sim/*/*.d)
+
+# the CUDA trainer and its test under SIMT, in every precision, against both references; then the sim-mode
+# trainer on the shipped data against the CPU trainer
+SIM_BINS = $(foreach p,$(SIM_PRECISIONS),build/sim/$(p)/train_gpt2_pp build/sim/$(p)/test_gpt2_pp)
+test_cuda_sim: $(SIM_BINS) build/ref_a.bin build/ref_b.bin train_gpt2_pp_cpu
+	@for p in $(SIM_PRECISIONS); do for r in a b; do \
+	  echo "test_gpt2_pp $$p ref_$$r: `build/sim/$$p/test_gpt2_pp build/ref_$$r.bin > build/sim/test_$$p_$$r.log 2>&1; tail -n 1 build/sim/test_$$p_$$r.log`"; \
+	  tail -n 1 build/sim/test_$$p_$$r.log | grep -q ' 0 failed' || { grep FAIL build/sim/test_$$p_$$r.log | head -20; exit 1; }; \
+	done; done
+	bash dev/test/test_sim_trainer.sh
+
+# nvcc for sm_80 and sm_90 in every precision, -Xptxas -v; fails on any register spill in our kernels
+NVCC_CHECK_FLAGS = -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -Xptxas -v
+nvcc_check: $(foreach p,$(SIM_PRECISIONS),build/nvcc/$(p)/train_gpt2_pp build/nvcc/$(p)/test_gpt2_pp)
+build/nvcc/%/train_gpt2_pp build/nvcc/%/test_gpt2_pp: train_gpt2_pp.cu test_gpt2_pp.cu dev/test/reference.h $(CUDA_HEADERS)
+	@mkdir -p build/nvcc/$*
+	$(NVCC) $(NVCC_CHECK_FLAGS) -DENABLE_$* train_gpt2_pp.cu -o build/nvcc/$*/train_gpt2_pp $(NVCC_LIBS) 2> build/nvcc/$*/train.ptxas.log || { cat build/nvcc/$*/train.ptxas.log; exit 1; }
+	$(PYTHON) dev/simt/ptxas_summary.py build/nvcc/$*/train.ptxas.log > build/nvcc/$*/registers.txt || { cat build/nvcc/$*/registers.txt; exit 1; }
+	$(NVCC) $(NVCC_CHECK_FLAGS) -DENABLE_$* test_gpt2_pp.cu -o build/nvcc/$*/test_gpt2_pp $(NVCC_LIBS) 2> build/nvcc/$*/test.ptxas.log || { cat build/nvcc/$*/test.ptxas.log; exit 1; }
+	$(PYTHON) dev/simt/ptxas_summary.py build/nvcc/$*/test.ptxas.log > /dev/null

@@ -27,101 +27,7 @@ Each tolerance is stated once, in the table below, beside what it checks.
 #define TESTING
 #include "train_gpt2_pp.c"
 
-#define REF_MAGIC 20261124
-#define REF_VERSION 1
-
-static int passed = 0, failed = 0;
-
-static void check(int ok, const char* what) {
-    if (ok) { passed++; }
-    else { failed++; printf("FAIL %s\n", what); }
-}
-
-// element-wise |c - r| <= atol + rtol·|r|, printing the worst element
-static void check_close(const char* name, const float* c, const float* r, size_t n, float atol, float rtol) {
-    size_t worst = 0, bad = 0;
-    double worst_excess = -1e30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)c[i] - r[i]);
-        double excess = d - (atol + rtol * fabs(r[i]));
-        if (!(excess <= 0)) { bad++; }
-        if (excess > worst_excess || isnan(excess)) { worst_excess = isnan(excess) ? INFINITY : excess; worst = i; }
-    }
-    char what[256];
-    snprintf(what, sizeof(what), "%s: %zu of %zu elements outside tolerance, worst [%zu] %.9g vs %.9g", name, bad,
-             n, worst, n ? c[worst] : 0.0f, n ? r[worst] : 0.0f);
-    check(bad == 0, what);
-}
-
-// max|c - r| <= rel · max|r| over the tensor
-static void check_scaled(const char* name, const float* c, const float* r, size_t n, float rel) {
-    double maxref = 0.0, maxdiff = 0.0;
-    size_t worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        maxref = fmax(maxref, fabs(r[i]));
-        double d = fabs((double)c[i] - r[i]);
-        if (d > maxdiff || isnan(d)) { maxdiff = isnan(d) ? INFINITY : d; worst = i; }
-    }
-    char what[256];
-    snprintf(what, sizeof(what), "%s: max diff %.3g at [%zu] vs scale %.3g (allowed %.3g)", name, maxdiff, worst,
-             maxref, rel * maxref);
-    check(maxdiff <= rel * maxref, what);
-}
-
-typedef struct {
-    GPT2Config config;
-    int B, T, M, K;
-    OptimizerConfig opt;
-    size_t N;
-    FILE* f;
-    const char* path;
-} RefFile;
-
-static float* ref_read(RefFile* rf, size_t n) {
-    float* buf = (float*)malloc_check(n * sizeof(float));
-    fread_check(buf, sizeof(float), n, rf->f, rf->path);
-    return buf;
-}
-
-static void ref_open(RefFile* rf, const char* path) {
-    int32_t h[256];
-    rf->path = path;
-    rf->f = fopen_check(path, "rb");
-    fread_check(h, sizeof(int32_t), 256, rf->f, path);
-    if (h[0] != REF_MAGIC || h[1] != REF_VERSION) {
-        fatal("%s: bad magic/version %d/%d, expected %d/%d (a gpt2_ref.py reference file)", path, h[0], h[1],
-              REF_MAGIC, REF_VERSION);
-    }
-    GPT2Config* c = &rf->config;
-    c->num_layers = h[2];
-    c->channels = h[3];
-    c->num_heads = h[4];
-    c->vocab_size = h[5];
-    c->padded_vocab_size = h[6];
-    c->max_seq_len = h[7];
-    rf->B = h[8];
-    rf->T = h[9];
-    rf->M = h[10];
-    rf->K = h[11];
-    float hp[6];
-    memcpy(hp, h + 16, sizeof(hp));
-    rf->opt = (OptimizerConfig){hp[0], hp[1], hp[2], hp[3], hp[4], hp[5]};
-    rf->N = model_num_parameters(c);
-}
-
-// the fixed micro-batches of the reference, handed out in order (wrapping around at every step)
-typedef struct {
-    const int* inputs;
-    const int* targets;
-    int M, next;
-} FixedBatches;
-
-static void next_fixed_batch(void* ctx, int* inputs, int* targets, int n) {
-    FixedBatches* fb = (FixedBatches*)ctx;
-    memcpy(inputs, fb->inputs + (size_t)fb->next * n, n * sizeof(int));
-    memcpy(targets, fb->targets + (size_t)fb->next * n, n * sizeof(int));
-    fb->next = (fb->next + 1) % fb->M;
-}
+#include "dev/test/reference.h"
 
 // compares one micro-batch's forward activations with the reference, which stores them in FORMAT.md order
 static void check_activations(RefFile* rf, Stage* st, Activations* a, int mb) {
@@ -212,7 +118,7 @@ int main(int argc, char** argv) {
     if (partition_balance(c->num_layers, P, &costs, layers, first, err, sizeof(err)) != 0) { fatal("%s", err); }
     Pipeline pp;
     pipeline_init(&pp, c, P, layers, rf.M, rf.B, rf.T, schedule_name, 0, 1);
-    pp.opt = rf.opt;
+    pp.opt = (OptimizerConfig){rf.lr, rf.beta1, rf.beta2, rf.eps, rf.weight_decay, rf.grad_clip};
     printf("P=%d stages, schedule %s\n", P, schedule_name);
 
     // llm.c's random init must reproduce the reference's initial parameters
@@ -240,11 +146,7 @@ int main(int argc, char** argv) {
         stage_forward(st, a, rf.B, rf.T, 1, 0.0f);
         check_activations(&rf, st, a, m);
     }
-    if (P > 1) {
-        // skip the activations: what follows them is loss, grads, norm, then K x (loss, params)
-        long tail = (long)((2 + N + (size_t)rf.K * (1 + N)) * sizeof(float));
-        fseek_check(rf.f, -tail, SEEK_END, rf.path);
-    }
+    if (P > 1) { ref_skip_activations(&rf); }
     float* ref_loss = ref_read(&rf, 1);
     float* ref_grads = ref_read(&rf, N);
     float* ref_norm = ref_read(&rf, 1);

@@ -555,21 +555,6 @@ static void load_step_tokens(Pipeline* pp, NextBatchFn next, void* ctx, int M) {
     for (int m = 0; m < M; m++) { next(ctx, pp->tokens + (size_t)m * 2 * n, pp->tokens + (size_t)m * 2 * n + n, n); }
 }
 
-// forward and backward of M micro-batches; returns the mean (unscaled) training loss on every rank
-static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx) {
-    Stage* st = &pp->stage;
-    cudaCheck(cudaMemsetAsync(st->grads_memory, 0, st->layout.num_parameters * sizeof(float), pp->stream));
-    if (st->grad_wte_head) {
-        cudaCheck(cudaMemsetAsync(st->grad_wte_head, 0, st->layout.sizes[WTE] * sizeof(float), pp->stream));
-    }
-    load_step_tokens(pp, next, ctx, pp->M);
-    float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
-    float dloss = scale / ((float)pp->M * pp->B * pp->T);
-    double loss = run_schedule(pp, &pp->schedule, pp->B, pp->T, dloss);
-    allreduce_sum(pp, &loss, 1);
-    return (float)(loss / pp->M);
-}
-
 // The tied wte: stage 0 holds the embedding side of the gradient, the last stage the LM-head side. They swap
 // halves and both compute embed + head, so both copies of wte get the same gradient and stay equal.
 static void pipeline_sync_tied_wte(Pipeline* pp) {
@@ -596,6 +581,23 @@ static void pipeline_sync_tied_wte(Pipeline* pp) {
     }
     cudaCheck(cudaStreamSynchronize(pp->stream));
     cudaCheck(cudaFree(other));
+}
+
+// forward and backward of M micro-batches, then the tied-wte gradient sum; returns the mean (unscaled)
+// training loss on every rank
+static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx) {
+    Stage* st = &pp->stage;
+    cudaCheck(cudaMemsetAsync(st->grads_memory, 0, st->layout.num_parameters * sizeof(float), pp->stream));
+    if (st->grad_wte_head) {
+        cudaCheck(cudaMemsetAsync(st->grad_wte_head, 0, st->layout.sizes[WTE] * sizeof(float), pp->stream));
+    }
+    load_step_tokens(pp, next, ctx, pp->M);
+    float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
+    float dloss = scale / ((float)pp->M * pp->B * pp->T);
+    double loss = run_schedule(pp, &pp->schedule, pp->B, pp->T, dloss);
+    pipeline_sync_tied_wte(pp);
+    allreduce_sum(pp, &loss, 1);
+    return (float)(loss / pp->M);
 }
 
 // Squared norms per (tensor, layer) slot in checkpoint order, each computed on the stage that owns it, summed
@@ -634,12 +636,11 @@ static float pipeline_grad_norm(Pipeline* pp, float unscale) {
     return (float)sqrt(sum);
 }
 
-// The optimizer half of a step: tied wte, norm, overflow check, clipping, AdamW, loss-scale update.
+// The optimizer half of a step: norm, overflow check, clipping, AdamW, loss-scale update.
 static void pipeline_update(Pipeline* pp, float lr) {
     Stage* st = &pp->stage;
     snprintf(current_action, sizeof(current_action), "optimizer (step %d)", pp->step + 1);
     float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
-    pipeline_sync_tied_wte(pp);
     float norm = pipeline_grad_norm(pp, 1.0f / scale);
     pp->step++;
     pp->last_norm = norm;

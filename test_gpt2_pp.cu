@@ -1,0 +1,320 @@
+/*
+Checks the CUDA trainer (train_gpt2_pp.cu) end to end: against the NumPy reference, across pipeline depths and
+schedules, and the fp16 loss scaler's overflow path. Without a GPU it runs under the SIMT CPU runtime, NCCL
+ranks being threads of this process (make test builds it for FP32, BF16 and FP16).
+
+  ./test_gpt2_pp build/ref_a.bin
+
+1. Reference: for P = 1, 2 and 4 stages (P <= L) under GPipe and 1F1B, K steps on the reference's fixed
+   micro-batches: the loss of every step, all 16 gradient tensors of the first step, the grad norm, and the
+   parameters after every AdamW step.
+2. Equivalence: the losses and the final parameters (fp32 master weights) are bitwise identical for every
+   (P, schedule): the kernels reduce in fixed orders and every stage sees the same shapes at any depth.
+3. Overflow (when the loss scaler is on: FP16 by default; forced on here in every precision): an inf
+   injected into one stage's gradient makes every rank skip the step and halve the scale, and leaves the
+   parameters and AdamW moments byte-identical; the next step trains normally.
+
+Tolerances, per precision, and why (u = unit roundoff of floatX: fp32 2^-24, fp16 2^-11, bf16 2^-8).
+  FP32: the CPU test's: loss 1e-5 relative; gradients max|c-r| <= 1e-4·max|r| per tensor; parameters
+        5e-2·lr per step (Adam's normalisation amplifies gradients within rounding of 0, see test_gpt2_pp.c).
+  BF16/FP16: every activation and activation gradient is rounded to floatX after each kernel.
+    loss: u/4 relative. Each token's loss is off by ~u·|logit|, with random signs, and the loss averages
+        B·T·M of them. Measured on config A: 2e-5 relative in BF16 (0.005u), 1.7e-5 in FP16 (0.03u).
+    gradients: 8u·max|r| per tensor. A gradient element sums many products of rounded activations and
+        rounded upstream gradients; the worst element lands a few u of the tensor's scale away. Measured: at
+        most 2.2u (BF16, wte) and 1.9u (FP16, wte).
+    parameters: AdamW moves each weight by about lr per step whatever the gradient's size (m/sqrt(v) ~ sign(g)
+        early on), so a gradient whose sign is within rounding flips the update: |c-r| <= 2·lr per step. The
+        mean error over a tensor must stay below 0.05·lr per step (the signs are almost all right; measured at
+        most 0.01·lr), leaving out the key biases: their exact gradient is 0 (a shift of every key by the same
+        vector adds the same amount to all of a query's scores, which the softmax ignores), so float64 leaves
+        them alone while a low-precision run pushes them by ±lr on rounding noise.
+*/
+#define TESTING
+#include "train_gpt2_pp.cu"
+#include "dev/test/reference.h"
+
+#if PRECISION_FP32
+#define UNIT_ROUNDOFF 5.96e-8f
+#elif PRECISION_FP16
+#define UNIT_ROUNDOFF 4.88e-4f
+#else
+#define UNIT_ROUNDOFF 3.91e-3f
+#endif
+
+// what one run (all ranks) produced, collected into whole-model buffers by the rank threads
+typedef struct {
+    const RefFile* rf;
+    const float* params0;
+    const int* inputs;
+    const int* targets;
+    int P;
+    const char* schedule;
+    float loss_scale;
+    float* losses;    // (K)
+    float* norms;     // (K)
+    float* grads0;    // (N) first step's gradients, unscaled
+    float* params;    // (K, N) after each step
+    int overflow_ok;  // overflow test: every rank skipped, scale halved, state unchanged
+    int do_overflow;
+} Run;
+
+typedef struct {
+    Run* run;
+    int rank;
+    ncclUniqueId id;
+} RankJob;
+
+// copies this stage's slices into the whole-model buffer; wte only from stage 0, so threads never write the
+// same memory
+static void scatter_owned(const Pipeline* pp, const float* local, float* global) {
+    StageLayout lay = pp->stage.layout;
+    if (!lay.has_embed) { lay.sizes[WTE] = 0; }
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        if (pp->stage.layout.sizes[i] == 0) { continue; }
+        if (lay.sizes[i]) {
+            size_t g = tensor_global_offset(&pp->config, i, tensor_is_per_layer(i) ? lay.layer_begin : 0);
+            memcpy(global + g, local + off, lay.sizes[i] * sizeof(float));
+        }
+        off += pp->stage.layout.sizes[i];
+    }
+}
+
+static float* download_fp32(const float* dev, size_t n) {
+    float* h = (float*)malloc_check(n * sizeof(float));
+    cudaCheck(cudaMemcpy(h, dev, n * sizeof(float), cudaMemcpyDeviceToHost));
+    return h;
+}
+
+// the bytes of a stage's optimizer-visible state: parameters, master weights, m, v
+static void* snapshot_state(Pipeline* pp, size_t* bytes) {
+    Stage* st = &pp->stage;
+    size_t n = st->layout.num_parameters;
+    *bytes = n * (sizeof(floatX) + 3 * sizeof(float));
+    char* h = (char*)malloc_check(*bytes);
+    cudaCheck(cudaMemcpy(h, st->params_memory, n * sizeof(floatX), cudaMemcpyDeviceToHost));
+    const float* parts[3] = {st->master_memory ? st->master_memory : st->m_memory, st->m_memory, st->v_memory};
+    for (int k = 0; k < 3; k++) {
+        cudaCheck(cudaMemcpy(h + n * sizeof(floatX) + k * n * sizeof(float), parts[k], n * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    return h;
+}
+
+static void* rank_job(void* arg) {
+    RankJob* job = (RankJob*)arg;
+    Run* run = job->run;
+    const RefFile* rf = run->rf;
+    int rank = job->rank, P = run->P;
+    const GPT2Config* c = &rf->config;
+    ncclComm_t comm;
+    ncclCheck(ncclCommInitRank(&comm, P, job->id, rank));
+    int* layers = (int*)malloc_check(P * sizeof(int));
+    int* first = (int*)malloc_check(P * sizeof(int));
+    char err[256];
+    PartitionCosts costs = partition_gpt2_costs(rf->B, rf->T, c->channels, c->padded_vocab_size);
+    if (partition_balance(c->num_layers, P, &costs, layers, first, err, sizeof(err)) != 0) { fatal("%s", err); }
+    Pipeline pp;
+    pipeline_init(&pp, c, P, layers, rf->M, rf->B, rf->T, run->schedule, rank, comm);
+    pp.opt = (OptimizerConfig){rf->lr, rf->beta1, rf->beta2, rf->eps, rf->weight_decay, rf->grad_clip};
+    pp.scaler = (LossScaler){run->loss_scale, 2.0f, 0.5f, 2000, 0};
+    float* local = (float*)malloc_check(pp.stage.layout.num_parameters * sizeof(float));
+    stage_copy_global(c, &pp.stage.layout, local, (float*)run->params0, 0);
+    stage_set_params(&pp.stage, local);
+    free(local);
+    FixedBatches fb = {run->inputs, run->targets, rf->M, 0};
+    size_t n = pp.stage.layout.num_parameters;
+    for (int k = 0; k < rf->K; k++) {
+        float loss = pipeline_forward_backward(&pp, next_fixed_batch, &fb);
+        if (k == 0) {
+            float* g = download_fp32(pp.stage.grads_memory, n);
+            float unscale = pp.scaler.scale > 0.0f ? 1.0f / pp.scaler.scale : 1.0f;
+            for (size_t i = 0; i < n; i++) { g[i] *= unscale; }
+            scatter_owned(&pp, g, run->grads0);
+            free(g);
+        }
+        if (run->do_overflow && k == 1) {
+            // an inf in the last stage's gradient: every rank must skip, halve the scale, change nothing
+            size_t before_bytes;
+            void* before = snapshot_state(&pp, &before_bytes);
+            float scale = pp.scaler.scale;
+            int adam_t = pp.adam_t;
+            if (rank == P - 1) {
+                float inf = INFINITY;
+                cudaCheck(cudaMemcpy(pp.stage.grads_memory + n / 2, &inf, sizeof(float), cudaMemcpyHostToDevice));
+            }
+            pipeline_update(&pp, rf->lr);
+            size_t after_bytes;
+            void* after = snapshot_state(&pp, &after_bytes);
+            int ok = pp.last_skipped && pp.scaler.scale == scale * 0.5f && pp.adam_t == adam_t &&
+                     memcmp(before, after, before_bytes) == 0;
+            free(before);
+            free(after);
+            if (!ok) { run->overflow_ok = 0; }
+            // run the step again on the same micro-batches (a step uses all M, so fb is back at them), no inf
+            loss = pipeline_forward_backward(&pp, next_fixed_batch, &fb);
+        }
+        pipeline_update(&pp, rf->lr);
+        if (run->do_overflow && k == 1 && pp.last_skipped) { run->overflow_ok = 0; }
+        if (rank == 0) { run->losses[k] = loss; run->norms[k] = pp.last_norm; }
+        float* p = (float*)malloc_check(n * sizeof(float));
+        stage_download(&pp, BUF_PARAMS, p);
+        scatter_owned(&pp, p, run->params + (size_t)k * rf->N);
+        free(p);
+    }
+    pipeline_free(&pp);
+    free(layers);
+    free(first);
+    ncclCommDestroy(comm);
+    return NULL;
+}
+
+static void run_pipeline(Run* run) {
+    ncclUniqueId id;
+    ncclCheck(ncclGetUniqueId(&id));
+    pthread_t threads[16];
+    RankJob jobs[16];
+    for (int r = 0; r < run->P; r++) {
+        jobs[r] = (RankJob){run, r, id};
+        if (pthread_create(&threads[r], NULL, rank_job, &jobs[r]) != 0) { fatal("cannot start rank %d", r); }
+    }
+    for (int r = 0; r < run->P; r++) { pthread_join(threads[r], NULL); }
+}
+
+int main(int argc, char** argv) {
+    if (argc != 2) { fatal("usage: %s <reference file from dev/reference/gpt2_ref.py>", argv[0]); }
+    RefFile rf;
+    ref_open(&rf, argv[1]);
+    const GPT2Config* c = &rf.config;
+    size_t N = rf.N, BT = (size_t)rf.B * rf.T;
+    printf("reference %s: L=%d C=%d NH=%d V=%d, B=%d T=%d M=%d K=%d; %s\n", argv[1], c->num_layers, c->channels,
+           c->num_heads, c->vocab_size, rf.B, rf.T, rf.M, rf.K, PRECISION_NAME);
+    int* inputs = (int*)malloc_check(rf.M * BT * sizeof(int));
+    int* targets = (int*)malloc_check(rf.M * BT * sizeof(int));
+    fread_check(inputs, sizeof(int), rf.M * BT, rf.f, rf.path);
+    fread_check(targets, sizeof(int), rf.M * BT, rf.f, rf.path);
+    float* params0 = ref_read(&rf, N);
+    ref_skip_activations(&rf);
+    float* ref_loss = ref_read(&rf, 1);
+    float* ref_grads = ref_read(&rf, N);
+    float* ref_norm = ref_read(&rf, 1);
+    float* ref_step_loss = (float*)malloc_check(rf.K * sizeof(float));
+    float* ref_params = (float*)malloc_check((size_t)rf.K * N * sizeof(float));
+    for (int k = 0; k < rf.K; k++) {
+        fread_check(ref_step_loss + k, sizeof(float), 1, rf.f, rf.path);
+        fread_check(ref_params + (size_t)k * N, sizeof(float), N, rf.f, rf.path);
+    }
+    (void)ref_loss;
+    cublas_init();
+
+    const float u = UNIT_ROUNDOFF;
+    float loss_rtol = PRECISION_FP32 ? 1e-5f : u / 4;
+    float grad_rel = PRECISION_FP32 ? 1e-4f : 8 * u;
+    int depths[3] = {1, 2, 4};
+    const char* schedules[2] = {"gpipe", "1f1b"};
+    float* first_params = NULL;
+    float* first_losses = NULL;
+    for (int d = 0; d < 3; d++) {
+        if (depths[d] > c->num_layers) { continue; }
+        for (int sch = 0; sch < 2; sch++) {
+            Run run;
+            memset(&run, 0, sizeof(run));
+            run.rf = &rf; run.params0 = params0; run.inputs = inputs; run.targets = targets;
+            run.P = depths[d];
+            run.schedule = schedules[sch];
+            run.loss_scale = PRECISION_FP16 ? 65536.0f : 0.0f;
+            run.losses = (float*)calloc_check(rf.K, sizeof(float));
+            run.norms = (float*)calloc_check(rf.K, sizeof(float));
+            run.grads0 = (float*)calloc_check(N, sizeof(float));
+            run.params = (float*)calloc_check((size_t)rf.K * N, sizeof(float));
+            run_pipeline(&run);
+            char name[160];
+            char tag[48];
+            snprintf(tag, sizeof(tag), "P=%d %s", run.P, run.schedule);
+            for (int k = 0; k < rf.K; k++) {
+                snprintf(name, sizeof(name), "%s step %d loss %.7f vs %.7f", tag, k, run.losses[k], ref_step_loss[k]);
+                check(fabsf(run.losses[k] - ref_step_loss[k]) <= loss_rtol * fabsf(ref_step_loss[k]), name);
+            }
+            size_t off = 0;
+            for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+                size_t n = tensor_global_size(c, i);
+                snprintf(name, sizeof(name), "%s grad %s", tag, param_names[i]);
+                check_scaled(name, run.grads0 + off, ref_grads + off, n, grad_rel);
+                off += n;
+            }
+            snprintf(name, sizeof(name), "%s grad norm %.7f vs %.7f", tag, run.norms[0], ref_norm[0]);
+            check(fabsf(run.norms[0] - ref_norm[0]) <= grad_rel * ref_norm[0], name);
+            for (int k = 0; k < rf.K; k++) {
+                float lr_steps = rf.lr * (k + 1);
+                off = 0;
+                for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+                    size_t n = tensor_global_size(c, i);
+                    const float* mine = run.params + (size_t)k * N + off;
+                    const float* ref = ref_params + (size_t)k * N + off;
+                    snprintf(name, sizeof(name), "%s after step %d %s", tag, k, param_names[i]);
+                    if (PRECISION_FP32) {
+                        check_close(name, mine, ref, n, 5e-2f * lr_steps, 1e-5f);
+                    } else {
+                        check_close(name, mine, ref, n, 2.0f * lr_steps, 1e-5f);
+                        double mean = 0.0;
+                        size_t counted = 0;
+                        for (size_t j = 0; j < n; j++) {
+                            size_t C = c->channels, in_layer = j % (3 * C);
+                            if (i == QKVB && in_layer >= C && in_layer < 2 * C) { continue; }  // key biases, see top
+                            mean += fabs((double)mine[j] - ref[j]);
+                            counted++;
+                        }
+                        mean /= counted;
+                        snprintf(name, sizeof(name), "%s after step %d %s: mean error %.3g (allowed %.3g)", tag, k,
+                                 param_names[i], mean, 0.05 * lr_steps);
+                        check(mean <= 0.05 * lr_steps, name);
+                    }
+                    off += n;
+                }
+            }
+            // every depth and schedule: the same bits
+            if (first_params == NULL) {
+                first_params = run.params;
+                first_losses = run.losses;
+            } else {
+                snprintf(name, sizeof(name), "%s: losses and parameters bitwise equal to P=1 gpipe", tag);
+                check(memcmp(first_losses, run.losses, rf.K * sizeof(float)) == 0 &&
+                      memcmp(first_params, run.params, (size_t)rf.K * N * sizeof(float)) == 0, name);
+                free(run.params);
+                free(run.losses);
+            }
+            free(run.norms);
+            free(run.grads0);
+        }
+    }
+
+    // the loss scaler's overflow path, on 2 stages (forced on in FP32/BF16 for the test)
+    if (c->num_layers >= 2 && rf.K >= 2) {
+        Run run;
+        memset(&run, 0, sizeof(run));
+        run.rf = &rf; run.params0 = params0; run.inputs = inputs; run.targets = targets;
+        run.P = 2;
+        run.schedule = "1f1b";
+        run.loss_scale = 1024.0f;
+        run.do_overflow = 1;
+        run.overflow_ok = 1;
+        run.losses = (float*)calloc_check(rf.K, sizeof(float));
+        run.norms = (float*)calloc_check(rf.K, sizeof(float));
+        run.grads0 = (float*)calloc_check(N, sizeof(float));
+        run.params = (float*)calloc_check((size_t)rf.K * N, sizeof(float));
+        run_pipeline(&run);
+        check(run.overflow_ok, "overflow: every rank skipped the step, the scale halved, parameters and moments unchanged, the retry trained");
+        char name[160];
+        snprintf(name, sizeof(name), "overflow run: last loss %.6f vs reference %.6f", run.losses[rf.K - 1], ref_step_loss[rf.K - 1]);
+        check(fabsf(run.losses[rf.K - 1] - ref_step_loss[rf.K - 1]) <= fmaxf(loss_rtol, 1e-4f) * ref_step_loss[rf.K - 1], name);
+        free(run.losses); free(run.norms); free(run.grads0); free(run.params);
+    }
+    free(first_params);
+    free(first_losses);
+    free(inputs); free(targets); free(params0); free(ref_loss); free(ref_grads); free(ref_norm);
+    free(ref_step_loss); free(ref_params);
+    fclose(rf.f);
+    cublas_destroy();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
