@@ -47,7 +47,9 @@ lets any pipeline split of the same model reproduce the single-stage run bit for
 #include "llmc/schedulers.h"
 // defines: Logger (main.log)
 #include "llmc/logger.h"
-// defines: TrainState (state_%08d.bin, shared with the CUDA trainer)
+// defines: TrainArgs (the command line, shared with the CUDA trainer)
+#include "llmc/train_args.h"
+// defines: TrainState, checkpoint_save/load (shared with the CUDA trainer)
 #include "llmc/train_state.h"
 // defines: Schedule, Action, schedule_build, schedule_validate, schedule_simulate (pipeline schedules as data)
 #include "llmc/schedule.h"
@@ -890,16 +892,6 @@ static void pipeline_free(Pipeline* pp) {
     free(pp->layers);
 }
 
-// Where micro-batches come from: the data loader when training, fixed tokens in the tests.
-typedef void (*NextBatchFn)(void* ctx, int* inputs, int* targets, int n);
-
-static void next_batch_from_loader(void* ctx, int* inputs, int* targets, int n) {
-    DataLoader* dl = (DataLoader*)ctx;
-    dataloader_next_batch(dl);
-    memcpy(inputs, dl->inputs, n * sizeof(int));
-    memcpy(targets, dl->targets, n * sizeof(int));
-}
-
 // Every process reads the same M micro-batches in the same order, so no tokens travel between stages.
 static void load_step_tokens(Pipeline* pp, NextBatchFn next, void* ctx, int M) {
     int n = pp->B * pp->T;
@@ -1053,18 +1045,6 @@ static double run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, float
     return loss_sum;
 }
 
-// A forward-only schedule (validation, sampling): each stage receives, runs and sends each micro-batch.
-static void build_forward_schedule(Schedule* sc, int P, int M) {
-    schedule_init(sc, P, P, M);
-    for (int s = 0; s < P; s++) {
-        for (int m = 0; m < M; m++) {
-            if (s > 0) { schedule_push(sc, s, PP_RECV_ACT, s, m); }
-            schedule_push(sc, s, PP_FORWARD, s, m);
-            if (s < P - 1) { schedule_push(sc, s, PP_SEND_ACT, s, m); }
-        }
-    }
-}
-
 // sum over ranks (MPI) or the value itself; used for losses and timings
 static double allreduce_sum(Pipeline* pp, double x) {
 #ifdef USE_MPI
@@ -1150,7 +1130,7 @@ static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, floa
 // mean loss over `batches` micro-batches of a loader, forward only
 static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
     Schedule fwd;
-    build_forward_schedule(&fwd, pp->P, pp->M);
+    schedule_build_forward(pp->P, pp->M, &fwd);
     int tracing = pp->tracing;
     pp->tracing = 0;
     double sum = 0.0;
@@ -1159,7 +1139,7 @@ static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
         load_step_tokens(pp, next_batch_from_loader, dl, m);
         Schedule* sc = &fwd;
         Schedule partial;
-        if (m < pp->M) { build_forward_schedule(&partial, pp->P, m); sc = &partial; }
+        if (m < pp->M) { schedule_build_forward(pp->P, m, &partial); sc = &partial; }
         sum += run_schedule(pp, sc, pp->B, pp->T, 0.0f);
         if (sc == &partial) { schedule_free(&partial); }
     }
@@ -1211,70 +1191,27 @@ static void pipeline_scatter(Pipeline* pp, StageBuffer which, float* global) {
     }
 }
 
-// The training state beside each model checkpoint: AdamW moments in checkpoint layout (so a checkpoint
-// written at one pipeline depth resumes at any other), the step, the data position and the sampler's RNG.
-// All ranks take part (their slices travel to rank 0); rank 0 writes.
-static void save_checkpoint(Pipeline* pp, const char* out_dir, const DataLoader* dl, uint64_t sample_rng) {
-    size_t N = model_num_parameters(&pp->config);
-    int writer = pp->world == 1 || pp->rank == 0;
-    float* global = writer ? (float*)malloc_check(N * sizeof(float)) : NULL;
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/model_%08d.bin", out_dir, pp->step);
-    pipeline_gather(pp, BUF_PARAMS, global);
-    if (writer) { model_write(path, &pp->config, global); }
-    AtomicFile af;
-    if (writer) {
-        TrainState ts = {pp->step, pp->adam_t, (int64_t)N, (int64_t)dl->shard, dl->position, sample_rng, 0.0f, 0};
-        int32_t header[256];
-        train_state_pack(&ts, header);
-        snprintf(path, sizeof(path), "%s/state_%08d.bin", out_dir, pp->step);
-        atomic_open(&af, path);
-        atomic_write(&af, header, sizeof(int32_t), 256);
-    }
-    pipeline_gather(pp, BUF_M, global);
-    if (writer) { atomic_write(&af, global, sizeof(float), N); }
-    pipeline_gather(pp, BUF_V, global);
-    if (writer) {
-        atomic_write(&af, global, sizeof(float), N);
-        atomic_commit(&af);
-        // the DONE marker comes last: a checkpoint without it is incomplete and never resumed from
-        snprintf(path, sizeof(path), "%s/DONE_%08d", out_dir, pp->step);
-        AtomicFile done;
-        atomic_open(&done, path);
-        atomic_commit(&done);
-    }
-    free(global);
+// Checkpoints (llmc/train_state.h): the whole model and its AdamW moments in checkpoint layout, so a run
+// saved at one pipeline depth resumes at any other. All ranks take part (their slices travel to rank 0).
+static void gather_for_checkpoint(void* ctx, int which, float* global) {
+    pipeline_gather((Pipeline*)ctx, which == 0 ? BUF_PARAMS : which == 1 ? BUF_M : BUF_V, global);
 }
 
-// the newest complete checkpoint in out_dir, or -1
-static int find_latest_checkpoint(const char* out_dir) {
-    DIR* d = opendir(out_dir);
-    if (d == NULL) { return -1; }
-    int best = -1;
-    struct dirent* e;
-    while ((e = readdir(d)) != NULL) {
-        int s;
-        char extra;
-        if (sscanf(e->d_name, "DONE_%8d%c", &s, &extra) == 1 && s > best) { best = s; }
-    }
-    closedir(d);
-    return best;
+static void scatter_from_checkpoint(void* ctx, int which, float* global) {
+    pipeline_scatter((Pipeline*)ctx, which == 1 ? BUF_M : BUF_V, global);
+}
+
+static void save_checkpoint(Pipeline* pp, const char* out_dir, const DataLoader* dl, uint64_t sample_rng) {
+    TrainState ts = {pp->step, pp->adam_t, (int64_t)model_num_parameters(&pp->config), (int64_t)dl->shard,
+                     dl->position, sample_rng, 0.0f, 0};
+    checkpoint_save(out_dir, &pp->config, &ts, pp->world == 1 || pp->rank == 0, gather_for_checkpoint, pp);
 }
 
 // every rank reads the state file and keeps its own slices of the moments
 static void load_state(Pipeline* pp, const char* path, DataLoader* dl, uint64_t* sample_rng) {
-    FILE* f = fopen_check(path, "rb");
-    size_t N = model_num_parameters(&pp->config);
-    TrainState ts = train_state_read_header(f, path, N);
+    TrainState ts = checkpoint_load_state(path, &pp->config, scatter_from_checkpoint, pp);
     pp->step = ts.step;
     pp->adam_t = ts.adam_t;
-    float* global = (float*)malloc_check(N * sizeof(float));
-    fread_check(global, sizeof(float), N, f, path);
-    pipeline_scatter(pp, BUF_M, global);
-    fread_check(global, sizeof(float), N, f, path);
-    pipeline_scatter(pp, BUF_V, global);
-    free(global);
-    fclose(f);
     dataloader_seek(dl, (size_t)ts.shard, ts.position);
     *sample_rng = ts.sample_rng;
 }
@@ -1290,7 +1227,7 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
     seq[0] = tok->eot_token;
     float* probs = (float*)malloc_check((size_t)c->vocab_size * sizeof(float));
     Schedule one;
-    build_forward_schedule(&one, pp->P, 1);
+    schedule_build_forward(pp->P, 1, &one);
     int tracing = pp->tracing;
     pp->tracing = 0;
     if (printer) { printf("generating:\n---\n"); }
@@ -1373,41 +1310,6 @@ static void write_trace(Pipeline* pp, const char* path) {
 }
 
 #ifndef TESTING
-static void usage(void) {
-    fprintf(stderr,
-        "Usage:   ./train_gpt2_pp_cpu [options]          (one process: all stages)\n"
-        "         mpirun -np P ./train_gpt2_pp_cpu [options]  (one MPI rank per stage)\n"
-        "Trains GPT-2 on the CPU, fp32, split into pipeline stages.\n"
-        "Options (defaults in brackets):\n"
-        "  -i <pattern> train data, llm.c token shards (glob) [data/kjv/kjv_train.bin]\n"
-        "  -j <pattern> val data [data/kjv/kjv_val.bin]\n"
-        "  -tk <file>   tokenizer for samples [data/gpt2_tokenizer.bin]\n"
-        "  -e <model>   llm.c checkpoint (.bin, fp32) or a descriptor dN for a fresh model [d4]\n"
-        "  -o <dir>     output directory for main.log and checkpoints [none]\n"
-        "  -b <int>     micro-batch size B [8]\n"
-        "  -t <int>     sequence length T, at most the model's maxT [64]\n"
-        "  -pm <int>    micro-batches per step M (gradient accumulation) [1]\n"
-        "  -pp <int>    pipeline stages P [number of MPI ranks, 1 without MPI]\n"
-        "  -sc <name>   schedule: gpipe | 1f1b [1f1b]\n"
-        "  -pl <list>   layers per stage, e.g. 3,3,3,3 [balanced by estimated compute]\n"
-        "  -ps <0|1>    print the schedule (one row per rank) and its simulated timeline, then exit [0]\n"
-        "  -tr <file>   write a Chrome/Perfetto trace of the last training step [none]\n"
-        "  -x <int>     optimizer steps to run in total [40]\n"
-        "  -l <float>   peak learning rate [1e-3]\n"
-        "  -k <name>    learning-rate schedule: constant | cosine | noam [cosine]\n"
-        "  -u <int>     warmup steps [0]\n"
-        "  -q <float>   final learning rate as a fraction of the peak (cosine) [0.1]\n"
-        "  -c <float>   weight decay (2-D weights only) [0.0]\n"
-        "  -cl <float>  clip the global gradient norm to this; 0 disables [1.0]\n"
-        "  -v <int>     validation loss every N steps [10]\n"
-        "  -m <int>     validation micro-batches [20]\n"
-        "  -s <int>     sample text every N steps, 0: only at the end [0]\n"
-        "  -g <int>     tokens to sample [64]\n"
-        "  -n <int>     checkpoint every N steps (needs -o), 0: only at the end [0]\n"
-        "  -y <0|1>     resume from the newest checkpoint in -o [0]\n"
-        "  -h           this help\n");
-}
-
 #ifdef USE_MPI
 // a rank that fails takes the whole job down at once, instead of leaving its neighbours blocked forever
 static void abort_all_ranks(void) { MPI_Abort(MPI_COMM_WORLD, 1); }
@@ -1439,68 +1341,17 @@ int main(int argc, char** argv) {
     signal(SIGSEGV, on_fatal_signal);
     signal(SIGBUS, on_fatal_signal);
     signal(SIGFPE, on_fatal_signal);
-    const char* train_pattern = "data/kjv/kjv_train.bin";
-    const char* val_pattern = "data/kjv/kjv_val.bin";
-    const char* tokenizer_path = "data/gpt2_tokenizer.bin";
-    const char* model_arg = "d4";
-    const char* out_dir = NULL;
-    const char* schedule_name = "1f1b";
-    const char* layers_arg = NULL;
-    const char* trace_path = NULL;
-    int B = 8, T = 64, M = 1, P = world, max_steps = 40, warmup = 0, val_every = 10, val_batches = 20;
-    int sample_every = 0, gen_tokens = 64, ckpt_every = 0, resume = 0, print_schedule = 0;
-    float lr = 1e-3f, final_frac = 0.1f, weight_decay = 0.0f, grad_clip = 1.0f;
-    const char* lr_schedule_name = "cosine";
-    for (int i = 1; i < argc; i++) {
-        const char* f = argv[i];
-        if (strcmp(f, "-h") == 0) { if (rank == 0) { usage(); } return 0; }
-        if (f[0] != '-' || i + 1 >= argc) { fatal("%s: expected a flag followed by a value (see -h)", f); }
-        const char* v = argv[++i];
-        if (strcmp(f, "-i") == 0) { train_pattern = v; }
-        else if (strcmp(f, "-j") == 0) { val_pattern = v; }
-        else if (strcmp(f, "-tk") == 0) { tokenizer_path = v; }
-        else if (strcmp(f, "-e") == 0) { model_arg = v; }
-        else if (strcmp(f, "-o") == 0) { out_dir = v; }
-        else if (strcmp(f, "-b") == 0) { B = parse_int_flag(f, v); }
-        else if (strcmp(f, "-t") == 0) { T = parse_int_flag(f, v); }
-        else if (strcmp(f, "-pm") == 0) { M = parse_int_flag(f, v); }
-        else if (strcmp(f, "-pp") == 0) { P = parse_int_flag(f, v); }
-        else if (strcmp(f, "-sc") == 0) { schedule_name = v; }
-        else if (strcmp(f, "-pl") == 0) { layers_arg = v; }
-        else if (strcmp(f, "-ps") == 0) { print_schedule = parse_int_flag(f, v); }
-        else if (strcmp(f, "-tr") == 0) { trace_path = v; }
-        else if (strcmp(f, "-x") == 0) { max_steps = parse_int_flag(f, v); }
-        else if (strcmp(f, "-l") == 0) { lr = parse_float_flag(f, v); }
-        else if (strcmp(f, "-k") == 0) { lr_schedule_name = v; }
-        else if (strcmp(f, "-u") == 0) { warmup = parse_int_flag(f, v); }
-        else if (strcmp(f, "-q") == 0) { final_frac = parse_float_flag(f, v); }
-        else if (strcmp(f, "-c") == 0) { weight_decay = parse_float_flag(f, v); }
-        else if (strcmp(f, "-cl") == 0) { grad_clip = parse_float_flag(f, v); }
-        else if (strcmp(f, "-v") == 0) { val_every = parse_int_flag(f, v); }
-        else if (strcmp(f, "-m") == 0) { val_batches = parse_int_flag(f, v); }
-        else if (strcmp(f, "-s") == 0) { sample_every = parse_int_flag(f, v); }
-        else if (strcmp(f, "-g") == 0) { gen_tokens = parse_int_flag(f, v); }
-        else if (strcmp(f, "-n") == 0) { ckpt_every = parse_int_flag(f, v); }
-        else if (strcmp(f, "-y") == 0) { resume = parse_int_flag(f, v); }
-        else { fatal("unknown flag %s (see -h)", f); }
-    }
-    if (B <= 0) { fatal("flag -b (micro-batch size) must be > 0, got %d", B); }
-    if (T <= 0) { fatal("flag -t (sequence length) must be > 0, got %d", T); }
-    if (M <= 0) { fatal("flag -pm (micro-batches per step) must be >= 1, got %d", M); }
-    if (P <= 0) { fatal("flag -pp (pipeline stages) must be >= 1, got %d", P); }
-    if (world > 1 && P != world) {
-        fatal("flag -pp %d does not match the %d MPI ranks: run one rank per stage (mpirun -np %d)", P, world, P);
-    }
-    if (max_steps < 0) { fatal("flag -x (steps) must be >= 0, got %d", max_steps); }
-    if (!(lr >= 0.0f)) { fatal("flag -l (learning rate) must be >= 0, got %g", lr); }
-    if (warmup < 0) { fatal("flag -u (warmup steps) must be >= 0, got %d", warmup); }
-    if (val_every < 0 || val_batches < 0 || sample_every < 0 || gen_tokens < 0 || ckpt_every < 0) {
-        fatal("flags -v -m -s -g -n must be >= 0");
-    }
-    if (resume != 0 && resume != 1) { fatal("flag -y expects 0 or 1, got %d", resume); }
-    if (resume && out_dir == NULL) { fatal("flag -y 1 needs -o <dir> to find the checkpoint in"); }
-    if (ckpt_every > 0 && out_dir == NULL) { fatal("flag -n needs -o <dir> to write checkpoints to"); }
-    LRSchedule lrs = {lr_schedule_parse(lr_schedule_name), lr, warmup, max_steps, final_frac};
+    TrainArgs args;
+    train_args_default(&args, 0.0f);
+    train_args_parse(&args, argc, argv, 0, rank == 0);
+    int P = train_args_stages(&args, world);
+    const char *train_pattern = args.train_pattern, *val_pattern = args.val_pattern, *out_dir = args.out_dir;
+    const char *model_arg = args.model_arg, *schedule_name = args.schedule_name, *trace_path = args.trace_path;
+    int B = args.B, T = args.T, M = args.M, max_steps = args.max_steps, val_batches = args.val_batches;
+    int val_every = args.val_every, sample_every = args.sample_every, gen_tokens = args.gen_tokens;
+    int resume = args.resume, ckpt_every = args.ckpt_every;
+    float lr = args.lr;
+    LRSchedule lrs = {lr_schedule_parse(args.lr_schedule_name), lr, args.warmup, max_steps, args.final_frac};
 
     // the model: from a checkpoint file, or a descriptor and llm.c's random init
     int from_file = strlen(model_arg) > 4 && strcmp(model_arg + strlen(model_arg) - 4, ".bin") == 0;
@@ -1513,6 +1364,7 @@ int main(int argc, char** argv) {
     int* first = (int*)malloc_check(P * sizeof(int));
     char err[512];
     PartitionCosts costs = partition_gpt2_costs(B, T, config.channels, config.padded_vocab_size);
+    const char* layers_arg = args.layers_arg;
     int prc = layers_arg ? partition_parse(layers_arg, config.num_layers, P, layers, first, err, sizeof(err))
                          : partition_balance(config.num_layers, P, &costs, layers, first, err, sizeof(err));
     if (prc != 0) { fatal("%s %s: %s", layers_arg ? "flag -pl" : "flag -pp", layers_arg ? layers_arg : "", err); }
@@ -1521,7 +1373,7 @@ int main(int argc, char** argv) {
     char resume_model[1100], resume_state[1100];
     if (out_dir && rank == 0) { mkdir_p(out_dir); }
     if (resume) {
-        resume_step = find_latest_checkpoint(out_dir);
+        resume_step = checkpoint_find_latest(out_dir);
         if (resume_step < 0) { fatal("-y 1: no complete checkpoint (DONE_* file) in %s", out_dir); }
         snprintf(resume_model, sizeof(resume_model), "%s/model_%08d.bin", out_dir, resume_step);
         snprintf(resume_state, sizeof(resume_state), "%s/state_%08d.bin", out_dir, resume_step);
@@ -1534,10 +1386,10 @@ int main(int argc, char** argv) {
 
     Pipeline pp;
     pipeline_init(&pp, &config, P, layers, M, B, T, schedule_name, rank, world);
-    pp.opt = (OptimizerConfig){lr, 0.9f, 0.95f, 1e-8f, weight_decay, grad_clip};
+    pp.opt = (OptimizerConfig){lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip};
     SimResult sim;
     schedule_simulate(&pp.schedule, 1.0, 2.0, 0.0, &sim);
-    if (print_schedule) {
+    if (args.print_schedule) {
         if (rank == 0) {
             schedule_fprint(&pp.schedule, stdout);
             schedule_print_ascii_timeline(&pp.schedule, stdout);
@@ -1564,7 +1416,7 @@ int main(int argc, char** argv) {
     int64_t val_available = dataloader_num_batches(&val_loader);
     if (val_batches > val_available) { val_batches = (int)val_available; }
     Tokenizer tokenizer;
-    tokenizer_init(&tokenizer, tokenizer_path);
+    tokenizer_init(&tokenizer, args.tokenizer_path);
     uint64_t sample_rng = 1337;
     if (resume) { load_state(&pp, resume_state, &train_loader, &sample_rng); }
     Logger logger;

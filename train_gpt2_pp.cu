@@ -66,6 +66,7 @@ Launch: mpirun -np P ./train_gpt2_pp [flags]   (NCCL bootstrapped through MPI)
 #include "llmc/logger.h"
 #include "llmc/schedule.h"
 #include "llmc/partition.h"
+#include "llmc/train_args.h"
 
 #define ncclCheck(status) nccl_check_((status), __FILE__, __LINE__)
 static void nccl_check_(ncclResult_t status, const char* file, int line) {
@@ -519,17 +520,6 @@ static double run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, float
     return loss_sum;
 }
 
-static void build_forward_schedule(Schedule* sc, int P, int M) {
-    schedule_init(sc, P, P, M);
-    for (int s = 0; s < P; s++) {
-        for (int m = 0; m < M; m++) {
-            if (s > 0) { schedule_push(sc, s, PP_RECV_ACT, s, m); }
-            schedule_push(sc, s, PP_FORWARD, s, m);
-            if (s < P - 1) { schedule_push(sc, s, PP_SEND_ACT, s, m); }
-        }
-    }
-}
-
 // sums a few doubles over all ranks (the loss lives on the last stage only), exactly: each value is non-zero
 // on at most one rank
 static void allreduce_sum(Pipeline* pp, double* x, int n) {
@@ -539,15 +529,6 @@ static void allreduce_sum(Pipeline* pp, double* x, int n) {
     cudaCheck(cudaMemcpyAsync(x, d, n * sizeof(double), cudaMemcpyDeviceToHost, pp->stream));
     cudaCheck(cudaStreamSynchronize(pp->stream));
     cudaCheck(cudaFree(d));
-}
-
-typedef void (*NextBatchFn)(void* ctx, int* inputs, int* targets, int n);
-
-static void next_batch_from_loader(void* ctx, int* inputs, int* targets, int n) {
-    DataLoader* dl = (DataLoader*)ctx;
-    dataloader_next_batch(dl);
-    memcpy(inputs, dl->inputs, n * sizeof(int));
-    memcpy(targets, dl->targets, n * sizeof(int));
 }
 
 static void load_step_tokens(Pipeline* pp, NextBatchFn next, void* ctx, int M) {
@@ -685,7 +666,7 @@ static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
     for (int done = 0; done < batches; done += pp->M) {
         int m = batches - done < pp->M ? batches - done : pp->M;
         Schedule fwd;
-        build_forward_schedule(&fwd, pp->P, m);
+        schedule_build_forward(pp->P, m, &fwd);
         load_step_tokens(pp, next_batch_from_loader, dl, m);
         sum += run_schedule(pp, &fwd, pp->B, pp->T, 0.0f);
         schedule_free(&fwd);
@@ -742,76 +723,34 @@ static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
     free(mine);
 }
 
-static void save_checkpoint(Pipeline* pp, const char* out_dir, const DataLoader* dl, uint64_t sample_rng) {
-    size_t N = model_num_parameters(&pp->config);
-    int writer = pp->rank == 0;
-    float* global = writer ? (float*)malloc_check(N * sizeof(float)) : NULL;
-    char path[1024];
-    pipeline_gather(pp, BUF_PARAMS, global);
-    if (writer) {
-        snprintf(path, sizeof(path), "%s/model_%08d.bin", out_dir, pp->step);
-        model_write(path, &pp->config, global);
-    }
-    AtomicFile af;
-    if (writer) {
-        TrainState ts = {pp->step, pp->adam_t, (int64_t)N, (int64_t)dl->shard, dl->position, sample_rng,
-                         pp->scaler.scale, pp->scaler.good_steps};
-        int32_t header[256];
-        train_state_pack(&ts, header);
-        snprintf(path, sizeof(path), "%s/state_%08d.bin", out_dir, pp->step);
-        atomic_open(&af, path);
-        atomic_write(&af, header, sizeof(int32_t), 256);
-    }
-    pipeline_gather(pp, BUF_M, global);
-    if (writer) { atomic_write(&af, global, sizeof(float), N); }
-    pipeline_gather(pp, BUF_V, global);
-    if (writer) {
-        atomic_write(&af, global, sizeof(float), N);
-        atomic_commit(&af);
-        snprintf(path, sizeof(path), "%s/DONE_%08d", out_dir, pp->step);
-        AtomicFile done;
-        atomic_open(&done, path);
-        atomic_commit(&done);
-    }
-    free(global);
+static void gather_for_checkpoint(void* ctx, int which, float* global) {
+    pipeline_gather((Pipeline*)ctx, which == 0 ? BUF_PARAMS : which == 1 ? BUF_M : BUF_V, global);
 }
 
-static int find_latest_checkpoint(const char* out_dir) {
-    DIR* d = opendir(out_dir);
-    if (d == NULL) { return -1; }
-    int best = -1;
-    struct dirent* e;
-    while ((e = readdir(d)) != NULL) {
-        int s;
-        char extra;
-        if (sscanf(e->d_name, "DONE_%8d%c", &s, &extra) == 1 && s > best) { best = s; }
-    }
-    closedir(d);
-    return best;
+static void scatter_from_checkpoint(void* ctx, int which, float* global) {
+    Pipeline* pp = (Pipeline*)ctx;
+    size_t n = pp->stage.layout.num_parameters;
+    float* local = (float*)malloc_check(n * sizeof(float));
+    stage_copy_global(&pp->config, &pp->stage.layout, local, global, 0);
+    cudaCheck(cudaMemcpy(which == 1 ? pp->stage.m_memory : pp->stage.v_memory, local, n * sizeof(float), cudaMemcpyHostToDevice));
+    free(local);
+}
+
+static void save_checkpoint(Pipeline* pp, const char* out_dir, const DataLoader* dl, uint64_t sample_rng) {
+    TrainState ts = {pp->step, pp->adam_t, (int64_t)model_num_parameters(&pp->config), (int64_t)dl->shard,
+                     dl->position, sample_rng, pp->scaler.scale, pp->scaler.good_steps};
+    checkpoint_save(out_dir, &pp->config, &ts, pp->rank == 0, gather_for_checkpoint, pp);
 }
 
 // every rank reads the state file and keeps its own slices of the moments
 static void load_state(Pipeline* pp, const char* path, DataLoader* dl, uint64_t* sample_rng) {
-    FILE* f = fopen_check(path, "rb");
-    size_t N = model_num_parameters(&pp->config);
-    TrainState ts = train_state_read_header(f, path, N);
+    TrainState ts = checkpoint_load_state(path, &pp->config, scatter_from_checkpoint, pp);
     pp->step = ts.step;
     pp->adam_t = ts.adam_t;
     if (pp->scaler.scale > 0.0f && ts.loss_scale > 0.0f) {
         pp->scaler.scale = ts.loss_scale;
         pp->scaler.good_steps = ts.good_steps;
     }
-    float* global = (float*)malloc_check(N * sizeof(float));
-    float* local = (float*)malloc_check(pp->stage.layout.num_parameters * sizeof(float));
-    float* dsts[2] = {pp->stage.m_memory, pp->stage.v_memory};
-    for (int k = 0; k < 2; k++) {
-        fread_check(global, sizeof(float), N, f, path);
-        stage_copy_global(&pp->config, &pp->stage.layout, local, global, 0);
-        cudaCheck(cudaMemcpy(dsts[k], local, pp->stage.layout.num_parameters * sizeof(float), cudaMemcpyHostToDevice));
-    }
-    free(local);
-    free(global);
-    fclose(f);
     dataloader_seek(dl, (size_t)ts.shard, ts.position);
     *sample_rng = ts.sample_rng;
 }
@@ -827,7 +766,7 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
     float* row_f = (float*)cuda_alloc(Vp * sizeof(float));
     int* dnext = (int*)cuda_alloc(sizeof(int));
     Schedule one;
-    build_forward_schedule(&one, pp->P, 1);
+    schedule_build_forward(pp->P, 1, &one);
     if (pp->rank == 0) { printf("generating:\n---\n"); }
     for (int t = 1; t <= gen_tokens; t++) {
         int ctx = t < T ? t : T;
@@ -904,39 +843,6 @@ static void pipeline_free(Pipeline* pp) {
 // ----------------------------------------------------------------------------
 // 5. the training loop of one rank, and main
 
-typedef struct {
-    const char* train_pattern;
-    const char* val_pattern;
-    const char* tokenizer_path;
-    const char* model_arg;
-    const char* out_dir;
-    const char* schedule_name;
-    const char* layers_arg;
-    const char* rendezvous_dir;
-    int B, T, M, P, max_steps, warmup, val_every, val_batches, sample_every, gen_tokens, ckpt_every, resume;
-    float lr, final_frac, weight_decay, grad_clip;
-    const char* lr_schedule_name;
-    float loss_scale;         // initial scale; 0 disables the scaler
-    int scale_interval;
-    int quiet;                // tests: no per-step lines
-    float* losses_out;        // tests: the train loss of every step, if not NULL
-} TrainArgs;
-
-static void default_args(TrainArgs* a) {
-    memset(a, 0, sizeof(*a));
-    a->train_pattern = "data/kjv/kjv_train.bin";
-    a->val_pattern = "data/kjv/kjv_val.bin";
-    a->tokenizer_path = "data/gpt2_tokenizer.bin";
-    a->model_arg = "d4";
-    a->schedule_name = "1f1b";
-    a->lr_schedule_name = "cosine";
-    a->B = 8; a->T = 64; a->M = 1; a->P = 0; a->max_steps = 40; a->val_every = 10; a->val_batches = 20;
-    a->gen_tokens = 64;
-    a->lr = 1e-3f; a->final_frac = 0.1f; a->grad_clip = 1.0f;
-    a->loss_scale = PRECISION_FP16 ? 65536.0f : 0.0f;  // FP16 needs it; BF16 has fp32's range (-ls to opt in)
-    a->scale_interval = 2000;
-}
-
 #define printf0(...) do { if (rank == 0 && !args->quiet) { printf(__VA_ARGS__); } } while (0)
 
 static double now_seconds(void) {
@@ -947,8 +853,7 @@ static double now_seconds(void) {
 
 // one rank's whole run: build its stage, train, validate, sample, checkpoint
 static int train_rank(const TrainArgs* args, int rank, int world, ncclComm_t comm) {
-    int P = args->P > 0 ? args->P : world, B = args->B, T = args->T, M = args->M;
-    if (P != world) { fatal("flag -pp %d does not match the %d ranks: run one rank per stage", P, world); }
+    int P = train_args_stages(args, world), B = args->B, T = args->T, M = args->M;
     LRSchedule lrs = {lr_schedule_parse(args->lr_schedule_name), args->lr, args->warmup, args->max_steps, args->final_frac};
     const char* model_arg = args->model_arg;
     int from_file = strlen(model_arg) > 4 && strcmp(model_arg + strlen(model_arg) - 4, ".bin") == 0;
@@ -966,7 +871,7 @@ static int train_rank(const TrainArgs* args, int rank, int world, ncclComm_t com
     char resume_model[1100], resume_state[1100];
     if (args->out_dir && rank == 0) { mkdir_p(args->out_dir); }
     if (args->resume) {
-        int s = find_latest_checkpoint(args->out_dir);
+        int s = checkpoint_find_latest(args->out_dir);
         if (s < 0) { fatal("-y 1: no complete checkpoint (DONE_* file) in %s", args->out_dir); }
         snprintf(resume_model, sizeof(resume_model), "%s/model_%08d.bin", args->out_dir, s);
         snprintf(resume_state, sizeof(resume_state), "%s/state_%08d.bin", args->out_dir, s);
@@ -1047,61 +952,6 @@ static int train_rank(const TrainArgs* args, int rank, int world, ncclComm_t com
 }
 
 #ifndef TESTING
-static void usage(void) {
-    fprintf(stderr,
-        "Usage:   mpirun -np P ./train_gpt2_pp [options]   (one GPU per rank, one pipeline stage per GPU)\n"
-        "         srun -n P ./train_gpt2_pp -pf <shared dir> [options]   (Slurm without MPI)\n"
-        "Built for %s. Options as train_gpt2_pp_cpu (-h there), plus:\n"
-        "  -ls <float>  initial loss scale, 0: no loss scaling [65536 in FP16, 0 otherwise]\n"
-        "  -li <int>    clean steps before the loss scale doubles [2000]\n"
-        "  -pf <dir>    NCCL rendezvous through files in a shared directory (rank/size from SLURM_PROCID/NTASKS)\n"
-        "Common: -i -j -tk -e -o -b -t -pm -pp -sc -pl -x -l -k -u -q -c -cl -v -m -s -g -n -y -h\n", PRECISION_NAME);
-}
-
-static void parse_args(TrainArgs* a, int argc, char** argv) {
-    for (int i = 1; i < argc; i++) {
-        const char* f = argv[i];
-        if (strcmp(f, "-h") == 0) { usage(); exit(0); }
-        if (f[0] != '-' || i + 1 >= argc) { fatal("%s: expected a flag followed by a value (see -h)", f); }
-        const char* v = argv[++i];
-        if (strcmp(f, "-i") == 0) { a->train_pattern = v; }
-        else if (strcmp(f, "-j") == 0) { a->val_pattern = v; }
-        else if (strcmp(f, "-tk") == 0) { a->tokenizer_path = v; }
-        else if (strcmp(f, "-e") == 0) { a->model_arg = v; }
-        else if (strcmp(f, "-o") == 0) { a->out_dir = v; }
-        else if (strcmp(f, "-b") == 0) { a->B = parse_int_flag(f, v); }
-        else if (strcmp(f, "-t") == 0) { a->T = parse_int_flag(f, v); }
-        else if (strcmp(f, "-pm") == 0) { a->M = parse_int_flag(f, v); }
-        else if (strcmp(f, "-pp") == 0) { a->P = parse_int_flag(f, v); }
-        else if (strcmp(f, "-sc") == 0) { a->schedule_name = v; }
-        else if (strcmp(f, "-pl") == 0) { a->layers_arg = v; }
-        else if (strcmp(f, "-pf") == 0) { a->rendezvous_dir = v; }
-        else if (strcmp(f, "-x") == 0) { a->max_steps = parse_int_flag(f, v); }
-        else if (strcmp(f, "-l") == 0) { a->lr = parse_float_flag(f, v); }
-        else if (strcmp(f, "-k") == 0) { a->lr_schedule_name = v; }
-        else if (strcmp(f, "-u") == 0) { a->warmup = parse_int_flag(f, v); }
-        else if (strcmp(f, "-q") == 0) { a->final_frac = parse_float_flag(f, v); }
-        else if (strcmp(f, "-c") == 0) { a->weight_decay = parse_float_flag(f, v); }
-        else if (strcmp(f, "-cl") == 0) { a->grad_clip = parse_float_flag(f, v); }
-        else if (strcmp(f, "-v") == 0) { a->val_every = parse_int_flag(f, v); }
-        else if (strcmp(f, "-m") == 0) { a->val_batches = parse_int_flag(f, v); }
-        else if (strcmp(f, "-s") == 0) { a->sample_every = parse_int_flag(f, v); }
-        else if (strcmp(f, "-g") == 0) { a->gen_tokens = parse_int_flag(f, v); }
-        else if (strcmp(f, "-n") == 0) { a->ckpt_every = parse_int_flag(f, v); }
-        else if (strcmp(f, "-y") == 0) { a->resume = parse_int_flag(f, v); }
-        else if (strcmp(f, "-ls") == 0) { a->loss_scale = parse_float_flag(f, v); }
-        else if (strcmp(f, "-li") == 0) { a->scale_interval = parse_int_flag(f, v); }
-        else { fatal("unknown flag %s (see -h)", f); }
-    }
-    if (a->B <= 0) { fatal("flag -b (micro-batch size) must be > 0, got %d", a->B); }
-    if (a->T <= 0) { fatal("flag -t (sequence length) must be > 0, got %d", a->T); }
-    if (a->M <= 0) { fatal("flag -pm (micro-batches per step) must be >= 1, got %d", a->M); }
-    if (a->max_steps < 0) { fatal("flag -x (steps) must be >= 0, got %d", a->max_steps); }
-    if (a->loss_scale < 0.0f) { fatal("flag -ls (loss scale) must be >= 0, got %g", a->loss_scale); }
-    if (a->scale_interval < 1) { fatal("flag -li must be >= 1, got %d", a->scale_interval); }
-    if (a->resume && a->out_dir == NULL) { fatal("flag -y 1 needs -o <dir> to find the checkpoint in"); }
-}
-
 #ifdef USE_MPI
 static void abort_all_ranks(void) { MPI_Abort(MPI_COMM_WORLD, 1); }
 #endif
@@ -1163,7 +1013,7 @@ static int run_ranks_as_threads(const TrainArgs* args, int P, int devices) {
 
 int main(int argc, char** argv) {
     TrainArgs args;
-    default_args(&args);
+    train_args_default(&args, PRECISION_FP16 ? 65536.0f : 0.0f);  // FP16 needs a scaler; BF16 has fp32's range
     int rank = 0, world = 1;
 #ifdef USE_MPI
     MPI_Init(&argc, &argv);
@@ -1171,7 +1021,7 @@ int main(int argc, char** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     fatal_hook = abort_all_ranks;
 #endif
-    parse_args(&args, argc, argv);
+    train_args_parse(&args, argc, argv, 1, rank == 0);
     if (args.rendezvous_dir) {
         const char* r = getenv("SLURM_PROCID");
         const char* n = getenv("SLURM_NTASKS");
@@ -1187,6 +1037,15 @@ int main(int argc, char** argv) {
     }
     cublas_init();
     int rc;
+    if (args.print_schedule) {
+        Schedule sc;
+        if (schedule_build(args.schedule_name, args.P > 0 ? args.P : world, args.M, &sc) != 0) {
+            fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, args.schedule_name);
+        }
+        if (rank == 0) { schedule_fprint(&sc, stdout); schedule_print_ascii_timeline(&sc, stdout); }
+        schedule_free(&sc);
+        return 0;
+    }
     if (world == 1 && args.P > 1) {
         rc = run_ranks_as_threads(&args, args.P, devices);
     } else {

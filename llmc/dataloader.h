@@ -126,6 +126,17 @@ static void dataloader_next_batch(DataLoader* dl) {
     dl->position += n;
 }
 
+// Where a trainer's micro-batches come from: a loader when training, fixed tokens in the tests.
+typedef void (*NextBatchFn)(void* ctx, int* inputs, int* targets, int n);
+
+// a NextBatchFn over a DataLoader (ctx)
+static void next_batch_from_loader(void* ctx, int* inputs, int* targets, int n) {
+    DataLoader* dl = (DataLoader*)ctx;
+    dataloader_next_batch(dl);
+    memcpy(inputs, dl->inputs, n * sizeof(int));
+    memcpy(targets, dl->targets, n * sizeof(int));
+}
+
 // number of micro-batches in one pass over all shards (what "the whole val set" means)
 static int64_t dataloader_num_batches(DataLoader* dl) {
     int64_t total = 0;

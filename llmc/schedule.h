@@ -397,6 +397,18 @@ static inline int schedule_build_1f1b(int P, int M, Schedule* out) {
     return schedule_insert_comms(out, NULL, 0);
 }
 
+// Forward only (validation, sampling): each stage receives, runs and sends each micro-batch in turn.
+static inline void schedule_build_forward(int P, int M, Schedule* out) {
+    schedule_init(out, P, P, M);
+    for (int s = 0; s < P; s++) {
+        for (int m = 0; m < M; m++) {
+            if (s > 0) schedule_push(out, s, PP_RECV_ACT, s, m);
+            schedule_push(out, s, PP_FORWARD, s, m);
+            if (s < P - 1) schedule_push(out, s, PP_SEND_ACT, s, m);
+        }
+    }
+}
+
 #define SCHEDULE_NAMES "gpipe|1f1b"
 #define SCHEDULE_ERR_NAME 1   // unknown schedule name
 #define SCHEDULE_ERR_ARGS 2   // P < 1 or M < 1

@@ -10,9 +10,11 @@ in the whole-model (checkpoint) layout, fp32 — so the file does not depend on 
 #ifndef LLMC_TRAIN_STATE_H
 #define LLMC_TRAIN_STATE_H
 
+#include <dirent.h>
 #include <stdint.h>
 #include <string.h>
 #include "utils.h"
+#include "model.h"
 
 #define STATE_MAGIC 20261125
 #define STATE_VERSION 1
@@ -66,6 +68,78 @@ static TrainState train_state_read_header(FILE* f, const char* path, size_t num_
               num_parameters);
     }
     return s;
+}
+
+// ----------------------------------------------------------------------------
+// A checkpoint is model_%08d.bin (llm.c format) + state_%08d.bin + DONE_%08d, written by one rank from
+// whole-model buffers. How those buffers are filled depends on the trainer (host copies, MPI or NCCL from
+// the other stages), so it asks: gather(ctx, which, global) puts the parameters (0), m (1) or v (2) into
+// `global` on the writing rank. Every rank calls checkpoint_save (the gathers are collective); global is NULL
+// on the others.
+typedef void (*GatherFn)(void* ctx, int which, float* global);
+
+static void checkpoint_save(const char* out_dir, const GPT2Config* c, const TrainState* ts, int writer,
+                            GatherFn gather, void* ctx) {
+    size_t N = model_num_parameters(c);
+    float* global = writer ? (float*)malloc_check(N * sizeof(float)) : NULL;
+    char path[1024];
+    gather(ctx, 0, global);
+    if (writer) {
+        snprintf(path, sizeof(path), "%s/model_%08d.bin", out_dir, ts->step);
+        model_write(path, c, global);
+    }
+    AtomicFile af;
+    if (writer) {
+        int32_t header[256];
+        train_state_pack(ts, header);
+        snprintf(path, sizeof(path), "%s/state_%08d.bin", out_dir, ts->step);
+        atomic_open(&af, path);
+        atomic_write(&af, header, sizeof(int32_t), 256);
+    }
+    for (int which = 1; which <= 2; which++) {
+        gather(ctx, which, global);
+        if (writer) { atomic_write(&af, global, sizeof(float), N); }
+    }
+    if (writer) {
+        atomic_commit(&af);
+        // the DONE marker comes last: a checkpoint without it is incomplete and never resumed from
+        snprintf(path, sizeof(path), "%s/DONE_%08d", out_dir, ts->step);
+        AtomicFile done;
+        atomic_open(&done, path);
+        atomic_commit(&done);
+    }
+    free(global);
+}
+
+// Reads a state file: returns its header fields and hands m (which = 1) and v (2), in whole-model layout, to
+// scatter(ctx, which, global), which keeps the slices the caller's stages own.
+static TrainState checkpoint_load_state(const char* path, const GPT2Config* c, GatherFn scatter, void* ctx) {
+    FILE* f = fopen_check(path, "rb");
+    size_t N = model_num_parameters(c);
+    TrainState ts = train_state_read_header(f, path, N);
+    float* global = (float*)malloc_check(N * sizeof(float));
+    for (int which = 1; which <= 2; which++) {
+        fread_check(global, sizeof(float), N, f, path);
+        scatter(ctx, which, global);
+    }
+    free(global);
+    fclose(f);
+    return ts;
+}
+
+// the step of the newest complete checkpoint (one with its DONE_ file) in out_dir, or -1
+static int checkpoint_find_latest(const char* out_dir) {
+    DIR* d = opendir(out_dir);
+    if (d == NULL) { return -1; }
+    int best = -1;
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL) {
+        int s;
+        char extra;
+        if (sscanf(e->d_name, "DONE_%8d%c", &s, &extra) == 1 && s > best) { best = s; }
+    }
+    closedir(d);
+    return best;
 }
 
 #endif

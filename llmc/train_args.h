@@ -1,0 +1,166 @@
+/*
+The command line of both trainers (train_gpt2_pp_cpu and train_gpt2_pp): one table of flags, llm.c's letters
+where the concept is the same, checked strictly (a bad value or an unknown flag is one "error:" line).
+*/
+#ifndef LLMC_TRAIN_ARGS_H
+#define LLMC_TRAIN_ARGS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "utils.h"
+
+typedef struct {
+    const char* train_pattern;   // -i
+    const char* val_pattern;     // -j
+    const char* tokenizer_path;  // -tk
+    const char* model_arg;       // -e
+    const char* out_dir;         // -o
+    const char* schedule_name;   // -sc
+    const char* layers_arg;      // -pl
+    const char* trace_path;      // -tr (CPU trainer)
+    const char* rendezvous_dir;  // -pf (CUDA trainer)
+    const char* lr_schedule_name;// -k
+    int B, T, M, P;              // -b -t -pm -pp (P = 0: the number of ranks)
+    int max_steps, warmup;       // -x -u
+    int val_every, val_batches;  // -v -m
+    int sample_every, gen_tokens;// -s -g
+    int ckpt_every, resume;      // -n -y
+    int print_schedule;          // -ps
+    float lr, final_frac, weight_decay, grad_clip;  // -l -q -c -cl
+    float loss_scale;            // -ls (CUDA trainer): initial loss scale, 0 = no scaler
+    int scale_interval;          // -li (CUDA trainer)
+    int quiet;                   // tests: no per-step lines
+    float* losses_out;           // tests: receives the train loss of every step
+} TrainArgs;
+
+static void train_args_default(TrainArgs* a, float default_loss_scale) {
+    memset(a, 0, sizeof(*a));
+    a->train_pattern = "data/kjv/kjv_train.bin";
+    a->val_pattern = "data/kjv/kjv_val.bin";
+    a->tokenizer_path = "data/gpt2_tokenizer.bin";
+    a->model_arg = "d4";
+    a->schedule_name = "1f1b";
+    a->lr_schedule_name = "cosine";
+    a->B = 8; a->T = 64; a->M = 1;
+    a->max_steps = 40; a->val_every = 10; a->val_batches = 20; a->gen_tokens = 64;
+    a->lr = 1e-3f; a->final_frac = 0.1f; a->grad_clip = 1.0f;
+    a->loss_scale = default_loss_scale;
+    a->scale_interval = 2000;
+}
+
+static void train_args_usage(int cuda) {
+    fprintf(stderr,
+        "Usage: %s\n"
+        "Trains GPT-2 split into pipeline stages. Options (defaults in brackets):\n"
+        "  -i <pattern> train data, llm.c token shards (glob) [data/kjv/kjv_train.bin]\n"
+        "  -j <pattern> val data [data/kjv/kjv_val.bin]\n"
+        "  -tk <file>   tokenizer for samples [data/gpt2_tokenizer.bin]\n"
+        "  -e <model>   llm.c checkpoint (.bin, fp32), or a fresh model dN (N layers, 64N channels) or dN:cC:hH [d4]\n"
+        "  -o <dir>     output directory for main.log and checkpoints [none]\n"
+        "  -b <int>     micro-batch size B [8]\n"
+        "  -t <int>     sequence length T, at most the model's maxT [64]\n"
+        "  -pm <int>    micro-batches per step M (gradient accumulation) [1]\n"
+        "  -pp <int>    pipeline stages P [the number of ranks]\n"
+        "  -sc <name>   schedule: gpipe | 1f1b [1f1b]\n"
+        "  -pl <list>   layers per stage, e.g. 3,3,3,3 [balanced by estimated compute]\n"
+        "  -ps <0|1>    print the schedule (one row per rank) and its simulated timeline, then exit [0]\n"
+        "  -x <int>     optimizer steps to run in total [40]\n"
+        "  -l <float>   peak learning rate [1e-3]\n"
+        "  -k <name>    learning-rate schedule: constant | cosine | noam [cosine]\n"
+        "  -u <int>     warmup steps [0]\n"
+        "  -q <float>   final learning rate as a fraction of the peak (cosine) [0.1]\n"
+        "  -c <float>   weight decay (2-D weights only) [0.0]\n"
+        "  -cl <float>  clip the global gradient norm to this; 0 disables [1.0]\n"
+        "  -v <int>     validation loss every N steps [10]\n"
+        "  -m <int>     validation micro-batches [20]\n"
+        "  -s <int>     sample text every N steps, 0: only at the end [0]\n"
+        "  -g <int>     tokens to sample [64]\n"
+        "  -n <int>     checkpoint every N steps (needs -o), 0: only at the end [0]\n"
+        "  -y <0|1>     resume from the newest checkpoint in -o [0]\n"
+        "%s"
+        "  -h           this help\n",
+        cuda ? "mpirun -np P ./train_gpt2_pp [options]  (one GPU per rank and stage)\n"
+               "       ./train_gpt2_pp -pp P [options]           (one process, one thread per GPU)\n"
+               "       srun -n P ./train_gpt2_pp -pf <dir> [options]  (Slurm without MPI)"
+             : "./train_gpt2_pp_cpu [options]                 (one process: all stages)\n"
+               "       mpirun -np P ./train_gpt2_pp_cpu [options]  (one MPI rank per stage)",
+        cuda ? "  -ls <float>  initial loss scale, 0: none [65536 in FP16, 0 otherwise]\n"
+               "  -li <int>    clean steps before the loss scale doubles [2000]\n"
+               "  -pf <dir>    NCCL rendezvous through a shared directory (SLURM_PROCID/SLURM_NTASKS)\n"
+             : "  -tr <file>   write a Chrome/Perfetto trace of the last training step [none]\n");
+}
+
+// Parses and checks the flags; -h prints the usage and exits 0. `cuda` selects the trainer's own flags.
+static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int print_help) {
+    for (int i = 1; i < argc; i++) {
+        const char* f = argv[i];
+        if (strcmp(f, "-h") == 0) {
+            if (print_help) { train_args_usage(cuda); }
+            exit(0);
+        }
+        if (f[0] != '-' || i + 1 >= argc) { fatal("%s: expected a flag followed by a value (see -h)", f); }
+        const char* v = argv[++i];
+        int cpu_only = strcmp(f, "-tr") == 0;
+        int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0;
+        if ((cuda && cpu_only) || (!cuda && cuda_only)) {
+            fatal("flag %s belongs to the %s trainer (see -h)", f, cuda ? "CPU" : "CUDA");
+        }
+        if (strcmp(f, "-i") == 0) { a->train_pattern = v; }
+        else if (strcmp(f, "-j") == 0) { a->val_pattern = v; }
+        else if (strcmp(f, "-tk") == 0) { a->tokenizer_path = v; }
+        else if (strcmp(f, "-e") == 0) { a->model_arg = v; }
+        else if (strcmp(f, "-o") == 0) { a->out_dir = v; }
+        else if (strcmp(f, "-b") == 0) { a->B = parse_int_flag(f, v); }
+        else if (strcmp(f, "-t") == 0) { a->T = parse_int_flag(f, v); }
+        else if (strcmp(f, "-pm") == 0) { a->M = parse_int_flag(f, v); }
+        else if (strcmp(f, "-pp") == 0) { a->P = parse_int_flag(f, v); }
+        else if (strcmp(f, "-sc") == 0) { a->schedule_name = v; }
+        else if (strcmp(f, "-pl") == 0) { a->layers_arg = v; }
+        else if (strcmp(f, "-ps") == 0) { a->print_schedule = parse_int_flag(f, v); }
+        else if (strcmp(f, "-tr") == 0) { a->trace_path = v; }
+        else if (strcmp(f, "-pf") == 0) { a->rendezvous_dir = v; }
+        else if (strcmp(f, "-x") == 0) { a->max_steps = parse_int_flag(f, v); }
+        else if (strcmp(f, "-l") == 0) { a->lr = parse_float_flag(f, v); }
+        else if (strcmp(f, "-k") == 0) { a->lr_schedule_name = v; }
+        else if (strcmp(f, "-u") == 0) { a->warmup = parse_int_flag(f, v); }
+        else if (strcmp(f, "-q") == 0) { a->final_frac = parse_float_flag(f, v); }
+        else if (strcmp(f, "-c") == 0) { a->weight_decay = parse_float_flag(f, v); }
+        else if (strcmp(f, "-cl") == 0) { a->grad_clip = parse_float_flag(f, v); }
+        else if (strcmp(f, "-v") == 0) { a->val_every = parse_int_flag(f, v); }
+        else if (strcmp(f, "-m") == 0) { a->val_batches = parse_int_flag(f, v); }
+        else if (strcmp(f, "-s") == 0) { a->sample_every = parse_int_flag(f, v); }
+        else if (strcmp(f, "-g") == 0) { a->gen_tokens = parse_int_flag(f, v); }
+        else if (strcmp(f, "-n") == 0) { a->ckpt_every = parse_int_flag(f, v); }
+        else if (strcmp(f, "-y") == 0) { a->resume = parse_int_flag(f, v); }
+        else if (strcmp(f, "-ls") == 0) { a->loss_scale = parse_float_flag(f, v); }
+        else if (strcmp(f, "-li") == 0) { a->scale_interval = parse_int_flag(f, v); }
+        else { fatal("unknown flag %s (see -h)", f); }
+    }
+    if (a->B <= 0) { fatal("flag -b (micro-batch size) must be > 0, got %d", a->B); }
+    if (a->T <= 0) { fatal("flag -t (sequence length) must be > 0, got %d", a->T); }
+    if (a->M <= 0) { fatal("flag -pm (micro-batches per step) must be >= 1, got %d", a->M); }
+    if (a->P < 0) { fatal("flag -pp (pipeline stages) must be >= 1, got %d", a->P); }
+    if (a->max_steps < 0) { fatal("flag -x (steps) must be >= 0, got %d", a->max_steps); }
+    if (!(a->lr >= 0.0f)) { fatal("flag -l (learning rate) must be >= 0, got %g", a->lr); }
+    if (a->warmup < 0) { fatal("flag -u (warmup steps) must be >= 0, got %d", a->warmup); }
+    if (a->val_every < 0 || a->val_batches < 0 || a->sample_every < 0 || a->gen_tokens < 0 || a->ckpt_every < 0) {
+        fatal("flags -v -m -s -g -n must be >= 0");
+    }
+    if (a->resume != 0 && a->resume != 1) { fatal("flag -y expects 0 or 1, got %d", a->resume); }
+    if (a->resume && a->out_dir == NULL) { fatal("flag -y 1 needs -o <dir> to find the checkpoint in"); }
+    if (a->ckpt_every > 0 && a->out_dir == NULL) { fatal("flag -n needs -o <dir> to write checkpoints to"); }
+    if (!(a->loss_scale >= 0.0f)) { fatal("flag -ls (loss scale) must be >= 0, got %g", a->loss_scale); }
+    if (a->scale_interval < 1) { fatal("flag -li must be >= 1, got %d", a->scale_interval); }
+}
+
+// -pp against the number of ranks this launch has
+static int train_args_stages(const TrainArgs* a, int world) {
+    int P = a->P > 0 ? a->P : world;
+    if (world > 1 && P != world) {
+        fatal("flag -pp %d does not match the %d ranks: run one rank per stage (mpirun -np %d)", P, world, P);
+    }
+    return P;
+}
+
+#endif
