@@ -67,10 +67,12 @@ test_scripts: train_gpt2_pp_cpu
 	bash dev/test/test_pipeline_equiv.sh
 	bash dev/test/test_rank_failure.sh
 
--include dev/test/schedule.mk
--include dev/simt/simt.mk
+include dev/test/schedule.mk
+include dev/simt/simt.mk
+include dev/cuda/cuda.mk
 
-test: test_reference test_cpu test_scripts $(if $(wildcard dev/test/schedule.mk),test_schedule) $(if $(wildcard dev/simt/simt.mk),test_simt)
+# everything that runs without a GPU; the nvcc builds compile the real binaries (no GPU needed to compile)
+test: test_reference test_cpu test_scripts test_schedule test_simt nvcc_check_simt test_cuda_kernels test_cuda_sim nvcc_check
 
 clean:
 	rm -rf build train_gpt2_pp_cpu test_gpt2_pp_cpu

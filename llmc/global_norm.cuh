@@ -11,9 +11,9 @@
 //     -inf), so one finiteness test on the norm (is_finite_norm) is the loss scaler's found_inf.
 //     scratch: GLOBAL_NORM_SCRATCH_DOUBLES = 256 doubles of device memory, clobbered.
 //     Deterministic and independent of the device: a grid of G = min(256, ceil(n/4096)) blocks of 256
-//     threads (a function of n only); thread j of block b adds the elements b*256 + j + k*G*256 in order
-//     (double), the block sums its threads by a fixed tree into scratch[b], and one more block sums
-//     scratch[0..G) by the same tree. To combine several tensors in a fixed order (e.g. the CPU trainer's
+//     threads (a function of n only); thread j of block b visits the elements b*256 + j + k*G*256 in k
+//     order, into four double accumulators (k mod 4) summed as (a0 + a1) + (a2 + a3); the block sums its
+//     threads by a fixed tree into scratch[b], and one more block sums scratch[0..G) by the same tree. To combine several tensors in a fixed order (e.g. the CPU trainer's
 //     per-slot sums), call it once per tensor into consecutive floats and sum them on the host or with
 //     global_norm_squared again over that array (scale 1).
 //
@@ -30,19 +30,29 @@
 
 __global__ void global_norm_squared_kernel(double* partial, const float* grads, size_t n, float scale) {
     __shared__ double smem[32];
-    double acc = 0.0;
     size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        double g = (double)grads[i] * (double)scale;
-        acc += g * g;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    // four independent loads and accumulators per iteration keep more memory requests in flight
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+    for (; i + 3 * stride < n; i += 4 * stride) {
+        double g0 = (double)grads[i] * scale, g1 = (double)grads[i + stride] * scale;
+        double g2 = (double)grads[i + 2 * stride] * scale, g3 = (double)grads[i + 3 * stride] * scale;
+        a0 += g0 * g0;
+        a1 += g1 * g1;
+        a2 += g2 * g2;
+        a3 += g3 * g3;
     }
-    acc = block_reduce_sum_d(acc, smem);
+    for (; i < n; i += stride) {
+        double g = (double)grads[i] * scale;
+        a0 += g * g;
+    }
+    double acc = block_reduce_sum_d((a0 + a1) + (a2 + a3), smem);
     if (threadIdx.x == 0) { partial[blockIdx.x] = acc; }
 }
 
 __global__ void global_norm_finish_kernel(float* out, const double* partial, int num_partials) {
     __shared__ double smem[32];
-    double acc = threadIdx.x < num_partials ? partial[threadIdx.x] : 0.0;
+    double acc = (int)threadIdx.x < num_partials ? partial[threadIdx.x] : 0.0;
     acc = block_reduce_sum_d(acc, smem);
     if (threadIdx.x == 0) { out[0] = (float)acc; }
 }

@@ -47,8 +47,8 @@ inline int layernorm_backward_slices(int N) {
 // ----------------------------------------------------------------------------
 // kernels
 
-// One warp normalises one row x (already fp32-converted values come from `load`).
-// Shared by the plain and the fused kernel.
+// One warp normalises one row: x = x_in (plain kernel) or round_to_floatX(a + b) (fused kernel, x_in == NULL).
+// Shared by both kernels so that they do the same arithmetic.
 __device__ inline void layernorm_row(floatX* o, float* mean, float* rstd, int row, const floatX* x_in,
                                      const floatX* a, const floatX* b, const floatX* weight, const floatX* bias,
                                      int C, int lane) {

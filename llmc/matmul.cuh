@@ -35,7 +35,9 @@
 //     D (m,n) of type d_type (CUBLAS_LOWP or CUDA_R_32F), ldd = m. batch > 1: strided batched with the given
 //     element strides. epilogue: CUBLASLT_EPILOGUE_DEFAULT/_BIAS (bias of length m, floatX), _GELU_AUX[_BIAS]
 //     (aux (m,n) floatX receives the pre-GELU values) or _DGELU (aux holds them). Pointer alignments are
-//     passed to the heuristic, so any element offset works.
+//     passed to the heuristic, so any element offset of A, B and D works; the bias and aux pointers are not
+//     described to it, so keep them 16-byte aligned (true for offsets that are multiples of 8 elements from
+//     a cudaMalloc'd base, e.g. per-layer slices when C is a multiple of 8).
 #pragma once
 #include "cuda_common.h"
 #include "cuda_utils.cuh"
