@@ -114,6 +114,11 @@ test_cuda_sim: $(SIM_BINS) build/ref_a.bin build/ref_b.bin train_gpt2_pp_cpu
 # nvcc for sm_80 and sm_90 in every precision, -Xptxas -v; fails on any register spill in our kernels
 NVCC_CHECK_FLAGS = -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -Xptxas -v
 nvcc_check: $(foreach p,$(SIM_PRECISIONS),build/nvcc/$(p)/train_gpt2_pp build/nvcc/$(p)/test_gpt2_pp)
+	@if ! command -v nvidia-smi > /dev/null; then \
+	  build/nvcc/FP32/train_gpt2_pp -x 1 > build/nvcc/nodevice.txt 2>&1; rc=$$?; \
+	  if [ $$rc -ne 0 ] && grep -q 'error: no CUDA device' build/nvcc/nodevice.txt; then echo "without a GPU: `cat build/nvcc/nodevice.txt`"; \
+	  else echo "FAIL: the GPU trainer without a GPU should say 'no CUDA device' (rc=$$rc)"; cat build/nvcc/nodevice.txt; exit 1; fi; \
+	fi
 build/nvcc/%/train_gpt2_pp build/nvcc/%/test_gpt2_pp: train_gpt2_pp.cu test_gpt2_pp.cu dev/test/reference.h $(CUDA_HEADERS)
 	@mkdir -p build/nvcc/$*
 	$(NVCC) $(NVCC_CHECK_FLAGS) -DENABLE_$* train_gpt2_pp.cu -o build/nvcc/$*/train_gpt2_pp $(NVCC_LIBS) 2> build/nvcc/$*/train.ptxas.log || { cat build/nvcc/$*/train.ptxas.log; exit 1; }

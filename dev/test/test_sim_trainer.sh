@@ -22,5 +22,20 @@ done
 check "FP32: every loss equals the CPU trainer's within 1e-5 relative" \
       "paste <(losses '$W/cpu.txt') <(losses '$W/FP32.txt') | awk '{ d = \$1 - \$2; if (d < 0) d = -d; if (d > 1e-5 * \$1 || NF != 2) bad++ } END { exit bad > 0 || NR != 20 }'"
 paste <(losses "$W/cpu.txt") <(losses "$W/FP32.txt") <(losses "$W/BF16.txt") <(losses "$W/FP16.txt") | head -20 | awk 'BEGIN { print "step  cpu        sim FP32   sim BF16   sim FP16" } { printf "%4d  %s  %s  %s  %s\n", NR, $1, $2, $3, $4 }'
+
+# FP32 checkpoints move between the trainers: 2 steps of the CUDA trainer at P=4, then 2 more on the CPU
+# trainer at P=1, against 4 CPU steps; and the other way round (CPU at P=1, then CUDA at P=4)
+ARGS="-e d4:c64:h4 -b 2 -t 32 -pm 2 -v 0 -g 0 -l 3e-3 -k noam -u 2"
+./train_gpt2_pp_cpu $ARGS -x 4 -o "$W/cpu4" > "$W/cpu4.txt" 2>&1
+build/sim/FP32/train_gpt2_pp $ARGS -x 2 -pp 4 -o "$W/g2c" > /dev/null 2>&1
+./train_gpt2_pp_cpu $ARGS -x 4 -o "$W/g2c" -y 1 > "$W/g2c.txt" 2>&1
+./train_gpt2_pp_cpu $ARGS -x 2 -o "$W/c2g" > /dev/null 2>&1
+build/sim/FP32/train_gpt2_pp $ARGS -x 4 -pp 4 -o "$W/c2g" -y 1 > "$W/c2g.txt" 2>&1
+for d in g2c c2g; do
+    check "$d: resumed at step 2" "grep -q 'step    3/4' '$W/$d.txt' && ! grep -q 'step    1/4' '$W/$d.txt'"
+    check "$d: steps 3-4 match the uninterrupted CPU run within 1e-5 relative" \
+          "paste <(losses '$W/cpu4.txt' | tail -2) <(losses '$W/$d.txt') | awk '{ d = \$1 - \$2; if (d < 0) d = -d; if (d > 1e-5 * \$1 || NF != 2) bad++ } END { exit bad > 0 || NR != 2 }'"
+done
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
