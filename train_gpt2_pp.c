@@ -1434,12 +1434,24 @@ int main(int argc, char** argv) {
     printf0("pipeline: P=%d stages, schedule %s, %s; simulated bubble %.3f, theory (P-1)/(M+P-1) = %.3f\n", P,
             schedule_name, world > 1 ? "one MPI rank per stage" : "all stages in this process", sim.bubble,
             (P - 1.0) / (M + P - 1.0));
+    // estimated compute per stage (llmc/partition.h): the slowest stage sets the pipeline's pace
+    double total_cost = 0.0, max_cost = 0.0;
+    for (int s = 0; s < P; s++) {
+        double cost = partition_stage_cost(&costs, P, s, layers[s]);
+        total_cost += cost;
+        max_cost = cost > max_cost ? cost : max_cost;
+    }
     for (int s = 0; s < P; s++) {
         StageLayout lay = pipeline_stage_layout(&pp, s);
-        printf0("stage %d: %d layers from %d%s%s, %zu parameters, activation stash %d micro-batches x %.1f MiB\n",
-                s, lay.num_layers, lay.layer_begin, lay.has_embed ? " + embeddings" : "",
-                lay.has_head ? " + lnf/LM head" : "", lay.num_parameters, sim.peak_inflight[s],
+        printf0("stage %d: %d layers from %d%s%s, %zu parameters, %.0f%% of the compute, activation stash %d "
+                "micro-batches x %.1f MiB\n", s, lay.num_layers, lay.layer_begin, lay.has_embed ? " + embeddings" : "",
+                lay.has_head ? " + lnf/LM head" : "", lay.num_parameters,
+                100.0 * partition_stage_cost(&costs, P, s, layers[s]) / total_cost, sim.peak_inflight[s],
                 activations_bytes(&config, &lay, B, T) / 1048576.0);
+    }
+    if (P > 1) {
+        printf0("balance: the slowest stage has %.0f%% of the compute, so P stages can be at most %.2fx faster than one\n",
+                100.0 * max_cost / total_cost, total_cost / max_cost);
     }
     printf0("train: %s, %lld micro-batches per epoch; val: %s, using %d micro-batches\n", train_pattern,
             (long long)dataloader_num_batches(&train_loader), val_pattern, val_batches);

@@ -48,7 +48,7 @@ done
 # an error on one rank (here: a flag every rank rejects) ends the job at once, with the message
 timeout 20 mpirun -np 2 $BIN -e d4:c64:h4 -pp 3 > "$W/mismatch.txt" 2>&1; RC=$?
 check "-pp 3 with 2 ranks: non-zero exit, not a timeout" "[ $RC -ne 0 ] && [ $RC -ne 124 ]"
-check "-pp 3 with 2 ranks: clear message" "grep -q 'flag -pp 3 does not match the 2 MPI ranks' '$W/mismatch.txt'"
+check "-pp 3 with 2 ranks: clear message" "grep -q 'flag -pp 3 does not match the 2 ranks' '$W/mismatch.txt'"
 
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
