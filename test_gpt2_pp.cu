@@ -57,6 +57,7 @@ typedef struct {
     float* params;    // (K, N) after each step
     int overflow_ok;  // overflow test: every rank skipped, scale halved, state unchanged
     int do_overflow;
+    int gelu_fusion;
 } Run;
 
 typedef struct {
@@ -118,6 +119,7 @@ static void* rank_job(void* arg) {
     pipeline_init(&pp, c, P, layers, rf->M, rf->B, rf->T, run->schedule, rank, comm);
     pp.opt = (OptimizerConfig){rf->lr, rf->beta1, rf->beta2, rf->eps, rf->weight_decay, rf->grad_clip};
     pp.scaler = (LossScaler){run->loss_scale, 2.0f, 0.5f, 2000, 0};
+    pp.stage.gelu_fusion = run->gelu_fusion;
     float* local = (float*)malloc_check(pp.stage.layout.num_parameters * sizeof(float));
     stage_copy_global(c, &pp.stage.layout, local, (float*)run->params0, 0);
     stage_set_params(&pp.stage, local);
@@ -181,6 +183,59 @@ static void run_pipeline(Run* run) {
     for (int r = 0; r < run->P; r++) { pthread_join(threads[r], NULL); }
 }
 
+// the reference checks of one run: every step's loss, the first step's gradients and norm, the parameters
+static void check_against_reference(const Run* run, const char* tag, const float* ref_step_loss,
+                                    const float* ref_grads, const float* ref_norm, const float* ref_params) {
+    const RefFile* rf = run->rf;
+    const GPT2Config* c = &rf->config;
+    size_t N = rf->N;
+    const float u = UNIT_ROUNDOFF;
+    float loss_rtol = PRECISION_FP32 ? 1e-5f : u / 4;
+    float grad_rel = PRECISION_FP32 ? 1e-4f : 8 * u;
+    char name[160];
+    for (int k = 0; k < rf->K; k++) {
+        snprintf(name, sizeof(name), "%s step %d loss %.7f vs %.7f", tag, k, run->losses[k], ref_step_loss[k]);
+        check(fabsf(run->losses[k] - ref_step_loss[k]) <= loss_rtol * fabsf(ref_step_loss[k]), name);
+    }
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t n = tensor_global_size(c, i);
+        snprintf(name, sizeof(name), "%s grad %s", tag, param_names[i]);
+        check_scaled(name, run->grads0 + off, ref_grads + off, n, grad_rel);
+        off += n;
+    }
+    snprintf(name, sizeof(name), "%s grad norm %.7f vs %.7f", tag, run->norms[0], ref_norm[0]);
+    check(fabsf(run->norms[0] - ref_norm[0]) <= grad_rel * ref_norm[0], name);
+    for (int k = 0; k < rf->K; k++) {
+        float lr_steps = rf->lr * (k + 1);
+        off = 0;
+        for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+            size_t n = tensor_global_size(c, i);
+            const float* mine = run->params + (size_t)k * N + off;
+            const float* ref = ref_params + (size_t)k * N + off;
+            snprintf(name, sizeof(name), "%s after step %d %s", tag, k, param_names[i]);
+            if (PRECISION_FP32) {
+                check_close(name, mine, ref, n, 5e-2f * lr_steps, 1e-5f);
+            } else {
+                check_close(name, mine, ref, n, 2.0f * lr_steps, 1e-5f);
+                double mean = 0.0;
+                size_t counted = 0;
+                for (size_t j = 0; j < n; j++) {
+                    size_t C = c->channels, in_layer = j % (3 * C);
+                    if (i == QKVB && in_layer >= C && in_layer < 2 * C) { continue; }  // key biases, see top
+                    mean += fabs((double)mine[j] - ref[j]);
+                    counted++;
+                }
+                mean /= counted;
+                snprintf(name, sizeof(name), "%s after step %d %s: mean error %.3g (allowed %.3g)", tag, k,
+                         param_names[i], mean, 0.05 * lr_steps);
+                check(mean <= 0.05 * lr_steps, name);
+            }
+            off += n;
+        }
+    }
+}
+
 int main(int argc, char** argv) {
     if (argc != 2) { fatal("usage: %s <reference file from dev/reference/gpt2_ref.py>", argv[0]); }
     RefFile rf;
@@ -207,9 +262,7 @@ int main(int argc, char** argv) {
     (void)ref_loss;
     cublas_init();
 
-    const float u = UNIT_ROUNDOFF;
-    float loss_rtol = PRECISION_FP32 ? 1e-5f : u / 4;
-    float grad_rel = PRECISION_FP32 ? 1e-4f : 8 * u;
+    float loss_rtol = PRECISION_FP32 ? 1e-5f : UNIT_ROUNDOFF / 4;
     int depths[3] = {1, 2, 4};
     const char* schedules[2] = {"gpipe", "1f1b"};
     float* first_params = NULL;
@@ -223,6 +276,7 @@ int main(int argc, char** argv) {
             run.P = depths[d];
             run.schedule = schedules[sch];
             run.loss_scale = PRECISION_FP16 ? 65536.0f : 0.0f;
+            run.gelu_fusion = 1;
             run.losses = (float*)calloc_check(rf.K, sizeof(float));
             run.norms = (float*)calloc_check(rf.K, sizeof(float));
             run.grads0 = (float*)calloc_check(N, sizeof(float));
@@ -231,47 +285,7 @@ int main(int argc, char** argv) {
             char name[160];
             char tag[48];
             snprintf(tag, sizeof(tag), "P=%d %s", run.P, run.schedule);
-            for (int k = 0; k < rf.K; k++) {
-                snprintf(name, sizeof(name), "%s step %d loss %.7f vs %.7f", tag, k, run.losses[k], ref_step_loss[k]);
-                check(fabsf(run.losses[k] - ref_step_loss[k]) <= loss_rtol * fabsf(ref_step_loss[k]), name);
-            }
-            size_t off = 0;
-            for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-                size_t n = tensor_global_size(c, i);
-                snprintf(name, sizeof(name), "%s grad %s", tag, param_names[i]);
-                check_scaled(name, run.grads0 + off, ref_grads + off, n, grad_rel);
-                off += n;
-            }
-            snprintf(name, sizeof(name), "%s grad norm %.7f vs %.7f", tag, run.norms[0], ref_norm[0]);
-            check(fabsf(run.norms[0] - ref_norm[0]) <= grad_rel * ref_norm[0], name);
-            for (int k = 0; k < rf.K; k++) {
-                float lr_steps = rf.lr * (k + 1);
-                off = 0;
-                for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-                    size_t n = tensor_global_size(c, i);
-                    const float* mine = run.params + (size_t)k * N + off;
-                    const float* ref = ref_params + (size_t)k * N + off;
-                    snprintf(name, sizeof(name), "%s after step %d %s", tag, k, param_names[i]);
-                    if (PRECISION_FP32) {
-                        check_close(name, mine, ref, n, 5e-2f * lr_steps, 1e-5f);
-                    } else {
-                        check_close(name, mine, ref, n, 2.0f * lr_steps, 1e-5f);
-                        double mean = 0.0;
-                        size_t counted = 0;
-                        for (size_t j = 0; j < n; j++) {
-                            size_t C = c->channels, in_layer = j % (3 * C);
-                            if (i == QKVB && in_layer >= C && in_layer < 2 * C) { continue; }  // key biases, see top
-                            mean += fabs((double)mine[j] - ref[j]);
-                            counted++;
-                        }
-                        mean /= counted;
-                        snprintf(name, sizeof(name), "%s after step %d %s: mean error %.3g (allowed %.3g)", tag, k,
-                                 param_names[i], mean, 0.05 * lr_steps);
-                        check(mean <= 0.05 * lr_steps, name);
-                    }
-                    off += n;
-                }
-            }
+            check_against_reference(&run, tag, ref_step_loss, ref_grads, ref_norm, ref_params);
             // every depth and schedule: the same bits
             if (first_params == NULL) {
                 first_params = run.params;
@@ -288,6 +302,24 @@ int main(int argc, char** argv) {
         }
     }
 
+    // GELU by its own kernels instead of cuBLASLt's epilogues (-ge 0): the same checks
+    if (c->num_layers >= 2) {
+        Run run;
+        memset(&run, 0, sizeof(run));
+        run.rf = &rf; run.params0 = params0; run.inputs = inputs; run.targets = targets;
+        run.P = 2;
+        run.schedule = "1f1b";
+        run.loss_scale = PRECISION_FP16 ? 65536.0f : 0.0f;
+        run.gelu_fusion = 0;
+        run.losses = (float*)calloc_check(rf.K, sizeof(float));
+        run.norms = (float*)calloc_check(rf.K, sizeof(float));
+        run.grads0 = (float*)calloc_check(N, sizeof(float));
+        run.params = (float*)calloc_check((size_t)rf.K * N, sizeof(float));
+        run_pipeline(&run);
+        check_against_reference(&run, "P=2 1f1b, GELU kernels", ref_step_loss, ref_grads, ref_norm, ref_params);
+        free(run.losses); free(run.norms); free(run.grads0); free(run.params);
+    }
+
     // the loss scaler's overflow path, on 2 stages (forced on in FP32/BF16 for the test)
     if (c->num_layers >= 2 && rf.K >= 2) {
         Run run;
@@ -298,6 +330,7 @@ int main(int argc, char** argv) {
         run.loss_scale = 1024.0f;
         run.do_overflow = 1;
         run.overflow_ok = 1;
+        run.gelu_fusion = 1;
         run.losses = (float*)calloc_check(rf.K, sizeof(float));
         run.norms = (float*)calloc_check(rf.K, sizeof(float));
         run.grads0 = (float*)calloc_check(N, sizeof(float));

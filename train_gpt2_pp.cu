@@ -158,6 +158,7 @@ typedef struct {
     Activations* stash;
     int num_slots;
     Scratch scratch;
+    int gelu_fusion;             // GELU through cuBLASLt's GELU_AUX / DGELU epilogues (-ge 1) or its own kernels
     float* norm_slots;           // (4 + 12L) squared norms per (tensor, layer) slot, device
     double* norm_scratch;
 } Stage;
@@ -215,6 +216,7 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     st->layout = *s;
     st->B = B;
     st->T = T;
+    st->gelu_fusion = 1;
     size_t n = s->num_parameters;
     st->params_memory = (floatX*)cuda_alloc(n * sizeof(floatX));
     st->master_memory = PRECISION_FP32 ? NULL : (float*)cuda_alloc(n * sizeof(float));
@@ -294,11 +296,15 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, int with_targ
         matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, BT, C, 3 * C, NULL, stream);
         attention_forward(atty, a->att + l * att_a, st->scratch.att_scratch, qkv, B, T, C, NH, stream);
         matmul_forward(st->scratch.proj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, BT, C, C, NULL, stream);
-        residual_forward(residual2, residual, st->scratch.proj, (size_t)BT * C, stream);
-        layernorm_forward(ln2, a->ln2_mean + l * BTa, a->ln2_rstd + l * BTa, residual2, p->ln2w + l * C,
-                          p->ln2b + l * C, BT, C, stream);
-        matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, BT, C, 4 * C, NULL, stream);
-        gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C, stream);
+        // the residual add and the second layernorm read the same row: one kernel
+        fused_residual_layernorm_forward(residual2, ln2, a->ln2_mean + l * BTa, a->ln2_rstd + l * BTa, residual,
+                                         st->scratch.proj, p->ln2w + l * C, p->ln2b + l * C, BT, C, stream);
+        if (st->gelu_fusion) {  // GELU in the GEMM's epilogue; fch keeps the pre-activation for the backward
+            matmul_forward(fch_gelu, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, BT, C, 4 * C, fch, stream);
+        } else {
+            matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, BT, C, 4 * C, NULL, stream);
+            gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C, stream);
+        }
         matmul_forward(st->scratch.proj, fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, p->fcprojb + l * C, BT, 4 * C, C,
                        NULL, stream);
         residual_forward(residual3, residual2, st->scratch.proj, (size_t)BT * C, stream);
@@ -333,9 +339,15 @@ static void stage_backward(Stage* st, Activations* a, const floatX* dout, cudaSt
         floatX* residual = l == 0 ? a->x : a->residual3 + (size_t)(l - 1) * nBTC;
         float* bs = sc->bias_scratch;
         // the MLP branch
-        matmul_backward(sc->dfch_gelu, g->fcprojw + (size_t)l * 4 * C * C, g->fcprojb + l * C, bs, sc->dresidual,
-                        a->fch_gelu + l * nBTC * 4, p->fcprojw + (size_t)l * 4 * C * C, BT, 4 * C, C, NULL, stream);
-        gelu_backward(sc->dfch, a->fch + l * nBTC * 4, sc->dfch_gelu, nBTC * 4, stream);
+        const floatX* fch = a->fch + l * nBTC * 4;
+        if (st->gelu_fusion) {  // the DGELU epilogue turns d(fch_gelu) into d(fch) inside the GEMM
+            matmul_backward(sc->dfch, g->fcprojw + (size_t)l * 4 * C * C, g->fcprojb + l * C, bs, sc->dresidual,
+                            a->fch_gelu + l * nBTC * 4, p->fcprojw + (size_t)l * 4 * C * C, BT, 4 * C, C, fch, stream);
+        } else {
+            matmul_backward(sc->dfch_gelu, g->fcprojw + (size_t)l * 4 * C * C, g->fcprojb + l * C, bs, sc->dresidual,
+                            a->fch_gelu + l * nBTC * 4, p->fcprojw + (size_t)l * 4 * C * C, BT, 4 * C, C, NULL, stream);
+            gelu_backward(sc->dfch, fch, sc->dfch_gelu, nBTC * 4, stream);
+        }
         matmul_backward(sc->dln, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C, bs, sc->dfch, a->ln2 + l * nBTC,
                         p->fcw + (size_t)l * 4 * C * C, BT, C, 4 * C, NULL, stream);
         cudaCheck(cudaMemcpyAsync(sc->dresidual2, sc->dresidual, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
@@ -885,6 +897,7 @@ static int train_rank(const TrainArgs* args, int rank, int world, ncclComm_t com
     pipeline_init(&pp, &config, P, layers, M, B, T, args->schedule_name, rank, comm);
     pp.opt = (OptimizerConfig){args->lr, 0.9f, 0.95f, 1e-8f, args->weight_decay, args->grad_clip};
     pp.scaler = (LossScaler){args->loss_scale, 2.0f, 0.5f, args->scale_interval, 0};
+    pp.stage.gelu_fusion = args->gelu_fusion;
     float* host = (float*)malloc_check(pp.stage.layout.num_parameters * sizeof(float));
     const char* src = args->resume ? resume_model : from_file ? model_arg : NULL;
     if (src) { model_read_stage(src, &config, &pp.stage.layout, host); }

@@ -30,6 +30,7 @@ typedef struct {
     float lr, final_frac, weight_decay, grad_clip;  // -l -q -c -cl
     float loss_scale;            // -ls (CUDA trainer): initial loss scale, 0 = no scaler
     int scale_interval;          // -li (CUDA trainer)
+    int gelu_fusion;             // -ge (CUDA trainer): GELU in cuBLASLt's epilogues
     int quiet;                   // tests: no per-step lines
     float* losses_out;           // tests: receives the train loss of every step
 } TrainArgs;
@@ -47,6 +48,7 @@ static void train_args_default(TrainArgs* a, float default_loss_scale) {
     a->lr = 1e-3f; a->final_frac = 0.1f; a->grad_clip = 1.0f;
     a->loss_scale = default_loss_scale;
     a->scale_interval = 2000;
+    a->gelu_fusion = 1;
 }
 
 static void train_args_usage(int cuda) {
@@ -88,6 +90,7 @@ static void train_args_usage(int cuda) {
         cuda ? "  -ls <float>  initial loss scale, 0: none [65536 in FP16, 0 otherwise]\n"
                "  -li <int>    clean steps before the loss scale doubles [2000]\n"
                "  -pf <dir>    NCCL rendezvous through a shared directory (SLURM_PROCID/SLURM_NTASKS)\n"
+               "  -ge <0|1>    GELU fused into the fc GEMM (cuBLASLt GELU_AUX/DGELU epilogues) or separate kernels [1]\n"
              : "  -tr <file>   write a Chrome/Perfetto trace of the last training step [none]\n");
 }
 
@@ -102,7 +105,7 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         if (f[0] != '-' || i + 1 >= argc) { fatal("%s: expected a flag followed by a value (see -h)", f); }
         const char* v = argv[++i];
         int cpu_only = strcmp(f, "-tr") == 0;
-        int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0;
+        int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0 || strcmp(f, "-ge") == 0;
         if ((cuda && cpu_only) || (!cuda && cuda_only)) {
             fatal("flag %s belongs to the %s trainer (see -h)", f, cuda ? "CPU" : "CUDA");
         }
@@ -135,6 +138,7 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         else if (strcmp(f, "-y") == 0) { a->resume = parse_int_flag(f, v); }
         else if (strcmp(f, "-ls") == 0) { a->loss_scale = parse_float_flag(f, v); }
         else if (strcmp(f, "-li") == 0) { a->scale_interval = parse_int_flag(f, v); }
+        else if (strcmp(f, "-ge") == 0) { a->gelu_fusion = parse_int_flag(f, v); }
         else { fatal("unknown flag %s (see -h)", f); }
     }
     if (a->B <= 0) { fatal("flag -b (micro-batch size) must be > 0, got %d", a->B); }
@@ -152,6 +156,7 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
     if (a->ckpt_every > 0 && a->out_dir == NULL) { fatal("flag -n needs -o <dir> to write checkpoints to"); }
     if (!(a->loss_scale >= 0.0f)) { fatal("flag -ls (loss scale) must be >= 0, got %g", a->loss_scale); }
     if (a->scale_interval < 1) { fatal("flag -li must be >= 1, got %d", a->scale_interval); }
+    if (a->gelu_fusion != 0 && a->gelu_fusion != 1) { fatal("flag -ge expects 0 or 1, got %d", a->gelu_fusion); }
 }
 
 // -pp against the number of ranks this launch has
