@@ -80,7 +80,7 @@ clean:
 # ---- the CUDA trainer. Real build: nvcc (GPU_COMPUTE_CAPABILITY=80 or 90, else detected with nvidia-smi,
 # else sm_80 and sm_90). Sim build: the same .cu under the SIMT CPU runtime (dev/simt), one per precision.
 PRECISION ?= BF16
-NVCC ?= nvcc
+NVCC ?= $(CUDA_HOME)/bin/nvcc
 GPU_COMPUTE_CAPABILITY ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2> /dev/null | sort -n | head -n 1 | tr -d .)
 NVCC_ARCH = $(if $(GPU_COMPUTE_CAPABILITY),-gencode arch=compute_$(GPU_COMPUTE_CAPABILITY),code=[compute_$(GPU_COMPUTE_CAPABILITY),sm_$(GPU_COMPUTE_CAPABILITY)],-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90)
 NVCC_FLAGS = -std=c++17 -O3 --use_fast_math -Xcompiler -fopenmp -I. -DENABLE_$(PRECISION) $(NVCC_ARCH) $(if $(MPICC),-DUSE_MPI $(shell mpicc --showme:compile))
