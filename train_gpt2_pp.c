@@ -772,6 +772,7 @@ typedef struct {
     int* grad_full;           // (P, M)
     float** send_box;         // (2, M) MPI send buffers: activations, then d(input)s
     double busy;              // compute seconds of this process's stages in the last step
+    double schedule_secs;     // wall seconds of the last step's schedule (forward and backward, no optimizer)
     TraceEvent* trace;        // recorded when tracing
     int trace_len, trace_cap, tracing;
     double trace_origin;
@@ -1104,7 +1105,9 @@ static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx
     for (int s = 0; s < pp->P; s++) { if (pp->is_local[s]) { stage_zero_grads(&pp->stages[s]); } }
     load_step_tokens(pp, next, ctx, pp->M);
     float dloss = 1.0f / ((float)pp->M * pp->B * pp->T);
+    double t0 = now_seconds();
     double loss = run_schedule(pp, &pp->schedule, pp->B, pp->T, dloss);
+    pp->schedule_secs = now_seconds() - t0;
     return (float)(allreduce_sum(pp, loss) / pp->M);
 }
 
@@ -1479,12 +1482,15 @@ int main(int argc, char** argv) {
         float step_lr = lr_at(&lrs, step);
         float loss = pipeline_train_step(&pp, next_batch_from_loader, &train_loader, step_lr);
         double secs = now_seconds() - t0;
-        // measured bubble: the share of the ranks' wall time not spent in forward/backward compute
+        // measured bubble: the share of the schedule's wall time (forward and backward of all micro-batches,
+        // the part the theory describes) that the ranks spend not computing; the optimizer comes after
         double busy = allreduce_sum(&pp, pp.busy);
         double wall = allreduce_sum(&pp, secs) / world;
-        char bubble[96] = "";
+        double schedule_wall = allreduce_sum(&pp, pp.schedule_secs) / world;
+        char bubble[128] = "";
         if (world > 1) {
-            snprintf(bubble, sizeof(bubble), " | bubble %.3f (theory %.3f)", 1.0 - busy / (P * wall), theory);
+            snprintf(bubble, sizeof(bubble), " | bubble %.3f (theory %.3f) | optimizer %.0f ms",
+                     1.0 - busy / (P * schedule_wall), theory, (wall - schedule_wall) * 1e3);
         }
         printf0("step %4d/%d | train loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s%s\n", step + 1,
                 max_steps, loss, pp.last_norm, step_lr, wall * 1e3, B * T * M / wall, bubble);
