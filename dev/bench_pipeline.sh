@@ -11,7 +11,7 @@ make -s train_gpt2_pp_cpu
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
 M=${M:-8}; STEPS=${STEPS:-5}
 ARGS="-e ${MODEL:-d4} -b ${B:-4} -t ${T:-64} -pm $M -x $STEPS -v 0 -g 0"
-mean_ms() { grep '^step' | tail -n +2 | awk '{ for (i = 1; i <= NF; i++) if ($i == "ms") { s += $(i-1); n++ } } END { printf "%.1f", s / n }'; }
+mean_ms() { grep "^step" | tail -n +2 | awk '{ for (i = 1; i <= NF; i++) if ($i == "ms") { s += $(i-1); n++; break } } END { printf "%.1f", s / n }'; }
 ./train_gpt2_pp_cpu $ARGS -pp 1 > /tmp/bench_pp1.txt
 mpirun -np 2 ./train_gpt2_pp_cpu $ARGS -pp 2 -sc 1f1b > /tmp/bench_pp2.txt
 T1=$(mean_ms < /tmp/bench_pp1.txt); T2=$(mean_ms < /tmp/bench_pp2.txt)
