@@ -98,24 +98,8 @@ __global__ void attention_softmax_forward_kernel(floatX* att, int rows, int T, f
     int t = row % T;
     floatX* x = att + (size_t)row * T;
     float m = -INFINITY, s = 0.0f;
-    for (int t2 = lane; t2 <= t; t2 += WARP_SIZE) {
-        float v = to_f32(x[t2]) * scale;
-        if (v > m) {
-            s = s * expf(m - v) + 1.0f;
-            m = v;
-        } else {
-            s += expf(v - m);
-        }
-    }
-    for (int offset = 16; offset > 0; offset /= 2) {
-        float mo = __shfl_xor_sync(0xffffffffu, m, offset);
-        float so = __shfl_xor_sync(0xffffffffu, s, offset);
-        float mx = fmaxf(m, mo);
-        float fa = m == -INFINITY ? 0.0f : s * expf(m - mx);  // lanes with no columns contribute nothing
-        float fb = mo == -INFINITY ? 0.0f : so * expf(mo - mx);
-        s = fa + fb;
-        m = mx;
-    }
+    for (int t2 = lane; t2 <= t; t2 += WARP_SIZE) { softmax_state_add(&m, &s, to_f32(x[t2]) * scale); }
+    warp_softmax_state_merge(&m, &s);  // lanes with no columns (m = -inf) contribute nothing
     float inv = 1.0f / s;
     for (int t2 = lane; t2 < T; t2 += WARP_SIZE) {
         x[t2] = t2 <= t ? to_fX(expf(to_f32(x[t2]) * scale - m) * inv) : to_fX(0.0f);

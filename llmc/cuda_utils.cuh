@@ -8,6 +8,8 @@
 //       sum over the whole block (blockDim.x a multiple of 32, at most 1024); warp sums, then warp 0 adds
 //       the per-warp sums in lane order. Every thread returns the total. smem32: __shared__ array of 32.
 //       Contains __syncthreads: every thread of the block must call it.
+//   softmax_state_add / softmax_state_merge / warp_softmax_state_merge: the online softmax (running max and
+//       sum of exponentials) of attention's softmax and the fused classifier.
 //
 // Host functions (enqueue on `stream`, n elements, no alignment requirements, any n >= 0):
 //   cast_to_floatX(floatX* out, const float* in, size_t n, stream)   round to nearest even (copy in FP32)
@@ -109,6 +111,34 @@ __global__ void scale_inplace_kernel(float* a, float s, size_t n) {
 
 // ----------------------------------------------------------------------------
 // host functions
+
+// Online softmax: a state (m, s) holds the running max m of the values seen and s = sum of exp(x - m), so one
+// pass over a row gives both. Adding a value, merging two states (symmetric), and merging across a warp by a
+// fixed butterfly, so every lane ends with the same (m, s).
+__device__ inline void softmax_state_add(float* m, float* s, float v) {
+    if (v > *m) {
+        *s = *s * expf(*m - v) + 1.0f;
+        *m = v;
+    } else {
+        *s += expf(v - *m);
+    }
+}
+
+__device__ inline void softmax_state_merge(float* m, float* s, float mo, float so) {
+    float mx = fmaxf(*m, mo);
+    float fa = *m == -INFINITY ? 0.0f : *s * expf(*m - mx);
+    float fb = mo == -INFINITY ? 0.0f : so * expf(mo - mx);
+    *s = fa + fb;
+    *m = mx;
+}
+
+__device__ inline void warp_softmax_state_merge(float* m, float* s) {
+    for (int offset = 16; offset > 0; offset /= 2) {
+        float mo = __shfl_xor_sync(0xffffffffu, *m, offset);
+        float so = __shfl_xor_sync(0xffffffffu, *s, offset);
+        softmax_state_merge(m, s, mo, so);
+    }
+}
 
 inline void cast_to_floatX(floatX* out, const float* in, size_t n, cudaStream_t stream) {
     if (n == 0) { return; }

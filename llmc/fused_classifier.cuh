@@ -18,15 +18,6 @@
 
 #define FUSED_CLASSIFIER_BLOCK 512
 
-// merge two online-softmax states (m, s): s is the sum of exp(x - m); symmetric in its two arguments
-__device__ inline void softmax_state_merge(float* m, float* s, float mo, float so) {
-    float mx = fmaxf(*m, mo);
-    float fa = *m == -INFINITY ? 0.0f : *s * expf(*m - mx);
-    float fb = mo == -INFINITY ? 0.0f : so * expf(mo - mx);
-    *s = fa + fb;
-    *m = mx;
-}
-
 __global__ void fused_classifier_kernel(floatX* logits, float* losses, float dloss, const int* targets,
                                         int V, int Vp) {
     __shared__ float s_max[FUSED_CLASSIFIER_BLOCK / WARP_SIZE];
@@ -39,20 +30,8 @@ __global__ void fused_classifier_kernel(floatX* logits, float* losses, float dlo
     // read before the barrier below: after it, other threads overwrite the row
     float x_target = threadIdx.x == 0 ? to_f32(x[y]) : 0.0f;
     float m = -INFINITY, s = 0.0f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        float v = to_f32(x[i]);
-        if (v > m) {
-            s = s * expf(m - v) + 1.0f;
-            m = v;
-        } else {
-            s += expf(v - m);
-        }
-    }
-    for (int offset = 16; offset > 0; offset /= 2) {
-        float mo = __shfl_xor_sync(0xffffffffu, m, offset);
-        float so = __shfl_xor_sync(0xffffffffu, s, offset);
-        softmax_state_merge(&m, &s, mo, so);
-    }
+    for (int i = threadIdx.x; i < V; i += blockDim.x) { softmax_state_add(&m, &s, to_f32(x[i])); }
+    warp_softmax_state_merge(&m, &s);
     if (lane == 0) {
         s_max[warp] = m;
         s_sum[warp] = s;
