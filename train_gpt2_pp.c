@@ -1503,11 +1503,12 @@ int main(int argc, char** argv) {
             printf0("wrote trace %s (draw it: python3 scripts/plot_pipeline.py %s)\n", trace_path, trace_path);
         }
     }
+    // the stash each stage actually used (counted as slots were taken), reported by rank 0
     for (int s = 0; s < P; s++) {
-        if (pp.is_local[s] && pp.peak_slots[s] > 0) {
-            printf("stage %d: peak stash %d micro-batches (%.1f MiB)\n", s, pp.peak_slots[s],
-                   pp.peak_slots[s] * activations_bytes(&config, &pp.stages[s].layout, B, T) / 1048576.0);
-        }
+        double peak = allreduce_sum(&pp, pp.is_local[s] && (world == 1 || s == rank) ? pp.peak_slots[s] : 0);
+        StageLayout lay = pipeline_stage_layout(&pp, s);
+        printf0("stage %d: peak stash %.0f micro-batches (%.1f MiB)\n", s, peak,
+                peak * activations_bytes(&config, &lay, B, T) / 1048576.0);
     }
     sim_result_free(&sim);
     free(layers);

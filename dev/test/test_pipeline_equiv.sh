@@ -50,5 +50,16 @@ for P in 1 2; do
     done
 done
 
+# the activation stash holds exactly the micro-batches in flight: M per rank for GPipe, min(P-r, M) for 1F1B
+for M in 2 8; do
+    for S in gpipe 1f1b; do
+        $BIN -e d4:c64:h4 -b 2 -t 16 -x 1 -v 0 -g 0 -pp 4 -pm $M -sc $S > "$W/stash.txt" 2>&1
+        for r in 0 1 2 3; do
+            want=$M; [ $S = 1f1b ] && want=$(( 4 - r < M ? 4 - r : M ))
+            check "stash P=4 M=$M $S rank $r: $want micro-batches" "grep -q '^stage $r: peak stash $want micro-batches' '$W/stash.txt'"
+        done
+    done
+done
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
