@@ -2,7 +2,8 @@
 # Bitwise equivalence of every pipeline split: for each M, the checkpoints (model and optimizer state) after
 # 3 steps are byte-identical across P = 1..4 stages, both schedules, and both launch modes (all stages in one
 # process, and one MPI rank per stage). Then checkpoints do not depend on P: a run saved at P = 4 resumes at
-# P = 1 and 2 and ends byte-identical to uninterrupted runs.
+# P = 1 and 2 and ends byte-identical to uninterrupted runs. Last, the stash each rank used: M micro-batches
+# for GPipe, min(P-r, M) for 1F1B.
 set -u
 BIN=${BIN:-./train_gpt2_pp_cpu}
 W=$(mktemp -d)
