@@ -75,15 +75,18 @@ include dev/cuda/cuda.mk
 test: test_reference test_cpu test_scripts test_schedule test_simt nvcc_check_simt test_cuda_kernels test_cuda_sim nvcc_check
 
 clean:
-	rm -rf build train_gpt2_pp_cpu test_gpt2_pp_cpu
+	rm -rf build train_gpt2_pp_cpu test_gpt2_pp_cpu train_gpt2_pp
 
 # ---- the CUDA trainer. Real build: nvcc (GPU_COMPUTE_CAPABILITY=80 or 90, else detected with nvidia-smi,
 # else sm_80 and sm_90). Sim build: the same .cu under the SIMT CPU runtime (dev/simt), one per precision.
 PRECISION ?= BF16
 NVCC ?= $(CUDA_HOME)/bin/nvcc
 GPU_COMPUTE_CAPABILITY ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2> /dev/null | sort -n | head -n 1 | tr -d .)
-NVCC_ARCH = $(if $(GPU_COMPUTE_CAPABILITY),-gencode arch=compute_$(GPU_COMPUTE_CAPABILITY),code=[compute_$(GPU_COMPUTE_CAPABILITY),sm_$(GPU_COMPUTE_CAPABILITY)],-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90)
-NVCC_FLAGS = -std=c++17 -O3 --use_fast_math -Xcompiler -fopenmp -I. -DENABLE_$(PRECISION) $(NVCC_ARCH) $(if $(MPICC),-DUSE_MPI $(shell mpicc --showme:compile))
+# (the commas of -gencode would split $(if ...)'s arguments, hence the two variables)
+NVCC_ARCH_ONE = -gencode arch=compute_$(GPU_COMPUTE_CAPABILITY),code=[compute_$(GPU_COMPUTE_CAPABILITY),sm_$(GPU_COMPUTE_CAPABILITY)]
+NVCC_ARCH_BOTH = -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+NVCC_ARCH = $(if $(GPU_COMPUTE_CAPABILITY),$(NVCC_ARCH_ONE),$(NVCC_ARCH_BOTH))
+NVCC_FLAGS = -std=c++17 -O3 -Xcompiler -fopenmp -I. -DENABLE_$(PRECISION) $(NVCC_ARCH) $(if $(MPICC),-DUSE_MPI $(shell mpicc --showme:compile))
 NVCC_LIBS = -lcublas -lcublasLt -lnccl $(if $(MPICC),$(shell mpicc --showme:link))
 CUDA_HEADERS = $(wildcard llmc/*.cuh) llmc/cuda_common.h llmc/cublas_common.h $(HEADERS)
 
@@ -113,7 +116,7 @@ test_cuda_sim: $(SIM_BINS) build/ref_a.bin build/ref_b.bin train_gpt2_pp_cpu
 
 # nvcc for sm_80 and sm_90 in every precision, -Xptxas -v; fails on any register spill in our kernels
 NVCC_CHECK_FLAGS = -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -Xptxas -v
-nvcc_check: $(foreach p,$(SIM_PRECISIONS),build/nvcc/$(p)/train_gpt2_pp build/nvcc/$(p)/test_gpt2_pp)
+nvcc_check: train_gpt2_pp $(foreach p,$(SIM_PRECISIONS),build/nvcc/$(p)/train_gpt2_pp build/nvcc/$(p)/test_gpt2_pp)
 	@if ! command -v nvidia-smi > /dev/null; then \
 	  build/nvcc/FP32/train_gpt2_pp -x 1 > build/nvcc/nodevice.txt 2>&1; rc=$$?; \
 	  if [ $$rc -ne 0 ] && grep -q 'error: no CUDA device' build/nvcc/nodevice.txt; then echo "without a GPU: `cat build/nvcc/nodevice.txt`"; \

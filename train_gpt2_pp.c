@@ -1337,7 +1337,7 @@ int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
-    fatal_hook = abort_all_ranks;
+    if (world > 1) { fatal_hook = abort_all_ranks; }  // alone, a plain exit says it more quietly
 #endif
     my_rank = rank;
     signal(SIGTERM, on_fatal_signal);

@@ -1032,7 +1032,7 @@ int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
-    fatal_hook = abort_all_ranks;
+    if (world > 1) { fatal_hook = abort_all_ranks; }  // alone, a plain exit says it more quietly
 #endif
     train_args_parse(&args, argc, argv, 1, rank == 0);
     if (args.rendezvous_dir) {
