@@ -250,7 +250,7 @@ int main(int argc, char** argv) {
     fread_check(targets, sizeof(int), rf.M * BT, rf.f, rf.path);
     float* params0 = ref_read(&rf, N);
     ref_skip_activations(&rf);
-    float* ref_loss = ref_read(&rf, 1);
+    float* ref_loss = ref_read(&rf, 1);  // the first step's loss, the same value as step_loss[0] (checked there)
     float* ref_grads = ref_read(&rf, N);
     float* ref_norm = ref_read(&rf, 1);
     float* ref_step_loss = (float*)malloc_check(rf.K * sizeof(float));
@@ -259,7 +259,6 @@ int main(int argc, char** argv) {
         fread_check(ref_step_loss + k, sizeof(float), 1, rf.f, rf.path);
         fread_check(ref_params + (size_t)k * N, sizeof(float), N, rf.f, rf.path);
     }
-    (void)ref_loss;
     cublas_init();
 
     float loss_rtol = PRECISION_FP32 ? 1e-5f : UNIT_ROUNDOFF / 4;

@@ -730,8 +730,7 @@ static void stage_zero_grads(Stage* st) {
 }
 
 // mean loss of one micro-batch on the last stage, summed in a fixed order
-static float microbatch_loss(const Stage* st, const Activations* a, int B, int T) {
-    (void)st;
+static float microbatch_loss(const Activations* a, int B, int T) {
     double sum = 0.0;
     int BT = B * T;
     for (int i = 0; i < BT; i++) { sum += a->losses[i]; }
@@ -944,7 +943,7 @@ static int run_action(Pipeline* pp, const Action* a, int B, int T, float dloss, 
         if (s > 0) { memcpy(act->x, pp->act_box[s * M + m], n * sizeof(float)); }
         stage_forward(st, act, B, T, 1, dloss);
         if (s == pp->P - 1) {
-            *loss_sum += microbatch_loss(st, act, B, T);
+            *loss_sum += microbatch_loss(act, B, T);
             if (dloss == 0.0f) { pp->slot_of[s * M + m] = -1; }  // forward only: nothing to keep
         }
         char name[12];
@@ -1274,7 +1273,6 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
 static void write_trace(Pipeline* pp, const char* path) {
     int n = pp->trace_len;
     TraceEvent* all = pp->trace;
-    int* owner = NULL;
     int total = n;
 #ifdef USE_MPI
     if (pp->world > 1) {
@@ -1297,7 +1295,6 @@ static void write_trace(Pipeline* pp, const char* path) {
         if (pp->rank != 0) { return; }
     }
 #endif
-    (void)owner;
     AtomicFile af;
     atomic_open(&af, path);
     fprintf(af.f, "{\"traceEvents\": [\n");

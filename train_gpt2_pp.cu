@@ -773,7 +773,6 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
     int* seq = (int*)malloc_check((size_t)(gen_tokens + 1) * sizeof(int));
     seq[0] = tok->eot_token;
     int Vp = c->padded_vocab_size;
-    floatX* row = (floatX*)malloc_check(Vp * sizeof(floatX));
     float* probs = (float*)malloc_check(Vp * sizeof(float));
     float* row_f = (float*)cuda_alloc(Vp * sizeof(float));
     int* dnext = (int*)cuda_alloc(sizeof(int));
@@ -815,7 +814,6 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
     cudaCheck(cudaFree(row_f));
     cudaCheck(cudaFree(dnext));
     free(seq);
-    free(row);
     free(probs);
 }
 
