@@ -44,7 +44,7 @@ lets any pipeline split of the same model reproduce the single-stage run bit for
 // defines: Tokenizer (decode only)
 #include "llmc/tokenizer.h"
 // defines: LRSchedule, lr_at
-#include "llmc/schedulers.h"
+#include "llmc/lr_schedule.h"
 // defines: Logger (main.log)
 #include "llmc/logger.h"
 // defines: TrainArgs (the command line, shared with the CUDA trainer)
@@ -814,8 +814,8 @@ static void schedule_peak_inflight(const Schedule* sc, int* peak) {
         peak[r] = 0;
         for (int i = 0; i < sc->ranks[r].n; i++) {
             ActionType t = sc->ranks[r].a[i].type;
-            if (t == PP_FORWARD) { inflight++; }
-            if (t == PP_BACKWARD) { inflight--; }
+            if (t == PP_F) { inflight++; }
+            if (t == PP_B) { inflight--; }
             if (inflight > peak[r]) { peak[r] = inflight; }
         }
     }
@@ -935,7 +935,7 @@ static int run_action(Pipeline* pp, const Action* a, int B, int T, float dloss, 
     double t0 = now_seconds();
     (void)reqs;
     switch (a->type) {
-    case PP_FORWARD: {
+    case PP_F: {
         Activations* act = acquire_slot(pp, s, m);
         const int* tokens = pp->tokens + (size_t)m * 2 * B * T;
         memcpy(act->inputs, tokens, (size_t)B * T * sizeof(int));
@@ -953,7 +953,7 @@ static int run_action(Pipeline* pp, const Action* a, int B, int T, float dloss, 
         trace_add(pp, name, s, m, t0, t1);
         return 1;
     }
-    case PP_BACKWARD: {
+    case PP_B: {
         Activations* act = &st->stash[pp->slot_of[s * M + m]];
         stage_backward(st, act, s < pp->P - 1 ? pp->grad_box[s * M + m] : NULL);
         pp->slot_of[s * M + m] = -1;
@@ -964,9 +964,9 @@ static int run_action(Pipeline* pp, const Action* a, int B, int T, float dloss, 
         trace_add(pp, name, s, m, t0, t1);
         return 1;
     }
-    case PP_SEND_ACT:
-    case PP_SEND_GRAD: {
-        int fwd = a->type == PP_SEND_ACT;
+    case PP_SEND_F:
+    case PP_SEND_B: {
+        int fwd = a->type == PP_SEND_F;
         const float* src = fwd ? stage_output(st, &st->stash[pp->slot_of[s * M + m]]) : st->scratch.dresidual;
         int dst_stage = fwd ? s + 1 : s - 1;
         if (pp->world == 1) {
@@ -987,9 +987,9 @@ static int run_action(Pipeline* pp, const Action* a, int B, int T, float dloss, 
         trace_add(pp, "send", s, m, t0, now_seconds());
         return 1;
     }
-    case PP_RECV_ACT:
-    case PP_RECV_GRAD: {
-        int fwd = a->type == PP_RECV_ACT;
+    case PP_RECV_F:
+    case PP_RECV_B: {
+        int fwd = a->type == PP_RECV_F;
         if (pp->world == 1) {
             int* full = (fwd ? pp->act_full : pp->grad_full) + s * M + m;
             if (!*full) { return 0; }

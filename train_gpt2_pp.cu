@@ -62,7 +62,7 @@ Launch: mpirun -np P ./train_gpt2_pp [flags]   (NCCL bootstrapped through MPI)
 #include "llmc/train_state.h"
 #include "llmc/dataloader.h"
 #include "llmc/tokenizer.h"
-#include "llmc/schedulers.h"
+#include "llmc/lr_schedule.h"
 #include "llmc/logger.h"
 #include "llmc/schedule.h"
 #include "llmc/partition.h"
@@ -434,7 +434,7 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* l
     int inflight = 0, peak = 1;
     const ActionList* mine = &pp->schedule.ranks[rank];
     for (int i = 0; i < mine->n; i++) {
-        inflight += mine->a[i].type == PP_FORWARD ? 1 : mine->a[i].type == PP_BACKWARD ? -1 : 0;
+        inflight += mine->a[i].type == PP_F ? 1 : mine->a[i].type == PP_B ? -1 : 0;
         if (inflight > peak) { peak = inflight; }
     }
     stage_init(&pp->stage, c, &pp->layouts[rank], B, T, peak);
@@ -475,7 +475,7 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, float dloss,
     schedule_action_str(a, tok, sizeof(tok));
     snprintf(current_action, sizeof(current_action), "%s (step %d)", tok, pp->step + 1);
     switch (a->type) {
-    case PP_FORWARD: {
+    case PP_F: {
         Activations* act = acquire_slot(pp, m);
         const int* tokens = pp->tokens + (size_t)m * 2 * B * T;
         cudaCheck(cudaMemcpyAsync(act->inputs, tokens, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice, pp->stream));
@@ -494,13 +494,13 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, float dloss,
         }
         return;
     }
-    case PP_BACKWARD:
+    case PP_B:
         stage_backward(st, &st->stash[pp->slot_of[m]], pp->rank < pp->P - 1 ? pp->grad_in[m] : NULL, pp->stream);
         pp->slot_of[m] = -1;
         return;
-    case PP_SEND_ACT:
-    case PP_SEND_GRAD: {
-        int fwd = a->type == PP_SEND_ACT;
+    case PP_SEND_F:
+    case PP_SEND_B: {
+        int fwd = a->type == PP_SEND_F;
         const floatX* src = fwd ? stage_output(st, &st->stash[pp->slot_of[m]]) : pp->send_buf[m];
         if (!fwd) {
             cudaCheck(cudaMemcpyAsync(pp->send_buf[m], st->scratch.dresidual, n * sizeof(floatX), cudaMemcpyDeviceToDevice, pp->stream));
@@ -511,10 +511,10 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, float dloss,
         if (fwd && dloss == 0.0f) { pp->slot_of[m] = -1; }  // forward only: the slot is free once sent
         return;
     }
-    case PP_RECV_ACT:
-    case PP_RECV_GRAD:
+    case PP_RECV_F:
+    case PP_RECV_B:
         ncclCheck(ncclGroupStart());
-        ncclCheck(ncclRecv(a->type == PP_RECV_ACT ? pp->act_in[m] : pp->grad_in[m], n, NCCL_FLOATX, a->peer, pp->comm,
+        ncclCheck(ncclRecv(a->type == PP_RECV_F ? pp->act_in[m] : pp->grad_in[m], n, NCCL_FLOATX, a->peer, pp->comm,
                            pp->stream));
         ncclCheck(ncclGroupEnd());
         return;

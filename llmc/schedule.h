@@ -42,14 +42,14 @@ Example, GPipe P=2 M=2 (what schedule_format writes for schedule_build("gpipe", 
 #include <stdarg.h>
 
 typedef enum {
-    PP_FORWARD = 0,
-    PP_BACKWARD,        // full backward of (stage, mb): d(input) and d(weights)
-    PP_SEND_ACT,        // send forward output of (stage, mb) to the rank of stage+1
-    PP_RECV_ACT,        // receive the input of (stage, mb) from the rank of stage-1
-    PP_SEND_GRAD,       // send d(input) of (stage, mb) to the rank of stage-1
-    PP_RECV_GRAD,       // receive d(output) of (stage, mb) from the rank of stage+1
-    PP_BACKWARD_INPUT,  // split backward, d(input) only (zero-bubble; reserved)
-    PP_BACKWARD_WEIGHT, // split backward, d(weights) only (zero-bubble; reserved)
+    PP_F = 0,
+    PP_B,        // full backward of (stage, mb): d(input) and d(weights)
+    PP_SEND_F,        // send forward output of (stage, mb) to the rank of stage+1
+    PP_RECV_F,        // receive the input of (stage, mb) from the rank of stage-1
+    PP_SEND_B,       // send d(input) of (stage, mb) to the rank of stage-1
+    PP_RECV_B,       // receive d(output) of (stage, mb) from the rank of stage+1
+    PP_I,  // split backward, d(input) only (zero-bubble; reserved)
+    PP_W, // split backward, d(weights) only (zero-bubble; reserved)
     PP_NUM_ACTION_TYPES
 } ActionType;
 
@@ -76,26 +76,26 @@ typedef struct {
 // small helpers
 
 static inline int pp_is_compute(ActionType t) {
-    return t == PP_FORWARD || t == PP_BACKWARD || t == PP_BACKWARD_INPUT || t == PP_BACKWARD_WEIGHT;
+    return t == PP_F || t == PP_B || t == PP_I || t == PP_W;
 }
-static inline int pp_is_send(ActionType t) { return t == PP_SEND_ACT || t == PP_SEND_GRAD; }
-static inline int pp_is_recv(ActionType t) { return t == PP_RECV_ACT || t == PP_RECV_GRAD; }
+static inline int pp_is_send(ActionType t) { return t == PP_SEND_F || t == PP_SEND_B; }
+static inline int pp_is_recv(ActionType t) { return t == PP_RECV_F || t == PP_RECV_B; }
 // actions that produce d(input), i.e. what the previous stage waits for
-static inline int pp_is_bwd_input(ActionType t) { return t == PP_BACKWARD || t == PP_BACKWARD_INPUT; }
+static inline int pp_is_bwd_input(ActionType t) { return t == PP_B || t == PP_I; }
 // actions that accumulate weight gradients (their per-stage order decides the float sum order)
-static inline int pp_is_bwd_weight(ActionType t) { return t == PP_BACKWARD || t == PP_BACKWARD_WEIGHT; }
+static inline int pp_is_bwd_weight(ActionType t) { return t == PP_B || t == PP_W; }
 
 // the token used in text form between the stage and micro-batch numbers
 static inline const char* pp_type_token(ActionType t) {
     switch (t) {
-        case PP_FORWARD: return "F";
-        case PP_BACKWARD: return "B";
-        case PP_SEND_ACT: return "SEND_F";
-        case PP_RECV_ACT: return "RECV_F";
-        case PP_SEND_GRAD: return "SEND_B";
-        case PP_RECV_GRAD: return "RECV_B";
-        case PP_BACKWARD_INPUT: return "I";
-        case PP_BACKWARD_WEIGHT: return "W";
+        case PP_F: return "F";
+        case PP_B: return "B";
+        case PP_SEND_F: return "SEND_F";
+        case PP_RECV_F: return "RECV_F";
+        case PP_SEND_B: return "SEND_B";
+        case PP_RECV_B: return "RECV_B";
+        case PP_I: return "I";
+        case PP_W: return "W";
         default: return "?";
     }
 }
@@ -105,8 +105,8 @@ static inline int schedule_stage_rank(const Schedule* s, int stage) { return sta
 // rank of the peer of a comm action of `stage`, or -1 (compute, or no such neighbour stage)
 static inline int schedule_peer(const Schedule* s, ActionType t, int stage) {
     int other = -1;
-    if (t == PP_SEND_ACT || t == PP_RECV_GRAD) other = stage + 1;
-    if (t == PP_RECV_ACT || t == PP_SEND_GRAD) other = stage - 1;
+    if (t == PP_SEND_F || t == PP_RECV_B) other = stage + 1;
+    if (t == PP_RECV_F || t == PP_SEND_B) other = stage - 1;
     if (other < 0 || other >= s->S) return -1;
     return schedule_stage_rank(s, other);
 }
@@ -185,10 +185,10 @@ static inline void pp_errf(char* err, size_t errlen, const char* fmt, ...) {
 static inline int pp_comm_matches(const Action* x, int rx, const Action* y, int ry) {
     if (x->peer != ry || y->peer != rx || x->mb != y->mb) return 0;
     switch (x->type) {
-        case PP_SEND_ACT:  return y->type == PP_RECV_ACT  && y->stage == x->stage + 1;
-        case PP_RECV_ACT:  return y->type == PP_SEND_ACT  && y->stage == x->stage - 1;
-        case PP_SEND_GRAD: return y->type == PP_RECV_GRAD && y->stage == x->stage - 1;
-        case PP_RECV_GRAD: return y->type == PP_SEND_GRAD && y->stage == x->stage + 1;
+        case PP_SEND_F:  return y->type == PP_RECV_F  && y->stage == x->stage + 1;
+        case PP_RECV_F:  return y->type == PP_SEND_F  && y->stage == x->stage - 1;
+        case PP_SEND_B: return y->type == PP_RECV_B && y->stage == x->stage - 1;
+        case PP_RECV_B: return y->type == PP_SEND_B && y->stage == x->stage + 1;
         default: return 0;
     }
 }
@@ -282,12 +282,12 @@ static inline int schedule_insert_comms(Schedule* s, char* err, size_t errlen) {
                 const Action* a = &s->ranks[r].a[cur[r]];
                 int k = a->stage * M + a->mb;
                 double dep = 0, cost = 1;
-                if (a->type == PP_FORWARD) {
+                if (a->type == PP_F) {
                     if (a->stage > 0) dep = fdone[k - M];
                 } else if (pp_is_bwd_input(a->type)) {
                     if (fdone[k] < 0) dep = -1;  // own forward first
                     else if (a->stage < S - 1) dep = bdone[k + M];
-                    cost = a->type == PP_BACKWARD ? 2 : 1;
+                    cost = a->type == PP_B ? 2 : 1;
                 } else {  // W needs its I
                     dep = bdone[k];
                 }
@@ -295,7 +295,7 @@ static inline int schedule_insert_comms(Schedule* s, char* err, size_t errlen) {
                 double t0 = clock[r] > dep ? clock[r] : dep;
                 start[base[r] + cur[r]] = t0;
                 clock[r] = t0 + cost;
-                if (a->type == PP_FORWARD) fdone[k] = clock[r];
+                if (a->type == PP_F) fdone[k] = clock[r];
                 if (pp_is_bwd_input(a->type)) bdone[k] = clock[r];
                 cur[r]++; done++; progress = 1;
             }
@@ -322,16 +322,16 @@ static inline int schedule_insert_comms(Schedule* s, char* err, size_t errlen) {
                 it.t = start[base[r] + i]; it.phase = 1; it.lo = r; it.seq = i; it.owner = r; it.a = *a;
                 items[n++] = it;
                 int to = -1, kind = 0;
-                ActionType ts = PP_SEND_ACT, tr = PP_RECV_ACT;
+                ActionType ts = PP_SEND_F, tr = PP_RECV_F;
                 int rstage = a->stage;
-                if (a->type == PP_FORWARD && a->stage < S - 1) {
+                if (a->type == PP_F && a->stage < S - 1) {
                     to = schedule_stage_rank(s, a->stage + 1); kind = 0; rstage = a->stage + 1;
                 } else if (pp_is_bwd_input(a->type) && a->stage > 0) {
                     to = schedule_stage_rank(s, a->stage - 1); kind = 1; rstage = a->stage - 1;
-                    ts = PP_SEND_GRAD; tr = PP_RECV_GRAD;
+                    ts = PP_SEND_B; tr = PP_RECV_B;
                 }
                 if (to < 0 || to == r) continue;  // no neighbour, or same rank: no message
-                double tdone = it.t + (a->type == PP_BACKWARD ? 2 : 1);
+                double tdone = it.t + (a->type == PP_B ? 2 : 1);
                 PPItem m;
                 memset(&m, 0, sizeof(m));
                 m.t = tdone; m.phase = 0;
@@ -373,8 +373,8 @@ static inline int schedule_build_gpipe(int P, int M, Schedule* out) {
     if (P < 1 || M < 1) return -1;
     schedule_init(out, P, P, M);
     for (int r = 0; r < P; r++) {
-        for (int m = 0; m < M; m++) schedule_push(out, r, PP_FORWARD, r, m);
-        for (int m = 0; m < M; m++) schedule_push(out, r, PP_BACKWARD, r, m);
+        for (int m = 0; m < M; m++) schedule_push(out, r, PP_F, r, m);
+        for (int m = 0; m < M; m++) schedule_push(out, r, PP_B, r, m);
     }
     return schedule_insert_comms(out, NULL, 0);
 }
@@ -387,12 +387,12 @@ static inline int schedule_build_1f1b(int P, int M, Schedule* out) {
     schedule_init(out, P, P, M);
     for (int r = 0; r < P; r++) {
         int w = P - r - 1 < M ? P - r - 1 : M;
-        for (int m = 0; m < w; m++) schedule_push(out, r, PP_FORWARD, r, m);
+        for (int m = 0; m < w; m++) schedule_push(out, r, PP_F, r, m);
         for (int j = 0; j < M - w; j++) {
-            schedule_push(out, r, PP_FORWARD, r, w + j);
-            schedule_push(out, r, PP_BACKWARD, r, j);
+            schedule_push(out, r, PP_F, r, w + j);
+            schedule_push(out, r, PP_B, r, j);
         }
-        for (int m = M - w; m < M; m++) schedule_push(out, r, PP_BACKWARD, r, m);
+        for (int m = M - w; m < M; m++) schedule_push(out, r, PP_B, r, m);
     }
     return schedule_insert_comms(out, NULL, 0);
 }
@@ -402,9 +402,9 @@ static inline void schedule_build_forward(int P, int M, Schedule* out) {
     schedule_init(out, P, P, M);
     for (int s = 0; s < P; s++) {
         for (int m = 0; m < M; m++) {
-            if (s > 0) schedule_push(out, s, PP_RECV_ACT, s, m);
-            schedule_push(out, s, PP_FORWARD, s, m);
-            if (s < P - 1) schedule_push(out, s, PP_SEND_ACT, s, m);
+            if (s > 0) schedule_push(out, s, PP_RECV_F, s, m);
+            schedule_push(out, s, PP_F, s, m);
+            if (s < P - 1) schedule_push(out, s, PP_SEND_F, s, m);
         }
     }
 }
@@ -501,7 +501,7 @@ static inline int schedule_validate(const Schedule* s, char* err, size_t errlen)
                 if (pr < 0) {
                     pp_errf(err, errlen, "rank %d action #%d '%s': %s stage %d has no %s stage to %s", r, i, PP_TOK(a),
                             a->stage == 0 ? "first" : "last", a->stage,
-                            (a->type == PP_RECV_ACT || a->type == PP_SEND_GRAD) ? "previous" : "next",
+                            (a->type == PP_RECV_F || a->type == PP_SEND_B) ? "previous" : "next",
                             pp_is_send(a->type) ? "send to" : "receive from");
                     goto out;
                 }
@@ -530,8 +530,8 @@ static inline int schedule_validate(const Schedule* s, char* err, size_t errlen)
         int has_prev = st > 0 && schedule_stage_rank(s, st - 1) != r;
         int has_next = st < S - 1 && schedule_stage_rank(s, st + 1) != r;
         for (int m = 0; m < M; m++) {
-            int f = *pp_at(ix.cnt, &ix, PP_FORWARD, st, m), b = *pp_at(ix.cnt, &ix, PP_BACKWARD, st, m);
-            int bi = *pp_at(ix.cnt, &ix, PP_BACKWARD_INPUT, st, m), bw = *pp_at(ix.cnt, &ix, PP_BACKWARD_WEIGHT, st, m);
+            int f = *pp_at(ix.cnt, &ix, PP_F, st, m), b = *pp_at(ix.cnt, &ix, PP_B, st, m);
+            int bi = *pp_at(ix.cnt, &ix, PP_I, st, m), bw = *pp_at(ix.cnt, &ix, PP_W, st, m);
             if (!f) { pp_errf(err, errlen, "missing forward '%dF%d' (stage %d on rank %d)", st, m, st, r); goto out; }
             if (b && (bi || bw)) {
                 pp_errf(err, errlen, "rank %d: stage %d micro-batch %d has both a full backward B and a split I/W backward", r, st, m);
@@ -542,7 +542,7 @@ static inline int schedule_validate(const Schedule* s, char* err, size_t errlen)
                 pp_errf(err, errlen, "rank %d: '%d%s%d' without its '%d%s%d'", r, st, bi ? "I" : "W", m, st, bi ? "W" : "I", m);
                 goto out;
             }
-            const ActionType need[4] = {PP_RECV_ACT, PP_SEND_GRAD, PP_SEND_ACT, PP_RECV_GRAD};
+            const ActionType need[4] = {PP_RECV_F, PP_SEND_B, PP_SEND_F, PP_RECV_B};
             const char* why[4] = {"the input of", "d(input) of", "the output of", "d(output) of"};
             for (int q = 0; q < 4; q++) {
                 if ((q < 2 && !has_prev) || (q >= 2 && !has_next)) continue;
@@ -558,17 +558,17 @@ static inline int schedule_validate(const Schedule* s, char* err, size_t errlen)
     for (int st = 0; st < S; st++) {
         int r = schedule_stage_rank(s, st);
         for (int m = 0; m < M; m++) {
-            int pf = *pp_at(ix.pos, &ix, PP_FORWARD, st, m);
-            int pb = *pp_at(ix.pos, &ix, PP_BACKWARD, st, m);
-            int pi = *pp_at(ix.pos, &ix, PP_BACKWARD_INPUT, st, m);
-            int pw = *pp_at(ix.pos, &ix, PP_BACKWARD_WEIGHT, st, m);
+            int pf = *pp_at(ix.pos, &ix, PP_F, st, m);
+            int pb = *pp_at(ix.pos, &ix, PP_B, st, m);
+            int pi = *pp_at(ix.pos, &ix, PP_I, st, m);
+            int pw = *pp_at(ix.pos, &ix, PP_W, st, m);
             int pbin = pb >= 0 ? pb : pi;  // the action producing d(input)
             struct { int before, after; const char* what; } rule[6] = {
-                {*pp_at(ix.pos, &ix, PP_RECV_ACT, st, m), pf, "its input must be received before the forward"},
-                {pf, *pp_at(ix.pos, &ix, PP_SEND_ACT, st, m), "the output can only be sent after the forward"},
+                {*pp_at(ix.pos, &ix, PP_RECV_F, st, m), pf, "its input must be received before the forward"},
+                {pf, *pp_at(ix.pos, &ix, PP_SEND_F, st, m), "the output can only be sent after the forward"},
                 {pf, pbin, "backward before its forward"},
-                {*pp_at(ix.pos, &ix, PP_RECV_GRAD, st, m), pbin, "d(output) must be received before the backward"},
-                {pbin, *pp_at(ix.pos, &ix, PP_SEND_GRAD, st, m), "d(input) can only be sent after the backward"},
+                {*pp_at(ix.pos, &ix, PP_RECV_B, st, m), pbin, "d(output) must be received before the backward"},
+                {pbin, *pp_at(ix.pos, &ix, PP_SEND_B, st, m), "d(input) can only be sent after the backward"},
                 {pi, pw, "weight backward W before its input backward I"},
             };
             for (int q = 0; q < 6; q++) {
@@ -580,13 +580,13 @@ static inline int schedule_validate(const Schedule* s, char* err, size_t errlen)
                 goto out;
             }
             // a neighbour stage on the same rank (only possible with P < S) is a local dependency
-            if (st > 0 && schedule_stage_rank(s, st - 1) == r && *pp_at(ix.pos, &ix, PP_FORWARD, st - 1, m) > pf) {
+            if (st > 0 && schedule_stage_rank(s, st - 1) == r && *pp_at(ix.pos, &ix, PP_F, st - 1, m) > pf) {
                 pp_errf(err, errlen, "rank %d: forward '%dF%d' needs '%dF%d' first", r, st, m, st - 1, m);
                 goto out;
             }
             if (st < S - 1 && schedule_stage_rank(s, st + 1) == r) {
-                int pn = *pp_at(ix.pos, &ix, PP_BACKWARD, st + 1, m);
-                if (pn < 0) pn = *pp_at(ix.pos, &ix, PP_BACKWARD_INPUT, st + 1, m);
+                int pn = *pp_at(ix.pos, &ix, PP_B, st + 1, m);
+                if (pn < 0) pn = *pp_at(ix.pos, &ix, PP_I, st + 1, m);
                 if (pn > pbin) { pp_errf(err, errlen, "rank %d: backward of stage %d mb %d needs stage %d's first", r, st, m, st + 1); goto out; }
             }
         }
@@ -759,15 +759,15 @@ static inline int schedule_simulate_stages(const Schedule* s, const double* t_fw
                 const Action* a = &L->a[cur[r]];
                 int i = cur[r];
                 if (pp_is_compute(a->type)) {
-                    double c = a->type == PP_FORWARD ? t_fwd[a->stage]
-                             : a->type == PP_BACKWARD ? t_bwd[a->stage] : 0.5 * t_bwd[a->stage];
+                    double c = a->type == PP_F ? t_fwd[a->stage]
+                             : a->type == PP_B ? t_bwd[a->stage] : 0.5 * t_bwd[a->stage];
                     res->t_ready[r][i] = res->t_start[r][i] = clock[r];
                     clock[r] += c;
                     res->t_end[r][i] = clock[r];
                     res->busy[r] += c;
-                    if (a->type == PP_FORWARD && ++inflight[r] > res->peak_inflight[r]) res->peak_inflight[r] = inflight[r];
+                    if (a->type == PP_F && ++inflight[r] > res->peak_inflight[r]) res->peak_inflight[r] = inflight[r];
                     int own_input = a->stage == 0 || schedule_stage_rank(s, a->stage - 1) == r;
-                    if (a->type == PP_FORWARD && own_input && ++inputs[r] > res->peak_inputs[r]) res->peak_inputs[r] = inputs[r];
+                    if (a->type == PP_F && own_input && ++inputs[r] > res->peak_inputs[r]) res->peak_inputs[r] = inputs[r];
                     if (pp_is_bwd_weight(a->type)) { inflight[r]--; inputs[r]--; }
                     cur[r]++; progress = 1;
                     continue;
@@ -781,7 +781,7 @@ static inline int schedule_simulate_stages(const Schedule* s, const double* t_fw
                 res->t_start[r][i] = res->t_start[q][j] = t0;
                 clock[r] = clock[q] = t0 + t_comm;
                 res->t_end[r][i] = res->t_end[q][j] = clock[r];
-                int rv = a->type == PP_RECV_ACT ? r : s->ranks[q].a[j].type == PP_RECV_ACT ? q : -1;
+                int rv = a->type == PP_RECV_F ? r : s->ranks[q].a[j].type == PP_RECV_F ? q : -1;
                 if (rv >= 0 && ++inputs[rv] > res->peak_inputs[rv]) res->peak_inputs[rv] = inputs[rv];
                 cur[r]++; cur[q]++; progress = 1;
             }
@@ -1048,7 +1048,7 @@ static inline void schedule_write_trace(const Schedule* s, const SimResult* res,
                             pp_type_token(a->type), a->mb, r, r, ts, te - ts, a->mb, a->stage);
                 continue;
             }
-            const char* kind = (a->type == PP_SEND_ACT || a->type == PP_RECV_ACT) ? "act" : "grad";
+            const char* kind = (a->type == PP_SEND_F || a->type == PP_RECV_F) ? "act" : "grad";
             if (ts > tr)
                 fprintf(f, ",\n{\"name\": \"wait\", \"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"ts\": %.3f, \"dur\": %.3f, "
                            "\"args\": {\"mb\": %d, \"stage\": %d, \"peer\": %d, \"kind\": \"%s\"}}",
