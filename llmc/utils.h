@@ -14,6 +14,7 @@ done) and exits non-zero, so a bad input never turns into garbage numbers or a c
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 // A hook so the pipeline trainer can tear down MPI (or wake the other in-process stages) before exiting.
 static void (*fatal_hook)(void) = NULL;
@@ -134,6 +135,13 @@ static float parse_float_flag(const char* flag, const char* s) {
     float v = strtof(s, &end);
     if (errno != 0 || end == s || *end != '\0') { fatal("flag %s expects a number, got '%s'", flag, s); }
     return v;
+}
+
+// monotonic wall-clock seconds, for timings and deadlines
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 #endif

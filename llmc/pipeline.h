@@ -1,0 +1,308 @@
+/*
+The host bookkeeping of one pipeline rank, shared by both trainers (train_gpt2_pp.c on the CPU,
+train_gpt2_pp.cu on GPUs), which then differ only in device work and transport:
+  - which layers each stage holds (from -pl, or balanced by estimated compute);
+  - the stash: which slot holds the activations of micro-batch m between its forward and backward;
+  - which grad-norm slots a stage owns, so the global norm adds the same numbers in the same order at any P;
+  - the step's tokens (every rank reads the same micro-batches: no tokens travel between stages);
+  - the trace of the last step and the measured bubble;
+  - what this rank is doing, formatted only when something fails;
+  - the lines both trainers print: the plan at start-up, one line per step, the stash each stage used.
+*/
+#ifndef LLMC_PIPELINE_H
+#define LLMC_PIPELINE_H
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+// defines: fatal, malloc_check, calloc_check, AtomicFile, now_seconds
+#include "utils.h"
+// defines: GPT2Config, StageLayout, stage_layout, tensor_unit_size, tensor_is_per_layer, WTE
+#include "model.h"
+// defines: Schedule, Action, schedule_action_str
+#include "schedule.h"
+// defines: PartitionCosts, partition_balance, partition_parse, partition_stage_cost
+#include "partition.h"
+// defines: NextBatchFn
+#include "dataloader.h"
+// defines: TrainArgs
+#include "train_args.h"
+
+#ifdef __cplusplus
+#define PP_THREAD_LOCAL thread_local
+#else
+#define PP_THREAD_LOCAL _Thread_local
+#endif
+
+// ----------------------------------------------------------------------------
+// the split: layers per stage, and what stage s holds
+
+// fills layers[P] from -pl, or balances the estimated compute (the LM head counts) when -pl is absent
+static inline void pipeline_split(const TrainArgs* args, const GPT2Config* c, int P, int* layers) {
+    int* first = (int*)malloc_check(P * sizeof(int));
+    char err[512];
+    PartitionCosts costs = partition_gpt2_costs(args->B, args->T, c->channels, c->padded_vocab_size);
+    int rc = args->layers_arg ? partition_parse(args->layers_arg, c->num_layers, P, layers, first, err, sizeof(err))
+                              : partition_balance(c->num_layers, P, &costs, layers, first, err, sizeof(err));
+    if (rc != 0) {
+        fatal("%s %s: %s", args->layers_arg ? "flag -pl" : "flag -pp", args->layers_arg ? args->layers_arg : "", err);
+    }
+    free(first);
+}
+
+static inline StageLayout pipeline_stage_layout(const GPT2Config* c, const int* layers, int P, int s) {
+    int begin = 0;
+    for (int i = 0; i < s; i++) { begin += layers[i]; }
+    return stage_layout(c, begin, layers[s], s == 0, s == P - 1);
+}
+
+// ----------------------------------------------------------------------------
+// the stash: a stage keeps the activations of each micro-batch from its forward to its backward, in one of
+// num_slots slots; num_slots is the schedule's peak for this rank, so a schedule needing more is a bug
+
+typedef struct {
+    int M, num_slots;
+    int* slot_of;  // (M) slot of micro-batch m, -1 when not in flight
+    int in_use, peak;
+} StashSlots;
+
+static inline void stash_init(StashSlots* st, int M, int num_slots) {
+    st->M = M;
+    st->num_slots = num_slots;
+    st->slot_of = (int*)malloc_check(M * sizeof(int));
+    for (int m = 0; m < M; m++) { st->slot_of[m] = -1; }
+    st->in_use = st->peak = 0;
+}
+
+// the slot of micro-batch m, taking a free one if m has none yet
+static inline int stash_acquire(StashSlots* st, int m) {
+    if (st->slot_of[m] >= 0) { return st->slot_of[m]; }
+    for (int k = 0; k < st->num_slots; k++) {
+        int taken = 0;
+        for (int j = 0; j < st->M; j++) { taken |= st->slot_of[j] == k; }
+        if (!taken) {
+            st->slot_of[m] = k;
+            st->in_use++;
+            if (st->in_use > st->peak) { st->peak = st->in_use; }
+            return k;
+        }
+    }
+    fatal("more micro-batches in flight than the %d stash slots the schedule needs (schedule bug)", st->num_slots);
+    return -1;
+}
+
+static inline int stash_slot(const StashSlots* st, int m) {
+    if (st->slot_of[m] < 0) { fatal("micro-batch %d has no stash slot (schedule bug)", m); }
+    return st->slot_of[m];
+}
+
+static inline void stash_release(StashSlots* st, int m) {
+    if (st->slot_of[m] >= 0) { st->in_use--; }
+    st->slot_of[m] = -1;
+}
+
+static inline void stash_free(StashSlots* st) { free(st->slot_of); }
+
+// the most micro-batches a rank holds between forward and backward under a schedule: its stash slots
+static inline int schedule_rank_slots(const Schedule* sc, int rank) {
+    int inflight = 0, peak = 1;
+    const ActionList* list = &sc->ranks[rank];
+    for (int i = 0; i < list->n; i++) {
+        inflight += list->a[i].type == PP_F ? 1 : list->a[i].type == PP_B ? -1 : 0;
+        if (inflight > peak) { peak = inflight; }
+    }
+    return peak;
+}
+
+// ----------------------------------------------------------------------------
+// the global grad norm: squared sums per "slot", one tensor of one layer (or a whole non-layer tensor),
+// numbered in checkpoint order: wte, wpe, ln1w[0..L), ln1b[0..L), ..., lnfb. Each slot is computed by the one
+// stage that owns it, summed over ranks (one owner: exact) and added in slot order: the same at any P.
+
+typedef struct {
+    int slot;
+    size_t offset, count;  // the slot's floats in the stage's gradient buffer
+} NormSlot;
+
+static inline int num_norm_slots(const GPT2Config* c) { return 4 + 12 * c->num_layers; }
+
+// the slots this stage owns (out: room for num_norm_slots); returns how many
+static inline int stage_norm_slots(const GPT2Config* c, const StageLayout* s, NormSlot* out) {
+    int n = 0, slot = 0;
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        int units = tensor_is_per_layer(i) ? c->num_layers : 1;
+        size_t unit = tensor_unit_size(c, i);
+        for (int u = 0; u < units; u++, slot++) {
+            int owned = tensor_is_per_layer(i) ? (u >= s->layer_begin && u < s->layer_begin + s->num_layers)
+                                               : (s->sizes[i] > 0 && (i != WTE || s->has_embed));  // wte: embedding stage
+            if (!owned) { continue; }
+            size_t within = tensor_is_per_layer(i) ? (size_t)(u - s->layer_begin) * unit : 0;
+            out[n++] = (NormSlot){slot, off + within, unit};
+        }
+        off += s->sizes[i];
+    }
+    return n;
+}
+
+static inline float norm_from_slots(const double* slots, int n) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) { sum += slots[i]; }
+    return (float)sqrt(sum);
+}
+
+// ----------------------------------------------------------------------------
+// tokens: every rank reads the same M micro-batches of a step, inputs then targets: (M, 2, B*T)
+
+static inline void load_step_tokens(int* tokens, int M, int B, int T, NextBatchFn next, void* ctx) {
+    int n = B * T;
+    for (int m = 0; m < M; m++) { next(ctx, tokens + (size_t)m * 2 * n, tokens + (size_t)m * 2 * n + n, n); }
+}
+
+// ----------------------------------------------------------------------------
+// the trace of one step: what each rank did when, drawn by scripts/plot_pipeline.py or ui.perfetto.dev
+
+typedef struct {
+    double t0, dur;    // seconds since the step began
+    int stage, mb;
+    char name[12];     // "F3", "B3", "send", "recv", "optim"
+} TraceEvent;
+
+typedef struct {
+    TraceEvent* events;
+    int len, cap;
+    int on;            // recording
+    double origin;
+} Trace;
+
+static inline void trace_add(Trace* tr, const char* name, int stage, int mb, double t0, double t1) {
+    if (!tr->on) { return; }
+    if (tr->len == tr->cap) {
+        tr->cap = tr->cap ? 2 * tr->cap : 1024;
+        tr->events = (TraceEvent*)realloc(tr->events, tr->cap * sizeof(TraceEvent));
+        if (!tr->events) { fatal("out of memory for the trace"); }
+    }
+    TraceEvent* e = &tr->events[tr->len++];
+    e->t0 = t0 - tr->origin;
+    e->dur = t1 - t0;
+    e->stage = stage;
+    e->mb = mb;
+    snprintf(e->name, sizeof(e->name), "%s", name);
+}
+
+// compute actions are named by type and micro-batch, e.g. "F3"
+static inline void trace_action(Trace* tr, const Action* a, double t0, double t1) {
+    if (!tr->on) { return; }
+    char name[12];
+    snprintf(name, sizeof(name), "%s%d", a->type == PP_F ? "F" : a->type == PP_B ? "B" : "?", a->mb);
+    trace_add(tr, name, a->stage, a->mb, t0, t1);
+}
+
+// Chrome/Perfetto trace of every rank's events (gathered on one rank): one track per stage
+static inline void trace_write_json(const TraceEvent* events, int n, const char* path) {
+    AtomicFile af;
+    atomic_open(&af, path);
+    fprintf(af.f, "{\"traceEvents\": [\n");
+    for (int i = 0; i < n; i++) {
+        const TraceEvent* e = &events[i];
+        fprintf(af.f, "{\"name\": \"%s\", \"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"ts\": %.3f, \"dur\": %.3f, "
+                "\"args\": {\"mb\": %d}}%s\n", e->name, e->stage, e->stage, e->t0 * 1e6, e->dur * 1e6, e->mb,
+                i + 1 < n ? "," : "");
+    }
+    fprintf(af.f, "]}\n");
+    atomic_commit(&af);
+}
+
+// ----------------------------------------------------------------------------
+// what this rank is doing: kept as a pointer, formatted only when something fails
+
+typedef struct {
+    const char* phase;   // "start-up", "schedule", "optimizer", "checkpoint", ...
+    const Action* action;
+    int step;
+} RankActivity;
+
+static PP_THREAD_LOCAL RankActivity rank_activity = {"start-up", NULL, 0};
+
+static inline void activity_set(const char* phase, const Action* a, int step) {
+    rank_activity.phase = phase;
+    rank_activity.action = a;
+    rank_activity.step = step;
+}
+
+static inline const char* activity_describe(char* buf, size_t n) {
+    if (rank_activity.action) {
+        char tok[48];
+        snprintf(buf, n, "%s (step %d)", schedule_action_str(rank_activity.action, tok, sizeof(tok)), rank_activity.step);
+    } else {
+        snprintf(buf, n, "%s (step %d)", rank_activity.phase, rank_activity.step);
+    }
+    return buf;
+}
+
+// ----------------------------------------------------------------------------
+// what both trainers print
+
+// the share of the schedule's wall time (forward and backward of every micro-batch: what the theory
+// (P-1)/(M+P-1) describes) that the P ranks spend not computing
+static inline double measured_bubble(double busy_all_ranks, int P, double schedule_wall) {
+    return 1.0 - busy_all_ranks / (P * schedule_wall);
+}
+
+// the plan: each stage's layers, share of the estimated compute and stash; then the balance bound
+static inline void print_pipeline_plan(const GPT2Config* c, const TrainArgs* args, int P, const int* layers,
+                                       const int* slots, const size_t* stash_bytes, double simulated_bubble) {
+    int M = args->M;
+    printf("pipeline: P=%d stages, schedule %s; simulated bubble %.3f, theory (P-1)/(M+P-1) = %.3f\n", P,
+           args->schedule_name, simulated_bubble, (P - 1.0) / (M + P - 1.0));
+    PartitionCosts costs = partition_gpt2_costs(args->B, args->T, c->channels, c->padded_vocab_size);
+    double total = 0.0, slowest = 0.0;
+    for (int s = 0; s < P; s++) {
+        double cost = partition_stage_cost(&costs, P, s, layers[s]);
+        total += cost;
+        slowest = cost > slowest ? cost : slowest;
+    }
+    for (int s = 0; s < P; s++) {
+        StageLayout lay = pipeline_stage_layout(c, layers, P, s);
+        printf("stage %d: %d layers from %d%s%s, %zu parameters, %.0f%% of the compute, activation stash %d "
+               "micro-batches x %.1f MiB\n", s, lay.num_layers, lay.layer_begin, lay.has_embed ? " + embeddings" : "",
+               lay.has_head ? " + lnf/LM head" : "", lay.num_parameters,
+               100.0 * partition_stage_cost(&costs, P, s, layers[s]) / total, slots[s], stash_bytes[s] / 1048576.0);
+    }
+    if (P > 1) {
+        printf("balance: the slowest stage has %.0f%% of the compute, so P stages can be at most %.2fx faster than one\n",
+               100.0 * slowest / total, total / slowest);
+    }
+}
+
+typedef struct {
+    int step, max_steps, P, M, tokens;
+    float loss, norm, lr;
+    double wall, schedule_wall, busy_all_ranks;  // seconds; busy summed over ranks
+    const char* extra;                            // e.g. the loss scale, or NULL
+} StepReport;
+
+static inline void print_step_line(const StepReport* r) {
+    printf("step %4d/%d | train loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s", r->step, r->max_steps,
+           r->loss, r->norm, r->lr, r->wall * 1e3, r->tokens / r->wall);
+    if (r->P > 1) {
+        printf(" | bubble %.3f (theory %.3f) | optimizer %.0f ms", measured_bubble(r->busy_all_ranks, r->P, r->schedule_wall),
+               (r->P - 1.0) / (r->M + r->P - 1.0), (r->wall - r->schedule_wall) * 1e3);
+    }
+    printf("%s\n", r->extra ? r->extra : "");
+}
+
+// the stash each stage actually used, counted as slots were taken
+static inline void print_peak_stash(int P, const double* peak_slots, const size_t* stash_bytes) {
+    for (int s = 0; s < P; s++) {
+        printf("stage %d: peak stash %.0f micro-batches (%.1f MiB)\n", s, peak_slots[s],
+               peak_slots[s] * stash_bytes[s] / 1048576.0);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// when a step validates, samples or checkpoints
+
+static inline int due(int every, int step, int last) { return (every > 0 && step % every == 0) || last; }
+
+#endif
