@@ -117,29 +117,87 @@ static void stage_copy_global(const GPT2Config* c, const StageLayout* s, float* 
     }
 }
 
+// Limits on every dimension, from a descriptor or a checkpoint header: far above any GPT-2, and low enough
+// that no size computed from them overflows 64 bits (the largest, L*12*C*C, stays below 2^46).
+#define MODEL_MAX_SEQ_LEN (1 << 20)
+#define MODEL_MAX_VOCAB (1 << 24)
+#define MODEL_MAX_LAYERS 1024
+#define MODEL_MAX_CHANNELS (1 << 16)
+
+// NULL when the shape is within the limits above, else what is wrong with it
+static const char* config_check(const GPT2Config* c) {
+    if (c->max_seq_len < 1 || c->max_seq_len > MODEL_MAX_SEQ_LEN) { return "maxT must be in 1..1048576"; }
+    if (c->vocab_size < 1 || c->vocab_size > MODEL_MAX_VOCAB) { return "V must be in 1..16777216"; }
+    if (c->padded_vocab_size < c->vocab_size || c->padded_vocab_size > MODEL_MAX_VOCAB) {
+        return "the padded vocabulary Vp must be in V..16777216";
+    }
+    if (c->num_layers < 1 || c->num_layers > MODEL_MAX_LAYERS) { return "L must be in 1..1024"; }
+    if (c->channels < 1 || c->channels > MODEL_MAX_CHANNELS) { return "C must be in 1..65536"; }
+    if (c->num_heads < 1 || c->num_heads > c->channels || c->channels % c->num_heads != 0) {
+        return "NH must divide C";
+    }
+    return NULL;
+}
+
+// The parameters, their gradients and the two AdamW moments must fit in this machine's memory: a model too
+// big fails here, naming where its shape came from, and not later as an anonymous out-of-memory error.
+static void model_check_memory(const GPT2Config* c, const char* what) {
+    size_t need = model_num_parameters(c) * 4 * sizeof(float);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t have = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
+    if (need > have) {
+        fatal("%s: the model has %zu parameters and needs %zu bytes for them, their gradients and the AdamW "
+              "moments, more than this machine's %zu bytes", what, model_num_parameters(c), need, have);
+    }
+}
+
+// reads a decimal number in 1..max at *p (digits only: no sign, no spaces); advances p; -1 if there is none
+static long descriptor_number(const char** p, long max) {
+    long v = 0;
+    const char* s = *p;
+    if (*s < '0' || *s > '9') { return -1; }
+    for (; *s >= '0' && *s <= '9'; s++) {
+        v = v * 10 + (*s - '0');
+        if (v > max) { return -1; }
+    }
+    *p = s;
+    return v;
+}
+
 // "d12" -> GPT-2 shapes: 64 channels and one head per unit of depth (d12 = 124M, d24 = 350M, ...);
 // "d4:c64:h4" overrides the channels and heads (small models for tests and experiments)
 static GPT2Config config_from_descriptor(const char* desc) {
     GPT2Config c;
-    int depth = 0, channels = 0, heads = 0, used = 0;
-    int n = sscanf(desc, "d%d%n:c%d:h%d%n", &depth, &used, &channels, &heads, &used);
-    int whole = used == (int)strlen(desc);
-    if (!((n == 1 || n == 3) && whole) || depth < 1 || depth > 128 || (n == 3 && (channels < 1 || heads < 1 ||
-        channels % heads != 0))) {
-        fatal("flag -e expects a checkpoint file or a model descriptor dN or dN:cC:hH (e.g. d12, d4:c64:h4), "
-              "got '%s'", desc);
+    const char* p = desc;
+    long depth = -1, channels = 0, heads = 0;
+    if (*p == 'd') {
+        p++;
+        depth = descriptor_number(&p, 128);
+        if (depth > 0 && p[0] == ':' && p[1] == 'c') {
+            p += 2;
+            channels = descriptor_number(&p, MODEL_MAX_CHANNELS);
+            if (channels > 0 && p[0] == ':' && p[1] == 'h') { p += 2; heads = descriptor_number(&p, MODEL_MAX_CHANNELS); }
+            else { heads = -1; }
+        }
     }
-    c.num_layers = depth;
-    c.channels = depth * 64;
-    c.num_heads = depth;
+    if (depth < 1 || *p != '\0' || channels < 0 || heads < 0 || (channels > 0 && (heads < 1 || channels % heads != 0))) {
+        fatal("flag -e expects a checkpoint file or a model descriptor dN or dN:cC:hH (N in 1..128, C in 1..65536, "
+              "H dividing C; e.g. d12, d4:c64:h4), got '%s'", desc);
+    }
+    c.num_layers = (int)depth;
+    c.channels = (int)depth * 64;
+    c.num_heads = (int)depth;
     // GPT-2's larger models keep the head size at 64 but not one head per layer
     if (depth == 24) { c.channels = 1024; c.num_heads = 16; }
     if (depth == 36) { c.channels = 1280; c.num_heads = 20; }
     if (depth == 48) { c.channels = 1600; c.num_heads = 25; }
-    if (n == 3) { c.channels = channels; c.num_heads = heads; }
+    if (channels > 0) { c.channels = (int)channels; c.num_heads = (int)heads; }
     c.max_seq_len = 1024;
     c.vocab_size = 50257;
     c.padded_vocab_size = 50304;  // a multiple of 128, as llm.c pads it
+    char* what = str_printf("flag -e %s", desc);
+    model_check_memory(&c, what);
+    free(what);
     return c;
 }
 
@@ -221,11 +279,12 @@ static GPT2Config model_header_read(FILE* f, const char* path) {
     c.num_heads = h[5];
     c.channels = h[6];
     c.padded_vocab_size = h[7];
-    if (c.max_seq_len <= 0 || c.vocab_size <= 0 || c.num_layers <= 0 || c.num_heads <= 0 || c.channels <= 0 ||
-        c.padded_vocab_size < c.vocab_size || c.channels % c.num_heads != 0) {
-        fatal("%s: implausible model shape maxT=%d V=%d L=%d NH=%d C=%d Vp=%d", path, c.max_seq_len, c.vocab_size,
-              c.num_layers, c.num_heads, c.channels, c.padded_vocab_size);
+    const char* why = config_check(&c);
+    if (why != NULL) {
+        fatal("%s: implausible model shape maxT=%d V=%d L=%d NH=%d C=%d Vp=%d (%s)", path, c.max_seq_len,
+              c.vocab_size, c.num_layers, c.num_heads, c.channels, c.padded_vocab_size, why);
     }
+    // within config_check's limits this is below 2^49 bytes: no overflow, and comparable with a long
     long expected = 1024 + (long)(model_num_parameters(&c) * sizeof(float));
     if (size != expected) {
         fatal("%s: %ld bytes, but a model with L=%d C=%d V=%d needs %ld (truncated or corrupt)", path, size,
@@ -234,10 +293,40 @@ static GPT2Config model_header_read(FILE* f, const char* path) {
     return c;
 }
 
+// names element `index` of the whole-model layout, e.g. "qkvw (layer 3)", for error messages
+static void tensor_locate(const GPT2Config* c, size_t index, char* buf, size_t n) {
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t off = tensor_global_offset(c, i, 0), size = tensor_global_size(c, i);
+        if (index < off + size) {
+            if (tensor_is_per_layer(i)) {
+                snprintf(buf, n, "%s (layer %zu, element %zu)", param_names[i], (index - off) / tensor_unit_size(c, i),
+                         (index - off) % tensor_unit_size(c, i));
+            } else {
+                snprintf(buf, n, "%s (element %zu)", param_names[i], index - off);
+            }
+            return;
+        }
+    }
+    snprintf(buf, n, "element %zu", index);
+}
+
+// exits naming the tensor when x (elements [start, start + n) of the whole-model layout) holds a NaN or an
+// inf, or with nonneg a negative value (AdamW's v is a running mean of squares)
+static void check_finite(const GPT2Config* c, const float* x, size_t start, size_t n, int nonneg, const char* path,
+                         const char* what) {
+    size_t bad = first_nonfinite(x, n, nonneg);
+    if (bad < n) {
+        char where[128];
+        tensor_locate(c, start + bad, where, sizeof(where));
+        fatal("%s: %s %s is %g%s", path, what, where, x[bad], isfinite(x[bad]) ? " (must be >= 0)" : "");
+    }
+}
+
 static GPT2Config model_read_config(const char* path) {
     FILE* f = fopen_check(path, "rb");
     GPT2Config c = model_header_read(f, path);
     fclose(f);
+    model_check_memory(&c, path);
     return c;
 }
 
@@ -251,13 +340,21 @@ static void model_read_stage(const char* path, const GPT2Config* c, const StageL
         size_t g = tensor_global_offset(c, i, tensor_is_per_layer(i) ? s->layer_begin : 0);
         fseek_check(f, 1024 + (long)(g * sizeof(float)), SEEK_SET, path);
         fread_check(local + off, sizeof(float), s->sizes[i], f, path);
+        check_finite(c, local + off, g, s->sizes[i], 0, path, "parameter");
         off += s->sizes[i];
     }
     fclose(f);
 }
 
-// writes a whole model (global layout) atomically
-static void model_write(const char* path, const GPT2Config* c, const float* params) {
+// writes a whole model (global layout) atomically and returns the file's checksum; a NaN or an inf is
+// refused, never saved
+static uint64_t model_write(const char* path, const GPT2Config* c, const float* params) {
+    size_t bad = first_nonfinite(params, model_num_parameters(c), 0);
+    if (bad < model_num_parameters(c)) {
+        char where[128];
+        tensor_locate(c, bad, where, sizeof(where));
+        fatal("refusing to write %s: parameter %s is %g", path, where, params[bad]);
+    }
     int32_t header[256];
     model_header_write(header, c);
     AtomicFile af;
@@ -265,6 +362,7 @@ static void model_write(const char* path, const GPT2Config* c, const float* para
     atomic_write(&af, header, sizeof(int32_t), 256);
     atomic_write(&af, params, sizeof(float), model_num_parameters(c));
     atomic_commit(&af);
+    return af.checksum;
 }
 
 #endif
