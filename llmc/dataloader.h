@@ -22,6 +22,7 @@ typedef struct {
     size_t shard;             // index of the shard being read
     int64_t position;         // token offset of the next micro-batch in that shard
     int64_t shard_tokens;     // tokens in the current shard
+    int64_t num_batches;      // micro-batches in one pass over all shards
     uint16_t* tokens;         // the current shard, whole (shards are small next to a model)
     int* inputs;              // (B, T)
     int* targets;             // (B, T)
@@ -54,6 +55,7 @@ static int64_t shard_check(const char* path, FILE* f, int64_t min_tokens) {
     return ntok;
 }
 
+// reads shard `shard` whole into dl->tokens, checking every token against the vocabulary
 static void dataloader_load_shard(DataLoader* dl, size_t shard) {
     const char* path = dl->files.gl_pathv[shard];
     FILE* f = fopen_check(path, "rb");
@@ -82,13 +84,13 @@ static void dataloader_init(DataLoader* dl, const char* pattern, int B, int T, i
     dl->vocab_size = vocab_size;
     dl->inputs = (int*)malloc_check((size_t)B * T * sizeof(int));
     dl->targets = (int*)malloc_check((size_t)B * T * sizeof(int));
-    // check every shard up front: a bad shard should fail at start-up, not hours into a run
-    for (size_t i = 0; i < dl->files.gl_pathc; i++) {
-        FILE* f = fopen_check(dl->files.gl_pathv[i], "rb");
-        shard_check(dl->files.gl_pathv[i], f, (int64_t)B * T + 1);
-        fclose(f);
+    // every shard, headers and tokens, is checked up front: a bad shard fails at start-up, not hours into
+    // a run; backwards, so the walk ends with shard 0 loaded
+    dl->num_batches = 0;
+    for (size_t i = dl->files.gl_pathc; i-- > 0;) {
+        dataloader_load_shard(dl, i);
+        dl->num_batches += (dl->shard_tokens - 1) / ((int64_t)B * T);
     }
-    dataloader_load_shard(dl, 0);
     dl->position = 0;
 }
 
@@ -138,15 +140,7 @@ static void next_batch_from_loader(void* ctx, int* inputs, int* targets, int n) 
 }
 
 // number of micro-batches in one pass over all shards (what "the whole val set" means)
-static int64_t dataloader_num_batches(DataLoader* dl) {
-    int64_t total = 0;
-    for (size_t i = 0; i < dl->files.gl_pathc; i++) {
-        FILE* f = fopen_check(dl->files.gl_pathv[i], "rb");
-        total += (shard_check(dl->files.gl_pathv[i], f, 0) - 1) / ((int64_t)dl->B * dl->T);
-        fclose(f);
-    }
-    return total;
-}
+static int64_t dataloader_num_batches(DataLoader* dl) { return dl->num_batches; }
 
 static void dataloader_free(DataLoader* dl) {
     globfree(&dl->files);
