@@ -10,6 +10,17 @@ where the concept is the same, checked strictly (a bad value or an unknown flag 
 #include <string.h>
 #include "utils.h"
 
+// Upper bounds on the size flags: far beyond any real run, low enough that no product of them overflows
+// (B*T*M tokens per step fit an int) and that a typo fails here naming the flag, not as a failed malloc.
+#define TRAIN_MAX_STEPS 99999999   // checkpoint names have 8 digits
+#define TRAIN_MAX_B 65536
+#define TRAIN_MAX_T (1 << 20)
+#define TRAIN_MAX_M 65536
+#define TRAIN_MAX_TOKENS_PER_STEP (1 << 30)
+#define TRAIN_MAX_P 1024
+#define TRAIN_MAX_GEN_TOKENS (1 << 20)
+#define TRAIN_MAX_PATH 1024        // -o: checkpoint and log names are built from it
+
 typedef struct {
     const char* train_pattern;   // -i
     const char* val_pattern;     // -j
@@ -18,7 +29,7 @@ typedef struct {
     const char* out_dir;         // -o
     const char* schedule_name;   // -sc
     const char* layers_arg;      // -pl
-    const char* trace_path;      // -tr (CPU trainer)
+    const char* trace_path;      // -tr
     const char* rendezvous_dir;  // -pf (CUDA trainer)
     const char* lr_schedule_name;// -k
     int B, T, M, P;              // -b -t -pm -pp (P = 0: the number of ranks)
@@ -31,6 +42,7 @@ typedef struct {
     float loss_scale;            // -ls (CUDA trainer): initial loss scale, 0 = no scaler
     int scale_interval;          // -li (CUDA trainer)
     int gelu_fusion;             // -ge (CUDA trainer): GELU in cuBLASLt's epilogues
+    float timeout;               // -to: seconds a rank waits for a peer before the job stops
     int quiet;                   // tests: no per-step lines
     float* losses_out;           // tests: receives the train loss of every step
 } TrainArgs;
@@ -49,6 +61,7 @@ static void train_args_default(TrainArgs* a, float default_loss_scale) {
     a->loss_scale = default_loss_scale;
     a->scale_interval = 2000;
     a->gelu_fusion = 1;
+    a->timeout = 300.0f;
 }
 
 static void train_args_usage(int cuda) {
@@ -80,6 +93,8 @@ static void train_args_usage(int cuda) {
         "  -g <int>     tokens to sample [64]\n"
         "  -n <int>     checkpoint every N steps (needs -o), 0: only at the end [0]\n"
         "  -y <0|1>     resume from the newest checkpoint in -o [0]\n"
+        "  -tr <file>   write a Chrome/Perfetto trace of the last training step [none]\n"
+        "  -to <float>  seconds a rank waits for a message before stopping the job, naming the peer [300]\n"
         "%s"
         "  -h           this help\n",
         cuda ? "mpirun -np P ./train_gpt2_pp [options]  (one GPU per rank and stage)\n"
@@ -91,11 +106,28 @@ static void train_args_usage(int cuda) {
                "  -li <int>    clean steps before the loss scale doubles [2000]\n"
                "  -pf <dir>    NCCL rendezvous through a shared directory (SLURM_PROCID/SLURM_NTASKS)\n"
                "  -ge <0|1>    GELU fused into the fc GEMM (cuBLASLt GELU_AUX/DGELU epilogues) or separate kernels [1]\n"
-             : "  -tr <file>   write a Chrome/Perfetto trace of the last training step [none]\n");
+             : "");
+}
+
+// an int flag's value, which must lie in lo..hi
+static int int_flag_in(const char* flag, const char* v, int lo, int hi, const char* what) {
+    int x = parse_int_flag(flag, v);
+    if (x < lo || x > hi) { fatal("flag %s (%s) must be in %d..%d, got %d", flag, what, lo, hi, x); }
+    return x;
+}
+
+// a float flag's value, which must lie in lo..hi (lo excluded when open_lo)
+static float float_flag_in(const char* flag, const char* v, float lo, int open_lo, float hi, const char* what) {
+    float x = parse_float_flag(flag, v);
+    if (x < lo || (open_lo && x == lo) || x > hi) {
+        fatal("flag %s (%s) expects a number in %s%g, %g], got %s", flag, what, open_lo ? "(" : "[", lo, hi, v);
+    }
+    return x;
 }
 
 // Parses and checks the flags; -h prints the usage and exits 0. `cuda` selects the trainer's own flags.
 static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int print_help) {
+    const int S = TRAIN_MAX_STEPS;
     for (int i = 1; i < argc; i++) {
         const char* f = argv[i];
         if (strcmp(f, "-h") == 0) {
@@ -109,54 +141,52 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         if ((cuda && cpu_only) || (!cuda && cuda_only)) {
             fatal("flag %s belongs to the %s trainer (see -h)", f, cuda ? "CPU" : "CUDA");
         }
+        if (v[0] == '\0') { fatal("flag %s expects a value, got an empty string", f); }
         if (strcmp(f, "-i") == 0) { a->train_pattern = v; }
         else if (strcmp(f, "-j") == 0) { a->val_pattern = v; }
         else if (strcmp(f, "-tk") == 0) { a->tokenizer_path = v; }
         else if (strcmp(f, "-e") == 0) { a->model_arg = v; }
         else if (strcmp(f, "-o") == 0) { a->out_dir = v; }
-        else if (strcmp(f, "-b") == 0) { a->B = parse_int_flag(f, v); }
-        else if (strcmp(f, "-t") == 0) { a->T = parse_int_flag(f, v); }
-        else if (strcmp(f, "-pm") == 0) { a->M = parse_int_flag(f, v); }
-        else if (strcmp(f, "-pp") == 0) { a->P = parse_int_flag(f, v); }
+        else if (strcmp(f, "-b") == 0) { a->B = int_flag_in(f, v, 1, TRAIN_MAX_B, "micro-batch size"); }
+        else if (strcmp(f, "-t") == 0) { a->T = int_flag_in(f, v, 1, TRAIN_MAX_T, "sequence length"); }
+        else if (strcmp(f, "-pm") == 0) { a->M = int_flag_in(f, v, 1, TRAIN_MAX_M, "micro-batches per step"); }
+        else if (strcmp(f, "-pp") == 0) { a->P = int_flag_in(f, v, 1, TRAIN_MAX_P, "pipeline stages"); }
         else if (strcmp(f, "-sc") == 0) { a->schedule_name = v; }
         else if (strcmp(f, "-pl") == 0) { a->layers_arg = v; }
-        else if (strcmp(f, "-ps") == 0) { a->print_schedule = parse_int_flag(f, v); }
+        else if (strcmp(f, "-ps") == 0) { a->print_schedule = int_flag_in(f, v, 0, 1, "print the schedule"); }
         else if (strcmp(f, "-tr") == 0) { a->trace_path = v; }
         else if (strcmp(f, "-pf") == 0) { a->rendezvous_dir = v; }
-        else if (strcmp(f, "-x") == 0) { a->max_steps = parse_int_flag(f, v); }
-        else if (strcmp(f, "-l") == 0) { a->lr = parse_float_flag(f, v); }
+        else if (strcmp(f, "-x") == 0) { a->max_steps = int_flag_in(f, v, 0, S, "steps"); }
+        else if (strcmp(f, "-l") == 0) { a->lr = float_flag_in(f, v, 0.0f, 1, 1.0f, "learning rate"); }
         else if (strcmp(f, "-k") == 0) { a->lr_schedule_name = v; }
-        else if (strcmp(f, "-u") == 0) { a->warmup = parse_int_flag(f, v); }
-        else if (strcmp(f, "-q") == 0) { a->final_frac = parse_float_flag(f, v); }
-        else if (strcmp(f, "-c") == 0) { a->weight_decay = parse_float_flag(f, v); }
-        else if (strcmp(f, "-cl") == 0) { a->grad_clip = parse_float_flag(f, v); }
-        else if (strcmp(f, "-v") == 0) { a->val_every = parse_int_flag(f, v); }
-        else if (strcmp(f, "-m") == 0) { a->val_batches = parse_int_flag(f, v); }
-        else if (strcmp(f, "-s") == 0) { a->sample_every = parse_int_flag(f, v); }
-        else if (strcmp(f, "-g") == 0) { a->gen_tokens = parse_int_flag(f, v); }
-        else if (strcmp(f, "-n") == 0) { a->ckpt_every = parse_int_flag(f, v); }
-        else if (strcmp(f, "-y") == 0) { a->resume = parse_int_flag(f, v); }
-        else if (strcmp(f, "-ls") == 0) { a->loss_scale = parse_float_flag(f, v); }
-        else if (strcmp(f, "-li") == 0) { a->scale_interval = parse_int_flag(f, v); }
-        else if (strcmp(f, "-ge") == 0) { a->gelu_fusion = parse_int_flag(f, v); }
+        else if (strcmp(f, "-u") == 0) { a->warmup = int_flag_in(f, v, 0, S, "warmup steps"); }
+        else if (strcmp(f, "-q") == 0) { a->final_frac = float_flag_in(f, v, 0.0f, 0, 1.0f, "final learning-rate fraction"); }
+        else if (strcmp(f, "-c") == 0) { a->weight_decay = float_flag_in(f, v, 0.0f, 0, 10.0f, "weight decay"); }
+        else if (strcmp(f, "-cl") == 0) { a->grad_clip = float_flag_in(f, v, 0.0f, 0, 1e30f, "gradient clip, 0: off"); }
+        else if (strcmp(f, "-v") == 0) { a->val_every = int_flag_in(f, v, 0, S, "validation every N steps"); }
+        else if (strcmp(f, "-m") == 0) { a->val_batches = int_flag_in(f, v, 0, 1 << 30, "validation micro-batches"); }
+        else if (strcmp(f, "-s") == 0) { a->sample_every = int_flag_in(f, v, 0, S, "sample every N steps"); }
+        else if (strcmp(f, "-g") == 0) { a->gen_tokens = int_flag_in(f, v, 0, TRAIN_MAX_GEN_TOKENS, "tokens to sample"); }
+        else if (strcmp(f, "-n") == 0) { a->ckpt_every = int_flag_in(f, v, 0, S, "checkpoint every N steps"); }
+        else if (strcmp(f, "-y") == 0) { a->resume = int_flag_in(f, v, 0, 1, "resume"); }
+        else if (strcmp(f, "-ls") == 0) { a->loss_scale = float_flag_in(f, v, 0.0f, 0, 1e30f, "loss scale, 0: none"); }
+        else if (strcmp(f, "-li") == 0) { a->scale_interval = int_flag_in(f, v, 1, 1 << 30, "loss-scale interval"); }
+        else if (strcmp(f, "-ge") == 0) { a->gelu_fusion = int_flag_in(f, v, 0, 1, "GELU fusion"); }
         else { fatal("unknown flag %s (see -h)", f); }
     }
-    if (a->B <= 0) { fatal("flag -b (micro-batch size) must be > 0, got %d", a->B); }
-    if (a->T <= 0) { fatal("flag -t (sequence length) must be > 0, got %d", a->T); }
-    if (a->M <= 0) { fatal("flag -pm (micro-batches per step) must be >= 1, got %d", a->M); }
-    if (a->P < 0) { fatal("flag -pp (pipeline stages) must be >= 1, got %d", a->P); }
-    if (a->max_steps < 0) { fatal("flag -x (steps) must be >= 0, got %d", a->max_steps); }
-    if (!(a->lr >= 0.0f)) { fatal("flag -l (learning rate) must be >= 0, got %g", a->lr); }
-    if (a->warmup < 0) { fatal("flag -u (warmup steps) must be >= 0, got %d", a->warmup); }
-    if (a->val_every < 0 || a->val_batches < 0 || a->sample_every < 0 || a->gen_tokens < 0 || a->ckpt_every < 0) {
-        fatal("flags -v -m -s -g -n must be >= 0");
+    if ((int64_t)a->B * a->T > TRAIN_MAX_B * 256) {
+        fatal("flags -b %d -t %d: %lld tokens per micro-batch, more than %d", a->B, a->T, (long long)a->B * a->T,
+              TRAIN_MAX_B * 256);
     }
-    if (a->resume != 0 && a->resume != 1) { fatal("flag -y expects 0 or 1, got %d", a->resume); }
+    if ((int64_t)a->B * a->T * a->M > TRAIN_MAX_TOKENS_PER_STEP) {
+        fatal("flags -b %d -t %d -pm %d: %lld tokens per step, more than %d", a->B, a->T, a->M,
+              (long long)a->B * a->T * a->M, TRAIN_MAX_TOKENS_PER_STEP);
+    }
+    if (a->out_dir != NULL && strlen(a->out_dir) > TRAIN_MAX_PATH) {
+        fatal("flag -o: the directory name has %zu characters, more than %d", strlen(a->out_dir), TRAIN_MAX_PATH);
+    }
     if (a->resume && a->out_dir == NULL) { fatal("flag -y 1 needs -o <dir> to find the checkpoint in"); }
     if (a->ckpt_every > 0 && a->out_dir == NULL) { fatal("flag -n needs -o <dir> to write checkpoints to"); }
-    if (!(a->loss_scale >= 0.0f)) { fatal("flag -ls (loss scale) must be >= 0, got %g", a->loss_scale); }
-    if (a->scale_interval < 1) { fatal("flag -li must be >= 1, got %d", a->scale_interval); }
-    if (a->gelu_fusion != 0 && a->gelu_fusion != 1) { fatal("flag -ge expects 0 or 1, got %d", a->gelu_fusion); }
 }
 
 // -pp against the number of ranks this launch has

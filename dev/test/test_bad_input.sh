@@ -44,10 +44,10 @@ expect_error "$W/magic_model.bin: bad magic" -e "$W/magic_model.bin" $TINY
 expect_error "flag -t 2000 exceeds the model's maximum sequence length 1024" -e "$CKPT" -b 1 -t 2000
 expect_error "disagrees with -e d2" -e d2 $TINY -o "$W/ok" -y 1
 expect_error "no complete checkpoint" -e d1 $TINY -o "$W/empty" -y 1
-expect_error "flag -b (micro-batch size) must be > 0" -e d1 -b 0
-expect_error "flag -b (micro-batch size) must be > 0" -e d1 -b -3
+expect_error "flag -b (micro-batch size) must be in 1..65536" -e d1 -b 0
+expect_error "flag -b (micro-batch size) must be in 1..65536" -e d1 -b -3
 expect_error "flag -b expects an integer, got 'abc'" -e d1 -b abc
-expect_error "flag -pm (micro-batches per step) must be >= 1" -e d1 -pm 0
+expect_error "flag -pm (micro-batches per step) must be in 1..65536" -e d1 -pm 0
 expect_error "unknown flag -zz" -e d1 -zz 1
 expect_error "flag -e expects a checkpoint file or a model descriptor" -e banana $TINY
 expect_error "flag -k expects constant, cosine or noam" -e d1 $TINY -k warp
