@@ -1,5 +1,5 @@
 /*
-Command-line helper around llmc/schedule.h and llmc/partition.h (no GPU needed).
+Command-line helper around llmc/schedule*.h and llmc/partition.h (no GPU needed).
 Builds or loads a schedule, validates it, simulates it, and optionally prints its text form,
 its ASCII timeline, and a Chrome/Perfetto trace for scripts/plot_pipeline.py.
 
@@ -18,6 +18,8 @@ flags (llm.c style, each takes a value):
        (defaults C=768, T=1024, B=4, V=50304), or the split given by -pl "3,3,3,3"
 */
 #include "llmc/schedule.h"
+#include "llmc/schedule_text.h"
+#include "llmc/schedule_sim.h"
 #include "llmc/partition.h"
 
 static void usage(const char* msg) {
@@ -87,9 +89,9 @@ int main(int argc, char** argv) {
     if (schedule_simulate(&s, tf, tb, tc, &res) != 0) { fprintf(stderr, "simulation deadlocked\n"); return EXIT_FAILURE; }
     printf("P=%d M=%d t_F=%g t_B=%g t_comm=%g: makespan %g, bubble %.4f (ideal (P-1)/(M+P-1) = %.4f)\n", s.P, s.M, tf, tb,
            tc, res.makespan, res.bubble, (double)(s.P - 1) / (s.M + s.P - 1));
-    printf("peak in-flight micro-batches per rank:");
-    for (int r = 0; r < s.P; r++) printf(" %d", res.peak_inflight[r]);
-    printf("\npeak receive buffers per rank:        ");
+    printf("peak in-flight micro-batches per stage:");
+    for (int st = 0; st < s.S; st++) printf(" %d", res.peak_inflight[st]);
+    printf("\npeak receive buffers per rank:         ");
     for (int r = 0; r < s.P; r++) printf(" %d", res.peak_inputs[r]);
     printf("\n");
     if (trace) {
