@@ -256,7 +256,7 @@ static inline int schedule_add_comms(Schedule* s, char* err, size_t errlen) {
         for (;;) {  // the messages due now, in order of pp_message_order
             int r = -1;
             for (int q = 0; q < P; q++)
-                if (sending[q] && busy[q] == t && (r < 0 || pp_message_order(&msg[q], q, P) < pp_message_order(&msg[r], r, P))) r = q;
+                if (sending[q] && busy[q] <= t && busy[msg[q].peer] <= t && (r < 0 || pp_message_order(&msg[q], q, P) < pp_message_order(&msg[r], r, P))) r = q;
             if (r < 0) break;
             const Action* a = &msg[r];
             int fwd = a->type == PP_SEND_F, stage = fwd ? a->stage + 1 : a->stage - 1;
@@ -268,7 +268,7 @@ static inline int schedule_add_comms(Schedule* s, char* err, size_t errlen) {
         int active = 0;
         left = 0;
         for (int r = 0; r < P; r++) {
-            if (busy[r] <= t && cur[r] < s->ranks[r].n) {
+            if (!sending[r] && busy[r] <= t && cur[r] < s->ranks[r].n) {
                 Action a = s->ranks[r].a[cur[r]];
                 size_t k = (size_t)a.stage * M + a.mb;
                 int need1 = a.type == PP_F ? in_f[k] : a.type == PP_W ? i_done[k] : f_done[k];
@@ -345,6 +345,110 @@ static inline int schedule_build_1f1b(int P, int M, Schedule* out) {
     return schedule_add_comms(out, NULL, 0);
 }
 
+/*
+Interleaved 1F1B (Narayanan et al. 2021, Megatron's depth-first order): S = v P stages,
+stage s on rank s % P, so rank r holds v chunks of L/(vP) layers and the bubble shrinks by
+v. Micro-batches go through the chunks in groups of P: the k-th forward of a rank is chunk
+(k / P) % v of micro-batch (k / vP) P + k % P; the k-th backward the same with the chunks
+reversed. Rank r runs 2(P-r-1) + (v-1)P warm-up forwards, then pairs, then backwards.
+Requires M to be a multiple of P (the groups of P); returns -1 otherwise.
+*/
+static inline int schedule_build_interleaved(int P, int M, int v, Schedule* out) {
+    memset(out, 0, sizeof(*out));
+    if (v < 2 || M % P != 0) return -1;
+    schedule_init(out, P, v * P, M);
+    int n = v * M;  // compute actions of each kind per rank
+    for (int r = 0; r < P; r++) {
+        int w = 2 * (P - r - 1) + (v - 1) * P;
+        if (w > n) w = n;
+        for (int k = 0; k < n + w; k++) {
+            int f = k < n ? k : -1, b = k - w;  // the k-th step: forward f (warm-up, pairs), backward b
+            if (f >= 0) schedule_push(out, r, PP_F, ((f / P) % v) * P + r, (f / (v * P)) * P + f % P);
+            if (b >= 0) schedule_push(out, r, PP_B, (v - 1 - (b / P) % v) * P + r, (b / (v * P)) * P + b % P);
+        }
+    }
+    return schedule_add_comms(out, NULL, 0);
+}
+
+/*
+Zero-bubble schedules (Qi et al., ICLR 2024) by list scheduling in unit time (F = I = W = 1):
+whenever a rank is free it runs, in this order,
+ 1. a ready I, latest stage first: the upstream stage waits for its d(input);
+ 2. a ready F, latest stage first, if the rank's stash has room for it;
+ 3. the oldest pending W, which only fills time and frees the stash.
+`cap` bounds the stash of a rank in stage-micro-batches (F to W). An F of the rank's first
+stage reserves a slot in each of its stages, so a full rank can still run its later
+stages' forwards and never blocks the pipeline. Stages take micro-batches in order, so
+every stage runs its I and W in increasing micro-batch order.
+*/
+static inline int pp_build_zero_bubble(int P, int S, const int* stage_rank, int M, int cap, Schedule* out) {
+    schedule_init(out, P, S, M);
+    memcpy(out->stage_rank, stage_rank, (size_t)S * sizeof(int));
+    // per stage: the next F, I and W micro-batch; per (stage, mb): when F and I finished (-1 not yet)
+    int* next = (int*)calloc((size_t)3 * S, sizeof(int));
+    int *nf = next, *ni = next + S, *nw = next + 2 * S;
+    int* done = (int*)malloc((size_t)2 * S * M * sizeof(int));
+    int *f_end = done, *i_end = done + (size_t)S * M;
+    int* used = (int*)calloc((size_t)P, sizeof(int));
+    int* first = (int*)malloc((size_t)P * sizeof(int));  // first stage of each rank
+    int* nstages = (int*)calloc((size_t)P, sizeof(int));
+    for (int i = 0; i < 2 * S * M; i++) done[i] = -1;
+    for (int st = S - 1; st >= 0; st--) { first[stage_rank[st]] = st; nstages[stage_rank[st]]++; }
+    int left = 3 * S * M, rc = 0;
+    for (int t = 0; left > 0; t++) {
+        int ran = 0;
+        for (int r = 0; r < P; r++) {
+            int pick = -1;
+            ActionType type = PP_F;
+            for (int st = S - 1; st >= 0 && pick < 0; st--) {  // 1. I
+                int m = ni[st];
+                if (stage_rank[st] != r || m >= M || f_end[st * M + m] < 0 || f_end[st * M + m] > t) continue;
+                if (st == S - 1 || (i_end[(st + 1) * M + m] >= 0 && i_end[(st + 1) * M + m] <= t)) { pick = st; type = PP_I; }
+            }
+            for (int st = S - 1; st >= 0 && pick < 0; st--) {  // 2. F
+                int m = nf[st];
+                if (stage_rank[st] != r || m >= M) continue;
+                if (st > 0 && (f_end[(st - 1) * M + m] < 0 || f_end[(st - 1) * M + m] > t)) continue;
+                if (st == first[r] && used[r] + nstages[r] > cap) continue;
+                pick = st; type = PP_F;
+            }
+            for (int st = 0; st < S && pick < 0; st++)  // 3. W
+                if (stage_rank[st] == r && nw[st] < ni[st] && i_end[st * M + nw[st]] <= t) { pick = st; type = PP_W; }
+            if (pick < 0) continue;
+            int* n = type == PP_F ? &nf[pick] : type == PP_I ? &ni[pick] : &nw[pick];
+            schedule_push(out, r, type, pick, *n);
+            if (type == PP_F) f_end[pick * M + *n] = t + 1;
+            if (type == PP_I) i_end[pick * M + *n] = t + 1;
+            if (type == PP_F && pick == first[r]) used[r] += nstages[r];
+            if (type == PP_W) used[r]--;
+            (*n)++; left--; ran = 1;
+        }
+        if (!ran) { rc = -1; break; }  // cannot happen for cap >= stages per rank; kept as a guard
+    }
+    free(next); free(done); free(used); free(first); free(nstages);
+    return rc ? rc : schedule_add_comms(out, NULL, 0);
+}
+
+// ZB-H1: stash capped at P micro-batches per rank, 1F1B's peak (its stage 0); the W's fill
+// 1F1B's bubbles. ZB-H2: cap 2P-1, enough warm-up forwards to fill the start as well.
+static inline int schedule_build_zbh(int P, int M, int cap, Schedule* out) {
+    int* place = (int*)malloc((size_t)P * sizeof(int));
+    for (int st = 0; st < P; st++) place[st] = st;
+    int rc = pp_build_zero_bubble(P, P, place, M, cap, out);
+    free(place);
+    return rc;
+}
+
+// ZB-V: 2P stages in a V, rank r holds stages r and 2P-1-r (each half a 1F1B stage), so rank 0
+// holds the first and the last stage; stash capped at 2P half-stages, 1F1B's peak memory.
+static inline int schedule_build_zbv(int P, int M, Schedule* out) {
+    int* place = (int*)malloc((size_t)2 * P * sizeof(int));
+    for (int r = 0; r < P; r++) { place[r] = r; place[2 * P - 1 - r] = r; }
+    int rc = pp_build_zero_bubble(P, 2 * P, place, M, 2 * P, out);
+    free(place);
+    return rc;
+}
+
 // Forward only (validation, sampling): each stage receives, runs and sends each micro-batch in turn.
 static inline void schedule_build_forward(int P, int M, Schedule* out) {
     schedule_init(out, P, P, M);
@@ -357,22 +461,39 @@ static inline void schedule_build_forward(int P, int M, Schedule* out) {
     }
 }
 
-#define SCHEDULE_NAMES "gpipe|1f1b"
+// `-sc` names; interleaved takes its stages per rank as "interleaved:v" (default v = 2)
+#define SCHEDULE_NAMES "gpipe|1f1b|interleaved[:v]|zbh1|zbh2|zbv"
 #define SCHEDULE_ERR_NAME 1  // unknown schedule name
 #define SCHEDULE_ERR_ARGS 2  // P or M the builder cannot handle: see schedule_requires
 
 // what a builder needs of P and M, for the error message of SCHEDULE_ERR_ARGS
 static inline const char* schedule_requires(const char* name) {
-    (void)name;
-    return "P >= 1 and M >= 1, at most 256 stages and 1024 micro-batches";
+    if (name && strncmp(name, "interleaved", 11) == 0) return "M a multiple of P, v >= 2 and v P <= 256 stages, M <= 1024";
+    return "1 <= P <= 256 (ZB-V: 2P <= 256) and 1 <= M <= 1024";
 }
 
 // build by name; returns 0, SCHEDULE_ERR_NAME or SCHEDULE_ERR_ARGS (out is then empty)
 static inline int schedule_build(const char* name, int P, int M, Schedule* out) {
     memset(out, 0, sizeof(*out));
-    if (!name || (strcmp(name, "gpipe") && strcmp(name, "1f1b"))) return SCHEDULE_ERR_NAME;
+    if (!name) return SCHEDULE_ERR_NAME;
+    int v = 0, rc = -1;
+    if (strncmp(name, "interleaved", 11) == 0) {
+        const char* p = name + 11;
+        char* end = NULL;
+        v = *p == 0 ? 2 : *p == ':' && p[1] >= '1' && p[1] <= '9' && strlen(p) <= 4 ? (int)strtol(p + 1, &end, 10) : -1;
+        if (v < 0 || (end && *end)) return SCHEDULE_ERR_NAME;
+    } else if (strcmp(name, "gpipe") && strcmp(name, "1f1b") && strcmp(name, "zbh1") && strcmp(name, "zbh2") &&
+               strcmp(name, "zbv")) {
+        return SCHEDULE_ERR_NAME;
+    }
     if (P < 1 || M < 1 || P > SCHEDULE_MAX_STAGES || M > SCHEDULE_MAX_MICROBATCHES) return SCHEDULE_ERR_ARGS;
-    int rc = strcmp(name, "gpipe") == 0 ? schedule_build_gpipe(P, M, out) : schedule_build_1f1b(P, M, out);
+    if ((v ? v : strcmp(name, "zbv") == 0 ? 2 : 1) * P > SCHEDULE_MAX_STAGES) return SCHEDULE_ERR_ARGS;
+    if (v) rc = schedule_build_interleaved(P, M, v, out);
+    else if (strcmp(name, "gpipe") == 0) rc = schedule_build_gpipe(P, M, out);
+    else if (strcmp(name, "1f1b") == 0) rc = schedule_build_1f1b(P, M, out);
+    else if (strcmp(name, "zbh1") == 0) rc = schedule_build_zbh(P, M, P, out);
+    else if (strcmp(name, "zbh2") == 0) rc = schedule_build_zbh(P, M, 2 * P - 1, out);
+    else rc = schedule_build_zbv(P, M, out);
     if (rc != 0) schedule_free(out);
     return rc == 0 ? 0 : SCHEDULE_ERR_ARGS;
 }

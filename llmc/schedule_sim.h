@@ -1,6 +1,7 @@
 /*
 Simulating a pipeline schedule (header-only; C11 and C++): step time and bubble from costs
-per action, an ASCII timeline and a Chrome/Perfetto trace.
+per action, an ASCII timeline, a Chrome/Perfetto trace, and the table that compares every
+builder for a P, M and set of costs.
 */
 #ifndef LLMC_SCHEDULE_SIM_H
 #define LLMC_SCHEDULE_SIM_H
@@ -116,6 +117,66 @@ static inline int schedule_simulate(const Schedule* s, double t_fwd, double t_bw
     int rc = schedule_simulate_stages(s, c, t_comm, res);
     free(c);
     return rc;
+}
+
+// ----------------------------------------------------------------------------
+// every builder side by side
+
+#define SCHEDULE_NUM_BUILDERS 6
+
+typedef struct {
+    const char* name;
+    int ok;         // 0: the builder cannot handle this P and M (see schedule_requires)
+    double step;    // simulated step time (makespan)
+    double bubble;
+    double stash;   // largest stash of a rank, in micro-batches of a 1/P share of the layers
+} ScheduleEstimate;
+
+/*
+Simulates every builder for P ranks and M micro-batches. `rank` holds the costs of one
+micro-batch on a rank's share of the layers (1/P of the model); a builder with S = kP stages
+gets rank/k per stage. out[SCHEDULE_NUM_BUILDERS] receives the estimates in the order of
+SCHEDULE_NAMES; returns the index of the fastest one.
+*/
+static inline int schedule_compare(int P, int M, StageCosts rank, double t_comm, ScheduleEstimate* out) {
+    static const char* const names[SCHEDULE_NUM_BUILDERS] = {"gpipe", "1f1b", "interleaved", "zbh1", "zbh2", "zbv"};
+    int best = -1;
+    for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {
+        ScheduleEstimate* e = &out[k];
+        memset(e, 0, sizeof(*e));
+        e->name = names[k];
+        Schedule s;
+        if (schedule_build(names[k], P, M, &s) != 0) continue;
+        double per = (double)s.S / P;
+        StageCosts* c = (StageCosts*)malloc((size_t)s.S * sizeof(StageCosts));
+        for (int st = 0; st < s.S; st++) { c[st].f = rank.f / per; c[st].b = rank.b / per; c[st].i = rank.i / per; c[st].w = rank.w / per; }
+        SimResult res;
+        e->ok = schedule_simulate_stages(&s, c, t_comm, &res) == 0;
+        e->step = res.makespan; e->bubble = res.bubble;
+        for (int r = 0; r < P; r++) {
+            double held = 0;
+            for (int st = 0; st < s.S; st++) held += s.stage_rank[st] == r ? res.peak_inflight[st] / per : 0;
+            if (held > e->stash) e->stash = held;
+        }
+        if (e->ok && (best < 0 || e->step < out[best].step)) best = k;
+        sim_result_free(&res);
+        free(c);
+        schedule_free(&s);
+    }
+    return best;
+}
+
+static inline void schedule_compare_print(int P, int M, StageCosts rank, double t_comm, FILE* f) {
+    ScheduleEstimate e[SCHEDULE_NUM_BUILDERS];
+    int best = schedule_compare(P, M, rank, t_comm, e);
+    fprintf(f, "simulated schedules, P=%d M=%d, per micro-batch and rank F %g B %g (I %g + W %g), message %g:\n", P, M,
+            rank.f, rank.b, rank.i, rank.w, t_comm);
+    fprintf(f, "  %-12s %10s %8s %14s\n", "schedule", "step", "bubble", "peak stash/mb");
+    for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {
+        if (!e[k].ok) { fprintf(f, "  %-12s needs %s\n", e[k].name, schedule_requires(e[k].name)); continue; }
+        fprintf(f, "  %-12s %10.4g %8.4f %14.2f%s\n", e[k].name, e[k].step, e[k].bubble, e[k].stash,
+                k == best ? "  <- fastest" : "");
+    }
 }
 
 // ----------------------------------------------------------------------------

@@ -7,11 +7,15 @@ its ASCII timeline, and a Chrome/Perfetto trace for scripts/plot_pipeline.py.
   python scripts/plot_pipeline.py 1f1b.json -o 1f1b.png
   ./build/schedule_tool -sc my_schedule.txt -p 1      (hand-written file, comms inserted if absent)
   ./build/schedule_tool -L 12 -P 4                    (default layer split of d12)
+  ./build/schedule_tool -cmp 1 -P 2 -M 8 -tf 1 -tb 2 -ti 1 -tw 1   (every builder: step time, bubble, stash)
 
 flags (llm.c style, each takes a value):
-  -sc  gpipe | 1f1b | path of a schedule text file   (default 1f1b)
+  -sc  gpipe | 1f1b | interleaved[:v] | zbh1 | zbh2 | zbv | path of a schedule text file  (default 1f1b)
   -P   pipeline ranks (default 4)          -M  micro-batches (default 8)
   -tf  forward time per stage (default 1)  -tb backward time (default 2)  -tc comm time (default 0)
+       (the simulation of one schedule splits B into I = W = tb/2; -cmp takes -ti and -tw, default 1,
+       and the costs of a rank's 1/P share of the model)
+  -cmp 1  print every builder's simulated step time, bubble and peak stash for -P, -M and the costs
   -us  microseconds per time unit in the trace (default 1000)
   -tr  write a trace JSON to this path     -p 1  print the text form    -a 1  ASCII timeline
   -L   also print the default split of L layers over P stages for GPT-2 with -C/-T/-B/-V
@@ -31,8 +35,8 @@ int main(int argc, char** argv) {
     const char* sc = "1f1b";
     const char* trace = NULL;
     const char* pl = NULL;
-    int P = 4, M = 8, print_text = 0, ascii = 0, L = 0, C = 768, T = 1024, B = 4, V = 50304;
-    double tf = 1, tb = 2, tc = 0, us = 1000;
+    int P = 4, M = 8, print_text = 0, ascii = 0, compare = 0, L = 0, C = 768, T = 1024, B = 4, V = 50304;
+    double tf = 1, tb = 2, ti = 1, tw = 1, tc = 0, us = 1000;
     for (int i = 1; i < argc; i += 2) {
         if (i + 1 >= argc || argv[i][0] != '-' || strlen(argv[i]) < 2) usage("flags come in pairs: -flag value");
         const char* f = argv[i] + 1;
@@ -42,7 +46,10 @@ int main(int argc, char** argv) {
         else if (strcmp(f, "M") == 0) M = atoi(v);
         else if (strcmp(f, "tf") == 0) tf = atof(v);
         else if (strcmp(f, "tb") == 0) tb = atof(v);
+        else if (strcmp(f, "ti") == 0) ti = atof(v);
+        else if (strcmp(f, "tw") == 0) tw = atof(v);
         else if (strcmp(f, "tc") == 0) tc = atof(v);
+        else if (strcmp(f, "cmp") == 0) compare = atoi(v);
         else if (strcmp(f, "us") == 0) us = atof(v);
         else if (strcmp(f, "tr") == 0) trace = v;
         else if (strcmp(f, "p") == 0) print_text = atoi(v);
@@ -73,13 +80,17 @@ int main(int argc, char** argv) {
         return 0;
     }
 
+    if (compare) {
+        StageCosts c = {tf, tb, ti, tw};
+        schedule_compare_print(P, M, c, tc, stdout);
+        return 0;
+    }
     Schedule s;
     char err[4096];
-    if (strcmp(sc, "gpipe") == 0 || strcmp(sc, "1f1b") == 0) {
-        int rc = schedule_build(sc, P, M, &s);
-        if (rc != 0) { fprintf(stderr, "schedule_build: %s\n", rc == SCHEDULE_ERR_NAME ? "unknown name" : "need P >= 1 and M >= 1"); return EXIT_FAILURE; }
-        if (schedule_validate(&s, err, sizeof(err)) != 0) { fprintf(stderr, "invalid: %s\n", err); return EXIT_FAILURE; }
-    } else if (schedule_load_file(sc, &s, err, sizeof(err)) != 0) {
+    int rc = schedule_build(sc, P, M, &s);
+    if (rc == SCHEDULE_ERR_ARGS) { fprintf(stderr, "-sc %s needs %s\n", sc, schedule_requires(sc)); return EXIT_FAILURE; }
+    if (rc == 0 && schedule_validate(&s, err, sizeof(err)) != 0) { fprintf(stderr, "invalid: %s\n", err); return EXIT_FAILURE; }
+    if (rc == SCHEDULE_ERR_NAME && schedule_load_file(sc, &s, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
         return EXIT_FAILURE;
     }

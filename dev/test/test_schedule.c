@@ -24,6 +24,7 @@ static int n_pass = 0, n_fail = 0;
 
 static int same_actions(const Schedule* a, const Schedule* b) {
     if (a->P != b->P || a->S != b->S || a->M != b->M) return 0;
+    if (memcmp(a->stage_rank, b->stage_rank, (size_t)a->S * sizeof(int)) != 0) return 0;
     for (int r = 0; r < a->P; r++) {
         if (a->ranks[r].n != b->ranks[r].n) return 0;
         for (int i = 0; i < a->ranks[r].n; i++) {
@@ -121,6 +122,16 @@ static void test_builders(void) {
 
 static void test_build_errors(void) {
     Schedule s;
+    CHECK(schedule_build("interleaved", 2, 3, &s) == SCHEDULE_ERR_ARGS, "interleaved with M not a multiple of P accepted");
+    CHECK(strstr(schedule_requires("interleaved:3"), "M a multiple of P"), "interleaved requirement: %s",
+          schedule_requires("interleaved:3"));
+    CHECK(schedule_build("interleaved:1", 2, 4, &s) == SCHEDULE_ERR_ARGS, "interleaved:1 accepted");
+    CHECK(schedule_build("interleaved:x", 2, 4, &s) == SCHEDULE_ERR_NAME, "interleaved:x accepted");
+    CHECK(schedule_build("interleaved:", 2, 4, &s) == SCHEDULE_ERR_NAME, "interleaved: accepted");
+    CHECK(schedule_build("interleaved:200", 2, 4, &s) == SCHEDULE_ERR_ARGS, "400 stages accepted");
+    CHECK(schedule_build("zbv", 200, 4, &s) == SCHEDULE_ERR_ARGS, "zbv with 400 stages accepted");
+    CHECK(schedule_build("zbh1", 2, 1025, &s) == SCHEDULE_ERR_ARGS, "M > 1024 accepted");
+    CHECK(schedule_build("1f1b", 2147483647, 4, &s) == SCHEDULE_ERR_ARGS, "huge P accepted");
     CHECK(schedule_build("zb", 4, 8, &s) == SCHEDULE_ERR_NAME, "unknown name accepted");
     CHECK(schedule_build(NULL, 4, 8, &s) == SCHEDULE_ERR_NAME, "NULL name accepted");
     CHECK(schedule_build("1f1b", 0, 8, &s) == SCHEDULE_ERR_ARGS, "P=0 accepted");
@@ -341,6 +352,236 @@ static void test_simulator(void) {
     schedule_free(&s);
 }
 
+// every builder x P x M: valid, weight gradients in micro-batch order, stash, text round trip,
+// compute-only + add_comms = builder, bubble below 1F1B's
+static const char* all_names[7] = {"gpipe", "1f1b", "interleaved", "interleaved:3", "zbh1", "zbh2", "zbv"};
+
+// the simulation with the costs of one micro-batch on a rank's 1/P of the model: F 1, B 2 = I 1 + W 1
+static int simulate_share(const Schedule* s, SimResult* res) {
+    StageCosts* c = (StageCosts*)malloc((size_t)s->S * sizeof(StageCosts));
+    double k = (double)s->S / s->P;
+    for (int st = 0; st < s->S; st++) { c[st].f = 1 / k; c[st].b = 2 / k; c[st].i = 1 / k; c[st].w = 1 / k; }
+    int rc = schedule_simulate_stages(s, c, 0.0, res);
+    free(c);
+    return rc;
+}
+
+static void test_all_builders(void) {
+    const int Ms[5] = {1, 2, 3, 4, 8};
+    int count = 0, refused = 0, bad_valid = 0, bad_order = 0, bad_peak = 0, bad_trip = 0, bad_comms = 0, bad_bubble = 0;
+    int bad_h1 = 0, bad_v = 0;
+    char err[4096];
+    for (int k = 0; k < 7; k++) {
+        for (int P = 1; P <= 4; P++) {
+            for (int mi = 0; mi < 5; mi++) {
+                int M = Ms[mi];
+                Schedule s;
+                int rc = schedule_build(all_names[k], P, M, &s);
+                if (strncmp(all_names[k], "interleaved", 11) == 0 && M % P != 0) {
+                    refused++;
+                    if (rc != SCHEDULE_ERR_ARGS) { bad_valid++; schedule_free(&s); }
+                    continue;
+                }
+                count++;
+                if (rc != 0 || schedule_validate(&s, err, sizeof(err)) != 0) {
+                    if (bad_valid++ < 5) printf("  %s P=%d M=%d invalid: rc=%d %s\n", all_names[k], P, M, rc, err);
+                    if (rc == 0) schedule_free(&s);
+                    continue;
+                }
+                // weight gradients (B or W) of each stage: micro-batches 0, 1, ..., M-1 in turn
+                for (int st = 0; st < s.S; st++) {
+                    const ActionList* L = &s.ranks[s.stage_rank[st]];
+                    int next = 0;
+                    for (int i = 0; i < L->n; i++)
+                        if (L->a[i].stage == st && pp_is_bwd_weight(L->a[i].type) && L->a[i].mb != next++) bad_order++;
+                    if (next != M) bad_order++;
+                }
+                // stash: the simulator reports schedule_peak_inflight; per rank (all its stages at once)
+                // a ZB schedule holds no more than 1F1B's worst rank, min(P, M) micro-batches of 1/P of the model
+                SimResult res;
+                if (simulate_share(&s, &res) != 0) bad_peak++;
+                int worst = 0;
+                for (int st = 0; st < s.S; st++) {
+                    if (res.peak_inflight[st] != schedule_peak_inflight(&s, st)) bad_peak++;
+                    if (res.peak_inflight[st] > worst) worst = res.peak_inflight[st];
+                }
+                int pk1f1b = P < M ? P : M;
+                if (strcmp(all_names[k], "zbh1") == 0 && worst != pk1f1b) {
+                    if (bad_h1++ < 5) printf("  zbh1 P=%d M=%d: peak stash %d, 1F1B's %d\n", P, M, worst, pk1f1b);
+                }
+                if (strcmp(all_names[k], "zbv") == 0) {
+                    for (int r = 0; r < P; r++) {  // stage-micro-batches held at once, each half a 1F1B stage
+                        int held = 0, peak = 0;
+                        for (int i = 0; i < s.ranks[r].n; i++) {
+                            ActionType t = s.ranks[r].a[i].type;
+                            if (t == PP_F && ++held > peak) peak = held;
+                            if (pp_is_bwd_weight(t)) held--;
+                        }
+                        if (peak > 2 * pk1f1b) {
+                            if (bad_v++ < 5) printf("  zbv P=%d M=%d rank %d: %d half-stages held\n", P, M, r, peak);
+                        }
+                    }
+                }
+                // fewer idle slots than 1F1B with the same work per rank
+                if (P > 1 && k >= 2) {
+                    Schedule b;
+                    SimResult rb;
+                    schedule_build("1f1b", P, M, &b);
+                    simulate_share(&b, &rb);
+                    if (!(res.bubble < rb.bubble - 1e-9)) {
+                        if (bad_bubble++ < 5)
+                            printf("  %s P=%d M=%d: bubble %.4f, 1F1B %.4f\n", all_names[k], P, M, res.bubble, rb.bubble);
+                    }
+                    sim_result_free(&rb);
+                    schedule_free(&b);
+                }
+                sim_result_free(&res);
+                // text round trip, and the compute order alone gives the same messages
+                char* text = format_alloc(&s);
+                Schedule t;
+                int ok = schedule_parse(text, &t, err, sizeof(err)) == 0;
+                if (ok) { ok = same_actions(&s, &t); schedule_free(&t); }
+                if (!ok && bad_trip++ < 5) printf("  %s P=%d M=%d: text round trip differs\n", all_names[k], P, M);
+                free(text);
+                Schedule c;
+                schedule_init(&c, P, s.S, M);
+                memcpy(c.stage_rank, s.stage_rank, (size_t)s.S * sizeof(int));
+                for (int r = 0; r < P; r++)
+                    for (int i = 0; i < s.ranks[r].n; i++)
+                        if (pp_is_compute(s.ranks[r].a[i].type))
+                            schedule_push(&c, r, s.ranks[r].a[i].type, s.ranks[r].a[i].stage, s.ranks[r].a[i].mb);
+                if (schedule_add_comms(&c, err, sizeof(err)) != 0 || !same_actions(&s, &c)) {
+                    if (bad_comms++ < 5) printf("  %s P=%d M=%d: add_comms differs from builder\n", all_names[k], P, M);
+                }
+                schedule_free(&c);
+                schedule_free(&s);
+            }
+        }
+    }
+    CHECK(count == 122 && refused == 18, "builder cases %d (want 122), refused %d (want 18)", count, refused);
+    CHECK(bad_valid == 0, "%d of %d builder outputs invalid or not refused", bad_valid, count);
+    CHECK(bad_order == 0, "weight gradients out of micro-batch order in %d cases", bad_order);
+    CHECK(bad_peak == 0, "simulated stash differs from schedule_peak_inflight in %d cases", bad_peak);
+    CHECK(bad_h1 == 0, "ZB-H1 peak stash differs from 1F1B's in %d cases", bad_h1);
+    CHECK(bad_v == 0, "ZB-V holds more than 1F1B's peak in %d cases", bad_v);
+    CHECK(bad_bubble == 0, "interleaved/ZB bubble not below 1F1B's in %d cases", bad_bubble);
+    CHECK(bad_trip == 0, "text round trip failed in %d cases", bad_trip);
+    CHECK(bad_comms == 0, "add_comms(compute-only) != builder in %d cases", bad_comms);
+}
+
+// placements: interleaved stage s on rank s % P, ZB-V rank r holds stages r and 2P-1-r
+static void test_placement(void) {
+    Schedule s;
+    schedule_build("interleaved:3", 2, 4, &s);
+    CHECK(s.S == 6 && s.stage_rank[0] == 0 && s.stage_rank[3] == 1 && s.stage_rank[4] == 0, "interleaved placement");
+    schedule_free(&s);
+    schedule_build("zbv", 3, 3, &s);
+    int want[6] = {0, 1, 2, 2, 1, 0};
+    CHECK(s.S == 6 && memcmp(s.stage_rank, want, sizeof(want)) == 0, "zbv placement %d %d %d %d %d %d", s.stage_rank[0],
+          s.stage_rank[1], s.stage_rank[2], s.stage_rank[3], s.stage_rank[4], s.stage_rank[5]);
+    // stages 2 and 3 share rank 2: no message between them
+    char* t = format_alloc(&s);
+    CHECK(strstr(t, "2SEND_F") == NULL && strstr(t, "3RECV_F") == NULL && strstr(t, "3SEND_B") == NULL, "zbv text:\n%s", t);
+    free(t);
+    schedule_free(&s);
+    // the depth-first order of Megatron's interleaving on rank 0, P=2 v=2 M=4: forwards of chunk 0 for
+    // micro-batches 0 and 1, chunk 1 for them, then pairs; backwards start from the last chunk
+    schedule_build("interleaved", 2, 4, &s);
+    t = format_alloc(&s);
+    CHECK(strncmp(t, "0F0 0SEND_F0 0F1 0SEND_F1 2RECV_F0 2F0 2SEND_F0 2RECV_F1 2F1 2SEND_F1 0F2 0SEND_F2 2RECV_B0 2B0", 94) == 0,
+          "interleaved P=2 M=4 rank 0:\n%s", t);
+    free(t);
+    schedule_free(&s);
+}
+
+// hand-written schedules in dev/test/schedules/ load, validate, and mean what they say
+static void test_schedule_files(void) {
+    Schedule s, ref;
+    char err[2048];
+    int rc = schedule_load_file("dev/test/schedules/gpipe_p2_m2.txt", &s, err, sizeof(err));
+    CHECK(rc == 0, "gpipe file: %s", err);
+    if (rc == 0) {
+        schedule_build("gpipe", 2, 2, &ref);
+        CHECK(same_actions(&s, &ref), "gpipe file differs from the builder");
+        schedule_free(&ref);
+        schedule_free(&s);
+    }
+    rc = schedule_load_file("dev/test/schedules/zbh1_p2_m4.txt", &s, err, sizeof(err));
+    CHECK(rc == 0 && s.P == 2 && s.S == 2 && s.M == 4, "zbh1 file: %s", err);
+    if (rc == 0) {
+        SimResult res;
+        simulate_share(&s, &res);
+        CHECK(res.peak_inflight[0] == 2 && res.peak_inflight[1] == 2 && res.bubble < 0.2, "zbh1 file: stash %d %d bubble %g",
+              res.peak_inflight[0], res.peak_inflight[1], res.bubble);
+        sim_result_free(&res);
+        schedule_free(&s);
+    }
+    rc = schedule_load_file("dev/test/schedules/v_p2_m2.csv", &s, err, sizeof(err));
+    CHECK(rc == 0 && s.P == 2 && s.S == 4 && s.stage_rank[0] == 0 && s.stage_rank[1] == 1 && s.stage_rank[2] == 1 &&
+          s.stage_rank[3] == 0, "V csv file: %s", err);
+    if (rc == 0) schedule_free(&s);
+}
+
+// writes text to a file and loads it, expecting an error that names the file and contains want
+static void expect_bad_file(const char* what, const char* text, size_t len, const char* want) {
+    const char* path = "/tmp/test_schedule_bad.txt";
+    FILE* f = fopen(path, "wb");
+    if (!f) { CHECK(0, "cannot write %s", path); return; }
+    fwrite(text, 1, len, f);
+    fclose(f);
+    Schedule s;
+    char err[2048];
+    int rc = schedule_load_file(path, &s, err, sizeof(err));
+    CHECK(rc != 0 && strncmp(err, path, strlen(path)) == 0 && strstr(err, want), "%s: want \"%s\", got rc=%d \"%s\"", what,
+          want, rc, err);
+    if (rc == 0) schedule_free(&s);
+    remove(path);
+}
+#define BAD_FILE(what, text, want) expect_bad_file(what, text, sizeof(text) - 1, want)
+
+static void test_bad_files(void) {
+    BAD_FILE("missing action", "0F0 0F1 0I0 0W0 0I1\n", "'0I1' without its '0W1'");
+    BAD_FILE("duplicated action", "0F0 0F1 0B0 0B1 0B1\n", "duplicate action: rank 0 has '0B1' twice");
+    BAD_FILE("misordered weight gradients", "0F0 0F1 0I0 0I1 0W1 0W0\n", "increasing micro-batch order");
+    BAD_FILE("deadlock",
+             "0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1\n"
+             "1RECV_F0 1F0 1B0 1SEND_B0 1RECV_F1 1F1 1B1 1SEND_B1\n",
+             "deadlock with blocking send/recv");
+    BAD_FILE("stage with no rank", "0F0 0B0\n2F0 2B0\n", "stage 1 has no rank");
+    BAD_FILE("stage on two ranks", "0F0 0B0 1F0\n1B0\n", "line 2, token 1 '1B0': stage 1 already runs on rank 0 (line 1)");
+    BAD_FILE("unknown token", "# P=1\n\n0F0 0X0 0B0\n", "line 3, token 2 '0X0': unknown action type");
+    BAD_FILE("huge numbers", "1000000F1000000\n", "line 1, token 1 '1000000F1000000': stage number too large");
+    BAD_FILE("huge micro-batch", "0F0 0F99999999999999999999\n", "token 2 '0F99999999999999999999': micro-batch number too large");
+    BAD_FILE("NUL byte", "0F0 0B0\n0F1\0 0B1\n", "line 2: NUL byte");
+    BAD_FILE("compute that never completes", "0F0 0B0\n1B0 1F0\n", "rank 1 stuck at #0 '1B0'");
+    Schedule s;
+    char err[512];
+    int rc = schedule_load_file("/nonexistent/dir/x.txt", &s, err, sizeof(err));
+    CHECK(rc != 0 && strstr(err, "/nonexistent/dir/x.txt: cannot open"), "missing file: %s", err);
+}
+
+static void test_compare(void) {
+    ScheduleEstimate e[SCHEDULE_NUM_BUILDERS];
+    StageCosts c = {1, 2, 1, 1};
+    int best = schedule_compare(2, 8, c, 0.0, e);
+    CHECK(best >= 0 && e[best].step < e[1].step && strcmp(e[1].name, "1f1b") == 0, "compare: best %d", best);
+    CHECK(fabs(e[1].step - 27) < 1e-9 && fabs(e[1].stash - 2) < 1e-9 && fabs(e[0].stash - 8) < 1e-9,
+          "1f1b/gpipe estimates %g %g %g", e[1].step, e[1].stash, e[0].stash);
+    CHECK(fabs(e[3].stash - e[1].stash) < 1e-9, "zbh1 stash %g vs 1f1b %g", e[3].stash, e[1].stash);
+    best = schedule_compare(4, 6, c, 0.0, e);
+    CHECK(!e[2].ok && e[5].ok, "interleaved with M=6 P=4 should be refused");
+    FILE* f = tmpfile();
+    if (f) {
+        schedule_compare_print(4, 6, c, 0.0, f);
+        rewind(f);
+        char buf[2048];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = 0;
+        fclose(f);
+        CHECK(strstr(buf, "zbv") && strstr(buf, "needs M a multiple of P") && strstr(buf, "<- fastest"), "table:\n%s", buf);
+    }
+}
+
 // smallest achievable max stage cost by brute force over all splits with >= 1 block per stage
 static double brute_minmax(int L, int P, const PartitionCosts* c, int s, int left) {
     if (s == P - 1) return left >= 1 ? partition_stage_cost(c, P, s, left) : 1e300;
@@ -453,6 +694,11 @@ int main(void) {
     test_parse();
     test_load_file();
     test_simulator();
+    test_all_builders();
+    test_placement();
+    test_schedule_files();
+    test_bad_files();
+    test_compare();
     test_partition();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
