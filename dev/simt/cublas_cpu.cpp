@@ -6,6 +6,23 @@
 // GELU_AUX_BIAS, DGELU, DGELU_BGRAD, BGRADA, BGRADB; GELU is the tanh approximation.
 // Anything else returns CUBLAS_STATUS_NOT_SUPPORTED with a report, never a silent wrong answer.
 // Every matrix must lie inside one cudaMalloc'd allocation (on a GPU: an illegal address).
+// A handle belongs to the device current at its creation: using it, its stream or a workspace with
+// another device, or operands another device cannot reach, is reported ("wrong-device").
+//
+// Reduction order. The real cuBLASLt heuristic may pick a different kernel (split-K or not, another
+// k blocking) when pointers or leading dimensions are less aligned, so results can depend on
+// alignment in the last bits. This shim does so deliberately, by a fixed rule, so that tests see it:
+//   aligned := A, B, C and D are 256-byte aligned and every ld * element size is a multiple of 16 B
+//              (for cublasLtMatmulAlgoGetHeuristic: the CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES it
+//              was given, 256 by default as in cuBLASLt; for a NULL algo: the actual pointers)
+//   aligned, or k < 3  -> one pass over k (ORDER_PLAIN)
+//   otherwise, if the workspace allowed holds 3*m*n floats -> split-K: three k slices computed into
+//              the workspace and summed as (s2 + s1) + s0 (ORDER_SPLITK; the workspace must then be
+//              on the handle's device and that big)
+//   otherwise          -> the three k slices accumulated into the output last slice first (ORDER_REVERSE)
+// The three orders round differently, so the same GEMM at 256-B and at 128-B aligned addresses
+// gives different bits, as it can on a GPU. A returned algo promises the alignments it was chosen
+// for; running it on less aligned pointers is reported ("cublas-alignment").
 #include <cublas_v2.h>
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -59,6 +76,12 @@ bool check_mat(const char* api, const char* which, const Mat& m, int batch) {
                        api, which, m.rows, m.cols, m.ld, batch, m.stride, type_name(m.t), m.p);
     return false;
   }
+  int dev = simt::current_device(), owner = simt::device_of(m.p);
+  if (!simt::can_access(dev, owner)) {
+    simt::report_at_caller("wrong-device", "%s: matrix %s at %p is memory of device %d, but the GEMM runs on device %d "
+                           "(an illegal address on a GPU, unless peer access was enabled)", api, which, m.p, owner, dev);
+    return false;
+  }
   return true;
 }
 // The stored matrix as contiguous fp32 (ld = rows); fp32 input is used in place.
@@ -71,8 +94,8 @@ const float* widen(const Mat& m, long long off, std::vector<float>& buf, long* l
   return buf.data();
 }
 
-void sgemm(bool ta, bool tb, long m, long n, long k, float alpha, const float* A, long lda, const float* B, long ldb,
-           float beta, float* C, long ldc) {
+void sgemm_plain(bool ta, bool tb, long m, long n, long k, float alpha, const float* A, long lda, const float* B, long ldb,
+                 float beta, float* C, long ldc) {
 #if !defined(SIMT_NO_OPENBLAS)
   cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha,
               A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
@@ -86,6 +109,31 @@ void sgemm(bool ta, bool tb, long m, long n, long k, float alpha, const float* A
 #endif
 }
 
+enum Order { ORDER_PLAIN, ORDER_SPLITK, ORDER_REVERSE };
+const int kSlices = 3;
+size_t splitk_bytes(long m, long n) { return (size_t)kSlices * m * n * sizeof(float); }
+// C = alpha op(A) op(B) + beta C with the summation order `order` (see the top of this file); ws holds
+// the split-K partial sums.
+void sgemm(int order, float* ws, bool ta, bool tb, long m, long n, long k, float alpha, const float* A, long lda,
+           const float* B, long ldb, float beta, float* C, long ldc) {
+  if (order == ORDER_PLAIN || k < kSlices) { sgemm_plain(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); return; }
+  auto slice = [&](int i, float b, float* out, long ldo) {  // k range [k*i/3, k*(i+1)/3)
+    long k0 = k * i / kSlices, k1 = k * (i + 1) / kSlices;
+    sgemm_plain(ta, tb, m, n, k1 - k0, alpha, ta ? A + k0 : A + k0 * lda, lda, tb ? B + k0 * ldb : B + k0, ldb, b, out, ldo);
+  };
+  if (order == ORDER_REVERSE) {
+    for (int i = kSlices - 1; i >= 0; i--) slice(i, i == kSlices - 1 ? beta : 1.f, C, ldc);
+    return;
+  }
+  for (int i = 0; i < kSlices; i++) slice(i, 0.f, ws + (size_t)i * m * n, m);
+  for (long j = 0; j < n; j++)
+    for (long i = 0; i < m; i++) {
+      size_t x = (size_t)j * m + i, mn = (size_t)m * n;
+      float v = (ws[x + 2 * mn] + ws[x + mn]) + ws[x];
+      C[j * ldc + i] = beta != 0.f ? v + beta * C[j * ldc + i] : v;  // beta == 0: C is not read
+    }
+}
+
 enum Epi { E_BIAS = 1, E_GELU = 2, E_AUX = 4, E_DGELU = 8, E_BGRADA = 16, E_BGRADB = 32, E_BGRAD_D = 64 };
 struct Epilogue {
   int flags = 0;
@@ -95,7 +143,8 @@ struct Epilogue {
 
 // D = epilogue(alpha * op(A) op(B) + beta * C), column-major, for each batch.
 cublasStatus_t gemm(const char* api, bool ta, bool tb, long m, long n, long k, float alpha, const Mat& A, const Mat& B,
-                    float beta, const Mat& C, const Mat& D, int batch, const Epilogue& e) {
+                    float beta, const Mat& C, const Mat& D, int batch, const Epilogue& e, int order = ORDER_PLAIN,
+                    float* ws = nullptr) {
   if (m < 0 || n < 0 || k < 0 || batch < 0) { simt::report_error("cublas-shape", "%s: negative size", api); return CUBLAS_STATUS_INVALID_VALUE; }
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   if (!check_mat(api, "A", A, batch) || !check_mat(api, "B", B, batch) || !check_mat(api, "D", D, batch) ||
@@ -120,7 +169,7 @@ cublasStatus_t gemm(const char* api, bool ta, bool tb, long m, long n, long k, f
     bool direct = D.t == CUDA_R_32F && e.flags == 0 && (beta == 0.f || (C.p == D.p && C.ld == D.ld && C.t == D.t));
     if (direct) { out = (float*)D.p + bi * D.stride; ldo = D.ld; }  // fast path: straight into D
     else { acc.assign((size_t)m * n, 0.f); out = acc.data(); ldo = m; }
-    sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, direct ? beta : 0.f, out, ldo);
+    sgemm(order, ws, ta, tb, m, n, k, alpha, a, lda, b, ldb, direct ? beta : 0.f, out, ldo);
     if (direct) continue;
     for (long j = 0; j < n; j++)
       for (long i = 0; i < m; i++) {
@@ -148,12 +197,29 @@ cublasStatus_t gemm(const char* api, bool ta, bool tb, long m, long n, long k, f
   return CUBLAS_STATUS_SUCCESS;
 }
 
-struct Handle { uint32_t magic; cudaStream_t stream; cublasPointerMode_t pmode; };
+struct Handle { uint32_t magic; cudaStream_t stream; cublasPointerMode_t pmode; int dev; simt::Site created; };
 const uint32_t kHandleMagic = 0x424c4153;
+Handle* new_handle() { return new Handle{kHandleMagic, 0, CUBLAS_POINTER_MODE_HOST, simt::current_device(), simt::capture_site()}; }
 bool handle_ok(const void* h, const char* api) {
   if (h && ((const Handle*)h)->magic == kHandleMagic) return true;
   simt::report_error("cublas-handle", "%s: handle %p was not created by cublasCreate/cublasLtCreate (or was destroyed)", api, h);
   return false;
+}
+// A handle works on the device that was current when it was created, with a stream of that device.
+bool handle_device_ok(const void* hp, cudaStream_t stream, const char* api) {
+  const Handle* h = (const Handle*)hp;
+  int dev = simt::current_device(), sdev = simt::stream_device(stream);
+  if (h->dev != dev) {
+    simt::report_at_caller("wrong-device", "%s: handle created on device %d (at %s) is used while device %d is current; a "
+                           "cuBLAS/cuBLASLt handle and its workspace belong to the device current at their creation: create "
+                           "them per device, after cudaSetDevice", api, h->dev, simt::site_str(h->created).c_str(), dev);
+    return false;
+  }
+  if (sdev != h->dev) {
+    simt::report_at_caller("wrong-device", "%s: stream %p belongs to device %d, the handle to device %d", api, (void*)stream, sdev, h->dev);
+    return false;
+  }
+  return true;
 }
 // alpha/beta for a fp32-scaled GEMM (host or device pointer: both are readable here).
 bool scale_ok(const char* api, cublasComputeType_t ct) {
@@ -166,7 +232,7 @@ bool scale_ok(const char* api, cublasComputeType_t ct) {
 }  // namespace
 
 extern "C" {
-cublasStatus_t cublasCreate_v2(cublasHandle_t* h) { *h = (cublasHandle_t) new Handle{kHandleMagic, 0, CUBLAS_POINTER_MODE_HOST}; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasCreate_v2(cublasHandle_t* h) { *h = (cublasHandle_t)new_handle(); return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
   if (!handle_ok(h, "cublasDestroy")) return CUBLAS_STATUS_NOT_INITIALIZED;
   ((Handle*)h)->magic = 0; delete (Handle*)h; return CUBLAS_STATUS_SUCCESS;
@@ -209,6 +275,7 @@ static cublasStatus_t gemm_api(const char* api, cublasHandle_t h, cublasOperatio
                                const void* B, cudaDataType bt, int ldb, long long sB, const float* beta, void* C,
                                cudaDataType ct, int ldc, long long sC, int batch) {
   if (!handle_ok(h, api)) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (!handle_device_ok(h, ((Handle*)h)->stream, api)) return CUBLAS_STATUS_EXECUTION_FAILED;
   if (ta == CUBLAS_OP_C || tb == CUBLAS_OP_C || ta == CUBLAS_OP_CONJG || tb == CUBLAS_OP_CONJG) {
     ta = ta == CUBLAS_OP_N ? CUBLAS_OP_N : CUBLAS_OP_T;  // real types: conjugate transpose = transpose
     tb = tb == CUBLAS_OP_N ? CUBLAS_OP_N : CUBLAS_OP_T;
@@ -259,7 +326,7 @@ static_assert(sizeof(LtDesc) <= sizeof(cublasLtMatmulDescOpaque_t), "LtDesc too 
 static_assert(sizeof(LtLayout) <= sizeof(cublasLtMatrixLayoutOpaque_t), "LtLayout too big");
 static const uint32_t kDescMagic = 0x4c54444d, kLayoutMagic = 0x4c544c59;
 
-cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) { *h = (cublasLtHandle_t) new Handle{kHandleMagic, 0, CUBLAS_POINTER_MODE_HOST}; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) { *h = (cublasLtHandle_t)new_handle(); return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
   if (!handle_ok(h, "cublasLtDestroy")) return CUBLAS_STATUS_NOT_INITIALIZED;
   ((Handle*)h)->magic = 0; delete (Handle*)h; return CUBLAS_STATUS_SUCCESS;
@@ -327,23 +394,78 @@ cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublas
   }
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) { *p = new cublasLtMatmulPreferenceOpaque_t(); return CUBLAS_STATUS_SUCCESS; }
+// Preferences and algorithms carry what the reduction order depends on (see the top of this file).
+struct LtPref { uint32_t magic; uint32_t align[4]; uint64_t max_ws; };  // align: A, B, C, D
+struct LtAlgo { uint32_t magic; int32_t order; uint32_t align[4]; };
+static_assert(sizeof(LtPref) <= sizeof(cublasLtMatmulPreferenceOpaque_t), "LtPref too big");
+static_assert(sizeof(LtAlgo) <= sizeof(cublasLtMatmulAlgo_t), "LtAlgo too big");
+static const uint32_t kPrefMagic = 0x4c545046, kAlgoMagic = 0x4c54414c;
+static uint32_t alignment_of(const void* p) {  // the largest power of two <= 256 that divides the address
+  uint32_t al = 256;
+  while (al > 1 && (uintptr_t)p % al) al /= 2;
+  return al;
+}
+static int choose_order(const uint32_t align[4], const LtLayout* const l[4], long m, long n, long k, uint64_t max_ws) {
+  bool aligned = true;
+  for (int i = 0; i < 4; i++) aligned &= align[i] >= 256 && (l[i]->ld * (int64_t)type_size((cudaDataType)l[i]->type)) % 16 == 0;
+  if (aligned || k < kSlices) return ORDER_PLAIN;
+  return max_ws >= splitk_bytes(m, n) ? ORDER_SPLITK : ORDER_REVERSE;
+}
+static void lt_mnk(const LtDesc& x, const LtLayout* la, const LtLayout* lD, long* m, long* n, long* k) {
+  *m = (long)lD->rows; *n = (long)lD->cols; *k = (long)(x.ta != CUBLAS_OP_N ? la->rows : la->cols);
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) {
+  *p = new cublasLtMatmulPreferenceOpaque_t();
+  *(LtPref*)*p = LtPref{kPrefMagic, {256, 256, 256, 256}, 0};  // cuBLASLt assumes 256-byte alignment unless told
+  return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) { delete p; return CUBLAS_STATUS_SUCCESS; }
-cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t, const void*, size_t) { return CUBLAS_STATUS_SUCCESS; }
-cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t,
-                                              cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
-                                              cublasLtMatmulPreference_t, int req, cublasLtMatmulHeuristicResult_t* r, int* n) {
-  if (!handle_ok(h, "cublasLtMatmulAlgoGetHeuristic")) return CUBLAS_STATUS_NOT_INITIALIZED;
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t a,
+                                                    const void* buf, size_t n) {
+  LtPref* x = (LtPref*)p;
+  switch (a) {
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES: if (n != 8) break; memcpy(&x->max_ws, buf, 8); return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES: case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES: case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES:
+      if (n != 4) break;
+      memcpy(&x->align[a - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES], buf, 4);
+      return CUBLAS_STATUS_SUCCESS;
+    default: return CUBLAS_STATUS_SUCCESS;  // search mode and other hints do not change the result here
+  }
+  simt::report_error("cublas-attr", "cublasLtMatmulPreferenceSetAttribute: attribute %d with wrong size %zu", (int)a, n);
+  return CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t cd, cublasLtMatrixLayout_t Ad,
+                                              cublasLtMatrixLayout_t Bd, cublasLtMatrixLayout_t Cd, cublasLtMatrixLayout_t Dd,
+                                              cublasLtMatmulPreference_t p, int req, cublasLtMatmulHeuristicResult_t* r, int* n) {
+  const char* api = "cublasLtMatmulAlgoGetHeuristic";
+  if (!handle_ok(h, api)) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (req < 1) return CUBLAS_STATUS_INVALID_VALUE;
-  memset(r, 0, sizeof *r); r->state = CUBLAS_STATUS_SUCCESS; r->wavesCount = 1.f; *n = 1;
+  const LtPref* pr = (const LtPref*)p;
+  const LtLayout* l[4] = {(const LtLayout*)Ad, (const LtLayout*)Bd, (const LtLayout*)Cd, (const LtLayout*)Dd};
+  long m, nn, k;
+  lt_mnk(*(const LtDesc*)cd, l[0], l[3], &m, &nn, &k);
+  LtAlgo algo{kAlgoMagic, choose_order(pr->align, l, m, nn, k, pr->max_ws), {pr->align[0], pr->align[1], pr->align[2], pr->align[3]}};
+  memset(r, 0, sizeof *r);
+  memcpy(&r->algo, &algo, sizeof algo);
+  r->workspaceSize = algo.order == ORDER_SPLITK ? splitk_bytes(m, nn) : 0;
+  r->state = CUBLAS_STATUS_SUCCESS; r->wavesCount = 1.f; *n = 1;
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t cd, const void* alpha, const void* A,
                               cublasLtMatrixLayout_t Ad, const void* B, cublasLtMatrixLayout_t Bd, const void* beta,
                               const void* C, cublasLtMatrixLayout_t Cd, void* D, cublasLtMatrixLayout_t Dd,
-                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
+                              const cublasLtMatmulAlgo_t* algo, void* ws, size_t ws_bytes, cudaStream_t stream) {
   const char* api = "cublasLtMatmul";
   if (!handle_ok(h, api)) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (!handle_device_ok(h, stream, api)) return CUBLAS_STATUS_EXECUTION_FAILED;
+  int hdev = ((const Handle*)h)->dev, wdev = ws ? simt::device_of(ws) : hdev;
+  if (wdev != hdev) {
+    simt::report_at_caller("wrong-device", "%s: workspace %p is %s%d, the handle belongs to device %d", api, ws,
+                           wdev < 0 ? "not device memory (device " : "memory of device ", wdev, hdev);
+    return CUBLAS_STATUS_EXECUTION_FAILED;
+  }
   const LtDesc& x = *(const LtDesc*)cd;
   const LtLayout *la = (const LtLayout*)Ad, *lb = (const LtLayout*)Bd, *lc = (const LtLayout*)Cd, *lD = (const LtLayout*)Dd;
   if (x.magic != kDescMagic || !la || !lb || !lc || !lD || la->magic != kLayoutMagic || lb->magic != kLayoutMagic ||
@@ -404,6 +526,31 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t cd, const
   Mat MB{B, (cudaDataType)lb->type, (long)lb->rows, (long)lb->cols, lb->ld, lb->stride};
   Mat MC{C, (cudaDataType)lc->type, m, n, lc->ld, lc->stride};
   Mat MD{D, (cudaDataType)lD->type, m, n, lD->ld, lD->stride};
-  return gemm(api, ta, tb, m, n, k, *(const float*)alpha, MA, MB, *(const float*)beta, MC, MD, batch, e);
+  // The reduction order: the algorithm's, if the heuristic chose one, else from the actual pointers.
+  const LtLayout* l[4] = {la, lb, lc, lD};
+  const void* ptr[4] = {A, B, C, D};
+  uint32_t actual[4];
+  for (int i = 0; i < 4; i++) actual[i] = alignment_of(ptr[i]);
+  int order;
+  LtAlgo al;
+  if (algo) memcpy(&al, algo, sizeof al);
+  if (algo && al.magic == kAlgoMagic) {
+    order = al.order;
+    for (int i = 0; i < 4; i++)
+      if (actual[i] < al.align[i]) {
+        simt::report_at_caller("cublas-alignment", "%s: the algorithm was chosen for %u-byte aligned %c, but %c = %p is only "
+                               "%u-byte aligned (pass the real alignment in CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_%c_BYTES)",
+                               api, al.align[i], "ABCD"[i], "ABCD"[i], ptr[i], actual[i], "ABCD"[i]);
+        return CUBLAS_STATUS_INVALID_VALUE;
+      }
+  } else {
+    order = choose_order(actual, l, m, n, k, ws_bytes);
+  }
+  if (order == ORDER_SPLITK && (!ws || ws_bytes < splitk_bytes(m, n) || !simt::device_range_ok(ws, splitk_bytes(m, n)))) {
+    simt::report_at_caller("cublas-workspace", "%s: the algorithm (split-K) needs %zu bytes of workspace, but got %p with %zu bytes",
+                           api, splitk_bytes(m, n), ws, ws_bytes);
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  return gemm(api, ta, tb, m, n, k, *(const float*)alpha, MA, MB, *(const float*)beta, MC, MD, batch, e, order, (float*)ws);
 }
 }  // extern "C"

@@ -13,6 +13,15 @@
 //    (e.g. both pipeline neighbours send first), all of them return ncclInvalidUsage at once and
 //    the report says who waits where. A rank that never calls NCCL again is caught by a timeout
 //    (SIMT_NCCL_TIMEOUT seconds, default 120).
+//  * Devices: each rank's communicator belongs to the device current at ncclCommInitRank; two ranks
+//    of one communicator on one device fail as in NCCL ("Duplicate GPU detected", ncclInvalidUsage),
+//    and buffers or streams of another device are reported. Ranks that used different unique ids
+//    never meet: the timeout report says so.
+//  * While a rank waits in NCCL, its operation is pending on its device: another rank's cudaMalloc,
+//    cudaFree, device sync or implicitly synchronising stream work there is a deadlock hazard
+//    (reported by the runtime, simt_runtime.cpp).
+//  * ncclCommAbort wakes the ranks blocked in the same communicator with ncclRemoteError (real NCCL
+//    leaves them waiting); ncclCommGetAsyncError reports it.
 // Reductions run in rank order in fp32 (fp64 for doubles, int64 for integers) and are rounded
 // once, so all ranks get bitwise identical results; real NCCL's order differs (use tolerances).
 #include <nccl.h>
@@ -40,6 +49,7 @@ const char* kind_name(int k) {
 }
 struct Op {
   int kind; const void* sbuf; void* rbuf; size_t count; ncclDataType_t type; ncclRedOp_t red; int peer;  // peer = root for collectives
+  cudaStream_t stream;
 };
 struct Msg { const void* buf; size_t bytes; bool taken = false, done = false; };
 struct Round {  // one collective, matched across ranks by sequence number
@@ -50,6 +60,8 @@ struct Fabric {
   std::string key;
   int nranks = 0, joined = 0, destroyed = 0;
   std::vector<RState> state; std::vector<unsigned long> seen; std::vector<std::string> waiting;
+  std::vector<int> dev;     // each rank's device
+  int aborted_by = -1;      // the rank that called ncclCommAbort
   unsigned long epoch = 0;  // bumped by every change that could unblock someone
   bool broken = false;      // a deadlock or mismatch was reported: every later call fails
   std::map<std::pair<int, int>, std::deque<Msg*>> q;  // (src, dst) -> posted sends, FIFO
@@ -75,7 +87,7 @@ void bump(Fabric* f) { f->epoch++; g_cv.notify_all(); }
 }  // namespace
 
 struct ncclComm {
-  int rank, nranks; Fabric* f;
+  int rank, nranks, dev; Fabric* f;
   unsigned long coll_seq = 0;
   std::vector<Op> pending;  // inside a group
 };
@@ -91,16 +103,31 @@ ncclResult_t err(ncclResult_t r, const char* kind, const char* fmt, ...) {
   return r;
 }
 
+// The error a call gets on a communicator that an earlier failure (or an abort) made unusable.
+ncclResult_t broken_code(const Fabric* f) { return f->aborted_by >= 0 ? ncclRemoteError : ncclInvalidUsage; }
+
 // Block (holding g_mu via lk) until pred() holds. Returns false after reporting a deadlock or a
-// timeout, or if the communicator is already broken.
-template <class Pred> bool wait_for(std::unique_lock<std::mutex>& lk, ncclComm* c, const std::string& what, Pred pred) {
+// timeout, or if the communicator is already broken. `op`: the operation waited for (pending on the
+// rank's device meanwhile); nullptr while initialising.
+template <class Pred> bool wait_for(std::unique_lock<std::mutex>& lk, ncclComm* c, const std::string& what, Pred pred,
+                                    const Op* op = nullptr) {
   Fabric* f = c->f;
   auto t0 = std::chrono::steady_clock::now();
   f->state[c->rank] = R_BLOCKED; f->waiting[c->rank] = what;
+  int pending = op ? simt::nccl_pending_begin(c->dev, (const void*)op->stream, "rank " + std::to_string(c->rank) + "'s " + what) : -1;
   bool ok = true;
   for (;;) {
     if (pred()) break;
-    if (f->broken) { ok = false; break; }
+    if (f->broken) {
+      if (f->aborted_by >= 0) {
+        int by = f->aborted_by;
+        lk.unlock();
+        err(ncclRemoteError, "nccl-aborted", "rank %d: %s interrupted: rank %d called ncclCommAbort on this communicator", c->rank,
+            what.c_str(), by);
+        lk.lock();
+      }
+      ok = false; break;
+    }
     f->seen[c->rank] = f->epoch;
     bool all_stuck = true;
     for (int r = 0; r < f->nranks; r++)
@@ -118,13 +145,20 @@ template <class Pred> bool wait_for(std::unique_lock<std::mutex>& lk, ncclComm* 
     g_cv.wait_for(lk, std::chrono::milliseconds(200));
     if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s()) {
       f->broken = true; bump(f);
+      // Ranks that got different unique ids each wait in a communicator of their own.
+      int others = 0;
+      if (f->joined < f->nranks)
+        for (auto& kv : g_fabrics) others += kv.second != f && kv.second->joined < kv.second->nranks;
+      std::string hint = others ? ": " + std::to_string(others) + " other communicator(s) also wait for ranks, so the ranks "
+                                  "probably used different ncclUniqueIds" : "; another rank never made the matching call";
       lk.unlock();
-      err(ncclInvalidUsage, "nccl-timeout", "rank %d: %s not matched within %.0f s (SIMT_NCCL_TIMEOUT); another rank never made the matching call",
-          c->rank, what.c_str(), timeout_s());
+      err(ncclInvalidUsage, "nccl-timeout", "rank %d: %s not matched within %.0f s (SIMT_NCCL_TIMEOUT)%s", c->rank, what.c_str(),
+          timeout_s(), hint.c_str());
       lk.lock();
       ok = false; break;
     }
   }
+  if (pending >= 0) simt::nccl_pending_end(pending);
   f->state[c->rank] = R_OUTSIDE;
   return ok;
 }
@@ -206,7 +240,7 @@ ncclResult_t run_collective(std::unique_lock<std::mutex>& lk, ncclComm* c, const
   rd.ops[c->rank] = o; rd.present[c->rank] = true; rd.arrived++;
   bump(f);
   std::string what = describe(o);
-  if (!wait_for(lk, c, what, [&] { return rd.arrived == f->nranks; })) return ncclInvalidUsage;
+  if (!wait_for(lk, c, what, [&] { return rd.arrived == f->nranks; }, &o)) return broken_code(f);
   for (int r = 0; r < f->nranks; r++)
     if (!same_call(rd.ops[r], rd.ops[0])) {
       if (!f->broken) {
@@ -217,7 +251,7 @@ ncclResult_t run_collective(std::unique_lock<std::mutex>& lk, ncclComm* c, const
             seq, a.c_str(), r, b.c_str());
         lk.lock();
       }
-      return ncclInvalidUsage;
+      return broken_code(f);
     }
   size_t ts = type_size(o.type), out_n = o.count;
   if (o.kind == K_ALLGATHER) out_n = o.count * f->nranks;
@@ -231,7 +265,8 @@ ncclResult_t run_collective(std::unique_lock<std::mutex>& lk, ncclComm* c, const
   }
   lk.lock();
   rd.computed++; bump(f);
-  if (!wait_for(lk, c, what + " (waiting for the other ranks to finish reading)", [&] { return rd.computed == f->nranks; })) return ncclInvalidUsage;
+  if (!wait_for(lk, c, what + " (waiting for the other ranks to finish reading)", [&] { return rd.computed == f->nranks; }, &o))
+    return broken_code(f);
   if (o.kind != K_REDUCE || c->rank == o.peer) memcpy(o.rbuf, tmp.data(), tmp.size());
   if (++rd.left == f->nranks) f->rounds.erase(seq);
   bump(f);
@@ -244,7 +279,9 @@ typedef std::vector<std::pair<ncclComm*, std::vector<Op>>> Work;
 ncclResult_t run_ops(const Work& work) {
   std::unique_lock<std::mutex> lk(g_mu);
   for (auto& w : work)
-    if (w.first->f->broken) return err(ncclInvalidUsage, "nccl-broken", "rank %d: communicator unusable after an earlier error", w.first->rank);
+    if (w.first->f->broken)
+      return err(broken_code(w.first->f), "nccl-broken", "rank %d: communicator unusable after an earlier error%s", w.first->rank,
+                 w.first->f->aborted_by >= 0 ? " (ncclCommAbort)" : "");
   struct Posted { ncclComm* c; Msg* m; const Op* o; };
   std::vector<Posted> mine;
   for (auto& w : work)
@@ -263,7 +300,7 @@ ncclResult_t run_ops(const Work& work) {
       if (o.kind != K_RECV) { res = run_collective(lk, c, o); continue; }
       auto& dq = f->q[{o.peer, c->rank}];
       auto first_free = [&]() -> Msg* { for (Msg* x : dq) if (!x->taken) return x; return nullptr; };
-      if (!wait_for(lk, c, describe(o), [&] { return first_free() != nullptr; })) { res = ncclInvalidUsage; break; }
+      if (!wait_for(lk, c, describe(o), [&] { return first_free() != nullptr; }, &o)) { res = broken_code(f); break; }
       Msg* m = first_free();
       size_t want = o.count * type_size(o.type);
       if (m->bytes != want) {
@@ -280,7 +317,7 @@ ncclResult_t run_ops(const Work& work) {
     }
   }
   for (auto& p : mine) {
-    if (res == ncclSuccess && !wait_for(lk, p.c, describe(*p.o), [&] { return p.m->done; })) res = ncclInvalidUsage;
+    if (res == ncclSuccess && !wait_for(lk, p.c, describe(*p.o), [&] { return p.m->done; }, p.o)) res = broken_code(p.c->f);
     auto& dq = p.c->f->q[{p.c->rank, p.o->peer}];
     for (auto it = dq.begin(); it != dq.end(); ++it) if (*it == p.m) { dq.erase(it); break; }
     delete p.m;
@@ -308,6 +345,19 @@ ncclResult_t enqueue(ncclComm* c, const Op& o) {
     return err(ncclInvalidArgument, "nccl-buffer", "rank %d: %s: send buffer %p (%zu bytes) is not inside one device allocation", c->rank, kind_name(o.kind), o.sbuf, in_n * ts);
   if (o.count && has_out && !simt::device_range_ok(o.rbuf, out_n * ts))
     return err(ncclInvalidArgument, "nccl-buffer", "rank %d: %s: receive buffer %p (%zu bytes) is not inside one device allocation", c->rank, kind_name(o.kind), o.rbuf, out_n * ts);
+  // Buffers and stream of the communicator's device (NCCL runs its kernels there).
+  const void* bufs[2] = {o.count && has_in ? o.sbuf : nullptr, o.count && has_out ? o.rbuf : nullptr};
+  for (int i = 0; i < 2; i++)
+    if (bufs[i] && simt::device_of(bufs[i]) != c->dev) {
+      simt::report_at_caller("wrong-device", "rank %d: %s: %s buffer %p is memory of device %d, but the communicator is on device %d",
+                             c->rank, kind_name(o.kind), i ? "receive" : "send", bufs[i], simt::device_of(bufs[i]), c->dev);
+      return ncclInvalidArgument;
+    }
+  if (simt::stream_device((const void*)o.stream) != c->dev) {
+    simt::report_at_caller("wrong-device", "rank %d: %s on a stream of device %d, but the communicator is on device %d", c->rank,
+                           kind_name(o.kind), simt::stream_device((const void*)o.stream), c->dev);
+    return ncclInvalidArgument;
+  }
   if (t_group_depth > 0) {
     if (c->pending.empty()) t_group_comms.push_back(c);
     c->pending.push_back(o);
@@ -343,15 +393,24 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
   Fabric*& f = g_fabrics[key];
   if (!f) {
     f = new Fabric; f->key = key; f->nranks = nranks;
-    f->state.assign(nranks, R_OUTSIDE); f->seen.assign(nranks, ~0ul); f->waiting.assign(nranks, "");
+    f->state.assign(nranks, R_OUTSIDE); f->seen.assign(nranks, ~0ul); f->waiting.assign(nranks, ""); f->dev.assign(nranks, -1);
   }
   if (f->nranks != nranks) {
     lk.unlock();
     return err(ncclInvalidArgument, "nccl-arg", "ncclCommInitRank: rank %d says %d ranks, an earlier rank said %d", rank, nranks, f->nranks);
   }
-  ncclComm* c = new ncclComm{rank, nranks, f, 0, {}};
+  ncclComm* c = new ncclComm{rank, nranks, simt::current_device(), f, 0, {}};
+  f->dev[rank] = c->dev;
   f->joined++; bump(f);
   if (!wait_for(lk, c, "ncclCommInitRank", [&] { return f->joined >= nranks; })) { delete c; return ncclInvalidUsage; }
+  for (int r = 0; r < nranks; r++)
+    if (r != rank && f->dev[r] == c->dev) {  // NCCL's check (init.cc), with its message; the bus id stands for the device
+      lk.unlock();
+      delete c;
+      return err(ncclInvalidUsage, "nccl-duplicate-gpu", "Duplicate GPU detected : rank %d and rank %d both on CUDA device %x "
+                 "(SIMT device %d): NCCL needs one device per rank (cudaSetDevice before ncclCommInitRank)",
+                 rank, r, (unsigned)(f->dev[r] + 1) << 12, f->dev[r]);
+    }
   *comm = c;
   return ncclSuccess;
 }
@@ -368,14 +427,22 @@ ncclResult_t ncclCommDestroy(ncclComm_t c) {
   return ncclSuccess;
 }
 ncclResult_t ncclCommFinalize(ncclComm_t) { return ncclSuccess; }
-ncclResult_t ncclCommAbort(ncclComm_t c) { return ncclCommDestroy(c); }
+ncclResult_t ncclCommAbort(ncclComm_t c) {
+  if (!c) return ncclSuccess;
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    if (!c->f->broken) { c->f->broken = true; c->f->aborted_by = c->rank; }
+    bump(c->f);  // wakes the peers blocked in this communicator
+  }
+  return ncclCommDestroy(c);
+}
 ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t* e) {
   std::lock_guard<std::mutex> lk(g_mu);
-  *e = c && c->f->broken ? ncclInvalidUsage : ncclSuccess; return ncclSuccess;
+  *e = c && c->f->broken ? broken_code(c->f) : ncclSuccess; return ncclSuccess;
 }
 ncclResult_t ncclCommCount(const ncclComm_t c, int* n) { *n = c->nranks; return ncclSuccess; }
 ncclResult_t ncclCommUserRank(const ncclComm_t c, int* r) { *r = c->rank; return ncclSuccess; }
-ncclResult_t ncclCommCuDevice(const ncclComm_t, int* d) { *d = 0; return ncclSuccess; }
+ncclResult_t ncclCommCuDevice(const ncclComm_t c, int* d) { *d = c->dev; return ncclSuccess; }
 ncclResult_t ncclGroupStart() { t_group_depth++; return ncclSuccess; }
 ncclResult_t ncclGroupEnd() {
   if (t_group_depth == 0) return err(ncclInvalidUsage, "nccl-group", "ncclGroupEnd without ncclGroupStart");
@@ -385,31 +452,31 @@ ncclResult_t ncclGroupEnd() {
   t_group_comms.clear();
   return work.empty() ? ncclSuccess : run_ops(work);
 }
-ncclResult_t ncclSend(const void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t) {
-  return enqueue(c, Op{K_SEND, buf, nullptr, count, t, ncclSum, peer});
+ncclResult_t ncclSend(const void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t st) {
+  return enqueue(c, Op{K_SEND, buf, nullptr, count, t, ncclSum, peer, st});
 }
-ncclResult_t ncclRecv(void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t) {
-  return enqueue(c, Op{K_RECV, nullptr, buf, count, t, ncclSum, peer});
+ncclResult_t ncclRecv(void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t st) {
+  return enqueue(c, Op{K_RECV, nullptr, buf, count, t, ncclSum, peer, st});
 }
-ncclResult_t ncclAllReduce(const void* s, void* r, size_t count, ncclDataType_t t, ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
+ncclResult_t ncclAllReduce(const void* s, void* r, size_t count, ncclDataType_t t, ncclRedOp_t op, ncclComm_t c, cudaStream_t st) {
   if ((int)op < 0 || (int)op > (int)ncclAvg) return err(ncclInvalidArgument, "nccl-arg", "ncclAllReduce: unsupported op %d", (int)op);
-  return enqueue(c, Op{K_ALLREDUCE, s, r, count, t, op, 0});
+  return enqueue(c, Op{K_ALLREDUCE, s, r, count, t, op, 0, st});
 }
-ncclResult_t ncclReduce(const void* s, void* r, size_t count, ncclDataType_t t, ncclRedOp_t op, int root, ncclComm_t c, cudaStream_t) {
+ncclResult_t ncclReduce(const void* s, void* r, size_t count, ncclDataType_t t, ncclRedOp_t op, int root, ncclComm_t c, cudaStream_t st) {
   if ((int)op < 0 || (int)op > (int)ncclAvg) return err(ncclInvalidArgument, "nccl-arg", "ncclReduce: unsupported op %d", (int)op);
-  return enqueue(c, Op{K_REDUCE, s, r, count, t, op, root});
+  return enqueue(c, Op{K_REDUCE, s, r, count, t, op, root, st});
 }
-ncclResult_t ncclBroadcast(const void* s, void* r, size_t count, ncclDataType_t t, int root, ncclComm_t c, cudaStream_t) {
-  return enqueue(c, Op{K_BROADCAST, s, r, count, t, ncclSum, root});
+ncclResult_t ncclBroadcast(const void* s, void* r, size_t count, ncclDataType_t t, int root, ncclComm_t c, cudaStream_t st) {
+  return enqueue(c, Op{K_BROADCAST, s, r, count, t, ncclSum, root, st});
 }
 ncclResult_t ncclBcast(void* buf, size_t count, ncclDataType_t t, int root, ncclComm_t c, cudaStream_t st) {
   return ncclBroadcast(buf, buf, count, t, root, c, st);
 }
-ncclResult_t ncclAllGather(const void* s, void* r, size_t sendcount, ncclDataType_t t, ncclComm_t c, cudaStream_t) {
-  return enqueue(c, Op{K_ALLGATHER, s, r, sendcount, t, ncclSum, 0});
+ncclResult_t ncclAllGather(const void* s, void* r, size_t sendcount, ncclDataType_t t, ncclComm_t c, cudaStream_t st) {
+  return enqueue(c, Op{K_ALLGATHER, s, r, sendcount, t, ncclSum, 0, st});
 }
-ncclResult_t ncclReduceScatter(const void* s, void* r, size_t recvcount, ncclDataType_t t, ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
+ncclResult_t ncclReduceScatter(const void* s, void* r, size_t recvcount, ncclDataType_t t, ncclRedOp_t op, ncclComm_t c, cudaStream_t st) {
   if ((int)op < 0 || (int)op > (int)ncclAvg) return err(ncclInvalidArgument, "nccl-arg", "ncclReduceScatter: unsupported op %d", (int)op);
-  return enqueue(c, Op{K_REDUCESCATTER, s, r, recvcount, t, op, 0});
+  return enqueue(c, Op{K_REDUCESCATTER, s, r, recvcount, t, op, 0, st});
 }
 }  // extern "C"

@@ -74,8 +74,10 @@ struct Cfg {
 struct LaunchInfo { const char* name; const char* file; int line; };
 void* dynamic_smem();
 bool is_device_ptr(const void* p);  // inside (or one past) a cudaMalloc/Host/Managed allocation
+enum { ARG_OK, ARG_HOST, ARG_OTHER_DEVICE };
+int arg_status(const void* p);      // may a kernel on the current device dereference p?
 cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(void*), void* closure);
-cudaError_t report_bad_arg(const LaunchInfo& info, int idx, const void* p);
+cudaError_t report_bad_arg(const LaunchInfo& info, int idx, const void* p, int status);
 cudaError_t func_set_attribute(const char* name, const void* f, cudaFuncAttribute a, int v);
 
 // A launch: each fiber calls `body(args...)`, so the kernel's by-value parameters are copied
@@ -83,18 +85,18 @@ cudaError_t func_set_attribute(const char* name, const void* f, cudaFuncAttribut
 template <class F, class... A>
 cudaError_t launch(const LaunchInfo& info, const Cfg& cfg, F&& body, A&&... args) {
   std::tuple<std::decay_t<A>...> tup(std::forward<A>(args)...);
-  int bad = -1; const void* badp = nullptr;
+  int bad = -1, status = ARG_OK; const void* badp = nullptr;
   std::apply([&](const auto&... a) {
     int i = 0;
-    auto chk = [&](const auto& v) {  // pointer arguments must point to device memory
+    auto chk = [&](const auto& v) {  // pointer arguments must point to memory of this device
       using T = std::decay_t<decltype(v)>;
       if constexpr (std::is_pointer<T>::value)
-        if (bad < 0 && v != nullptr && !is_device_ptr((const void*)v)) { bad = i; badp = (const void*)v; }
+        if (bad < 0 && v != nullptr && (status = arg_status((const void*)v)) != ARG_OK) { bad = i; badp = (const void*)v; }
       i++;
     };
     (chk(a), ...);
   }, tup);
-  if (bad >= 0) return report_bad_arg(info, bad, badp);
+  if (bad >= 0) return report_bad_arg(info, bad, badp, status);
   auto call = [&]() { std::apply(body, tup); };
   using C = decltype(call);
   return launch_erased(cfg, info, [](void* c) { (*(C*)c)(); }, &call);

@@ -9,9 +9,11 @@
 // after which the launch returns an error, and the process exits with status 1 at the end
 // (unless SIMT_KEEP_EXIT_STATUS=1), so an unchecked failure still fails CI.
 #include "simt.h"
+#include "simt_api.h"
 
 #include <dlfcn.h>
 #include <elf.h>
+#include <execinfo.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -142,9 +144,10 @@ static const char* bar_name(int mode) {
 static double now_s() { timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 static int env_int(const char* name, int def) { const char* s = getenv(name); return s && *s ? atoi(s) : def; }
 
-struct Alloc { size_t size; int kind; };  // kind: 0 device, 1 pinned host, 2 managed
+struct Alloc { size_t size; int kind; int dev; };  // kind: 0 device, 1 pinned host, 2 managed; dev: owner
 enum { A_DEVICE, A_PINNED, A_MANAGED };
 
+const int kMaxDevices = 16;
 struct Runtime {
   // configuration (environment, read once)
   size_t stack_size = 64 * 1024, guard_size = 4096;
@@ -180,8 +183,12 @@ struct Runtime {
   std::map<std::string, int> smem_optin_by_name;
   std::map<const void*, int> smem_optin_by_addr;
   std::atomic<int> errors{0};
+  // devices: SIMT_DEVICES of them; peer[d][o]: device d may access device o's memory (under reg_mu)
+  int ndev = 1;
+  bool peer[kMaxDevices][kMaxDevices] = {};
 
   Runtime() {
+    ndev = std::min(std::max(env_int("SIMT_DEVICES", 1), 1), (int)kMaxDevices);
     stack_size = (size_t)env_int("SIMT_STACK_KB",
 #if defined(SIMT_ASAN)
                                  256  // ASan's redzones make frames several times larger
@@ -258,6 +265,19 @@ static void reportf(const char* kind, const LaunchInfo* info, const Fiber* f, co
 }
 // Outside kernels (API misuse): report, count, and let the caller return an error code.
 #define report(kind, ...) reportf(kind, nullptr, nullptr, __VA_ARGS__)
+std::string site_str(const Site& s);
+void report_at_caller(const char* kind, const char* fmt, ...) {
+  char msg[1536];
+  va_list ap; va_start(ap, fmt); vsnprintf(msg, sizeof msg, fmt, ap); va_end(ap);
+  std::string site = site_str(capture_site());
+  // Once per kind and call site: a misuse inside the training loop would flood the log. Every
+  // occurrence still counts towards the exit status.
+  static std::mutex mu; static std::set<std::string> seen;
+  bool first;
+  { std::lock_guard<std::mutex> lk(mu); first = seen.insert(std::string(kind) + " " + site).second; }
+  if (first) reportf(kind, nullptr, nullptr, "%s: %s", site.c_str(), msg);
+  else R().errors++;
+}
 static void ctx_switch(Fiber* from, Fiber* to, bool dying = false);
 // Inside a kernel: report with context and abandon the block (never returns to the caller).
 [[noreturn]] static void fail(const char* kind, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -578,8 +598,48 @@ static void run_block(int block_linear) {
 // ------------------------------------------------------------------ crash context, watchdog
 static void write_str(const char* s) { ssize_t w = write(2, s, strlen(s)); (void)w; }
 
+// Runs llvm-symbolizer (it reads clang's DWARF 5 line tables correctly, where binutils' addr2line
+// can name the generated .cpp instead of the #line'd .cu), else addr2line, on code addresses of this
+// executable in a child; "func at file:line" per frame, inlined frames included, innermost first.
+static size_t symbolize(const uintptr_t* pcs, int n, char* out, size_t cap) {
+  out[0] = 0;
+  Dl_info di;
+  if (n == 0 || !dladdr((void*)pcs[0], &di) || !di.dli_fbase) return 0;
+  bool pie = ((const Elf64_Ehdr*)di.dli_fbase)->e_type == ET_DYN;
+  char args[24][24]; char* argv[32]; int a = 0;
+  static char exe[512];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (len <= 0) return 0;
+  exe[len] = 0;
+  argv[a++] = (char*)"addr2line"; argv[a++] = (char*)"-e"; argv[a++] = exe; argv[a++] = (char*)"-f";
+  argv[a++] = (char*)"-C"; argv[a++] = (char*)"-i"; argv[a++] = (char*)"-p";
+  for (int i = 0; i < n && i < 24; i++) {
+    Dl_info d2;
+    if (!dladdr((void*)pcs[i], &d2) || d2.dli_fbase != di.dli_fbase) continue;  // only our executable
+    snprintf(args[i], sizeof args[i], "0x%lx", (unsigned long)(pie ? pcs[i] - (uintptr_t)di.dli_fbase : pcs[i]));
+    argv[a++] = args[i];
+  }
+  argv[a] = nullptr;
+  int fd[2];
+  if (pipe(fd) != 0) return 0;
+  pid_t child = fork();
+  if (child == 0) {
+    close(fd[0]); dup2(fd[1], 1); dup2(fd[1], 2);
+    argv[0] = (char*)"llvm-symbolizer"; execvp(argv[0], argv);
+    argv[0] = (char*)"addr2line"; execvp(argv[0], argv);
+    _exit(127);
+  }
+  close(fd[1]);
+  size_t n_out = 0;
+  for (ssize_t k; n_out < cap - 1 && (k = read(fd[0], out + n_out, cap - 1 - n_out)) > 0;) n_out += (size_t)k;
+  out[n_out] = 0;
+  close(fd[0]);
+  if (child > 0) { int st; waitpid(child, &st, 0); }
+  return n_out;
+}
+
 // Symbolise the interrupted fiber's frames (frame-pointer chain; sim code is built with
-// -fno-omit-frame-pointer) with addr2line, so a crash names its source lines.
+// -fno-omit-frame-pointer), so a crash names its source lines.
 static void print_backtrace(uintptr_t pc, uintptr_t fp) {
   Runtime& r = R();
   uintptr_t pcs[24]; int n = 0;
@@ -594,41 +654,8 @@ static void print_backtrace(uintptr_t pc, uintptr_t fp) {
       fp = next;
     }
   }
-  Dl_info di;
-  if (!dladdr((void*)pc, &di) || !di.dli_fbase) return;
-  bool pie = ((const Elf64_Ehdr*)di.dli_fbase)->e_type == ET_DYN;
-  char args[24][24]; char* argv[32]; int a = 0;
-  static char exe[512];
-  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (len <= 0) return;
-  exe[len] = 0;
-  argv[a++] = (char*)"addr2line"; argv[a++] = (char*)"-e"; argv[a++] = exe; argv[a++] = (char*)"-f";
-  argv[a++] = (char*)"-C"; argv[a++] = (char*)"-i"; argv[a++] = (char*)"-p";
-  for (int i = 0; i < n; i++) {
-    Dl_info d2;
-    if (!dladdr((void*)pcs[i], &d2) || d2.dli_fbase != di.dli_fbase) continue;  // only our executable
-    snprintf(args[i], sizeof args[i], "0x%lx", (unsigned long)(pie ? pcs[i] - (uintptr_t)di.dli_fbase : pcs[i]));
-    argv[a++] = args[i];
-  }
-  argv[a] = nullptr;
-  // llvm-symbolizer reads clang's DWARF 5 line tables correctly (binutils' addr2line can name the
-  // generated .cpp instead of the #line'd .cu); addr2line is the fallback. Runs in a child with its
-  // output piped back, so that the launch machinery's frames can be left out.
-  int fd[2];
-  if (pipe(fd) != 0) return;
-  pid_t child = fork();
-  if (child == 0) {
-    close(fd[0]); dup2(fd[1], 1); dup2(fd[1], 2);
-    argv[0] = (char*)"llvm-symbolizer"; execvp(argv[0], argv);
-    argv[0] = (char*)"addr2line"; execvp(argv[0], argv);
-    _exit(127);
-  }
-  close(fd[1]);
-  static char out[32768]; size_t n_out = 0;
-  for (ssize_t k; n_out < sizeof out - 1 && (k = read(fd[0], out + n_out, sizeof out - 1 - n_out)) > 0;) n_out += (size_t)k;
-  out[n_out] = 0;
-  close(fd[0]);
-  if (child > 0) { int st; waitpid(child, &st, 0); }
+  static char out[32768];
+  if (!symbolize(pcs, n, out, sizeof out)) return;
   write_str("SIMT: backtrace of the CUDA thread (innermost first):\n");
   static char prev[1024]; prev[0] = 0; int repeats = 0;
   for (char* line = strtok(out, "\n"); line; line = strtok(nullptr, "\n")) {
@@ -641,6 +668,45 @@ static void print_backtrace(uintptr_t pc, uintptr_t fp) {
     write_str("    "); write_str(line); write_str("\n");
   }
   if (repeats) { char b[64]; snprintf(b, sizeof b, "    (previous frame repeated %d more times)\n", repeats); write_str(b); }
+}
+
+// ------------------------------------------------------------------ call sites of API misuse
+Site capture_site() {
+  Site s;
+  s.n = backtrace(s.pc, 8);
+  return s;
+}
+// The first frame (inlined ones included) in the program's own code: not the runtime or its shims
+// (dev/simt/, but dev/simt/tests/ is a program), not a system or CUDA header. "file:line", with the
+// working directory cut off.
+std::string site_str(const Site& s) {
+  static std::mutex mu;
+  static std::map<std::vector<void*>, std::string> cache;  // a call site is symbolised once
+  std::lock_guard<std::mutex> lk(mu);
+  std::vector<void*> key(s.pc, s.pc + s.n);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  uintptr_t pcs[8]; int n = 0;
+  for (int i = 1; i < s.n; i++) pcs[n++] = (uintptr_t)s.pc[i] - 1;  // [0] is capture_site; -1: the call's line
+  static char out[16384];
+  std::string res = "?";
+  symbolize(pcs, n, out, sizeof out);
+  char cwd[512]; std::string pre = getcwd(cwd, sizeof cwd) ? std::string(cwd) + "/" : std::string("\x01");
+  for (char* line = strtok(out, "\n"); line; line = strtok(nullptr, "\n")) {
+    const char* at = strstr(line, " at ");
+    if (!at) continue;
+    std::string loc = at + 4;
+    if (loc.compare(0, pre.size(), pre) == 0) loc = loc.substr(pre.size());
+    if (loc[0] == '?' || loc.find("/include/") != std::string::npos || loc.find("/lib/") != std::string::npos ||
+        (loc.find("dev/simt/") != std::string::npos && loc.find("dev/simt/tests/") == std::string::npos))
+      continue;
+    size_t sp = loc.find(' '); if (sp != std::string::npos) loc.resize(sp);  // "(discriminator N)"
+    size_t c2 = loc.rfind(':'), c1 = c2 == std::string::npos || c2 == 0 ? std::string::npos : loc.rfind(':', c2 - 1);
+    if (c1 != std::string::npos && isdigit((unsigned char)loc[c1 + 1])) loc.resize(c2);  // file:line:col
+    res = loc;
+    break;
+  }
+  return cache[key] = res;
 }
 
 static const char* sig_kind(int sig) { return sig == SIGSEGV || sig == SIGBUS ? "crash" : sig == SIGFPE ? "fpe" : sig == SIGABRT ? "abort" : "signal"; }
@@ -784,7 +850,32 @@ bool device_range_ok(const void* p, size_t n) {
   return (uintptr_t)p + n <= base + a.size;
 }
 
-cudaError_t report_bad_arg(const LaunchInfo& info, int idx, const void* p) {
+int current_device() { return t_device; }
+int device_of(const void* p) {
+  std::lock_guard<std::mutex> lk(R().reg_mu);
+  Alloc a;
+  return find_alloc(p, nullptr, &a) && a.kind == A_DEVICE ? a.dev : -1;
+}
+bool can_access(int dev, int owner) {
+  if (owner < 0 || owner == dev) return true;
+  std::lock_guard<std::mutex> lk(R().reg_mu);
+  return R().peer[dev][owner];
+}
+int arg_status(const void* p) {
+  Runtime& r = R();
+  std::lock_guard<std::mutex> lk(r.reg_mu);
+  Alloc a;
+  if (!find_alloc(p, nullptr, &a)) return ARG_HOST;
+  return a.kind != A_DEVICE || a.dev == t_device || r.peer[t_device][a.dev] ? ARG_OK : ARG_OTHER_DEVICE;
+}
+cudaError_t report_bad_arg(const LaunchInfo& info, int idx, const void* p, int status) {
+  if (status == ARG_OTHER_DEVICE) {
+    int owner = device_of(p);
+    reportf("wrong-device", &info, nullptr, "%s:%d: argument %d = %p is memory of device %d, but the kernel runs on device %d "
+            "(an illegal address on a GPU, unless cudaDeviceEnablePeerAccess(%d) was called on device %d)",
+            info.file, info.line, idx, p, owner, t_device, owner, t_device);
+    return t_last_error = cudaErrorIllegalAddress;
+  }
   reportf("host-pointer", &info, nullptr, "%s:%d: argument %d = %p is not device memory (a host pointer, or freed memory?)",
           info.file, info.line, idx, p);
   return t_last_error = cudaErrorInvalidValue;
@@ -811,6 +902,7 @@ cudaError_t func_set_attribute(const char* name, const void* f, cudaFuncAttribut
 }
 
 static bool stream_ok(cudaStream_t s);
+static cudaError_t check_launch_stream(const LaunchInfo& info, cudaStream_t s);
 
 cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(void*), void* closure) {
   Runtime& r = R();
@@ -844,6 +936,7 @@ cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(v
           (void*)cfg.stream);
     return t_last_error = cudaErrorInvalidResourceHandle;
   }
+  if (cudaError_t e = check_launch_stream(info, cfg.stream)) return e;
   r.call = call; r.closure = closure;
   r.nthreads = (int)nt;
   if (r.fibers.size() < nt) r.fibers.resize(nt);
@@ -884,6 +977,7 @@ void report_error(const char* kind, const char* fmt, ...) {
 int errors_reported() { return R().errors.load(); }
 void clear_errors() { R().errors = 0; }
 void set_watchdog_seconds(int s) { R().watchdog_s = s; }
+void set_device_count(int n) { R().ndev = std::min(std::max(n, 1), (int)kMaxDevices); }
 
 }  // namespace simt
 
@@ -894,16 +988,67 @@ long long clock64() { timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (lo
 // compiler checks every signature. Execution is synchronous: streams run in issue order.
 using simt::R;
 using simt::reportf;
+using simt::report_at_caller;
 namespace {
 const uint32_t kStreamMagic = 0x57524d53, kEventMagic = 0x544e5645;
-struct SimtStream { uint32_t magic; int priority; };
-struct SimtEvent { uint32_t magic; bool timing; bool recorded; double t; };
+struct SimtStream { uint32_t magic; int priority; int dev; bool blocking; };
+struct SimtEvent { uint32_t magic; bool timing; bool recorded; double t; int dev; };
 std::mutex g_obj_mu;
 std::set<const void*> g_streams, g_events;
 cudaError_t ret(cudaError_t e) { if (e != cudaSuccess) simt::t_last_error = e; return e; }
 
+// Per host thread (rank): the calls that stall a training step (simt_api.h).
+thread_local SimtApiCounts t_counts;
+
+// How work on a stream synchronises implicitly: the legacy default stream waits for all blocking
+// streams of its device and they wait for it; cudaStreamNonBlocking streams take part in neither.
+// (The per-thread default stream is a blocking stream.)
+enum SKind { S_LEGACY, S_BLOCKING, S_NONBLOCKING, S_DEVICE /* the whole device: cudaMalloc/cudaFree/cudaDeviceSynchronize */ };
+const char* skind_name(int k) {
+  static const char* n[] = {"the legacy default stream", "a blocking stream", "a non-blocking stream", "the whole device"};
+  return n[k];
+}
+int stream_kind(cudaStream_t s) {
+  if (s == 0 || s == cudaStreamLegacy) return S_LEGACY;
+  if (s == cudaStreamPerThread) return S_BLOCKING;
+  std::lock_guard<std::mutex> lk(g_obj_mu);
+  return g_streams.count((const void*)s) && !((SimtStream*)s)->blocking ? S_NONBLOCKING : S_BLOCKING;
+}
+
+// NCCL operations that wait for a peer, by device. An NCCL kernel occupies its stream until the
+// peer's matching call runs; if that peer is another rank on the same device and first calls
+// something that waits for this device's work, neither can proceed: a deadlock on a GPU (here the
+// ranks are threads and nothing hangs, so it is reported when it would have happened).
+struct PendingOp { int dev, skind; std::string what; };
+std::mutex g_pending_mu;
+std::map<int, PendingOp> g_pending;
+int g_pending_next = 0;
+std::atomic<int> g_pending_count{0};
+void hazard(const char* api, int kind) {
+  if (g_pending_count.load(std::memory_order_relaxed) == 0) return;  // the common case: no lock
+  int dev = simt::t_device;
+  std::string what; int pk = 0;
+  {
+    std::lock_guard<std::mutex> lk(g_pending_mu);
+    for (auto& kv : g_pending) {
+      const PendingOp& p = kv.second;
+      bool waits = kind == S_DEVICE || (kind == S_LEGACY && p.skind != S_NONBLOCKING) || (kind == S_BLOCKING && p.skind == S_LEGACY);
+      if (p.dev == dev && waits) { what = p.what; pk = p.skind; break; }
+    }
+  }
+  if (what.empty()) return;
+  report_at_caller("deadlock-hazard", "%s on device %d (%s) while %s is pending on %s of that device: the call waits for "
+                   "the NCCL operation, which waits for its peer; when the peer is this rank (two ranks on one device) that "
+                   "is a deadlock on a GPU", api, dev, skind_name(kind), what.c_str(), skind_name(pk));
+}
+void hazard_on(const char* api, cudaStream_t s) {
+  if (g_pending_count.load(std::memory_order_relaxed) != 0) hazard(api, stream_kind(s));
+}
+
 const char* kind_name(int k) { return k == simt::A_DEVICE ? "device" : k == simt::A_PINNED ? "pinned host" : "managed"; }
 cudaError_t do_alloc(void** p, size_t n, int kind, const char* api) {
+  t_counts.malloc_calls++;
+  if (strcmp(api, "cudaMallocAsync")) hazard(api, S_DEVICE);  // stream-ordered allocation does not synchronise
   if (!p) return ret(cudaErrorInvalidValue);
   // cudaMalloc memory is 256-byte aligned. Exact size (posix_memalign, no rounding) so ASan sees
   // overruns.
@@ -915,12 +1060,13 @@ cudaError_t do_alloc(void** p, size_t n, int kind, const char* api) {
   __lsan_ignore_object(*p);  // like a CUDA context, exit frees device memory: not a leak
 #endif
   std::lock_guard<std::mutex> lk(R().reg_mu);
-  R().allocs[(uintptr_t)*p] = simt::Alloc{n, kind};
+  R().allocs[(uintptr_t)*p] = simt::Alloc{n, kind, simt::t_device};
   R().allocated += n;
-  (void)api;
   return cudaSuccess;
 }
 cudaError_t do_free(void* p, const char* api, bool want_host) {
+  t_counts.free_calls++;
+  if (strcmp(api, "cudaFreeAsync")) hazard(api, S_DEVICE);  // cudaFree synchronises the device
   if (!p) return cudaSuccess;
   {
     std::lock_guard<std::mutex> lk(R().reg_mu);
@@ -947,6 +1093,10 @@ cudaError_t check_copy(const char* api, void* dst, const void* src, size_t n, cu
   if (n == 0) return cudaSuccess;
   bool din, sin;
   int dk = ptr_kind(dst, n, &din), sk = ptr_kind(src, n, &sin);
+  // A host side that is not pinned: staged through a driver buffer, synchronous with the host.
+  if (((k == cudaMemcpyHostToDevice || k == cudaMemcpyHostToHost || k == cudaMemcpyDefault) && sk < 0) ||
+      ((k == cudaMemcpyDeviceToHost || k == cudaMemcpyHostToHost || k == cudaMemcpyDefault) && dk < 0))
+    t_counts.pageable_copies++;
   if (k == cudaMemcpyDefault) return din && sin ? cudaSuccess : (report("memcpy-range", "%s: %zu bytes run past the end of an allocation", api, n), ret(cudaErrorInvalidValue));
   bool dst_dev = k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToDevice;
   bool src_dev = k == cudaMemcpyDeviceToHost || k == cudaMemcpyDeviceToDevice;
@@ -958,6 +1108,7 @@ cudaError_t check_copy(const char* api, void* dst, const void* src, size_t n, cu
   return cudaSuccess;
 }
 bool event_ok(cudaEvent_t e) { std::lock_guard<std::mutex> lk(g_obj_mu); return e && g_events.count((const void*)e); }
+bool device_ok(int d) { return d >= 0 && d < R().ndev; }
 }  // namespace
 namespace simt {
 static bool stream_ok(cudaStream_t s) {
@@ -965,9 +1116,40 @@ static bool stream_ok(cudaStream_t s) {
   std::lock_guard<std::mutex> lk(g_obj_mu);
   return g_streams.count((const void*)s) != 0;
 }
+int stream_device(const void* sp) {
+  cudaStream_t s = (cudaStream_t)sp;
+  if (s == 0 || s == cudaStreamLegacy || s == cudaStreamPerThread) return t_device;
+  std::lock_guard<std::mutex> lk(g_obj_mu);
+  return g_streams.count(sp) ? ((SimtStream*)s)->dev : -1;
+}
+// Launches: on a stream of the current device; implicit synchronisation with pending NCCL work.
+static cudaError_t check_launch_stream(const LaunchInfo& info, cudaStream_t s) {
+  int dev = stream_device(s);
+  if (dev != t_device) {
+    reportf("wrong-device", &info, nullptr, "%s:%d: launch on a stream of device %d while device %d is current (a stream belongs "
+            "to the device current at its creation)", info.file, info.line, dev, t_device);
+    return t_last_error = cudaErrorInvalidResourceHandle;
+  }
+  hazard_on("kernel launch", s);
+  return cudaSuccess;
+}
+int nccl_pending_begin(int dev, const void* stream, const std::string& what) {
+  int k = stream_kind((cudaStream_t)stream);
+  std::lock_guard<std::mutex> lk(g_pending_mu);
+  g_pending[g_pending_next] = PendingOp{dev, k, what};
+  g_pending_count++;
+  return g_pending_next++;
+}
+void nccl_pending_end(int token) {
+  std::lock_guard<std::mutex> lk(g_pending_mu);
+  if (g_pending.erase(token)) g_pending_count--;
+}
 }  // namespace simt
 
 extern "C" {
+int simt_api_counts(SimtApiCounts* c) { *c = t_counts; return 1; }
+void simt_api_counts_reset(void) { t_counts = SimtApiCounts{}; }
+
 cudaError_t cudaMalloc(void** p, size_t n) { return do_alloc(p, n, simt::A_DEVICE, "cudaMalloc"); }
 cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return do_alloc(p, n, simt::A_DEVICE, "cudaMallocAsync"); }
 cudaError_t cudaMallocManaged(void** p, size_t n, unsigned) { return do_alloc(p, n, simt::A_MANAGED, "cudaMallocManaged"); }
@@ -977,23 +1159,27 @@ cudaError_t cudaFree(void* p) { return do_free(p, "cudaFree", false); }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return do_free(p, "cudaFreeAsync", false); }
 cudaError_t cudaFreeHost(void* p) { return do_free(p, "cudaFreeHost", true); }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind k) {
+  hazard("cudaMemcpy", S_LEGACY);
   cudaError_t e = check_copy("cudaMemcpy", dst, src, n, k);
   if (e == cudaSuccess && n) memmove(dst, src, n);
   return e;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind k, cudaStream_t s) {
   if (!simt::stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
+  hazard_on("cudaMemcpyAsync", s);
   cudaError_t e = check_copy("cudaMemcpyAsync", dst, src, n, k);
   if (e == cudaSuccess && n) memmove(dst, src, n);
   return e;
 }
-cudaError_t cudaMemset(void* p, int v, size_t n) {
-  if (n && !simt::device_range_ok(p, n)) { report("memset-range", "cudaMemset(%p, %d, %zu): not inside one device allocation", p, v, n); return ret(cudaErrorInvalidValue); }
+static cudaError_t do_memset(const char* api, void* p, int v, size_t n) {
+  if (n && !simt::device_range_ok(p, n)) { report("memset-range", "%s(%p, %d, %zu): not inside one device allocation", api, p, v, n); return ret(cudaErrorInvalidValue); }
   memset(p, v, n); return cudaSuccess;
 }
+cudaError_t cudaMemset(void* p, int v, size_t n) { hazard("cudaMemset", S_LEGACY); return do_memset("cudaMemset", p, v, n); }
 cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
   if (!simt::stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
-  return cudaMemset(p, v, n);
+  hazard_on("cudaMemsetAsync", s);
+  return do_memset("cudaMemsetAsync", p, v, n);
 }
 cudaError_t cudaMemcpyToSymbol(const void* sym, const void* src, size_t n, size_t off, cudaMemcpyKind) {
   memcpy((char*)sym + off, src, n); return cudaSuccess;
@@ -1008,12 +1194,12 @@ cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total) {
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned, int prio) {
-  SimtStream* x = new SimtStream{kStreamMagic, prio};
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned flags, int prio) {
+  SimtStream* x = new SimtStream{kStreamMagic, prio, simt::t_device, !(flags & cudaStreamNonBlocking)};
   std::lock_guard<std::mutex> lk(g_obj_mu);
   g_streams.insert(x); *s = (cudaStream_t)x; return cudaSuccess;
 }
-cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithPriority(s, 0, 0); }
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithPriority(s, cudaStreamDefault, 0); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned f) { return cudaStreamCreateWithPriority(s, f, 0); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   std::lock_guard<std::mutex> lk(g_obj_mu);
@@ -1021,17 +1207,26 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   delete (SimtStream*)s; return cudaSuccess;
 }
 cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) { if (least) *least = 0; if (greatest) *greatest = -5; return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { return simt::stream_ok(s) ? simt::t_last_error : ret(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  t_counts.stream_syncs++;
+  if (!simt::stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
+  if (s == 0 || s == cudaStreamLegacy) hazard("cudaStreamSynchronize", S_LEGACY);
+  return simt::t_last_error;
+}
 cudaError_t cudaStreamQuery(cudaStream_t s) { return simt::stream_ok(s) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle); }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   return simt::stream_ok(s) && event_ok(e) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
 }
-cudaError_t cudaDeviceSynchronize(void) { return simt::t_last_error; }
+cudaError_t cudaDeviceSynchronize(void) {
+  t_counts.device_syncs++;
+  hazard("cudaDeviceSynchronize", S_DEVICE);
+  return simt::t_last_error;
+}
 cudaError_t cudaGetLastError(void) { cudaError_t e = simt::t_last_error; simt::t_last_error = cudaSuccess; return e; }
 cudaError_t cudaPeekAtLastError(void) { return simt::t_last_error; }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags) {
-  SimtEvent* x = new SimtEvent{kEventMagic, !(flags & cudaEventDisableTiming), false, 0};
+  SimtEvent* x = new SimtEvent{kEventMagic, !(flags & cudaEventDisableTiming), false, 0, simt::t_device};
   std::lock_guard<std::mutex> lk(g_obj_mu);
   g_events.insert(x); *e = (cudaEvent_t)x; return cudaSuccess;
 }
@@ -1044,7 +1239,13 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 // Work is synchronous, so the host clock at record time is when the stream got there.
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!event_ok(e) || !simt::stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
-  SimtEvent* x = (SimtEvent*)e; x->t = simt::now_s(); x->recorded = true; return cudaSuccess;
+  SimtEvent* x = (SimtEvent*)e;
+  int sd = simt::stream_device(s);
+  if (x->dev != sd) {  // as CUDA: an event is recorded on a stream of its own device
+    report_at_caller("wrong-device", "cudaEventRecord: event of device %d recorded on a stream of device %d", x->dev, sd);
+    return ret(cudaErrorInvalidResourceHandle);
+  }
+  x->t = simt::now_s(); x->recorded = true; return cudaSuccess;
 }
 cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned) { return cudaEventRecord(e, s); }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) { return event_ok(e) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle); }
@@ -1058,9 +1259,28 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int d) { if (d != 0) return ret(cudaErrorInvalidDevice); simt::t_device = d; return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) { if (!device_ok(d)) return ret(cudaErrorInvalidDevice); simt::t_device = d; return cudaSuccess; }
 cudaError_t cudaGetDevice(int* d) { *d = simt::t_device; return cudaSuccess; }
-cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int* n) { *n = R().ndev; return cudaSuccess; }
+cudaError_t cudaDeviceCanAccessPeer(int* can, int d, int peer) {
+  if (!device_ok(d) || !device_ok(peer)) return ret(cudaErrorInvalidDevice);
+  *can = d != peer; return cudaSuccess;
+}
+// The current device may then dereference `peer`'s memory (one direction, as in CUDA).
+cudaError_t cudaDeviceEnablePeerAccess(int peer, unsigned) {
+  if (!device_ok(peer) || peer == simt::t_device) return ret(cudaErrorInvalidDevice);
+  std::lock_guard<std::mutex> lk(R().reg_mu);
+  bool& p = R().peer[simt::t_device][peer];
+  if (p) return ret(cudaErrorPeerAccessAlreadyEnabled);
+  p = true; return cudaSuccess;
+}
+cudaError_t cudaDeviceDisablePeerAccess(int peer) {
+  if (!device_ok(peer)) return ret(cudaErrorInvalidDevice);
+  std::lock_guard<std::mutex> lk(R().reg_mu);
+  bool& p = R().peer[simt::t_device][peer];
+  if (!p) return ret(cudaErrorPeerAccessNotEnabled);
+  p = false; return cudaSuccess;
+}
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 cudaError_t cudaDeviceSetLimit(cudaLimit, size_t) { return cudaSuccess; }
 cudaError_t cudaRuntimeGetVersion(int* v) { *v = CUDART_VERSION; return cudaSuccess; }
@@ -1075,7 +1295,7 @@ cudaError_t cudaFuncSetAttribute(const void* f, cudaFuncAttribute a, int v) {
 }
 // H100 (sm_90) values, so that code sizing grids from the device sees realistic numbers.
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int dev) {
-  if (dev != 0) return ret(cudaErrorInvalidDevice);
+  if (!device_ok(dev)) return ret(cudaErrorInvalidDevice);
   switch (a) {
     case cudaDevAttrMultiProcessorCount: *v = 132; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; break;
@@ -1098,7 +1318,7 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int dev) {
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int dev) {
-  if (dev != 0) return ret(cudaErrorInvalidDevice);
+  if (!device_ok(dev)) return ret(cudaErrorInvalidDevice);
   memset(p, 0, sizeof *p);
   strcpy(p->name, "SIMT on CPU (H100 limits)");
   p->major = 9; p->minor = 0; p->multiProcessorCount = 132; p->warpSize = 32;
@@ -1123,6 +1343,9 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorPeerAccessAlreadyEnabled: return "cudaErrorPeerAccessAlreadyEnabled";
+    case cudaErrorPeerAccessNotEnabled: return "cudaErrorPeerAccessNotEnabled";
     default: return "cudaErrorUnknown";
   }
 }
@@ -1136,6 +1359,9 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered (SIMT: see the SIMT ERROR report)";
+    case cudaErrorPeerAccessAlreadyEnabled: return "peer access is already enabled";
+    case cudaErrorPeerAccessNotEnabled: return "peer access has not been enabled";
     default: return "unknown error (SIMT runtime)";
   }
 }

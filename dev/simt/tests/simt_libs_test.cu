@@ -11,13 +11,19 @@
 #include <nccl.h>
 #include <cmath>
 #include <cstdio>
+#include <atomic>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
+#include <unistd.h>
 #include "simt_test_util.h"
+#include "simt_api.h"
 
 using namespace simt_test;
+static const char* kFile = __FILE__;
+// "simt_libs_test.cu:N" of the line with `marker` (reports name the file relative to the repository)
+static std::string site_of(const char* marker) { return at_line(kFile, line_of_marker(kFile, marker)); }
 typedef __nv_bfloat16 bf16;
 
 #define CUDA_OK(x) CHECK((x) == cudaSuccess, "%s", #x)
@@ -37,12 +43,15 @@ static float f(bf16 x) { return __bfloat162float(x); }
 // Row-major (rows, cols) bf16 matrices as llm.c stores them = column-major (cols, rows).
 struct LtMatmul {
   cublasLtHandle_t lt;
+  void* ws = nullptr; size_t ws_bytes = 0;  // the workspace given to the heuristic and to cublasLtMatmul
+  bool own = true;
   LtMatmul() { cublasLtCreate(&lt); }
-  ~LtMatmul() { cublasLtDestroy(lt); }
+  LtMatmul(cublasLtHandle_t h, void* w, size_t wb) : lt(h), ws(w), ws_bytes(wb), own(false) {}
+  ~LtMatmul() { if (own) cublasLtDestroy(lt); }
   // D(m x n) = op(A) op(B) [+ bias] with an epilogue; all column-major, bf16, fp32 compute.
   cublasStatus_t run(bool ta, bool tb, int m, int n, int k, const bf16* A, int lda, const bf16* B, int ldb, bf16* D,
                      cublasLtEpilogue_t epi, const void* bias, void* aux, float beta = 0.f, int batch = 1,
-                     long long sA = 0, long long sB = 0, long long sD = 0) {
+                     long long sA = 0, long long sB = 0, long long sD = 0, uint32_t align_a = 256) {
     cublasLtMatmulDesc_t desc;
     cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -71,14 +80,14 @@ struct LtMatmul {
       }
     }
     cublasLtMatmulPreference_t pref; cublasLtMatmulPreferenceCreate(&pref);
-    size_t ws = 32 << 20;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof ws_bytes);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof align_a);
     cublasLtMatmulHeuristicResult_t heur; int nres = 0;
     cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 1, &heur, &nres);
     if (s == CUBLAS_STATUS_SUCCESS && nres == 0) s = CUBLAS_STATUS_NOT_SUPPORTED;
     float alpha = 1.f;
     if (s == CUBLAS_STATUS_SUCCESS)
-      s = cublasLtMatmul(lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &heur.algo, nullptr, 0, 0);
+      s = cublasLtMatmul(lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &heur.algo, ws, ws_bytes, 0);  // CALL:lt_matmul
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(la); cublasLtMatrixLayoutDestroy(lb); cublasLtMatrixLayoutDestroy(ld);
     cublasLtMatmulDescDestroy(desc);
@@ -341,7 +350,8 @@ static void test_nccl_bugs() {
   auto two_ranks = [](void (*body)(int, ncclUniqueId)) {
     return [body] {
       ncclUniqueId id; ncclGetUniqueId(&id);
-      std::thread a(body, 0, id), b(body, 1, id);
+      auto rank = [body, id](int r) { cudaSetDevice(r); body(r, id); };  // one device per rank
+      std::thread a(rank, 0), b(rank, 1);
       a.join(); b.join();
       return 0;
     };
@@ -390,9 +400,317 @@ static void test_gemm_bugs() {
     return lt.run(false, false, 8, 8, 8, a, 8, a, 8, a, CUBLASLT_EPILOGUE_RELU, nullptr, nullptr) == CUBLAS_STATUS_NOT_SUPPORTED ? 0 : 3;
   }, {"SIMT ERROR [cublas-unsupported]", "epilogue"});
 }
+
+// ---- strictness rules (issue 9): every rule has a deliberately wrong program here, run in a child,
+// and the test asserts the report by its kind and the file:line it names. "41bfe95" marks the
+// patterns of train_gpt2_pp.cu / test_gpt2_pp.cu at that commit that the rule would have caught.
+static float* dev_floats(int dev, size_t n) {
+  int cur; cudaGetDevice(&cur); cudaSetDevice(dev);
+  float* p; cudaMalloc(&p, n * sizeof(float));
+  cudaSetDevice(cur);
+  return p;
+}
+
+static void test_devices() {
+  int n = 0;
+  CHECK(cudaGetDeviceCount(&n) == cudaSuccess && n == 2, "set_device_count(2): %d devices", n);
+  CHECK(cudaSetDevice(2) == cudaErrorInvalidDevice && cudaGetLastError() == cudaErrorInvalidDevice, "device 2 does not exist");
+  int can = 0;
+  CHECK(cudaDeviceCanAccessPeer(&can, 0, 1) == cudaSuccess && can == 1, "peer access possible");
+  // kernels on device 1's memory, launched on device 1 and on a stream of device 1
+  std::thread t([] {
+    cudaSetDevice(1);
+    float* x = dev_floats(1, 64);
+    cudaStream_t s; cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    cudaMemset(x, 0, 256);
+    add_kernel<<<1, 64, 0, s>>>(x, 2.f, 64);
+    std::vector<float> h(64);
+    cudaMemcpy(h.data(), x, 256, cudaMemcpyDeviceToHost);
+    CHECK(cudaGetLastError() == cudaSuccess && h[63] == 2.f, "kernel on device 1");
+    cudaStreamDestroy(s); cudaFree(x);
+  });
+  t.join();
+  // the per-thread counters of simt_api.h
+  float *d = dev_floats(0, 256), *pinned;
+  cudaMallocHost(&pinned, 1024);
+  std::vector<float> host(256);
+  cudaStream_t s; cudaStreamCreate(&s);
+  simt_api_counts_reset();
+  float* tmp; cudaMalloc(&tmp, 16); cudaFree(tmp); cudaMalloc(&tmp, 16);
+  cudaDeviceSynchronize();
+  cudaMemcpyAsync(d, host.data(), 1024, cudaMemcpyHostToDevice, s);  // pageable
+  cudaMemcpyAsync(d, pinned, 1024, cudaMemcpyHostToDevice, s);       // pinned: not counted
+  cudaMemcpy(host.data(), d, 1024, cudaMemcpyDeviceToHost);          // pageable
+  cudaMemcpy(tmp, d, 16, cudaMemcpyDeviceToDevice);
+  cudaStreamSynchronize(s); cudaStreamSynchronize(s);
+  std::thread other([] { float* p; cudaMalloc(&p, 16); cudaFree(p); });  // another rank's calls count there
+  other.join();
+  SimtApiCounts c;
+  CHECK(simt_api_counts(&c) == 1 && c.malloc_calls == 2 && c.free_calls == 1 && c.device_syncs == 1 && c.stream_syncs == 2 &&
+        c.pageable_copies == 2, "API counts: malloc %lld free %lld device syncs %lld stream syncs %lld pageable copies %lld",
+        c.malloc_calls, c.free_calls, c.device_syncs, c.stream_syncs, c.pageable_copies);
+  simt_api_counts_reset();
+  CHECK(simt_api_counts(&c) == 1 && c.malloc_calls == 0 && c.stream_syncs == 0, "API counts reset");
+  cudaFree(tmp); cudaFree(d); cudaFreeHost(pinned); cudaStreamDestroy(s);
+}
+
+static void test_device_rules() {
+  expect_report("kernel argument on another device", [] {
+    float* x = dev_floats(1, 64);
+    add_kernel<<<1, 64>>>(x, 1.f, 64);  // LAUNCH:wrong_dev_arg
+    bool ok = cudaGetLastError() == cudaErrorIllegalAddress;
+    cudaDeviceEnablePeerAccess(1, 0);   // device 0 may now read device 1's memory
+    add_kernel<<<1, 64>>>(x, 1.f, 64);
+    return ok && cudaGetLastError() == cudaSuccess && simt::errors_reported() == 1 ? 0 : 3;
+  }, {"SIMT ERROR [wrong-device] in kernel add_kernel (launched at " + site_of("LAUNCH:wrong_dev_arg") + ")",
+      "argument 0 = ", "is memory of device 1, but the kernel runs on device 0"});
+  expect_report("launch on a stream of another device", [] {
+    cudaSetDevice(1);
+    cudaStream_t s; cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    cudaSetDevice(0);
+    float* x = dev_floats(0, 64);
+    add_kernel<<<1, 64, 0, s>>>(x, 1.f, 64);  // LAUNCH:wrong_dev_stream
+    return cudaGetLastError() == cudaErrorInvalidResourceHandle ? 0 : 3;
+  }, {"SIMT ERROR [wrong-device] in kernel add_kernel (launched at " + site_of("LAUNCH:wrong_dev_stream") + ")",
+      "launch on a stream of device 1 while device 0 is current"});
+  expect_report("event recorded on a stream of another device", [] {
+    cudaEvent_t e; cudaEventCreate(&e);
+    cudaSetDevice(1);
+    cudaStream_t s; cudaStreamCreate(&s);
+    return cudaEventRecord(e, s) == cudaErrorInvalidResourceHandle ? 0 : 3;  // CALL:event_record
+  }, {"SIMT ERROR [wrong-device]: " + site_of("CALL:event_record"), "event of device 0 recorded on a stream of device 1"});
+}
+
+// 41bfe95 finding 1: cublas_init() (one cuBLASLt handle and a 32 MiB workspace) ran before
+// cudaSetDevice, so every rank used device 0's handle and workspace.
+static cublasLtHandle_t g_old_handle;
+static void* g_old_workspace;
+static void old_cublas_init() {
+  cublasLtCreate(&g_old_handle);  // CREATE:old_handle
+  cudaMalloc(&g_old_workspace, 32 << 20);
+}
+static int lt_on_device(int dev, cublasLtHandle_t h, void* ws, size_t wsb, bool d_elsewhere = false) {
+  cudaSetDevice(dev);
+  bf16 *a, *d;
+  cudaMalloc(&a, 64 * 64 * 2);
+  if (d_elsewhere) { cudaSetDevice(1 - dev); cudaMalloc(&d, 64 * 64 * 2); cudaSetDevice(dev); }
+  else cudaMalloc(&d, 64 * 64 * 2);
+  cudaMemset(a, 0, 64 * 64 * 2);
+  LtMatmul lt(h, ws, wsb);
+  return lt.run(false, false, 64, 64, 64, a, 64, a, 64, d, CUBLASLT_EPILOGUE_DEFAULT, nullptr, nullptr);
+}
+static void test_cublas_rules() {
+  expect_report("41bfe95 finding 1: cuBLASLt handle of device 0 used by the rank on device 1", [] {
+    old_cublas_init();  // before cudaSetDevice, as train_gpt2_pp.cu:1049 at 41bfe95
+    int rc = 0;
+    std::thread rank1([&] { rc = lt_on_device(1, g_old_handle, g_old_workspace, 32 << 20); });
+    rank1.join();
+    return rc == CUBLAS_STATUS_EXECUTION_FAILED ? 0 : 3;
+  }, {"SIMT ERROR [wrong-device]: " + site_of("CALL:lt_matmul"),
+      "cublasLtMatmul: handle created on device 0 (at " + site_of("CREATE:old_handle") + ") is used while device 1 is current"});
+  expect_report("cuBLASLt workspace of another device", [] {
+    cudaSetDevice(1);
+    cublasLtHandle_t h; cublasLtCreate(&h);
+    cudaSetDevice(0);
+    void* ws; cudaMalloc(&ws, 1 << 20);  // device 0
+    return lt_on_device(1, h, ws, 1 << 20) == CUBLAS_STATUS_EXECUTION_FAILED ? 0 : 3;
+  }, {"SIMT ERROR [wrong-device]: " + site_of("CALL:lt_matmul"), "workspace", "is memory of device 0, the handle belongs to device 1"});
+  expect_report("cuBLASLt operand on another device", [] {
+    cublasLtHandle_t h; cublasLtCreate(&h);
+    return lt_on_device(0, h, nullptr, 0, /*d_elsewhere=*/true) == CUBLAS_STATUS_INVALID_VALUE ? 0 : 3;
+  }, {"SIMT ERROR [wrong-device]: " + site_of("CALL:lt_matmul"), "cublasLtMatmul: matrix D at", "is memory of device 1, but the GEMM runs on device 0"});
+  expect_report("cuBLASLt algorithm run on less aligned pointers", [] {
+    LtMatmul lt;  // the heuristic assumes 256-byte alignment unless told otherwise
+    bf16* a; cudaMalloc(&a, 64 * 64 * 2 + 128);
+    bf16* a128 = a + 64;  // 128 bytes in
+    return lt.run(false, false, 64, 64, 64, a128, 64, a, 64, a, CUBLASLT_EPILOGUE_DEFAULT, nullptr, nullptr) == CUBLAS_STATUS_INVALID_VALUE ? 0 : 3;
+  }, {"SIMT ERROR [cublas-alignment]: " + site_of("CALL:lt_matmul"), "chosen for 256-byte aligned A, but A = ", "is only 128-byte aligned"});
+  expect_report("split-K workspace too small", [] {
+    void* ws; cudaMalloc(&ws, 1024);
+    cublasLtHandle_t h; cublasLtCreate(&h);
+    LtMatmul lt(h, ws, 1 << 20);  // claims 1 MiB
+    bf16* a; cudaMalloc(&a, 64 * 64 * 2 + 128);
+    // the heuristic is told the real (128-byte) alignment: not aligned, and 1 MiB holds 3*64*64 floats -> split-K
+    return lt.run(false, false, 64, 64, 64, a + 64, 64, a, 64, a, CUBLASLT_EPILOGUE_DEFAULT, nullptr, nullptr, 0.f, 1, 0, 0, 0,
+                  128) == CUBLAS_STATUS_INVALID_VALUE ? 0 : 3;
+  }, {"SIMT ERROR [cublas-workspace]: " + site_of("CALL:lt_matmul"), "(split-K) needs 49152 bytes of workspace", "with 1048576 bytes"});
+}
+
+// 41bfe95 finding 7: matmul.cuh gives the heuristic each pointer's real alignment, and a stage's
+// parameter offsets depend on P. The same GEMM on the same values at a 256-byte and a 128-byte
+// aligned address must give different bits here (as it may on a GPU), or CI cannot catch it.
+static void lt_f32(cublasLtHandle_t h, const float* A, const float* B, float* D, int m, int n, int k, void* ws, size_t wsb) {
+  cublasLtMatmulDesc_t desc; cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  cublasOperation_t t = CUBLAS_OP_T, nn = CUBLAS_OP_N;
+  cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t);
+  cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &nn, sizeof nn);
+  cublasLtMatrixLayout_t la, lb, ld;
+  cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, k, m, k); cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, k, n, k);
+  cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, m, n, m);
+  cublasLtMatmulPreference_t pref; cublasLtMatmulPreferenceCreate(&pref);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb);
+  const void* ptr[3] = {A, B, D};
+  for (int i = 0; i < 4; i++) {  // matmul.cuh at 41bfe95: the real alignment of A, B and D (C = D)
+    uint32_t al = 256; while (al > 1 && (uintptr_t)ptr[i < 3 ? i : 2] % al) al /= 2;
+    cublasLtMatmulPreferenceSetAttribute(pref, (cublasLtMatmulPreferenceAttributes_t)(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES + i), &al, sizeof al);
+  }
+  cublasLtMatmulHeuristicResult_t heur; int found = 0;
+  BLAS_OK(cublasLtMatmulAlgoGetHeuristic(h, desc, la, lb, ld, ld, pref, 1, &heur, &found));
+  float one = 1.f, zero = 0.f;
+  BLAS_OK(cublasLtMatmul(h, desc, &one, A, la, B, lb, &zero, D, ld, D, ld, &heur.algo, ws, wsb, 0));
+  cublasLtMatmulPreferenceDestroy(pref); cublasLtMatrixLayoutDestroy(la); cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(ld); cublasLtMatmulDescDestroy(desc);
+}
+static void test_alignment_changes_bits() {
+  const int m = 48, n = 32, k = 768;
+  std::mt19937 rng(7); std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> a(k * m), b(k * n);
+  for (auto& v : a) v = nd(rng);
+  for (auto& v : b) v = nd(rng);
+  float *params, *db = to_device(b), *d256, *d128, *dnows;
+  cudaMalloc(&params, (k * m + 32) * 4);  // a "parameter buffer": the weight at offset 0 or at 32 floats (128 B)
+  cudaMalloc(&d256, m * n * 4); cudaMalloc(&d128, m * n * 4); cudaMalloc(&dnows, m * n * 4);
+  void* ws; cudaMalloc(&ws, 32 << 20);
+  cublasLtHandle_t h; cublasLtCreate(&h);
+  cudaMemcpy(params, a.data(), k * m * 4, cudaMemcpyHostToDevice);
+  lt_f32(h, params, db, d256, m, n, k, ws, 32 << 20);
+  cudaMemcpy(params + 32, a.data(), k * m * 4, cudaMemcpyHostToDevice);
+  lt_f32(h, params + 32, db, d128, m, n, k, ws, 32 << 20);  // split-K
+  lt_f32(h, params + 32, db, dnows, m, n, k, nullptr, 0);   // no workspace: k blocks in reverse order
+  std::vector<float> r256 = from_device(d256, m * n), r128 = from_device(d128, m * n), rnows = from_device(dnows, m * n);
+  int diff128 = 0, diffnows = 0;
+  for (int i = 0; i < m * n; i++) { diff128 += r256[i] != r128[i]; diffnows += r256[i] != rnows[i]; }
+  CHECK(diff128 > m * n / 4 && diffnows > m * n / 4, "41bfe95 finding 7: 256-B vs 128-B aligned weight: %d (split-K) and %d "
+        "(reverse k blocks) of %d results differ in their bits; expected most", diff128, diffnows, m * n);
+  validate("128-B aligned GEMM (split-K) vs 256-B aligned", r128.data(), r256.data(), m * n, 1e-4, 1e-5);
+  validate("128-B aligned GEMM (reverse k blocks) vs 256-B aligned", rnows.data(), r256.data(), m * n, 1e-4, 1e-5);
+  cublasLtDestroy(h);
+  for (void* p : {(void*)params, (void*)db, (void*)d256, (void*)d128, (void*)dnows, ws}) cudaFree(p);
+}
+
+static void test_nccl_rules() {
+  // 41bfe95 finding 2: test_gpt2_pp.cu ran P ranks as threads without cudaSetDevice (and -pp 2 on
+  // a one-GPU machine does the same): NCCL refuses two ranks of a communicator on one device.
+  expect_report("41bfe95 finding 2: two NCCL ranks on one device", [] {
+    simt::set_device_count(1);
+    ncclUniqueId id; ncclGetUniqueId(&id);
+    ncclResult_t rc[2];
+    auto rank = [&](int r) { ncclComm_t c; rc[r] = ncclCommInitRank(&c, 2, id, r); };
+    std::thread a(rank, 0), b(rank, 1);
+    a.join(); b.join();
+    return rc[0] == ncclInvalidUsage && rc[1] == ncclInvalidUsage ? 0 : 3;
+  }, {"SIMT ERROR [nccl-duplicate-gpu]", "Duplicate GPU detected : rank 0 and rank 1 both on CUDA device 1000",
+      "Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1000"}, 10);
+  expect_report("NCCL ranks with different unique ids", [] {
+    setenv("SIMT_NCCL_TIMEOUT", "1", 1);
+    ncclResult_t rc[2];
+    auto rank = [&](int r) {
+      cudaSetDevice(r);
+      ncclUniqueId id; ncclGetUniqueId(&id);  // each rank its own id: they never meet
+      ncclComm_t c; rc[r] = ncclCommInitRank(&c, 2, id, r);
+    };
+    std::thread a(rank, 0), b(rank, 1);
+    a.join(); b.join();
+    return rc[0] == ncclInvalidUsage && rc[1] == ncclInvalidUsage ? 0 : 3;
+  }, {"SIMT ERROR [nccl-timeout]", "rank 0: ncclCommInitRank not matched", "rank 1: ncclCommInitRank not matched",
+      "other communicator(s) also wait for ranks, so the ranks probably used different ncclUniqueIds"}, 10);
+  auto r = expect_report("ncclCommAbort wakes the blocked peer", [] {
+    setenv("SIMT_NCCL_TIMEOUT", "60", 1);  // the abort, not the timeout, must end the wait
+    ncclUniqueId id; ncclGetUniqueId(&id);
+    ncclResult_t recv_rc = ncclSuccess, async_rc = ncclSuccess;
+    std::thread a([&] {
+      cudaSetDevice(0);
+      ncclComm_t c; ncclCommInitRank(&c, 2, id, 0);
+      float* x; cudaMalloc(&x, 64);
+      recv_rc = ncclRecv(x, 16, ncclFloat32, 1, c, 0);
+      ncclCommGetAsyncError(c, &async_rc);
+      ncclCommAbort(c);
+    });
+    std::thread b([&] {
+      cudaSetDevice(1);
+      ncclComm_t c; ncclCommInitRank(&c, 2, id, 1);
+      usleep(200 * 1000);  // rank 0 is blocked in ncclRecv by now
+      ncclCommAbort(c);    // e.g. the fatal-error path of a failing rank
+    });
+    a.join(); b.join();
+    return recv_rc == ncclRemoteError && async_rc == ncclRemoteError ? 0 : 3;
+  }, {"SIMT ERROR [nccl-aborted]", "rank 0: ncclRecv from rank 1 (16 elements) interrupted: rank 1 called ncclCommAbort"}, 20);
+  CHECK(r.exit_code == 0, "abort: ncclRecv and ncclCommGetAsyncError must return ncclRemoteError (child exit %d)", r.exit_code);
+  expect_report("NCCL buffer on another device", [] {
+    ncclUniqueId id; ncclGetUniqueId(&id);
+    ncclComm_t c; ncclCommInitRank(&c, 1, id, 0);  // device 0
+    float* x = dev_floats(1, 16);
+    return ncclAllReduce(x, x, 16, ncclFloat32, ncclSum, c, 0) == ncclInvalidArgument ? 0 : 3;  // CALL:nccl_wrong_dev
+  }, {"SIMT ERROR [wrong-device]: " + site_of("CALL:nccl_wrong_dev"), "ncclAllReduce: send buffer", "is memory of device 1, but the communicator is on device 0"});
+}
+
+// 41bfe95 finding 4: legacy-stream memsets (cuda_alloc, :169), cudaDeviceSynchronize (:266) and
+// cudaMalloc/cudaFree (allreduce_sum, :538/:543) while a peer's NCCL operation is pending on the same
+// device. Rank 0 (device 0) sends to rank 1 on a blocking stream (cudaStreamCreate, as :454); rank 1
+// makes the call on device 0 before it receives: on a GPU, the call waits for the send, the send for
+// the receive. `bad` is that call; `nonblocking`: rank 0's stream is cudaStreamNonBlocking.
+static int pending_send_then(int (*bad)(), bool nonblocking) {
+  ncclUniqueId id; ncclGetUniqueId(&id);
+  std::atomic<bool> sending{false};
+  int rc = 0;
+  std::thread a([&] {
+    cudaSetDevice(0);
+    ncclComm_t c; ncclCommInitRank(&c, 2, id, 0);
+    cudaStream_t s;
+    if (nonblocking) cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking); else cudaStreamCreate(&s);
+    float* x; cudaMalloc(&x, 64);
+    cudaMemset(x, 0, 64);
+    sending = true;
+    if (ncclSend(x, 16, ncclFloat32, 1, c, s) != ncclSuccess) rc = 3;
+    ncclCommDestroy(c);
+  });
+  std::thread b([&] {
+    cudaSetDevice(1);
+    ncclComm_t c; ncclCommInitRank(&c, 2, id, 1);
+    float* y; cudaMalloc(&y, 64);
+    while (!sending) usleep(1000);
+    usleep(100 * 1000);  // rank 0 waits in ncclSend by now
+    cudaSetDevice(0);
+    bad();
+    cudaSetDevice(1);
+    if (ncclRecv(y, 16, ncclFloat32, 0, c, 0) != ncclSuccess) rc = 3;
+    ncclCommDestroy(c);
+  });
+  a.join(); b.join();
+  return rc;
+}
+static float* g_dev0_buf;
+static void test_deadlock_hazards() {
+  const char* pending = "while rank 0's ncclSend to rank 1 (16 elements) is pending on a blocking stream of that device";
+  expect_report("41bfe95 finding 4: cudaMalloc while a peer's NCCL op is pending", [] {
+    return pending_send_then([] { float* p; cudaMalloc(&p, 64); /* CALL:hazard_malloc */ return 0; }, false);
+  }, {"SIMT ERROR [deadlock-hazard]: " + site_of("CALL:hazard_malloc"), "cudaMalloc on device 0 (the whole device)", pending}, 20);
+  expect_report("41bfe95 finding 4: cudaFree while a peer's NCCL op is pending", [] {
+    g_dev0_buf = dev_floats(0, 16);
+    return pending_send_then([] { cudaFree(g_dev0_buf); /* CALL:hazard_free */ return 0; }, false);
+  }, {"SIMT ERROR [deadlock-hazard]: " + site_of("CALL:hazard_free"), "cudaFree on device 0 (the whole device)", pending}, 20);
+  expect_report("41bfe95 finding 4: cudaDeviceSynchronize while a peer's NCCL op is pending", [] {
+    return pending_send_then([] { cudaDeviceSynchronize(); /* CALL:hazard_sync */ return 0; }, false);
+  }, {"SIMT ERROR [deadlock-hazard]: " + site_of("CALL:hazard_sync"), "cudaDeviceSynchronize on device 0 (the whole device)", pending}, 20);
+  expect_report("41bfe95 finding 4: legacy-stream cudaMemset while a peer's NCCL op is pending", [] {
+    g_dev0_buf = dev_floats(0, 16);
+    return pending_send_then([] { cudaMemset(g_dev0_buf, 0, 64); /* CALL:hazard_memset */ return 0; }, false);
+  }, {"SIMT ERROR [deadlock-hazard]: " + site_of("CALL:hazard_memset"), "cudaMemset on device 0 (the legacy default stream)", pending}, 20);
+  // The legacy stream does not wait for cudaStreamNonBlocking streams: no report, the run succeeds.
+  auto r = run_child([] {
+    g_dev0_buf = dev_floats(0, 16);
+    int rc = pending_send_then([] { return (int)cudaMemset(g_dev0_buf, 0, 64); }, true);
+    return rc == 0 && simt::errors_reported() == 0 ? 0 : 3;
+  }, 20);
+  CHECK(r.exit_code == 0 && r.output.find("deadlock-hazard") == std::string::npos,
+        "legacy-stream cudaMemset while the NCCL op is on a non-blocking stream: exit %d, output:\n%s", r.exit_code, r.output.c_str());
+}
 #endif
 
 int main() {
+#if defined(SIMT_CPU)
+  simt::set_device_count(2);  // the pipeline tests below put rank r on device r % devices, as on a 2-GPU machine
+#endif
   test_matmul_forward_backward();
   test_batched();
   test_nccl_pipeline();
@@ -400,6 +718,12 @@ int main() {
 #if defined(SIMT_CPU)
   test_nccl_bugs();
   test_gemm_bugs();
+  test_devices();
+  test_device_rules();
+  test_cublas_rules();
+  test_alignment_changes_bits();
+  test_nccl_rules();
+  test_deadlock_hazards();
 #endif
   return test_summary();
 }
