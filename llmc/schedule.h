@@ -211,18 +211,6 @@ static inline int schedule_peak_inflight(const Schedule* s, int stage) {
 // ----------------------------------------------------------------------------
 // messages: builders and compute-only files list compute actions; this adds the messages
 
-/*
-Replays the compute lists in unit time (F = I = W = 1, B = 2) with buffered messages: an
-action starts once its rank is free and its input exists. Each message is written down at
-the moment its producer finishes, as a SEND right after the producer and a RECV on the
-consumer, after whatever the consumer started earlier and before what it starts later.
-Both ends of every message sit at the same point of one global order (time, then
-activations before gradients, then sender rank), so under rendezvous semantics the
-earliest unfinished point is always runnable: no deadlock. In 1F1B's steady state this
-gives Megatron's send_forward_recv_backward and send_backward_recv_forward pairs,
-activation first on both ends. Returns 0, or -1 naming the ranks that are stuck when the
-compute order can never complete (e.g. a backward whose gradient is never produced).
-*/
 // messages due at the same time go edge by edge, edges whose lower rank is even first (Megatron's
 // even/odd exchange: with a transfer time, neighbours then trade in two parallel waves rather
 // than a chain along the pipeline), activation before gradient on an edge
@@ -231,6 +219,17 @@ static inline int pp_message_order(const Action* a, int sender, int P) {
     return ((((lo & 1) * P + lo) * P + hi) * 2 + (a->type == PP_SEND_B)) * P + sender;
 }
 
+/*
+Replays the compute lists in unit time (F = I = W = 1, B = 2) as the ranks would run them
+with blocking messages: an action starts once its rank is free and its input is there; a
+rank that produced a message for another rank waits until the receiver is not computing,
+then both take it. Each message is written down when it happens, a SEND on the sender and
+a RECV on the receiver, so the programs are one complete execution under rendezvous
+semantics: deadlock-free by construction (the validator proves it again). In 1F1B's steady
+state this gives Megatron's send_forward_recv_backward and send_backward_recv_forward
+pairs, activation first on both ends. Returns 0, or -1 naming the ranks that are stuck when
+the compute order can never complete (e.g. a backward whose gradient is never produced).
+*/
 static inline int schedule_add_comms(Schedule* s, char* err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     int P = s->P, S = s->S, M = s->M;
@@ -246,7 +245,7 @@ static inline int schedule_add_comms(Schedule* s, char* err, size_t errlen) {
     for (size_t i = 0; i < 4 * SM; i++) when[i] = i < (size_t)M ? 0 : -1;
     int* cur = (int*)calloc((size_t)P, sizeof(int));
     int* busy = (int*)calloc((size_t)P, sizeof(int));  // rank r is busy until busy[r]
-    Action* msg = (Action*)malloc((size_t)P * sizeof(Action));  // message rank r sends at busy[r], if any
+    Action* msg = (Action*)malloc((size_t)P * sizeof(Action));  // the message rank r waits to send
     int* sending = (int*)calloc((size_t)P, sizeof(int));
     Schedule res;
     schedule_init(&res, P, S, M);
@@ -255,8 +254,10 @@ static inline int schedule_add_comms(Schedule* s, char* err, size_t errlen) {
     for (int t = 0; left; t++) {
         for (;;) {  // the messages due now, in order of pp_message_order
             int r = -1;
-            for (int q = 0; q < P; q++)
-                if (sending[q] && busy[q] <= t && busy[msg[q].peer] <= t && (r < 0 || pp_message_order(&msg[q], q, P) < pp_message_order(&msg[r], r, P))) r = q;
+            for (int q = 0; q < P; q++) {
+                if (!sending[q] || busy[q] > t || busy[msg[q].peer] > t) continue;
+                if (r < 0 || pp_message_order(&msg[q], q, P) < pp_message_order(&msg[r], r, P)) r = q;
+            }
             if (r < 0) break;
             const Action* a = &msg[r];
             int fwd = a->type == PP_SEND_F, stage = fwd ? a->stage + 1 : a->stage - 1;
@@ -381,6 +382,8 @@ stage reserves a slot in each of its stages, so a full rank can still run its la
 stages' forwards and never blocks the pipeline. Stages take micro-batches in order, so
 every stage runs its I and W in increasing micro-batch order.
 */
+static inline int pp_done_by(int end, int t) { return end >= 0 && end <= t; }
+
 static inline int pp_build_zero_bubble(int P, int S, const int* stage_rank, int M, int cap, Schedule* out) {
     schedule_init(out, P, S, M);
     memcpy(out->stage_rank, stage_rank, (size_t)S * sizeof(int));
@@ -402,18 +405,17 @@ static inline int pp_build_zero_bubble(int P, int S, const int* stage_rank, int 
             ActionType type = PP_F;
             for (int st = S - 1; st >= 0 && pick < 0; st--) {  // 1. I
                 int m = ni[st];
-                if (stage_rank[st] != r || m >= M || f_end[st * M + m] < 0 || f_end[st * M + m] > t) continue;
-                if (st == S - 1 || (i_end[(st + 1) * M + m] >= 0 && i_end[(st + 1) * M + m] <= t)) { pick = st; type = PP_I; }
+                if (stage_rank[st] != r || m >= M || !pp_done_by(f_end[st * M + m], t)) continue;
+                if (st == S - 1 || pp_done_by(i_end[(st + 1) * M + m], t)) { pick = st; type = PP_I; }
             }
             for (int st = S - 1; st >= 0 && pick < 0; st--) {  // 2. F
                 int m = nf[st];
-                if (stage_rank[st] != r || m >= M) continue;
-                if (st > 0 && (f_end[(st - 1) * M + m] < 0 || f_end[(st - 1) * M + m] > t)) continue;
+                if (stage_rank[st] != r || m >= M || (st > 0 && !pp_done_by(f_end[(st - 1) * M + m], t))) continue;
                 if (st == first[r] && used[r] + nstages[r] > cap) continue;
                 pick = st; type = PP_F;
             }
             for (int st = 0; st < S && pick < 0; st++)  // 3. W
-                if (stage_rank[st] == r && nw[st] < ni[st] && i_end[st * M + nw[st]] <= t) { pick = st; type = PP_W; }
+                if (stage_rank[st] == r && nw[st] < ni[st] && pp_done_by(i_end[st * M + nw[st]], t)) { pick = st; type = PP_W; }
             if (pick < 0) continue;
             int* n = type == PP_F ? &nf[pick] : type == PP_I ? &ni[pick] : &nw[pick];
             schedule_push(out, r, type, pick, *n);
@@ -423,7 +425,7 @@ static inline int pp_build_zero_bubble(int P, int S, const int* stage_rank, int 
             if (type == PP_W) used[r]--;
             (*n)++; left--; ran = 1;
         }
-        if (!ran) { rc = -1; break; }  // cannot happen for cap >= stages per rank; kept as a guard
+        if (!ran) { rc = -1; break; }  // nothing can ever run again: cap < stages per rank
     }
     free(next); free(done); free(used); free(first); free(nstages);
     return rc ? rc : schedule_add_comms(out, NULL, 0);

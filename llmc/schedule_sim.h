@@ -185,7 +185,8 @@ static inline void schedule_compare_print(int P, int M, StageCosts rank, double 
 /*
 Prints the unit-time timeline (F = 1 unit, B = 2, I = W = 1, free messages), one row per rank,
 like the GPipe paper's figure. Each time unit is a fixed-width cell; an action shows its
-kind and micro-batch at its start, '=' fills the rest of a longer action, '.' is idle.
+kind and micro-batch at its start (in lower case for a rank's later stages: interleaved,
+ZB-V), '=' fills the rest of a longer action, '.' is idle.
     rank 0 | F0 F1 F2 F3 .  .  .  .  .  .  B0 == B1 == B2 == B3 == |
 */
 static inline void schedule_print_ascii_timeline(const Schedule* s, FILE* f) {
@@ -203,6 +204,8 @@ static inline void schedule_print_ascii_timeline(const Schedule* s, FILE* f) {
         memset(row, ' ', (size_t)units * cw);
         row[units * cw] = 0;
         for (int u = 0; u < units; u++) row[u * cw] = '.';
+        int first = 0;  // the rank's first stage
+        while (first < s->S && s->stage_rank[first] != r) first++;
         for (int i = 0; i < s->ranks[r].n; i++) {
             const Action* a = &s->ranks[r].a[i];
             if (!pp_is_compute(a->type)) continue;
@@ -213,6 +216,7 @@ static inline void schedule_print_ascii_timeline(const Schedule* s, FILE* f) {
             }
             char lab[32];
             int ll = snprintf(lab, sizeof(lab), "%s%d", pp_type_token(a->type), a->mb);
+            if (a->stage != first) lab[0] = (char)(lab[0] - 'A' + 'a');
             if (u0 < units) memcpy(row + u0 * cw, lab, (size_t)ll);
         }
         // trim trailing blanks/dots so rows end where the rank finishes

@@ -103,7 +103,7 @@ Parses the text form (see the top of this file) into out (free it with schedule_
 Returns 0, or -1 with "line L, token K 'TOK': reason" in err. Parsing does not validate:
 call schedule_validate, or use schedule_load_file.
 */
-static inline int schedule_parse(const char* text, Schedule* out, char* err, size_t errlen) {
+static inline int pp_parse(const char* text, Schedule* out, int* row_line, char* err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     memset(out, 0, sizeof(*out));
     int nrows = 0, maxstage = -1, maxmb = -1, line = 0;
@@ -152,6 +152,7 @@ static inline int schedule_parse(const char* text, Schedule* out, char* err, siz
             if (a.mb > maxmb) maxmb = a.mb;
             pp_list_push(row, a);
         }
+        if (ntok > 0 && row_line) row_line[nrows] = line;
         if (ntok > 0) nrows++;
         p = *eol ? eol + 1 : eol;
     }
@@ -169,10 +170,14 @@ static inline int schedule_parse(const char* text, Schedule* out, char* err, siz
     return 0;
 }
 
+static inline int schedule_parse(const char* text, Schedule* out, char* err, size_t errlen) {
+    return pp_parse(text, out, NULL, err, errlen);
+}
+
 /*
 Reads a schedule file, adds the messages if it lists compute only, validates it. Returns 0,
-or -1 with "PATH: reason" in err (parse errors name the line and the token, the validator
-the rank, action and token).
+or -1 with "PATH: reason" in err: parse errors name the line and the token, the validator
+the rank, action and token, and the line of that rank.
 */
 static inline int schedule_load_file(const char* path, Schedule* out, char* err, size_t errlen) {
     if (err && errlen) err[0] = 0;
@@ -183,8 +188,13 @@ static inline int schedule_load_file(const char* path, Schedule* out, char* err,
     size_t elen = errlen > pre ? errlen - pre : 0;
     FILE* f = fopen(path, "rb");
     if (!f) { pp_errf(err, errlen, "cannot open schedule file"); return -1; }
-    char* text = (char*)malloc(SCHEDULE_MAX_FILE_BYTES + 1);
-    size_t n = fread(text, 1, SCHEDULE_MAX_FILE_BYTES + 1, f);
+    size_t cap = 1 << 16, n = 0, got;
+    char* text = (char*)malloc(cap + 1);
+    while ((got = fread(text + n, 1, cap - n, f)) > 0 && (n += got) <= SCHEDULE_MAX_FILE_BYTES)
+        if (n == cap) {
+            cap = 2 * cap > SCHEDULE_MAX_FILE_BYTES ? SCHEDULE_MAX_FILE_BYTES + 1 : 2 * cap;
+            text = (char*)realloc(text, cap + 1);
+        }
     fclose(f);
     int rc = -1;
     const char* nul = (const char*)memchr(text, 0, n);
@@ -196,9 +206,13 @@ static inline int schedule_load_file(const char* path, Schedule* out, char* err,
         pp_errf(err, errlen, "line %d: NUL byte, not a text file", line);
     } else {
         text[n] = 0;
-        rc = schedule_parse(text, out, e, elen);
+        int row_line[SCHEDULE_MAX_STAGES], r;
+        rc = pp_parse(text, out, row_line, e, elen);
         if (rc == 0 && !schedule_has_comms(out)) rc = schedule_add_comms(out, e, elen);
         if (rc == 0) rc = schedule_validate(out, e, elen);
+        const char* rank = rc != 0 && out->ranks && e ? strstr(e, "rank ") : NULL;
+        if (rank && sscanf(rank, "rank %d", &r) == 1 && r >= 0 && r < out->P)
+            pp_errf(err, errlen, " (rank %d is line %d)", r, row_line[r]);
         if (rc != 0) schedule_free(out);
     }
     free(text);

@@ -542,7 +542,8 @@ static void expect_bad_file(const char* what, const char* text, size_t len, cons
 static void test_bad_files(void) {
     BAD_FILE("missing action", "0F0 0F1 0I0 0W0 0I1\n", "'0I1' without its '0W1'");
     BAD_FILE("duplicated action", "0F0 0F1 0B0 0B1 0B1\n", "duplicate action: rank 0 has '0B1' twice");
-    BAD_FILE("misordered weight gradients", "0F0 0F1 0I0 0I1 0W1 0W0\n", "increasing micro-batch order");
+    BAD_FILE("misordered weight gradients", "# one rank\n0F0 0F1 0I0 0I1 0W1 0W0\n", "increasing micro-batch order");
+    BAD_FILE("the line of the rank", "# one rank\n0F0 0F1 0I0 0I1 0W1 0W0\n", "(rank 0 is line 2)");
     BAD_FILE("deadlock",
              "0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1\n"
              "1RECV_F0 1F0 1B0 1SEND_B0 1RECV_F1 1F1 1B1 1SEND_B1\n",
