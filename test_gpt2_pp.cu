@@ -1,7 +1,9 @@
 /*
 Checks the CUDA trainer (train_gpt2_pp.cu) end to end: against the NumPy reference, across pipeline depths and
-schedules, and the fp16 loss scaler's overflow path. Without a GPU it runs under the SIMT CPU runtime, NCCL
-ranks being threads of this process (make test builds it for FP32, BF16 and FP16).
+schedules, and the fp16 loss scaler's overflow path. Ranks are threads of this process: with P GPUs one GPU
+each through NCCL, with fewer every stage on GPU 0 (device copies between them). Without a GPU it runs under
+the SIMT CPU runtime (make test builds it for FP32, BF16 and FP16), which models SIMT_DEVICES devices (1 by
+default: every P on one device; 2 or 4: the NCCL path).
 
   ./test_gpt2_pp build/ref_a.bin
 
@@ -9,7 +11,9 @@ ranks being threads of this process (make test builds it for FP32, BF16 and FP16
    micro-batches: the loss of every step, all 16 gradient tensors of the first step, the grad norm, and the
    parameters after every AdamW step.
 2. Equivalence: the losses and the final parameters (fp32 master weights) are bitwise identical for every
-   (P, schedule): the kernels reduce in fixed orders and every stage sees the same shapes at any depth.
+   (P, schedule, launch mode): the kernels reduce in fixed orders, every stage sees the same shapes at any
+   depth, and every GEMM operand the same alignment. Each run also checks that a step allocates, frees and
+   synchronizes nothing (SIMT's per-thread API counts) and that a stash slot allocates what the plan prints.
 3. Overflow (when the loss scaler is on: FP16 by default; forced on here in every precision): an inf
    injected into one stage's gradient makes every rank skip the step and halve the scale, and leaves the
    parameters and AdamW moments byte-identical; the next step trains normally.
@@ -33,6 +37,8 @@ Tolerances, per precision, and why (u = unit roundoff of floatX: fp32 2^-24, fp1
 #define TESTING
 #include "train_gpt2_pp.cu"
 #include "dev/test/reference.h"
+// defines: simt_api_counts, simt_api_counts_reset (zero counts under nvcc)
+#include "dev/simt/simt_api.h"
 
 #if PRECISION_FP32
 #define UNIT_ROUNDOFF 5.96e-8f
@@ -50,6 +56,7 @@ typedef struct {
     const int* targets;
     int P;
     const char* schedule;
+    int one_device;   // every stage on GPU 0 even when there are P GPUs
     float loss_scale;
     float* losses;    // (K)
     float* norms;     // (K)
@@ -58,13 +65,10 @@ typedef struct {
     int overflow_ok;  // overflow test: every rank skipped, scale halved, state unchanged
     int do_overflow;
     int gelu_fusion;
+    int api_ok;       // no cudaMalloc, cudaFree or cudaDeviceSynchronize inside any step, on any rank
+    int stash_ok;     // every stash slot allocated exactly what the plan prints
+    int one_device_used;
 } Run;
-
-typedef struct {
-    Run* run;
-    int rank;
-    ncclUniqueId id;
-} RankJob;
 
 // copies this stage's slices into the whole-model buffer; wte only from stage 0, so threads never write the
 // same memory
@@ -82,68 +86,82 @@ static void scatter_owned(const Pipeline* pp, const float* local, float* global)
     }
 }
 
-static float* download_fp32(const float* dev, size_t n) {
-    float* h = (float*)malloc_check(n * sizeof(float));
-    cudaCheck(cudaMemcpy(h, dev, n * sizeof(float), cudaMemcpyDeviceToHost));
-    return h;
-}
-
-// the bytes of a stage's optimizer-visible state: parameters, master weights, m, v
+// the bytes of a stage's optimizer-visible state: parameters, master weights, m, v (with the layout's padding)
 static void* snapshot_state(Pipeline* pp, size_t* bytes) {
     Stage* st = &pp->stage;
-    size_t n = st->layout.num_parameters;
+    cudaStream_t stream = pp->comm->stream;
+    size_t n = st->dl.total;
     *bytes = n * (sizeof(floatX) + 3 * sizeof(float));
     char* h = (char*)malloc_check(*bytes);
-    cudaCheck(cudaMemcpy(h, st->params_memory, n * sizeof(floatX), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpyAsync(h, st->params_memory, n * sizeof(floatX), cudaMemcpyDeviceToHost, stream));
     const float* parts[3] = {st->master_memory ? st->master_memory : st->m_memory, st->m_memory, st->v_memory};
     for (int k = 0; k < 3; k++) {
-        cudaCheck(cudaMemcpy(h + n * sizeof(floatX) + k * n * sizeof(float), parts[k], n * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpyAsync(h + n * sizeof(floatX) + k * n * sizeof(float), parts[k], n * sizeof(float),
+                                  cudaMemcpyDeviceToHost, stream));
     }
+    cudaCheck(cudaStreamSynchronize(stream));
     return h;
 }
 
-static void* rank_job(void* arg) {
-    RankJob* job = (RankJob*)arg;
-    Run* run = job->run;
+// No step may allocate, free or synchronize the device (SIMT counts the calls per host thread; under nvcc
+// the counts are all zero). Rank 0 of the first run prints them.
+static int step_api_ok(const Run* run, int rank, int k) {
+    SimtApiCounts n;
+    if (!simt_api_counts(&n)) { return 1; }
+    static int printed = 0;
+    if (rank == 0 && !printed) {
+        printed = 1;
+        printf("API calls in one step (rank 0, P=%d %s, step %d): %lld cudaMalloc, %lld cudaFree, %lld cudaDeviceSynchronize, "
+               "%lld cudaStreamSynchronize, %lld pageable copies\n", run->P, run->schedule, k, n.malloc_calls, n.free_calls,
+               n.device_syncs, n.stream_syncs, n.pageable_copies);
+    }
+    return n.malloc_calls == 0 && n.free_calls == 0 && n.device_syncs == 0 && n.pageable_copies == 0;
+}
+
+// the stash slot allocation is exactly what the plan prints (under SIMT, which knows each allocation's size)
+static int stash_alloc_ok(Pipeline* pp) {
+    size_t printed = activation_slot_bytes(&pp->config, &pp->layouts[pp->rank], pp->B, pp->T);
+#ifdef SIMT_CPU  // simt.h (force-included) declares simt::device_range_ok
+    const void* base = pp->stage.stash[0].inputs;
+    return simt::device_range_ok(base, printed) && !simt::device_range_ok(base, printed + 1);
+#else
+    return pp->stage.slot_bytes == printed;
+#endif
+}
+
+static void rank_job(void* ctx, Comm* cm) {
+    Run* run = (Run*)ctx;
     const RefFile* rf = run->rf;
-    int rank = job->rank, P = run->P;
+    int rank = cm->rank, P = run->P;
     const GPT2Config* c = &rf->config;
-    ncclComm_t comm;
-    ncclCheck(ncclCommInitRank(&comm, P, job->id, rank));
+    TrainArgs args;
+    train_args_default(&args, 0.0f);
+    args.B = rf->B; args.T = rf->T;
     int* layers = (int*)malloc_check(P * sizeof(int));
-    int* first = (int*)malloc_check(P * sizeof(int));
-    char err[256];
-    PartitionCosts costs = partition_gpt2_costs(rf->B, rf->T, c->channels, c->padded_vocab_size);
-    if (partition_balance(c->num_layers, P, &costs, layers, first, err, sizeof(err)) != 0) { fatal("%s", err); }
+    pipeline_split(&args, c, P, layers);
     Pipeline pp;
-    pipeline_init(&pp, c, P, layers, rf->M, rf->B, rf->T, run->schedule, rank, comm);
+    pipeline_init(&pp, c, P, layers, rf->M, rf->B, rf->T, run->schedule, run->gelu_fusion, cm);
     pp.opt = (OptimizerConfig){rf->lr, rf->beta1, rf->beta2, rf->eps, rf->weight_decay, rf->grad_clip};
     pp.scaler = (LossScaler){run->loss_scale, 2.0f, 0.5f, 2000, 0};
-    pp.stage.gelu_fusion = run->gelu_fusion;
+    if (!stash_alloc_ok(&pp)) { run->stash_ok = 0; }
+    if (cm->hub && P > 1) { run->one_device_used = 1; }
     float* local = (float*)malloc_check(pp.stage.layout.num_parameters * sizeof(float));
     stage_copy_global(c, &pp.stage.layout, local, (float*)run->params0, 0);
-    stage_set_params(&pp.stage, local);
-    free(local);
+    stage_set_params(&pp.stage, local, cm->stream);
     FixedBatches fb = {run->inputs, run->targets, rf->M, 0};
-    size_t n = pp.stage.layout.num_parameters;
     for (int k = 0; k < rf->K; k++) {
-        float loss = pipeline_forward_backward(&pp, next_fixed_batch, &fb);
-        if (k == 0) {
-            float* g = download_fp32(pp.stage.grads_memory, n);
-            float unscale = pp.scaler.scale > 0.0f ? 1.0f / pp.scaler.scale : 1.0f;
-            for (size_t i = 0; i < n; i++) { g[i] *= unscale; }
-            scatter_owned(&pp, g, run->grads0);
-            free(g);
-        }
         if (run->do_overflow && k == 1) {
             // an inf in the last stage's gradient: every rank must skip, halve the scale, change nothing
+            pipeline_forward_backward(&pp, next_fixed_batch, &fb);
+            pipeline_sync_tied_wte(&pp);
             size_t before_bytes;
             void* before = snapshot_state(&pp, &before_bytes);
             float scale = pp.scaler.scale;
             int adam_t = pp.adam_t;
             if (rank == P - 1) {
                 float inf = INFINITY;
-                cudaCheck(cudaMemcpy(pp.stage.grads_memory + n / 2, &inf, sizeof(float), cudaMemcpyHostToDevice));
+                float* g = pp.stage.grads_memory + pp.owned[pp.num_owned / 2].offset;
+                cudaCheck(cudaMemcpyAsync(g, &inf, sizeof(float), cudaMemcpyHostToDevice, cm->stream));
             }
             pipeline_update(&pp, rf->lr);
             size_t after_bytes;
@@ -153,34 +171,44 @@ static void* rank_job(void* arg) {
             free(before);
             free(after);
             if (!ok) { run->overflow_ok = 0; }
-            // run the step again on the same micro-batches (a step uses all M, so fb is back at them), no inf
-            loss = pipeline_forward_backward(&pp, next_fixed_batch, &fb);
+            // then the step again on the same micro-batches (a step uses all M, so fb is back at them), no inf
         }
-        pipeline_update(&pp, rf->lr);
+        float step_scale = pp.scaler.scale > 0.0f ? pp.scaler.scale : 1.0f;
+        simt_api_counts_reset();
+        float loss = pipeline_train_step(&pp, next_fixed_batch, &fb, rf->lr);
+        if (!step_api_ok(run, rank, k)) { run->api_ok = 0; }
         if (run->do_overflow && k == 1 && pp.last_skipped) { run->overflow_ok = 0; }
+        if (k == 0) {  // the gradients of the first step: AdamW reads them, it does not change them
+            layout_copy(&pp.stage.dl, pp.stage.grads_memory, local, 0, cm->stream);
+            for (size_t i = 0; i < pp.stage.layout.num_parameters; i++) { local[i] /= step_scale; }
+            scatter_owned(&pp, local, run->grads0);
+        }
         if (rank == 0) { run->losses[k] = loss; run->norms[k] = pp.last_norm; }
-        float* p = (float*)malloc_check(n * sizeof(float));
-        stage_download(&pp, BUF_PARAMS, p);
-        scatter_owned(&pp, p, run->params + (size_t)k * rf->N);
-        free(p);
+        stage_download(&pp, BUF_PARAMS, local);
+        scatter_owned(&pp, local, run->params + (size_t)k * rf->N);
     }
+    free(local);
     pipeline_free(&pp);
     free(layers);
-    free(first);
-    ncclCommDestroy(comm);
-    return NULL;
 }
 
+// runs the pipeline of run->P ranks (threads) on the reference's micro-batches, into fresh result buffers
 static void run_pipeline(Run* run) {
-    ncclUniqueId id;
-    ncclCheck(ncclGetUniqueId(&id));
-    pthread_t threads[16];
-    RankJob jobs[16];
-    for (int r = 0; r < run->P; r++) {
-        jobs[r] = (RankJob){run, r, id};
-        if (pthread_create(&threads[r], NULL, rank_job, &jobs[r]) != 0) { fatal("cannot start rank %d", r); }
-    }
-    for (int r = 0; r < run->P; r++) { pthread_join(threads[r], NULL); }
+    const RefFile* rf = run->rf;
+    run->losses = (float*)calloc_check(rf->K, sizeof(float));
+    run->norms = (float*)calloc_check(rf->K, sizeof(float));
+    run->grads0 = (float*)calloc_check(rf->N, sizeof(float));
+    run->params = (float*)calloc_check((size_t)rf->K * rf->N, sizeof(float));
+    run->api_ok = 1;
+    run->stash_ok = 1;
+    run_ranks_as_threads(run->P, run->one_device, rank_job, run);
+}
+
+static void run_free(Run* run) {
+    free(run->losses);
+    free(run->norms);
+    free(run->grads0);
+    free(run->params);
 }
 
 // the reference checks of one run: every step's loss, the first step's gradients and norm, the parameters
@@ -259,94 +287,79 @@ int main(int argc, char** argv) {
         fread_check(ref_step_loss + k, sizeof(float), 1, rf.f, rf.path);
         fread_check(ref_params + (size_t)k * N, sizeof(float), N, rf.f, rf.path);
     }
-    cublas_init();
-
+    int devices = 0;
+    cudaCheck(cudaGetDeviceCount(&devices));
+    printf("%d device(s): P stages %s\n", devices, devices > 1 ? "on P GPUs through NCCL when P <= devices, else on one GPU"
+                                                             : "on one GPU");
+    Run base;
+    memset(&base, 0, sizeof(base));
+    base.rf = &rf; base.params0 = params0; base.inputs = inputs; base.targets = targets;
+    base.loss_scale = PRECISION_FP16 ? 65536.0f : 0.0f;
+    base.gelu_fusion = !PRECISION_FP32;  // the trainer's default (-ge)
     float loss_rtol = PRECISION_FP32 ? 1e-5f : UNIT_ROUNDOFF / 4;
     int depths[3] = {1, 2, 4};
     const char* schedules[2] = {"gpipe", "1f1b"};
-    float* first_params = NULL;
-    float* first_losses = NULL;
+    Run first;
+    memset(&first, 0, sizeof(first));
+    char name[200], tag[64];
     for (int d = 0; d < 3; d++) {
         if (depths[d] > c->num_layers) { continue; }
-        for (int sch = 0; sch < 2; sch++) {
-            Run run;
-            memset(&run, 0, sizeof(run));
-            run.rf = &rf; run.params0 = params0; run.inputs = inputs; run.targets = targets;
+        // the 1F1B run once more with every stage on one GPU, when the pipeline had a GPU per stage
+        int variants = depths[d] > 1 && devices >= depths[d] ? 3 : 2;
+        for (int v = 0; v < variants; v++) {
+            Run run = base;
             run.P = depths[d];
-            run.schedule = schedules[sch];
-            run.loss_scale = PRECISION_FP16 ? 65536.0f : 0.0f;
-            run.gelu_fusion = 1;
-            run.losses = (float*)calloc_check(rf.K, sizeof(float));
-            run.norms = (float*)calloc_check(rf.K, sizeof(float));
-            run.grads0 = (float*)calloc_check(N, sizeof(float));
-            run.params = (float*)calloc_check((size_t)rf.K * N, sizeof(float));
+            run.schedule = schedules[v == 0 ? 0 : 1];
+            run.one_device = v == 2;
             run_pipeline(&run);
-            char name[160];
-            char tag[48];
-            snprintf(tag, sizeof(tag), "P=%d %s", run.P, run.schedule);
+            snprintf(tag, sizeof(tag), "P=%d %s%s", run.P, run.schedule, run.one_device_used ? " on one GPU" : "");
             check_against_reference(&run, tag, ref_step_loss, ref_grads, ref_norm, ref_params);
-            // every depth and schedule: the same bits
-            if (first_params == NULL) {
-                first_params = run.params;
-                first_losses = run.losses;
-            } else {
-                snprintf(name, sizeof(name), "%s: losses and parameters bitwise equal to P=1 gpipe", tag);
-                check(memcmp(first_losses, run.losses, rf.K * sizeof(float)) == 0 &&
-                      memcmp(first_params, run.params, (size_t)rf.K * N * sizeof(float)) == 0, name);
-                free(run.params);
-                free(run.losses);
+            snprintf(name, sizeof(name), "%s: no cudaMalloc, cudaFree, cudaDeviceSynchronize or pageable copy in a step", tag);
+            check(run.api_ok, name);
+            snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints", tag);
+            check(run.stash_ok, name);
+            // every depth, schedule and launch mode: the same bits
+            if (first.params == NULL) {
+                first = run;
+                continue;
             }
-            free(run.norms);
-            free(run.grads0);
+            snprintf(name, sizeof(name), "%s: losses and parameters bitwise equal to P=1 gpipe", tag);
+            check(memcmp(first.losses, run.losses, rf.K * sizeof(float)) == 0 &&
+                  memcmp(first.params, run.params, (size_t)rf.K * N * sizeof(float)) == 0, name);
+            run_free(&run);
         }
     }
 
-    // GELU by its own kernels instead of cuBLASLt's epilogues (-ge 0): the same checks
+    // GELU the other way (the trainer's default is the epilogue in BF16/FP16, the kernels in FP32): same checks
     if (c->num_layers >= 2) {
-        Run run;
-        memset(&run, 0, sizeof(run));
-        run.rf = &rf; run.params0 = params0; run.inputs = inputs; run.targets = targets;
+        Run run = base;
         run.P = 2;
         run.schedule = "1f1b";
-        run.loss_scale = PRECISION_FP16 ? 65536.0f : 0.0f;
-        run.gelu_fusion = 0;
-        run.losses = (float*)calloc_check(rf.K, sizeof(float));
-        run.norms = (float*)calloc_check(rf.K, sizeof(float));
-        run.grads0 = (float*)calloc_check(N, sizeof(float));
-        run.params = (float*)calloc_check((size_t)rf.K * N, sizeof(float));
+        run.gelu_fusion = !base.gelu_fusion;
         run_pipeline(&run);
-        check_against_reference(&run, "P=2 1f1b, GELU kernels", ref_step_loss, ref_grads, ref_norm, ref_params);
-        free(run.losses); free(run.norms); free(run.grads0); free(run.params);
+        check_against_reference(&run, run.gelu_fusion ? "P=2 1f1b, GELU epilogue" : "P=2 1f1b, GELU kernels",
+                                ref_step_loss, ref_grads, ref_norm, ref_params);
+        run_free(&run);
     }
 
     // the loss scaler's overflow path, on 2 stages (forced on in FP32/BF16 for the test)
     if (c->num_layers >= 2 && rf.K >= 2) {
-        Run run;
-        memset(&run, 0, sizeof(run));
-        run.rf = &rf; run.params0 = params0; run.inputs = inputs; run.targets = targets;
+        Run run = base;
         run.P = 2;
         run.schedule = "1f1b";
         run.loss_scale = 1024.0f;
         run.do_overflow = 1;
         run.overflow_ok = 1;
-        run.gelu_fusion = 1;
-        run.losses = (float*)calloc_check(rf.K, sizeof(float));
-        run.norms = (float*)calloc_check(rf.K, sizeof(float));
-        run.grads0 = (float*)calloc_check(N, sizeof(float));
-        run.params = (float*)calloc_check((size_t)rf.K * N, sizeof(float));
         run_pipeline(&run);
         check(run.overflow_ok, "overflow: every rank skipped the step, the scale halved, parameters and moments unchanged, the retry trained");
-        char name[160];
         snprintf(name, sizeof(name), "overflow run: last loss %.6f vs reference %.6f", run.losses[rf.K - 1], ref_step_loss[rf.K - 1]);
         check(fabsf(run.losses[rf.K - 1] - ref_step_loss[rf.K - 1]) <= fmaxf(loss_rtol, 1e-4f) * ref_step_loss[rf.K - 1], name);
-        free(run.losses); free(run.norms); free(run.grads0); free(run.params);
+        run_free(&run);
     }
-    free(first_params);
-    free(first_losses);
+    run_free(&first);
     free(inputs); free(targets); free(params0); free(ref_loss); free(ref_grads); free(ref_norm);
     free(ref_step_loss); free(ref_params);
     fclose(rf.f);
-    cublas_destroy();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -1,47 +1,52 @@
 /*
-GPT-2 training on GPUs, split into pipeline stages: one rank per GPU, one stage per rank.
+GPT-2 training on GPUs, split into pipeline stages: one stage per rank, one GPU per rank, or every stage on
+one GPU.
 
 Read train_gpt2_pp.c first: this file is the same trainer with the layer loops replaced by the CUDA kernels
-of llmc/ (the .cuh files) and the point-to-point messages carried by NCCL. What stays the same, deliberately:
+of llmc/ (the .cuh files) and the messages carried by NCCL. What stays the same, deliberately:
   - the model layout and checkpoints (llmc/model.h and llmc/train_state.h): a checkpoint written here resumes
     on the CPU trainer and the other way round;
   - the schedules (llmc/schedule.h): each rank walks its list of actions (forward, backward, send, receive),
     exactly the list the CPU trainer walks; GPipe and 1F1B, or any valid hand-made schedule;
+  - the host bookkeeping (llmc/pipeline.h): the split, the stash slots, the grad-norm slots, the step's tokens,
+    the trace, the measured bubble and every line printed;
   - the determinism rules: backwards in micro-batch order, the two halves of the tied wte gradient added once
     (embedding + head, in that order), the grad norm summed per (tensor, layer) slot in checkpoint order. With
-    the kernels' fixed reduction orders, an FP32 run gives the same bits at every pipeline depth.
+    the kernels' fixed reduction orders and parameters laid out so that every GEMM operand has the same
+    alignment at any depth (DeviceLayout), a run gives the same bits at every pipeline depth.
 What is new: mixed precision. Parameters and activations are floatX (PRECISION=FP32|BF16|FP16 at build time),
 AdamW keeps fp32 master weights and moments, parameter gradients are fp32. FP16 adds dynamic loss scaling:
 the last stage scales the loss, an overflow anywhere (an inf/nan gradient) shows up in the all-reduced grad
 norm on every rank, and then every rank skips the step and halves the scale; after 2000 clean steps it
 doubles (PyTorch GradScaler's defaults).
 
-Launch: mpirun -np P ./train_gpt2_pp [flags]   (NCCL bootstrapped through MPI)
-        srun ... ./train_gpt2_pp -pf <shared dir> [flags]   (Slurm without MPI: a file rendezvous)
+Launch: mpirun -np P ./train_gpt2_pp [flags]        one process per stage, the node-local rank picks the GPU
+        ./train_gpt2_pp -pp P [flags]               one process, one thread per stage: on P GPUs through NCCL,
+                                                    or, with fewer GPUs than stages, every stage on GPU 0
+        srun -n P ./train_gpt2_pp -pf <dir> [flags] Slurm without MPI: the NCCL id through a file
 */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <dirent.h>
 #include <unistd.h>
+#include <sched.h>
 #include <pthread.h>
 #include <nccl.h>
 #ifdef USE_MPI
 #include <mpi.h>
 #endif
 
-// defines: floatX, PRECISION_NAME, cudaCheck
+// defines: floatX, PRECISION_NAME, cudaCheck (through fatal)
 #include "llmc/cuda_common.h"
-// defines: cublas_init, cublaslt_handle
+// defines: cublas_init, cublas_destroy (one cuBLASLt handle and workspace per host thread)
 #include "llmc/cublas_common.h"
-// defines: cast_to_floatX, cast_to_float, fill, add_inplace
+// defines: cast_to_floatX, cast_to_float, add_inplace
 #include "llmc/cuda_utils.cuh"
 // defines: encoder_forward, encoder_backward
 #include "llmc/encoder.cuh"
-// defines: layernorm_forward, residual_forward, layernorm_backward
+// defines: layernorm_forward, fused_residual_layernorm_forward, residual_forward, layernorm_backward
 #include "llmc/layernorm.cuh"
 // defines: matmul_forward, matmul_backward
 #include "llmc/matmul.cuh"
@@ -49,13 +54,13 @@ Launch: mpirun -np P ./train_gpt2_pp [flags]   (NCCL bootstrapped through MPI)
 #include "llmc/attention.cuh"
 // defines: gelu_forward, gelu_backward
 #include "llmc/gelu.cuh"
-// defines: fused_classifier
+// defines: fused_classifier, losses_mean
 #include "llmc/fused_classifier.cuh"
 // defines: adamw_update
 #include "llmc/adamw.cuh"
 // defines: global_norm_squared, is_finite_norm
 #include "llmc/global_norm.cuh"
-// host side, shared with the CPU trainer: checks, model layout and checkpoints, data, schedules
+// host side, shared with the CPU trainer: checks, model layout and checkpoints, data, schedules, bookkeeping
 #include "llmc/utils.h"
 #include "llmc/rand.h"
 #include "llmc/model.h"
@@ -65,21 +70,20 @@ Launch: mpirun -np P ./train_gpt2_pp [flags]   (NCCL bootstrapped through MPI)
 #include "llmc/lr_schedule.h"
 #include "llmc/logger.h"
 #include "llmc/schedule.h"
+#include "llmc/schedule_sim.h"
+#include "llmc/schedule_text.h"
 #include "llmc/partition.h"
 #include "llmc/train_args.h"
+#include "llmc/pipeline.h"
+#include "llmc/sampler.h"
 
 #define ncclCheck(status) nccl_check_((status), __FILE__, __LINE__)
 static void nccl_check_(ncclResult_t status, const char* file, int line) {
     if (status != ncclSuccess) { fatal("NCCL error at %s:%d: %s", file, line, ncclGetErrorString(status)); }
 }
 
-#if PRECISION_FP32
-#define NCCL_FLOATX ncclFloat
-#elif PRECISION_FP16
-#define NCCL_FLOATX ncclHalf
-#else
-#define NCCL_FLOATX ncclBfloat16
-#endif
+// how long a rank waits for the others to start (NCCL's start-up, the -pf id file) before it gives up
+#define RANK_START_TIMEOUT_S 120
 
 // ----------------------------------------------------------------------------
 // 1. a pipeline stage on one GPU: parameters, gradients, optimizer state, activation stash, scratch
@@ -93,17 +97,65 @@ typedef struct {
 typedef struct {
     float* wte; float* wpe; float* ln1w; float* ln1b; float* qkvw; float* qkvb; float* attprojw; float* attprojb;
     float* ln2w; float* ln2b; float* fcw; float* fcb; float* fcprojw; float* fcprojb; float* lnfw; float* lnfb;
-} GradTensors;  // fp32, same shapes
+} GradTensors;  // fp32, same layout
 
-// points 16 typed pointers into one buffer, in llm.c's tensor order
-static void point_tensors(void** ptrs, char* memory, const StageLayout* s, size_t elem_size) {
+// Where a stage's tensors live on the device. The checkpoint's order, but every tensor, and every layer's
+// slice of a per-layer tensor, starts at a multiple of ALIGN_ELEMS elements: 256 bytes in BF16/FP16, 512 in
+// fp32 (gradients, master weights, moments share the element layout). Packed, a stage-local offset depends on
+// how many layers precede it on the stage (at P=2 stage 1's qkvw was 128-B aligned, 256-B at P=1); cuBLASLt's
+// heuristic is told each pointer's alignment and may pick another algorithm, so another summation order, for
+// another alignment. Aligned like this, every GEMM operand has the same alignment at any P, and the same bits
+// follow. The padding is zero in every buffer and AdamW leaves zeros at zero.
+#define ALIGN_ELEMS 128
+static size_t align_elems(size_t n) { return (n + ALIGN_ELEMS - 1) / ALIGN_ELEMS * ALIGN_ELEMS; }
+
+typedef struct {
+    size_t offset[NUM_PARAMETER_TENSORS];  // first element of tensor i
+    size_t unit[NUM_PARAMETER_TENSORS];    // elements of one layer's slice (the whole tensor when not per layer)
+    size_t stride[NUM_PARAMETER_TENSORS];  // elements from one slice to the next
+    int units[NUM_PARAMETER_TENSORS];      // slices: the stage's layers, 1, or 0 when the stage lacks the tensor
+    size_t total;
+} DeviceLayout;
+
+static DeviceLayout device_layout(const GPT2Config* c, const StageLayout* s) {
+    DeviceLayout d;
+    d.total = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        ptrs[i] = s->sizes[i] ? memory : NULL;
-        memory += s->sizes[i] * elem_size;
+        d.units[i] = s->sizes[i] == 0 ? 0 : tensor_is_per_layer(i) ? s->num_layers : 1;
+        d.unit[i] = tensor_is_per_layer(i) ? tensor_unit_size(c, i) : s->sizes[i];
+        d.stride[i] = align_elems(d.unit[i]);
+        d.offset[i] = d.total;
+        d.total += d.units[i] * d.stride[i];
     }
+    return d;
 }
 
-// The activations of one micro-batch on one stage (the stash), as in train_gpt2_pp.c but in floatX.
+// a packed (checkpoint-layout) offset into the stage's slice, as a device offset
+static size_t device_offset(const DeviceLayout* d, const StageLayout* s, size_t packed) {
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        if (packed < s->sizes[i]) { return d->offset[i] + packed / d->unit[i] * d->stride[i] + packed % d->unit[i]; }
+        packed -= s->sizes[i];
+    }
+    fatal("offset %zu is outside the stage's parameters", packed);
+    return 0;
+}
+
+// copies between a host buffer in the checkpoint's packed stage layout and a device fp32 buffer in DeviceLayout
+static void layout_copy(const DeviceLayout* d, float* device, float* host, int to_device, cudaStream_t stream) {
+    size_t packed = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        for (int u = 0; u < d->units[i]; u++, packed += d->unit[i]) {
+            float* dev = device + d->offset[i] + u * d->stride[i];
+            cudaCheck(cudaMemcpyAsync(to_device ? dev : host + packed, to_device ? host + packed : dev,
+                                      d->unit[i] * sizeof(float),
+                                      to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, stream));
+        }
+    }
+    cudaCheck(cudaStreamSynchronize(stream));
+}
+
+// The activations of one micro-batch on one stage (the stash), as in train_gpt2_pp.c but in floatX. Per-layer
+// tensors are (nl, ...) with each layer's slice aligned like the parameters (Stage's act strides).
 typedef struct {
     int* inputs;       // (B,T) device
     int* targets;      // (B,T) device
@@ -128,6 +180,14 @@ typedef struct {
     float* losses;     // (B,T)
 } Activations;
 
+// per-layer strides of the stash, in elements
+typedef struct { size_t BTC, BT, att; } ActStrides;
+
+static ActStrides act_strides(const GPT2Config* c, int B, int T) {
+    size_t BT = (size_t)B * T;
+    return (ActStrides){align_elems(BT * c->channels), align_elems(BT), align_elems((size_t)B * c->num_heads * T * T)};
+}
+
 typedef struct {
     floatX* dresidual;  // (B,T,C)
     floatX* dresidual2; // (B,T,C)
@@ -146,6 +206,8 @@ typedef struct {
 typedef struct {
     GPT2Config config;
     StageLayout layout;
+    DeviceLayout dl;
+    ActStrides as;
     int B, T;
     ParameterTensors params;     // floatX, what the kernels read
     GradTensors grads;           // fp32
@@ -157,664 +219,139 @@ typedef struct {
     float* v_memory;
     Activations* stash;
     int num_slots;
+    size_t slot_bytes;           // what each stash slot allocated: activation_slot_bytes
     Scratch scratch;
     int gelu_fusion;             // GELU through cuBLASLt's GELU_AUX / DGELU epilogues (-ge 1) or its own kernels
-    float* norm_slots;           // (4 + 12L) squared norms per (tensor, layer) slot, device
+    float* norm_slots;           // (num_norm_slots) squared norms per (tensor, layer) slot, device
     double* norm_scratch;
 } Stage;
 
-static void* cuda_alloc(size_t bytes) {
+// device memory, zeroed on `stream` (the padding of DeviceLayout, and AdamW's moments, must start at 0)
+static void* cuda_alloc(size_t bytes, cudaStream_t stream) {
     void* p = NULL;
     cudaCheck(cudaMalloc(&p, bytes > 0 ? bytes : 1));
-    cudaCheck(cudaMemset(p, 0, bytes > 0 ? bytes : 1));
+    cudaCheck(cudaMemsetAsync(p, 0, bytes > 0 ? bytes : 1, stream));
     return p;
 }
 
-// carves typed pieces out of one allocation
+// carves typed pieces out of one allocation; with base NULL it only counts (a dry run)
 typedef struct { char* base; size_t used; } Arena;
 static void* arena_take(Arena* a, size_t bytes) {
-    void* p = bytes ? a->base + a->used : NULL;
-    a->used += (bytes + 255) / 256 * 256;  // keep every piece 256-byte aligned for vector loads
+    void* p = bytes && a->base ? a->base + a->used : NULL;
+    a->used += (bytes + 255) / 256 * 256;  // every piece 256-byte aligned, as cudaMalloc's own
     return p;
 }
 
-static size_t activations_bytes(const GPT2Config* c, const StageLayout* s, int B, int T, Arena* a,
-                                Activations* act) {
-    size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels, NH = c->num_heads, X = sizeof(floatX);
+// lays out one stash slot in `a` (pointers into it in *act) and returns its bytes: the one source of truth
+// for what a slot allocates and for what the plan and the stash report print
+static size_t activations_carve(const GPT2Config* c, const StageLayout* s, int B, int T, Arena* a, Activations* act) {
+    size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels, X = sizeof(floatX), F = sizeof(float);
     size_t head = s->has_head;
-    Arena dry = {NULL, 0};
-    if (a == NULL) { a = &dry; }
-    Activations tmp;
-    if (act == NULL) { act = &tmp; }
+    ActStrides st = act_strides(c, B, T);
     act->inputs = (int*)arena_take(a, BT * sizeof(int));
     act->targets = (int*)arena_take(a, BT * sizeof(int));
     act->x = (floatX*)arena_take(a, BT * C * X);
-    act->ln1 = (floatX*)arena_take(a, nl * BT * C * X);
-    act->ln1_mean = (float*)arena_take(a, nl * BT * sizeof(float));
-    act->ln1_rstd = (float*)arena_take(a, nl * BT * sizeof(float));
-    act->qkv = (floatX*)arena_take(a, nl * BT * 3 * C * X);
-    act->att = (floatX*)arena_take(a, nl * B * NH * T * T * X);
-    act->atty = (floatX*)arena_take(a, nl * BT * C * X);
-    act->residual2 = (floatX*)arena_take(a, nl * BT * C * X);
-    act->ln2 = (floatX*)arena_take(a, nl * BT * C * X);
-    act->ln2_mean = (float*)arena_take(a, nl * BT * sizeof(float));
-    act->ln2_rstd = (float*)arena_take(a, nl * BT * sizeof(float));
-    act->fch = (floatX*)arena_take(a, nl * BT * 4 * C * X);
-    act->fch_gelu = (floatX*)arena_take(a, nl * BT * 4 * C * X);
-    act->residual3 = (floatX*)arena_take(a, nl * BT * C * X);
+    act->ln1 = (floatX*)arena_take(a, nl * st.BTC * X);
+    act->ln1_mean = (float*)arena_take(a, nl * st.BT * F);
+    act->ln1_rstd = (float*)arena_take(a, nl * st.BT * F);
+    act->qkv = (floatX*)arena_take(a, nl * 3 * st.BTC * X);
+    act->att = (floatX*)arena_take(a, nl * st.att * X);
+    act->atty = (floatX*)arena_take(a, nl * st.BTC * X);
+    act->residual2 = (floatX*)arena_take(a, nl * st.BTC * X);
+    act->ln2 = (floatX*)arena_take(a, nl * st.BTC * X);
+    act->ln2_mean = (float*)arena_take(a, nl * st.BT * F);
+    act->ln2_rstd = (float*)arena_take(a, nl * st.BT * F);
+    act->fch = (floatX*)arena_take(a, nl * 4 * st.BTC * X);
+    act->fch_gelu = (floatX*)arena_take(a, nl * 4 * st.BTC * X);
+    act->residual3 = (floatX*)arena_take(a, nl * st.BTC * X);
     act->lnf = (floatX*)arena_take(a, head * BT * C * X);
-    act->lnf_mean = (float*)arena_take(a, head * BT * sizeof(float));
-    act->lnf_rstd = (float*)arena_take(a, head * BT * sizeof(float));
+    act->lnf_mean = (float*)arena_take(a, head * BT * F);
+    act->lnf_rstd = (float*)arena_take(a, head * BT * F);
     act->logits = (floatX*)arena_take(a, head * BT * c->padded_vocab_size * X);
-    act->losses = (float*)arena_take(a, head * BT * sizeof(float));
+    act->losses = (float*)arena_take(a, head * BT * F);
     return a->used;
 }
 
-static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots) {
+// the bytes one stash slot of stage layout s allocates
+static size_t activation_slot_bytes(const GPT2Config* c, const StageLayout* s, int B, int T) {
+    Arena dry = {NULL, 0};
+    Activations unused;
+    return activations_carve(c, s, B, T, &dry, &unused);
+}
+
+static void scratch_carve(const GPT2Config* c, int B, int T, Arena* a, Scratch* sc) {
+    size_t BT = (size_t)B * T, C = c->channels, X = sizeof(floatX);
+    sc->dresidual = (floatX*)arena_take(a, BT * C * X);
+    sc->dresidual2 = (floatX*)arena_take(a, BT * C * X);
+    sc->dln = (floatX*)arena_take(a, BT * C * X);
+    sc->datty = (floatX*)arena_take(a, BT * C * X);
+    sc->dqkv = (floatX*)arena_take(a, BT * 3 * C * X);
+    sc->dfch = (floatX*)arena_take(a, BT * 4 * C * X);
+    sc->dfch_gelu = (floatX*)arena_take(a, BT * 4 * C * X);
+    sc->datt = (floatX*)arena_take(a, (size_t)B * c->num_heads * T * T * X);
+    sc->att_scratch = (floatX*)arena_take(a, ATTENTION_BACKWARD_SCRATCH(B, T, C) * X);
+    sc->proj = (floatX*)arena_take(a, BT * C * X);
+    sc->bias_scratch = (float*)arena_take(a, MATMUL_BACKWARD_SCRATCH_FLOATS(4 * C) * sizeof(float));
+    sc->ln_scratch = (float*)arena_take(a, LAYERNORM_BACKWARD_SCRATCH_FLOATS(C) * sizeof(float));
+}
+
+// points the 16 typed pointers at their tensors in DeviceLayout (NULL for tensors the stage lacks)
+static void point_tensors(void** ptrs, char* memory, const DeviceLayout* d, size_t elem_size) {
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) { ptrs[i] = d->units[i] ? memory + d->offset[i] * elem_size : NULL; }
+}
+
+static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots,
+                       cudaStream_t stream) {
     memset(st, 0, sizeof(*st));
     st->config = *c;
     st->layout = *s;
+    st->dl = device_layout(c, s);
+    st->as = act_strides(c, B, T);
     st->B = B;
     st->T = T;
-    st->gelu_fusion = 1;
-    size_t n = s->num_parameters;
-    st->params_memory = (floatX*)cuda_alloc(n * sizeof(floatX));
-    st->master_memory = PRECISION_FP32 ? NULL : (float*)cuda_alloc(n * sizeof(float));
-    st->grads_memory = (float*)cuda_alloc(n * sizeof(float));
-    st->m_memory = (float*)cuda_alloc(n * sizeof(float));
-    st->v_memory = (float*)cuda_alloc(n * sizeof(float));
-    point_tensors((void**)&st->params, (char*)st->params_memory, s, sizeof(floatX));
-    point_tensors((void**)&st->grads, (char*)st->grads_memory, s, sizeof(float));
-    if (s->has_head) { st->grad_wte_head = (float*)cuda_alloc(s->sizes[WTE] * sizeof(float)); }
+    size_t n = st->dl.total;
+    st->params_memory = (floatX*)cuda_alloc(n * sizeof(floatX), stream);
+    st->master_memory = PRECISION_FP32 ? NULL : (float*)cuda_alloc(n * sizeof(float), stream);
+    st->grads_memory = (float*)cuda_alloc(n * sizeof(float), stream);
+    st->m_memory = (float*)cuda_alloc(n * sizeof(float), stream);
+    st->v_memory = (float*)cuda_alloc(n * sizeof(float), stream);
+    point_tensors((void**)&st->params, (char*)st->params_memory, &st->dl, sizeof(floatX));
+    point_tensors((void**)&st->grads, (char*)st->grads_memory, &st->dl, sizeof(float));
+    if (s->has_head) { st->grad_wte_head = (float*)cuda_alloc(s->sizes[WTE] * sizeof(float), stream); }
     st->num_slots = num_slots;
     st->stash = (Activations*)calloc_check(num_slots, sizeof(Activations));
-    size_t slot_bytes = activations_bytes(c, s, B, T, NULL, NULL);
+    st->slot_bytes = activation_slot_bytes(c, s, B, T);
     for (int k = 0; k < num_slots; k++) {
-        Arena a = {(char*)cuda_alloc(slot_bytes), 0};
-        activations_bytes(c, s, B, T, &a, &st->stash[k]);
+        Arena a = {(char*)cuda_alloc(st->slot_bytes, stream), 0};
+        activations_carve(c, s, B, T, &a, &st->stash[k]);
     }
-    size_t BT = (size_t)B * T, C = c->channels, X = sizeof(floatX);
     Arena dry = {NULL, 0};
-    Arena* a = &dry;
-    for (int pass = 0; pass < 2; pass++) {
-        Scratch* sc = &st->scratch;
-        sc->dresidual = (floatX*)arena_take(a, BT * C * X);
-        sc->dresidual2 = (floatX*)arena_take(a, BT * C * X);
-        sc->dln = (floatX*)arena_take(a, BT * C * X);
-        sc->datty = (floatX*)arena_take(a, BT * C * X);
-        sc->dqkv = (floatX*)arena_take(a, BT * 3 * C * X);
-        sc->dfch = (floatX*)arena_take(a, BT * 4 * C * X);
-        sc->dfch_gelu = (floatX*)arena_take(a, BT * 4 * C * X);
-        sc->datt = (floatX*)arena_take(a, (size_t)B * c->num_heads * T * T * X);
-        sc->att_scratch = (floatX*)arena_take(a, ATTENTION_BACKWARD_SCRATCH(B, T, C) * X);
-        sc->proj = (floatX*)arena_take(a, BT * C * X);
-        sc->bias_scratch = (float*)arena_take(a, MATMUL_BACKWARD_SCRATCH_FLOATS(4 * C) * sizeof(float));
-        sc->ln_scratch = (float*)arena_take(a, LAYERNORM_BACKWARD_SCRATCH_FLOATS(C) * sizeof(float));
-        if (pass == 0) { Arena real = {(char*)cuda_alloc(dry.used), 0}; dry = real; }
-    }
-    st->norm_slots = (float*)cuda_alloc((4 + 12 * (size_t)c->num_layers) * sizeof(float));
-    st->norm_scratch = (double*)cuda_alloc(GLOBAL_NORM_SCRATCH_DOUBLES * sizeof(double));
+    scratch_carve(c, B, T, &dry, &st->scratch);
+    Arena real = {(char*)cuda_alloc(dry.used, stream), 0};
+    scratch_carve(c, B, T, &real, &st->scratch);
+    st->norm_slots = (float*)cuda_alloc(num_norm_slots(c) * sizeof(float), stream);
+    st->norm_scratch = (double*)cuda_alloc(GLOBAL_NORM_SCRATCH_DOUBLES * sizeof(double), stream);
 }
 
-// loads the stage's fp32 parameters (checkpoint layout slices) into master weights and floatX params
-static void stage_set_params(Stage* st, const float* host_fp32) {
-    size_t n = st->layout.num_parameters;
-    float* staging = (float*)cuda_alloc(n * sizeof(float));
-    cudaCheck(cudaMemcpy(staging, host_fp32, n * sizeof(float), cudaMemcpyHostToDevice));
-    if (st->master_memory) { cudaCheck(cudaMemcpy(st->master_memory, staging, n * sizeof(float), cudaMemcpyDeviceToDevice)); }
-    cast_to_floatX(st->params_memory, staging, n, 0);
-    cudaCheck(cudaDeviceSynchronize());
-    cudaCheck(cudaFree(staging));
+// loads the stage's fp32 parameters (packed, checkpoint layout) into master weights and floatX params; the
+// gradient buffer, zeroed at the start of every step, is the staging area
+static void stage_set_params(Stage* st, float* host_fp32, cudaStream_t stream) {
+    size_t n = st->dl.total;
+    layout_copy(&st->dl, st->grads_memory, host_fp32, 1, stream);
+    if (st->master_memory) {
+        cudaCheck(cudaMemcpyAsync(st->master_memory, st->grads_memory, n * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+    }
+    cast_to_floatX(st->params_memory, st->grads_memory, n, stream);
+    cudaCheck(cudaMemsetAsync(st->grads_memory, 0, n * sizeof(float), stream));
+    cudaCheck(cudaStreamSynchronize(stream));
 }
-
-// ----------------------------------------------------------------------------
-// 2. forward and backward of one micro-batch on one stage: train_gpt2_pp.c's stage_forward/backward
-
-static floatX* stage_output(Stage* st, Activations* a) {
-    if (st->layout.num_layers == 0) { return a->x; }
-    return a->residual3 + (size_t)(st->layout.num_layers - 1) * st->B * st->T * st->config.channels;
-}
-
-static void stage_forward(Stage* st, Activations* a, int B, int T, int with_targets, float dloss, cudaStream_t stream) {
-    const GPT2Config* c = &st->config;
-    const ParameterTensors* p = &st->params;
-    int C = c->channels, NH = c->num_heads, BT = B * T;
-    size_t BTa = (size_t)st->B * st->T, att_a = (size_t)st->B * NH * st->T * st->T;  // per-layer strides
-    if (st->layout.has_embed) { encoder_forward(a->x, a->inputs, p->wte, p->wpe, B, T, C, stream); }
-    floatX* residual = a->x;
-    for (int l = 0; l < st->layout.num_layers; l++) {
-        floatX* ln1 = a->ln1 + l * BTa * C;
-        floatX* qkv = a->qkv + l * BTa * 3 * C;
-        floatX* atty = a->atty + l * BTa * C;
-        floatX* residual2 = a->residual2 + l * BTa * C;
-        floatX* ln2 = a->ln2 + l * BTa * C;
-        floatX* fch = a->fch + l * BTa * 4 * C;
-        floatX* fch_gelu = a->fch_gelu + l * BTa * 4 * C;
-        floatX* residual3 = a->residual3 + l * BTa * C;
-        layernorm_forward(ln1, a->ln1_mean + l * BTa, a->ln1_rstd + l * BTa, residual, p->ln1w + l * C,
-                          p->ln1b + l * C, BT, C, stream);
-        matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, BT, C, 3 * C, NULL, stream);
-        attention_forward(atty, a->att + l * att_a, st->scratch.att_scratch, qkv, B, T, C, NH, stream);
-        matmul_forward(st->scratch.proj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, BT, C, C, NULL, stream);
-        // the residual add and the second layernorm read the same row: one kernel
-        fused_residual_layernorm_forward(residual2, ln2, a->ln2_mean + l * BTa, a->ln2_rstd + l * BTa, residual,
-                                         st->scratch.proj, p->ln2w + l * C, p->ln2b + l * C, BT, C, stream);
-        if (st->gelu_fusion) {  // GELU in the GEMM's epilogue; fch keeps the pre-activation for the backward
-            matmul_forward(fch_gelu, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, BT, C, 4 * C, fch, stream);
-        } else {
-            matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, BT, C, 4 * C, NULL, stream);
-            gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C, stream);
-        }
-        matmul_forward(st->scratch.proj, fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, p->fcprojb + l * C, BT, 4 * C, C,
-                       NULL, stream);
-        residual_forward(residual3, residual2, st->scratch.proj, (size_t)BT * C, stream);
-        residual = residual3;
-    }
-    if (st->layout.has_head) {
-        layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->lnfw, p->lnfb, BT, C, stream);
-        matmul_forward(a->logits, a->lnf, p->wte, NULL, BT, C, c->padded_vocab_size, NULL, stream);
-        if (with_targets) {
-            fused_classifier(a->logits, a->losses, dloss, a->targets, BT, c->vocab_size, c->padded_vocab_size, stream);
-        }
-    }
-}
-
-static void stage_backward(Stage* st, Activations* a, const floatX* dout, cudaStream_t stream) {
-    const GPT2Config* c = &st->config;
-    const ParameterTensors* p = &st->params;
-    GradTensors* g = &st->grads;
-    Scratch* sc = &st->scratch;
-    int B = st->B, T = st->T, C = c->channels, NH = c->num_heads, BT = B * T;
-    size_t nBTC = (size_t)BT * C;
-    if (st->layout.has_head) {
-        matmul_backward(sc->dln, st->grad_wte_head, NULL, NULL, a->logits, a->lnf, p->wte, BT, C,
-                        c->padded_vocab_size, NULL, stream);
-        cudaCheck(cudaMemsetAsync(sc->dresidual, 0, nBTC * sizeof(floatX), stream));
-        layernorm_backward(sc->dresidual, g->lnfw, g->lnfb, sc->ln_scratch, sc->dln, stage_output(st, a), p->lnfw,
-                           a->lnf_mean, a->lnf_rstd, BT, C, stream);
-    } else {
-        cudaCheck(cudaMemcpyAsync(sc->dresidual, dout, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
-    }
-    for (int l = st->layout.num_layers - 1; l >= 0; l--) {
-        floatX* residual = l == 0 ? a->x : a->residual3 + (size_t)(l - 1) * nBTC;
-        float* bs = sc->bias_scratch;
-        // the MLP branch
-        const floatX* fch = a->fch + l * nBTC * 4;
-        if (st->gelu_fusion) {  // the DGELU epilogue turns d(fch_gelu) into d(fch) inside the GEMM
-            matmul_backward(sc->dfch, g->fcprojw + (size_t)l * 4 * C * C, g->fcprojb + l * C, bs, sc->dresidual,
-                            a->fch_gelu + l * nBTC * 4, p->fcprojw + (size_t)l * 4 * C * C, BT, 4 * C, C, fch, stream);
-        } else {
-            matmul_backward(sc->dfch_gelu, g->fcprojw + (size_t)l * 4 * C * C, g->fcprojb + l * C, bs, sc->dresidual,
-                            a->fch_gelu + l * nBTC * 4, p->fcprojw + (size_t)l * 4 * C * C, BT, 4 * C, C, NULL, stream);
-            gelu_backward(sc->dfch, fch, sc->dfch_gelu, nBTC * 4, stream);
-        }
-        matmul_backward(sc->dln, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C, bs, sc->dfch, a->ln2 + l * nBTC,
-                        p->fcw + (size_t)l * 4 * C * C, BT, C, 4 * C, NULL, stream);
-        cudaCheck(cudaMemcpyAsync(sc->dresidual2, sc->dresidual, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
-        layernorm_backward(sc->dresidual2, g->ln2w + l * C, g->ln2b + l * C, sc->ln_scratch, sc->dln,
-                           a->residual2 + l * nBTC, p->ln2w + l * C, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C,
-                           stream);
-        // the attention branch
-        matmul_backward(sc->datty, g->attprojw + (size_t)l * C * C, g->attprojb + l * C, bs, sc->dresidual2,
-                        a->atty + l * nBTC, p->attprojw + (size_t)l * C * C, BT, C, C, NULL, stream);
-        attention_backward(sc->dqkv, sc->datt, sc->att_scratch, sc->datty, a->qkv + l * nBTC * 3,
-                           a->att + (size_t)l * B * NH * T * T, B, T, C, NH, stream);
-        matmul_backward(sc->dln, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C, bs, sc->dqkv, a->ln1 + l * nBTC,
-                        p->qkvw + (size_t)l * 3 * C * C, BT, C, 3 * C, NULL, stream);
-        cudaCheck(cudaMemcpyAsync(sc->dresidual, sc->dresidual2, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
-        layernorm_backward(sc->dresidual, g->ln1w + l * C, g->ln1b + l * C, sc->ln_scratch, sc->dln, residual,
-                           p->ln1w + l * C, a->ln1_mean + l * BT, a->ln1_rstd + l * BT, BT, C, stream);
-    }
-    if (st->layout.has_embed) { encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C, stream); }
-}
-
-// ----------------------------------------------------------------------------
-// 3. the pipeline on this rank: its stage, its list of actions, NCCL to the neighbours
-
-typedef struct {
-    float lr, beta1, beta2, eps, weight_decay, grad_clip;
-} OptimizerConfig;
-
-typedef struct {
-    float scale;           // 0: no loss scaling
-    float growth, backoff; // x2 after `interval` clean steps, x0.5 on an overflow
-    int interval;
-    int good_steps;
-} LossScaler;
-
-typedef struct {
-    GPT2Config config;
-    int P, M, B, T;
-    int rank;
-    int* layers;
-    Stage stage;             // this rank's stage (stage == rank)
-    StageLayout* layouts;    // (P) every stage's layout, for gathering checkpoints on rank 0
-    Schedule schedule;
-    OptimizerConfig opt;
-    LossScaler scaler;
-    int step, adam_t;
-    float last_norm;
-    int last_skipped;        // the last step overflowed and was skipped
-    int* tokens;             // (M, 2, B*T) host: the step's inputs and targets
-    int* slot_of;            // (M) stash slot of each micro-batch, -1 when not in flight
-    floatX** act_in;         // (M) received activations (B,T,C)
-    floatX** grad_in;        // (M) received gradients of the stage's output
-    floatX** send_buf;       // (M) d(input) being sent: backward scratch is reused by the next backward
-    float* host_losses;      // (B*T)
-    ncclComm_t comm;
-    cudaStream_t stream;
-} Pipeline;
-
-static char current_action[96] = "start-up";
-
-static StageLayout layout_of(const GPT2Config* c, const int* layers, int P, int s) {
-    int begin = 0;
-    for (int i = 0; i < s; i++) { begin += layers[i]; }
-    return stage_layout(c, begin, layers[s], s == 0, s == P - 1);
-}
-
-static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* layers, int M, int B, int T,
-                          const char* schedule_name, int rank, ncclComm_t comm) {
-    memset(pp, 0, sizeof(*pp));
-    pp->config = *c;
-    pp->P = P; pp->M = M; pp->B = B; pp->T = T;
-    pp->rank = rank;
-    pp->comm = comm;
-    pp->layers = (int*)malloc_check(P * sizeof(int));
-    memcpy(pp->layers, layers, P * sizeof(int));
-    pp->layouts = (StageLayout*)malloc_check(P * sizeof(StageLayout));
-    for (int s = 0; s < P; s++) { pp->layouts[s] = layout_of(c, layers, P, s); }
-    int rc = schedule_build(schedule_name, P, M, &pp->schedule);
-    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, schedule_name); }
-    char err[512];
-    if (rc != 0 || schedule_validate(&pp->schedule, err, sizeof(err)) != 0) {
-        fatal("schedule %s for P=%d M=%d is invalid: %s", schedule_name, P, M, rc ? "bad arguments" : err);
-    }
-    // stash slots: the most micro-batches this rank's list ever holds between forward and backward
-    int inflight = 0, peak = 1;
-    const ActionList* mine = &pp->schedule.ranks[rank];
-    for (int i = 0; i < mine->n; i++) {
-        inflight += mine->a[i].type == PP_F ? 1 : mine->a[i].type == PP_B ? -1 : 0;
-        if (inflight > peak) { peak = inflight; }
-    }
-    stage_init(&pp->stage, c, &pp->layouts[rank], B, T, peak);
-    size_t nBTC = (size_t)B * T * c->channels;
-    pp->tokens = (int*)calloc_check((size_t)M * 2 * B * T, sizeof(int));
-    pp->slot_of = (int*)malloc_check(M * sizeof(int));
-    for (int m = 0; m < M; m++) { pp->slot_of[m] = -1; }
-    pp->act_in = (floatX**)calloc_check(M, sizeof(floatX*));
-    pp->grad_in = (floatX**)calloc_check(M, sizeof(floatX*));
-    pp->send_buf = (floatX**)calloc_check(M, sizeof(floatX*));
-    for (int m = 0; m < M; m++) {
-        if (rank > 0) { pp->act_in[m] = (floatX*)cuda_alloc(nBTC * sizeof(floatX)); }
-        if (rank > 0) { pp->send_buf[m] = (floatX*)cuda_alloc(nBTC * sizeof(floatX)); }
-        if (rank < P - 1) { pp->grad_in[m] = (floatX*)cuda_alloc(nBTC * sizeof(floatX)); }
-    }
-    pp->host_losses = (float*)malloc_check((size_t)B * T * sizeof(float));
-    cudaCheck(cudaStreamCreate(&pp->stream));
-}
-
-static Activations* acquire_slot(Pipeline* pp, int m) {
-    if (pp->slot_of[m] >= 0) { return &pp->stage.stash[pp->slot_of[m]]; }
-    for (int k = 0; k < pp->stage.num_slots; k++) {
-        int taken = 0;
-        for (int j = 0; j < pp->M; j++) { taken |= pp->slot_of[j] == k; }
-        if (!taken) { pp->slot_of[m] = k; return &pp->stage.stash[k]; }
-    }
-    fatal("rank %d: more micro-batches in flight than its %d stash slots (schedule bug)", pp->rank, pp->stage.num_slots);
-    return NULL;
-}
-
-// One action of this rank's list. Sends and receives are NCCL point-to-point calls in their own group, queued
-// on the compute stream in list order; the schedule validator proved that this order cannot deadlock.
-static void run_action(Pipeline* pp, const Action* a, int B, int T, float dloss, double* loss_sum) {
-    int m = a->mb;
-    Stage* st = &pp->stage;
-    size_t n = (size_t)B * T * pp->config.channels;
-    char tok[48];
-    schedule_action_str(a, tok, sizeof(tok));
-    snprintf(current_action, sizeof(current_action), "%s (step %d)", tok, pp->step + 1);
-    switch (a->type) {
-    case PP_F: {
-        Activations* act = acquire_slot(pp, m);
-        const int* tokens = pp->tokens + (size_t)m * 2 * B * T;
-        cudaCheck(cudaMemcpyAsync(act->inputs, tokens, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice, pp->stream));
-        cudaCheck(cudaMemcpyAsync(act->targets, tokens + B * T, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice, pp->stream));
-        if (pp->rank > 0) {
-            cudaCheck(cudaMemcpyAsync(act->x, pp->act_in[m], n * sizeof(floatX), cudaMemcpyDeviceToDevice, pp->stream));
-        }
-        stage_forward(st, act, B, T, 1, dloss, pp->stream);
-        if (pp->rank == pp->P - 1) {
-            cudaCheck(cudaMemcpyAsync(pp->host_losses, act->losses, (size_t)B * T * sizeof(float), cudaMemcpyDeviceToHost, pp->stream));
-            cudaCheck(cudaStreamSynchronize(pp->stream));
-            double sum = 0.0;
-            for (int i = 0; i < B * T; i++) { sum += pp->host_losses[i]; }
-            *loss_sum += sum / (B * T);
-            if (dloss == 0.0f) { pp->slot_of[m] = -1; }
-        }
-        return;
-    }
-    case PP_B:
-        stage_backward(st, &st->stash[pp->slot_of[m]], pp->rank < pp->P - 1 ? pp->grad_in[m] : NULL, pp->stream);
-        pp->slot_of[m] = -1;
-        return;
-    case PP_SEND_F:
-    case PP_SEND_B: {
-        int fwd = a->type == PP_SEND_F;
-        const floatX* src = fwd ? stage_output(st, &st->stash[pp->slot_of[m]]) : pp->send_buf[m];
-        if (!fwd) {
-            cudaCheck(cudaMemcpyAsync(pp->send_buf[m], st->scratch.dresidual, n * sizeof(floatX), cudaMemcpyDeviceToDevice, pp->stream));
-        }
-        ncclCheck(ncclGroupStart());
-        ncclCheck(ncclSend(src, n, NCCL_FLOATX, a->peer, pp->comm, pp->stream));
-        ncclCheck(ncclGroupEnd());
-        if (fwd && dloss == 0.0f) { pp->slot_of[m] = -1; }  // forward only: the slot is free once sent
-        return;
-    }
-    case PP_RECV_F:
-    case PP_RECV_B:
-        ncclCheck(ncclGroupStart());
-        ncclCheck(ncclRecv(a->type == PP_RECV_F ? pp->act_in[m] : pp->grad_in[m], n, NCCL_FLOATX, a->peer, pp->comm,
-                           pp->stream));
-        ncclCheck(ncclGroupEnd());
-        return;
-    default:
-        fatal("action %s is not supported by this trainer", tok);
-    }
-}
-
-// Runs this rank's list of a schedule; returns the summed micro-batch losses on the last stage (0 elsewhere).
-static double run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, float dloss) {
-    double loss_sum = 0.0;
-    const ActionList* list = &sc->ranks[pp->rank];
-    for (int i = 0; i < list->n; i++) { run_action(pp, &list->a[i], B, T, dloss, &loss_sum); }
-    cudaCheck(cudaStreamSynchronize(pp->stream));
-    return loss_sum;
-}
-
-// sums a few doubles over all ranks (the loss lives on the last stage only), exactly: each value is non-zero
-// on at most one rank
-static void allreduce_sum(Pipeline* pp, double* x, int n) {
-    double* d = (double*)cuda_alloc(n * sizeof(double));
-    cudaCheck(cudaMemcpy(d, x, n * sizeof(double), cudaMemcpyHostToDevice));
-    ncclCheck(ncclAllReduce(d, d, n, ncclDouble, ncclSum, pp->comm, pp->stream));
-    cudaCheck(cudaMemcpyAsync(x, d, n * sizeof(double), cudaMemcpyDeviceToHost, pp->stream));
-    cudaCheck(cudaStreamSynchronize(pp->stream));
-    cudaCheck(cudaFree(d));
-}
-
-static void load_step_tokens(Pipeline* pp, NextBatchFn next, void* ctx, int M) {
-    int n = pp->B * pp->T;
-    for (int m = 0; m < M; m++) { next(ctx, pp->tokens + (size_t)m * 2 * n, pp->tokens + (size_t)m * 2 * n + n, n); }
-}
-
-// The tied wte: stage 0 holds the embedding side of the gradient, the last stage the LM-head side. They swap
-// halves and both compute embed + head, so both copies of wte get the same gradient and stay equal.
-static void pipeline_sync_tied_wte(Pipeline* pp) {
-    Stage* st = &pp->stage;
-    int last = pp->P - 1;
-    size_t n = tensor_unit_size(&pp->config, WTE);
-    if (pp->P == 1) {
-        add_inplace(st->grads.wte, st->grad_wte_head, n, pp->stream);
-        return;
-    }
-    if (pp->rank != 0 && pp->rank != last) { return; }
-    float* other = (float*)cuda_alloc(n * sizeof(float));
-    const float* mine = pp->rank == 0 ? st->grads.wte : st->grad_wte_head;
-    int peer = last - pp->rank;
-    ncclCheck(ncclGroupStart());
-    ncclCheck(ncclSend(mine, n, ncclFloat, peer, pp->comm, pp->stream));
-    ncclCheck(ncclRecv(other, n, ncclFloat, peer, pp->comm, pp->stream));
-    ncclCheck(ncclGroupEnd());
-    if (pp->rank == 0) {
-        add_inplace(st->grads.wte, other, n, pp->stream);  // embed += head
-    } else {
-        cudaCheck(cudaMemcpyAsync(st->grads.wte, other, n * sizeof(float), cudaMemcpyDeviceToDevice, pp->stream));
-        add_inplace(st->grads.wte, st->grad_wte_head, n, pp->stream);  // embed, then += head
-    }
-    cudaCheck(cudaStreamSynchronize(pp->stream));
-    cudaCheck(cudaFree(other));
-}
-
-// forward and backward of M micro-batches, then the tied-wte gradient sum; returns the mean (unscaled)
-// training loss on every rank
-static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx) {
-    Stage* st = &pp->stage;
-    cudaCheck(cudaMemsetAsync(st->grads_memory, 0, st->layout.num_parameters * sizeof(float), pp->stream));
-    if (st->grad_wte_head) {
-        cudaCheck(cudaMemsetAsync(st->grad_wte_head, 0, st->layout.sizes[WTE] * sizeof(float), pp->stream));
-    }
-    load_step_tokens(pp, next, ctx, pp->M);
-    float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
-    float dloss = scale / ((float)pp->M * pp->B * pp->T);
-    double loss = run_schedule(pp, &pp->schedule, pp->B, pp->T, dloss);
-    pipeline_sync_tied_wte(pp);
-    allreduce_sum(pp, &loss, 1);
-    return (float)(loss / pp->M);
-}
-
-// Squared norms per (tensor, layer) slot in checkpoint order, each computed on the stage that owns it, summed
-// over ranks (one owner per slot: exact), then added in slot order: the same number at every pipeline depth.
-// `unscale` removes the loss scale. An inf/nan gradient on any rank makes the result inf/nan everywhere.
-static float pipeline_grad_norm(Pipeline* pp, float unscale) {
-    Stage* st = &pp->stage;
-    const GPT2Config* c = &pp->config;
-    const StageLayout* s = &st->layout;
-    int nslots = 4 + 12 * c->num_layers;
-    cudaCheck(cudaMemsetAsync(st->norm_slots, 0, nslots * sizeof(float), pp->stream));
-    const float* g = st->grads_memory;
-    int slot = 0;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        int units = tensor_is_per_layer(i) ? c->num_layers : 1;
-        size_t unit = tensor_unit_size(c, i);
-        for (int u = 0; u < units; u++, slot++) {
-            int owned = tensor_is_per_layer(i) ? (u >= s->layer_begin && u < s->layer_begin + s->num_layers)
-                                               : (s->sizes[i] > 0 && (i != WTE || s->has_embed));
-            if (!owned) { continue; }
-            const float* base = g + (tensor_is_per_layer(i) ? (size_t)(u - s->layer_begin) * unit : 0);
-            global_norm_squared(st->norm_slots + slot, base, unit, unscale, st->norm_scratch, pp->stream);
-        }
-        g += s->sizes[i];
-    }
-    float* host = (float*)malloc_check(nslots * sizeof(float));
-    cudaCheck(cudaMemcpyAsync(host, st->norm_slots, nslots * sizeof(float), cudaMemcpyDeviceToHost, pp->stream));
-    cudaCheck(cudaStreamSynchronize(pp->stream));
-    double* slots = (double*)malloc_check(nslots * sizeof(double));
-    for (int i = 0; i < nslots; i++) { slots[i] = host[i]; }
-    allreduce_sum(pp, slots, nslots);
-    double sum = 0.0;
-    for (int i = 0; i < nslots; i++) { sum += slots[i]; }
-    free(host);
-    free(slots);
-    return (float)sqrt(sum);
-}
-
-// The optimizer half of a step: norm, overflow check, clipping, AdamW, loss-scale update.
-static void pipeline_update(Pipeline* pp, float lr) {
-    Stage* st = &pp->stage;
-    snprintf(current_action, sizeof(current_action), "optimizer (step %d)", pp->step + 1);
-    float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
-    float norm = pipeline_grad_norm(pp, 1.0f / scale);
-    pp->step++;
-    pp->last_norm = norm;
-    pp->last_skipped = 0;
-    if (!is_finite_norm(norm)) {
-        if (pp->scaler.scale <= 0.0f) { fatal("step %d: the gradient norm is %f (no loss scaler to recover)", pp->step, norm); }
-        // every rank sees the same inf/nan norm, so every rank skips this step
-        pp->last_skipped = 1;
-        pp->scaler.scale *= pp->scaler.backoff;
-        pp->scaler.good_steps = 0;
-        return;
-    }
-    float clip = pp->opt.grad_clip;
-    float grad_scale = ((clip > 0.0f && norm > clip) ? clip / norm : 1.0f) / scale;
-    pp->adam_t++;
-    float bc1 = 1.0f - powf(pp->opt.beta1, (float)pp->adam_t);
-    float bc2 = 1.0f - powf(pp->opt.beta2, (float)pp->adam_t);
-    size_t off = 0;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        size_t n = st->layout.sizes[i];
-        float wd = tensor_is_decayed(i) ? pp->opt.weight_decay : 0.0f;
-        adamw_update(st->params_memory + off, st->master_memory ? st->master_memory + off : NULL, st->grads_memory + off,
-                     st->m_memory + off, st->v_memory + off, n, lr, pp->opt.beta1, pp->opt.beta2, bc1, bc2,
-                     pp->opt.eps, wd, grad_scale, pp->stream);
-        off += n;
-    }
-    cudaCheck(cudaStreamSynchronize(pp->stream));
-    if (pp->scaler.scale > 0.0f && ++pp->scaler.good_steps >= pp->scaler.interval) {
-        pp->scaler.scale *= pp->scaler.growth;
-        pp->scaler.good_steps = 0;
-    }
-}
-
-static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, float lr) {
-    float loss = pipeline_forward_backward(pp, next, ctx);
-    pipeline_update(pp, lr);
-    return loss;
-}
-
-static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
-    double sum = 0.0;
-    for (int done = 0; done < batches; done += pp->M) {
-        int m = batches - done < pp->M ? batches - done : pp->M;
-        Schedule fwd;
-        schedule_build_forward(pp->P, m, &fwd);
-        load_step_tokens(pp, next_batch_from_loader, dl, m);
-        sum += run_schedule(pp, &fwd, pp->B, pp->T, 0.0f);
-        schedule_free(&fwd);
-    }
-    allreduce_sum(pp, &sum, 1);
-    return (float)(sum / batches);
-}
-
-// ----------------------------------------------------------------------------
-// 4. checkpoints (the CPU trainer's format), sampling
 
 typedef enum { BUF_PARAMS, BUF_M, BUF_V } StageBuffer;
 
-// this stage's fp32 copy of params (master weights), m or v, into host memory
-static void stage_download(Pipeline* pp, StageBuffer which, float* host) {
-    Stage* st = &pp->stage;
-    size_t n = st->layout.num_parameters;
-    if (which == BUF_PARAMS && st->master_memory == NULL) {
-        cudaCheck(cudaMemcpy(host, st->params_memory, n * sizeof(float), cudaMemcpyDeviceToHost));  // FP32: params are fp32
-        return;
-    }
-    const float* src = which == BUF_PARAMS ? st->master_memory : which == BUF_M ? st->m_memory : st->v_memory;
-    cudaCheck(cudaMemcpy(host, src, n * sizeof(float), cudaMemcpyDeviceToHost));
-}
-
-// rank 0 collects every stage's slices into the whole-model layout (other ranks pass global = NULL)
-static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
-    size_t mine_n = pp->stage.layout.num_parameters;
-    float* mine = (float*)malloc_check(mine_n * sizeof(float));
-    stage_download(pp, which, mine);
-    float* dbuf = NULL;
-    for (int s = pp->P - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
-        size_t n = pp->layouts[s].num_parameters;
-        if (s == 0 && pp->rank == 0) {
-            stage_copy_global(&pp->config, &pp->layouts[0], mine, global, 1);
-        } else if (pp->rank == 0 || pp->rank == s) {
-            dbuf = (float*)cuda_alloc(n * sizeof(float));
-            if (pp->rank == s) {
-                cudaCheck(cudaMemcpy(dbuf, mine, n * sizeof(float), cudaMemcpyHostToDevice));
-                ncclCheck(ncclSend(dbuf, n, ncclFloat, 0, pp->comm, pp->stream));
-            } else {
-                ncclCheck(ncclRecv(dbuf, n, ncclFloat, s, pp->comm, pp->stream));
-            }
-            cudaCheck(cudaStreamSynchronize(pp->stream));
-            if (pp->rank == 0) {
-                float* host = (float*)malloc_check(n * sizeof(float));
-                cudaCheck(cudaMemcpy(host, dbuf, n * sizeof(float), cudaMemcpyDeviceToHost));
-                stage_copy_global(&pp->config, &pp->layouts[s], host, global, 1);
-                free(host);
-            }
-            cudaCheck(cudaFree(dbuf));
-        }
-    }
-    free(mine);
-}
-
-static void gather_for_checkpoint(void* ctx, int which, float* global) {
-    pipeline_gather((Pipeline*)ctx, which == 0 ? BUF_PARAMS : which == 1 ? BUF_M : BUF_V, global);
-}
-
-static void scatter_from_checkpoint(void* ctx, int which, float* global) {
-    Pipeline* pp = (Pipeline*)ctx;
-    size_t n = pp->stage.layout.num_parameters;
-    float* local = (float*)malloc_check(n * sizeof(float));
-    stage_copy_global(&pp->config, &pp->stage.layout, local, global, 0);
-    cudaCheck(cudaMemcpy(which == 1 ? pp->stage.m_memory : pp->stage.v_memory, local, n * sizeof(float), cudaMemcpyHostToDevice));
-    free(local);
-}
-
-static void save_checkpoint(Pipeline* pp, const char* out_dir, const DataLoader* dl, uint64_t sample_rng) {
-    TrainState ts = {pp->step, pp->adam_t, (int64_t)model_num_parameters(&pp->config), (int64_t)dl->shard,
-                     dl->position, sample_rng, pp->scaler.scale, pp->scaler.good_steps};
-    checkpoint_save(out_dir, &pp->config, &ts, pp->rank == 0, gather_for_checkpoint, pp);
-}
-
-// every rank reads the state file and keeps its own slices of the moments
-static void load_state(Pipeline* pp, const char* path, DataLoader* dl, uint64_t* sample_rng) {
-    TrainState ts = checkpoint_load_state(path, &pp->config, scatter_from_checkpoint, pp);
-    pp->step = ts.step;
-    pp->adam_t = ts.adam_t;
-    if (pp->scaler.scale > 0.0f && ts.loss_scale > 0.0f) {
-        pp->scaler.scale = ts.loss_scale;
-        pp->scaler.good_steps = ts.good_steps;
-    }
-    dataloader_seek(dl, (size_t)ts.shard, ts.position);
-    *sample_rng = ts.sample_rng;
-}
-
-static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint64_t* rng) {
-    const GPT2Config* c = &pp->config;
-    int T = pp->T, last = pp->P - 1;
-    int* seq = (int*)malloc_check((size_t)(gen_tokens + 1) * sizeof(int));
-    seq[0] = tok->eot_token;
-    int Vp = c->padded_vocab_size;
-    float* probs = (float*)malloc_check(Vp * sizeof(float));
-    float* row_f = (float*)cuda_alloc(Vp * sizeof(float));
-    int* dnext = (int*)cuda_alloc(sizeof(int));
-    Schedule one;
-    schedule_build_forward(pp->P, 1, &one);
-    if (pp->rank == 0) { printf("generating:\n---\n"); }
-    for (int t = 1; t <= gen_tokens; t++) {
-        int ctx = t < T ? t : T;
-        memcpy(pp->tokens, seq + t - ctx, ctx * sizeof(int));
-        memcpy(pp->tokens + ctx, seq + t - ctx, ctx * sizeof(int));  // targets: unused
-        run_schedule(pp, &one, 1, ctx, 0.0f);
-        int next = 0;
-        if (pp->rank == last) {
-            cast_to_float(row_f, pp->stage.stash[0].logits + (size_t)(ctx - 1) * Vp, Vp, pp->stream);
-            cudaCheck(cudaMemcpyAsync(probs, row_f, Vp * sizeof(float), cudaMemcpyDeviceToHost, pp->stream));
-            cudaCheck(cudaStreamSynchronize(pp->stream));
-            float maxval = -INFINITY, sum = 0.0f;
-            for (int i = 0; i < c->vocab_size; i++) { if (probs[i] > maxval) { maxval = probs[i]; } }
-            for (int i = 0; i < c->vocab_size; i++) { probs[i] = expf(probs[i] - maxval); sum += probs[i]; }
-            float coin = random_f32(rng) * sum, cdf = 0.0f;
-            next = c->vocab_size - 1;
-            for (int i = 0; i < c->vocab_size; i++) { cdf += probs[i]; if (coin < cdf) { next = i; break; } }
-        }
-        cudaCheck(cudaMemcpy(dnext, &next, sizeof(int), cudaMemcpyHostToDevice));
-        ncclCheck(ncclBroadcast(dnext, dnext, 1, ncclInt, last, pp->comm, pp->stream));
-        cudaCheck(cudaMemcpyAsync(&next, dnext, sizeof(int), cudaMemcpyDeviceToHost, pp->stream));
-        cudaCheck(cudaStreamSynchronize(pp->stream));
-        seq[t] = next;
-        if (pp->rank == 0) { safe_print(tokenizer_decode(tok, next)); fflush(stdout); }
-    }
-    if (pp->rank == 0) { printf("\n---\n"); }
-    // keep the sampler's RNG equal on every rank, so rank 0's checkpoint of it is the one that advanced
-    uint64_t* drng = (uint64_t*)cuda_alloc(sizeof(uint64_t));
-    cudaCheck(cudaMemcpy(drng, rng, sizeof(uint64_t), cudaMemcpyHostToDevice));
-    ncclCheck(ncclBroadcast(drng, drng, 1, ncclUint64, last, pp->comm, pp->stream));
-    cudaCheck(cudaMemcpy(rng, drng, sizeof(uint64_t), cudaMemcpyDeviceToHost));
-    schedule_free(&one);
-    cudaCheck(cudaFree(drng));
-    cudaCheck(cudaFree(row_f));
-    cudaCheck(cudaFree(dnext));
-    free(seq);
-    free(probs);
+// the stage's fp32 params (master weights), m or v, in DeviceLayout
+static float* stage_buffer(Stage* st, StageBuffer which) {
+    if (which == BUF_PARAMS) { return st->master_memory ? st->master_memory : (float*)st->params_memory; }
+    return which == BUF_M ? st->m_memory : st->v_memory;
 }
 
 static void stage_free(Stage* st) {
@@ -831,76 +368,944 @@ static void stage_free(Stage* st) {
     cudaCheck(cudaFree(st->norm_scratch));
 }
 
-static void pipeline_free(Pipeline* pp) {
-    stage_free(&pp->stage);
-    for (int m = 0; m < pp->M; m++) {
-        if (pp->act_in[m]) { cudaCheck(cudaFree(pp->act_in[m])); }
-        if (pp->grad_in[m]) { cudaCheck(cudaFree(pp->grad_in[m])); }
-        if (pp->send_buf[m]) { cudaCheck(cudaFree(pp->send_buf[m])); }
+// ----------------------------------------------------------------------------
+// 2. forward and backward of one micro-batch on one stage: train_gpt2_pp.c's stage_forward/backward
+
+static floatX* stage_output(Stage* st, Activations* a) {
+    if (st->layout.num_layers == 0) { return a->x; }
+    return a->residual3 + (size_t)(st->layout.num_layers - 1) * st->as.BTC;
+}
+
+// On the last stage: the logits, each position's loss, the micro-batch's mean loss into *mean_loss (device),
+// and unless dloss == 0 (forward only) d(logits) in place of the logits.
+static void stage_forward(Stage* st, Activations* a, int B, int T, float dloss, double* mean_loss, cudaStream_t stream) {
+    const GPT2Config* c = &st->config;
+    const ParameterTensors* p = &st->params;
+    const size_t* w = st->dl.stride;  // per-layer strides of the parameters
+    size_t sC = st->as.BTC, sBT = st->as.BT;
+    int C = c->channels, NH = c->num_heads, BT = B * T;
+    if (st->layout.has_embed) { encoder_forward(a->x, a->inputs, p->wte, p->wpe, B, T, C, stream); }
+    floatX* residual = a->x;
+    for (int l = 0; l < st->layout.num_layers; l++) {
+        floatX* ln1 = a->ln1 + l * sC;
+        floatX* qkv = a->qkv + l * 3 * sC;
+        floatX* atty = a->atty + l * sC;
+        floatX* residual2 = a->residual2 + l * sC;
+        floatX* ln2 = a->ln2 + l * sC;
+        floatX* fch = a->fch + l * 4 * sC;
+        floatX* fch_gelu = a->fch_gelu + l * 4 * sC;
+        floatX* residual3 = a->residual3 + l * sC;
+        layernorm_forward(ln1, a->ln1_mean + l * sBT, a->ln1_rstd + l * sBT, residual, p->ln1w + l * w[LN1W],
+                          p->ln1b + l * w[LN1B], BT, C, stream);
+        matmul_forward(qkv, ln1, p->qkvw + l * w[QKVW], p->qkvb + l * w[QKVB], BT, C, 3 * C, NULL, stream);
+        attention_forward(atty, a->att + l * st->as.att, st->scratch.att_scratch, qkv, B, T, C, NH, stream);
+        matmul_forward(st->scratch.proj, atty, p->attprojw + l * w[ATTPROJW], p->attprojb + l * w[ATTPROJB], BT, C, C,
+                       NULL, stream);
+        // the residual add and the second layernorm read the same row: one kernel
+        fused_residual_layernorm_forward(residual2, ln2, a->ln2_mean + l * sBT, a->ln2_rstd + l * sBT, residual,
+                                         st->scratch.proj, p->ln2w + l * w[LN2W], p->ln2b + l * w[LN2B], BT, C, stream);
+        if (st->gelu_fusion) {  // GELU in the GEMM's epilogue; fch keeps the pre-activation for the backward
+            matmul_forward(fch_gelu, ln2, p->fcw + l * w[FCW], p->fcb + l * w[FCB], BT, C, 4 * C, fch, stream);
+        } else {
+            matmul_forward(fch, ln2, p->fcw + l * w[FCW], p->fcb + l * w[FCB], BT, C, 4 * C, NULL, stream);
+            gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C, stream);
+        }
+        matmul_forward(st->scratch.proj, fch_gelu, p->fcprojw + l * w[FCPROJW], p->fcprojb + l * w[FCPROJB], BT, 4 * C,
+                       C, NULL, stream);
+        residual_forward(residual3, residual2, st->scratch.proj, (size_t)BT * C, stream);
+        residual = residual3;
     }
-    free(pp->act_in);
-    free(pp->grad_in);
-    free(pp->send_buf);
-    free(pp->slot_of);
-    free(pp->tokens);
-    free(pp->host_losses);
-    free(pp->layers);
-    free(pp->layouts);
-    schedule_free(&pp->schedule);
-    cudaCheck(cudaStreamDestroy(pp->stream));
+    if (st->layout.has_head) {
+        layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->lnfw, p->lnfb, BT, C, stream);
+        matmul_forward(a->logits, a->lnf, p->wte, NULL, BT, C, c->padded_vocab_size, NULL, stream);
+        fused_classifier(a->logits, a->losses, dloss, a->targets, BT, c->vocab_size, c->padded_vocab_size, stream);
+        losses_mean(mean_loss, a->losses, BT, stream);
+    }
+}
+
+// d(loss)/d(stage input) ends in scratch.dresidual; dout is d(stage output) (NULL on the last stage)
+static void stage_backward(Stage* st, Activations* a, const floatX* dout, cudaStream_t stream) {
+    const GPT2Config* c = &st->config;
+    const ParameterTensors* p = &st->params;
+    GradTensors* g = &st->grads;
+    Scratch* sc = &st->scratch;
+    const size_t* w = st->dl.stride;
+    size_t sC = st->as.BTC, sBT = st->as.BT;
+    int B = st->B, T = st->T, C = c->channels, NH = c->num_heads, BT = B * T;
+    size_t nBTC = (size_t)BT * C;
+    if (st->layout.has_head) {
+        matmul_backward(sc->dln, st->grad_wte_head, NULL, NULL, a->logits, a->lnf, p->wte, BT, C,
+                        c->padded_vocab_size, NULL, stream);
+        cudaCheck(cudaMemsetAsync(sc->dresidual, 0, nBTC * sizeof(floatX), stream));
+        layernorm_backward(sc->dresidual, g->lnfw, g->lnfb, sc->ln_scratch, sc->dln, stage_output(st, a), p->lnfw,
+                           a->lnf_mean, a->lnf_rstd, BT, C, stream);
+    } else {
+        cudaCheck(cudaMemcpyAsync(sc->dresidual, dout, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
+    }
+    for (int l = st->layout.num_layers - 1; l >= 0; l--) {
+        floatX* residual = l == 0 ? a->x : a->residual3 + (l - 1) * sC;
+        float* bs = sc->bias_scratch;
+        // the MLP branch
+        const floatX* fch = a->fch + l * 4 * sC;
+        if (st->gelu_fusion) {  // the DGELU epilogue turns d(fch_gelu) into d(fch) inside the GEMM
+            matmul_backward(sc->dfch, g->fcprojw + l * w[FCPROJW], g->fcprojb + l * w[FCPROJB], bs, sc->dresidual,
+                            a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, fch, stream);
+        } else {
+            matmul_backward(sc->dfch_gelu, g->fcprojw + l * w[FCPROJW], g->fcprojb + l * w[FCPROJB], bs, sc->dresidual,
+                            a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, NULL, stream);
+            gelu_backward(sc->dfch, fch, sc->dfch_gelu, nBTC * 4, stream);
+        }
+        matmul_backward(sc->dln, g->fcw + l * w[FCW], g->fcb + l * w[FCB], bs, sc->dfch, a->ln2 + l * sC,
+                        p->fcw + l * w[FCW], BT, C, 4 * C, NULL, stream);
+        cudaCheck(cudaMemcpyAsync(sc->dresidual2, sc->dresidual, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
+        layernorm_backward(sc->dresidual2, g->ln2w + l * w[LN2W], g->ln2b + l * w[LN2B], sc->ln_scratch, sc->dln,
+                           a->residual2 + l * sC, p->ln2w + l * w[LN2W], a->ln2_mean + l * sBT, a->ln2_rstd + l * sBT,
+                           BT, C, stream);
+        // the attention branch
+        matmul_backward(sc->datty, g->attprojw + l * w[ATTPROJW], g->attprojb + l * w[ATTPROJB], bs, sc->dresidual2,
+                        a->atty + l * sC, p->attprojw + l * w[ATTPROJW], BT, C, C, NULL, stream);
+        attention_backward(sc->dqkv, sc->datt, sc->att_scratch, sc->datty, a->qkv + l * 3 * sC, a->att + l * st->as.att,
+                           B, T, C, NH, stream);
+        matmul_backward(sc->dln, g->qkvw + l * w[QKVW], g->qkvb + l * w[QKVB], bs, sc->dqkv, a->ln1 + l * sC,
+                        p->qkvw + l * w[QKVW], BT, C, 3 * C, NULL, stream);
+        cudaCheck(cudaMemcpyAsync(sc->dresidual, sc->dresidual2, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
+        layernorm_backward(sc->dresidual, g->ln1w + l * w[LN1W], g->ln1b + l * w[LN1B], sc->ln_scratch, sc->dln, residual,
+                           p->ln1w + l * w[LN1W], a->ln1_mean + l * sBT, a->ln1_rstd + l * sBT, BT, C, stream);
+    }
+    if (st->layout.has_embed) { encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C, stream); }
 }
 
 // ----------------------------------------------------------------------------
-// 5. the training loop of one rank, and main
+// 3. a rank's device and transport. With one GPU per rank, NCCL. With every stage on one GPU (NCCL refuses
+// two ranks of a communicator on one device), one host thread per stage and a message is a device-to-device
+// copy through a mailbox: the sender records an event after the data's producer and posts the pointer, the
+// receiver's stream waits on that event and copies, and the sender's stream waits on the receiver's copy
+// before it goes on, as after an NCCL send; so the same schedules, validated for blocking sends, run unchanged.
+
+typedef struct {
+    const void* src;
+    size_t bytes;
+    int posted, taken;     // under LocalHub.mu
+    cudaEvent_t ready;     // the sender's data is complete
+    cudaEvent_t done;      // the receiver's copy is complete
+} Mailbox;
+
+typedef struct {
+    int P;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    Mailbox* box;          // (P, P): box[src * P + dst]
+    const double** rows;   // (P) each rank's contribution to a host all-reduce
+    const void* bcast;     // the root's bytes during a broadcast
+    int arrived, generation;
+} LocalHub;
+
+static void hub_init(LocalHub* h, int P) {
+    memset(h, 0, sizeof(*h));
+    h->P = P;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    h->box = (Mailbox*)calloc_check((size_t)P * P, sizeof(Mailbox));
+    for (int i = 0; i < P * P; i++) {
+        cudaCheck(cudaEventCreateWithFlags(&h->box[i].ready, cudaEventDisableTiming));
+        cudaCheck(cudaEventCreateWithFlags(&h->box[i].done, cudaEventDisableTiming));
+    }
+    h->rows = (const double**)calloc_check(P, sizeof(double*));
+}
+
+static void hub_free(LocalHub* h) {
+    for (int i = 0; i < h->P * h->P; i++) {
+        cudaCheck(cudaEventDestroy(h->box[i].ready));
+        cudaCheck(cudaEventDestroy(h->box[i].done));
+    }
+    free(h->box);
+    free(h->rows);
+}
+
+static void hub_barrier(LocalHub* h) {
+    pthread_mutex_lock(&h->mu);
+    int gen = h->generation;
+    if (++h->arrived == h->P) {
+        h->arrived = 0;
+        h->generation++;
+        pthread_cond_broadcast(&h->cv);
+    } else {
+        while (gen == h->generation) { pthread_cond_wait(&h->cv, &h->mu); }
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+typedef struct {
+    int rank, world, device;
+    ncclComm_t nccl;       // one GPU per rank; NULL: every stage on this GPU, through `hub`
+    LocalHub* hub;
+    cudaStream_t stream;   // non-blocking: all of the rank's work, NCCL included, in issue order
+    double* host_buf;      // pinned staging of the host collectives
+    double* dev_buf;
+    int cap;               // doubles in both
+} Comm;
+
+// the communicator of this process when it is one of several (MPI or -pf): aborted on failure (fatal_hook)
+static ncclComm_t process_comm = NULL;
+
+// fatal() after `seconds` unless deadline_end() comes first: waiting for ranks that never start (NCCL's
+// start-up blocks until every rank has joined) ends with a message instead of a hang
+typedef struct {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, seconds;
+    char what[160];
+} Deadline;
+
+static void* deadline_watch(void* arg) {
+    Deadline* d = (Deadline*)arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += d->seconds;
+    pthread_mutex_lock(&d->mu);
+    while (!d->done) {
+        if (pthread_cond_timedwait(&d->cv, &d->mu, &until) != 0) { fatal("%s within %d s", d->what, d->seconds); }
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+static void deadline_start(Deadline* d, int seconds, const char* what) {
+    d->done = 0;
+    d->seconds = seconds;
+    snprintf(d->what, sizeof(d->what), "%s", what);
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
+    if (pthread_create(&d->thread, NULL, deadline_watch, d) != 0) { fatal("cannot start a watchdog thread"); }
+}
+
+static void deadline_end(Deadline* d) {
+    pthread_mutex_lock(&d->mu);
+    d->done = 1;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    pthread_join(d->thread, NULL);
+}
+
+// Makes `device` current on this thread and sets the rank up there: its cuBLASLt handle and workspace (one per
+// host thread, created on the thread's device), its stream, and its transport (hub, or NCCL with id).
+static void comm_open(Comm* cm, int rank, int world, int device, LocalHub* hub, const ncclUniqueId* id) {
+    memset(cm, 0, sizeof(*cm));
+    cm->rank = rank;
+    cm->world = world;
+    cm->device = device;
+    cm->hub = hub;
+    cudaCheck(cudaSetDevice(device));
+    cublas_init();
+    cudaCheck(cudaStreamCreateWithFlags(&cm->stream, cudaStreamNonBlocking));
+    if (hub == NULL) {
+        char what[160];
+        snprintf(what, sizeof(what), "rank %d: NCCL did not start (ranks missing? each needs the same id)", rank);
+        Deadline d;
+        deadline_start(&d, RANK_START_TIMEOUT_S, what);
+        ncclCheck(ncclCommInitRank(&cm->nccl, world, *id, rank));
+        deadline_end(&d);
+    }
+}
+
+// host collectives stage through buffers of n doubles, allocated before the first step
+static void comm_reserve(Comm* cm, int n) {
+    if (n <= cm->cap) { return; }
+    if (cm->host_buf) { cudaCheck(cudaFreeHost(cm->host_buf)); cudaCheck(cudaFree(cm->dev_buf)); }
+    cudaCheck(cudaMallocHost(&cm->host_buf, n * sizeof(double)));
+    cm->dev_buf = (double*)cuda_alloc(n * sizeof(double), cm->stream);
+    cm->cap = n;
+}
+
+static void comm_close(Comm* cm) {
+    if (cm->nccl) { ncclCheck(ncclCommDestroy(cm->nccl)); }
+    if (cm->host_buf) { cudaCheck(cudaFreeHost(cm->host_buf)); cudaCheck(cudaFree(cm->dev_buf)); }
+    cudaCheck(cudaStreamDestroy(cm->stream));
+    cublas_destroy();
+}
+
+// Waits for the rank's stream. Under NCCL it polls the communicator too: a peer that failed (its process gone,
+// its communicator aborted) surfaces as an asynchronous error here, and this rank exits instead of waiting
+// forever in a receive.
+static void comm_wait(Comm* cm) {
+    if (cm->nccl == NULL) { cudaCheck(cudaStreamSynchronize(cm->stream)); return; }
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(cm->stream);
+        if (e == cudaSuccess) { return; }
+        if (e != cudaErrorNotReady) { cudaCheck(e); }
+        ncclResult_t ne;
+        ncclCheck(ncclCommGetAsyncError(cm->nccl, &ne));
+        if (ne != ncclSuccess && ne != ncclInProgress) {
+            fatal("rank %d: NCCL failed (%s): a peer rank died or aborted", cm->rank, ncclGetErrorString(ne));
+        }
+        sched_yield();
+    }
+}
+
+// the local send in two halves, so that an exchange can post its send before it receives
+static Mailbox* mailbox_post(Comm* cm, const void* buf, size_t bytes, int peer) {
+    LocalHub* h = cm->hub;
+    Mailbox* b = &h->box[cm->rank * h->P + peer];
+    cudaCheck(cudaEventRecord(b->ready, cm->stream));
+    pthread_mutex_lock(&h->mu);
+    b->src = buf;
+    b->bytes = bytes;
+    b->posted = 1;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    return b;
+}
+
+static void mailbox_complete(Comm* cm, Mailbox* b) {
+    LocalHub* h = cm->hub;
+    pthread_mutex_lock(&h->mu);
+    while (!b->taken) { pthread_cond_wait(&h->cv, &h->mu); }
+    b->taken = 0;
+    pthread_mutex_unlock(&h->mu);
+    cudaCheck(cudaStreamWaitEvent(cm->stream, b->done, 0));
+}
+
+static void mailbox_receive(Comm* cm, void* buf, size_t bytes, int peer) {
+    LocalHub* h = cm->hub;
+    Mailbox* b = &h->box[peer * h->P + cm->rank];
+    pthread_mutex_lock(&h->mu);
+    while (!b->posted) { pthread_cond_wait(&h->cv, &h->mu); }
+    b->posted = 0;
+    pthread_mutex_unlock(&h->mu);
+    if (b->bytes != bytes) { fatal("rank %d: expected %zu bytes from rank %d, got %zu", cm->rank, bytes, peer, b->bytes); }
+    cudaCheck(cudaStreamWaitEvent(cm->stream, b->ready, 0));
+    cudaCheck(cudaMemcpyAsync(buf, b->src, bytes, cudaMemcpyDeviceToDevice, cm->stream));
+    cudaCheck(cudaEventRecord(b->done, cm->stream));
+    pthread_mutex_lock(&h->mu);
+    b->taken = 1;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+// device buffers between two ranks; the schedule validator proved that these blocking pairs cannot deadlock
+static void comm_send(Comm* cm, const void* buf, size_t bytes, int peer) {
+    if (cm->hub) { mailbox_complete(cm, mailbox_post(cm, buf, bytes, peer)); return; }
+    ncclCheck(ncclSend(buf, bytes, ncclChar, peer, cm->nccl, cm->stream));
+}
+
+static void comm_recv(Comm* cm, void* buf, size_t bytes, int peer) {
+    if (cm->hub) { mailbox_receive(cm, buf, bytes, peer); return; }
+    ncclCheck(ncclRecv(buf, bytes, ncclChar, peer, cm->nccl, cm->stream));
+}
+
+// both directions at once (the tied wte's gradient halves)
+static void comm_exchange(Comm* cm, const void* sendbuf, void* recvbuf, size_t bytes, int peer) {
+    if (cm->hub) {
+        Mailbox* b = mailbox_post(cm, sendbuf, bytes, peer);
+        mailbox_receive(cm, recvbuf, bytes, peer);
+        mailbox_complete(cm, b);
+        return;
+    }
+    ncclCheck(ncclGroupStart());
+    ncclCheck(ncclSend(sendbuf, bytes, ncclChar, peer, cm->nccl, cm->stream));
+    ncclCheck(ncclRecv(recvbuf, bytes, ncclChar, peer, cm->nccl, cm->stream));
+    ncclCheck(ncclGroupEnd());
+}
+
+// x[0..n) summed over the ranks, the same bits on every rank (comm_reserve(n) first). The trainer's sums have
+// at most one non-zero term per element (a loss on the last stage, a norm slot on its owner): exact.
+static void comm_allreduce_sum(Comm* cm, double* x, int n) {
+    if (n > cm->cap) { fatal("comm_allreduce_sum: %d values, %d reserved", n, cm->cap); }
+    memcpy(cm->host_buf, x, n * sizeof(double));
+    if (cm->hub) {
+        LocalHub* h = cm->hub;
+        h->rows[cm->rank] = cm->host_buf;
+        hub_barrier(h);
+        for (int i = 0; i < n; i++) {
+            double s = 0.0;
+            for (int r = 0; r < h->P; r++) { s += h->rows[r][i]; }
+            x[i] = s;
+        }
+        hub_barrier(h);  // the rows stay put until every rank has read them
+        return;
+    }
+    cudaCheck(cudaMemcpyAsync(cm->dev_buf, cm->host_buf, n * sizeof(double), cudaMemcpyHostToDevice, cm->stream));
+    ncclCheck(ncclAllReduce(cm->dev_buf, cm->dev_buf, n, ncclDouble, ncclSum, cm->nccl, cm->stream));
+    cudaCheck(cudaMemcpyAsync(cm->host_buf, cm->dev_buf, n * sizeof(double), cudaMemcpyDeviceToHost, cm->stream));
+    comm_wait(cm);
+    memcpy(x, cm->host_buf, n * sizeof(double));
+}
+
+static void comm_barrier(Comm* cm) {
+    double zero = 0.0;
+    comm_allreduce_sum(cm, &zero, 1);
+}
+
+// a few host bytes from root to every rank
+static void comm_broadcast(Comm* cm, void* x, size_t bytes, int root) {
+    if (bytes > cm->cap * sizeof(double)) { fatal("comm_broadcast: %zu bytes, %zu reserved", bytes, cm->cap * sizeof(double)); }
+    if (cm->hub) {
+        if (cm->rank == root) { cm->hub->bcast = x; }
+        hub_barrier(cm->hub);
+        if (cm->rank != root) { memcpy(x, cm->hub->bcast, bytes); }
+        hub_barrier(cm->hub);
+        return;
+    }
+    memcpy(cm->host_buf, x, bytes);
+    cudaCheck(cudaMemcpyAsync(cm->dev_buf, cm->host_buf, bytes, cudaMemcpyHostToDevice, cm->stream));
+    ncclCheck(ncclBroadcast(cm->dev_buf, cm->dev_buf, bytes, ncclChar, root, cm->nccl, cm->stream));
+    cudaCheck(cudaMemcpyAsync(cm->host_buf, cm->dev_buf, bytes, cudaMemcpyDeviceToHost, cm->stream));
+    comm_wait(cm);
+    memcpy(x, cm->host_buf, bytes);
+}
+
+// host bytes from one rank to another through a temporary device buffer (checkpoints, the trace: not in a step)
+static void comm_host_p2p(Comm* cm, void* host, size_t bytes, int peer, int send) {
+    void* d = cuda_alloc(bytes, cm->stream);
+    if (send) {
+        cudaCheck(cudaMemcpyAsync(d, host, bytes, cudaMemcpyHostToDevice, cm->stream));
+        comm_send(cm, d, bytes, peer);
+    } else {
+        comm_recv(cm, d, bytes, peer);
+        cudaCheck(cudaMemcpyAsync(host, d, bytes, cudaMemcpyDeviceToHost, cm->stream));
+    }
+    comm_wait(cm);
+    cudaCheck(cudaFree(d));
+}
+
+// ----------------------------------------------------------------------------
+// 4. the pipeline on this rank: its stage, its list of actions, its messages
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay, grad_clip;
+} OptimizerConfig;
+
+typedef struct {
+    float scale;           // 0: no loss scaling
+    float growth, backoff; // x2 after `interval` clean steps, x0.5 on an overflow
+    int interval;
+    int good_steps;
+} LossScaler;
+
+typedef struct {
+    GPT2Config config;
+    int P, M, B, T;
+    int rank;
+    Comm* comm;
+    Stage stage;             // this rank's stage (stage == rank)
+    StageLayout* layouts;    // (P) every stage's layout: checkpoints, the plan, the stash report
+    Schedule schedule;
+    StashSlots stash;        // micro-batch -> stash slot, between its forward and its backward
+    StashSlots inbox;        // -> act_in buffer, between RECV_F and F
+    StashSlots grad_inbox;   // -> grad_in buffer, between RECV_B and B
+    StashSlots outbox;       // -> send_buf, between B and SEND_B (the next backward reuses the scratch)
+    floatX** act_in;         // received activations (B,T,C)
+    floatX** grad_in;        // received gradients of the stage's output
+    floatX** send_buf;       // d(stage input) waiting to be sent
+    OptimizerConfig opt;
+    LossScaler scaler;
+    int step, adam_t;
+    float last_norm;
+    int last_skipped;        // the last step overflowed and was skipped
+    // what a step reads and writes on the host, preallocated: nothing in a step allocates or syncs the device
+    int* tokens;             // pinned (M, 2, B*T): the step's inputs and targets
+    double* loss_dev;        // (M) device: each micro-batch's mean loss (last stage)
+    double* loss_host;       // (M) pinned
+    float* norm_host;        // (num_norm_slots) pinned
+    double* norm_sums;       // (num_norm_slots)
+    NormSlot* owned;         // the norm slots this stage computes, device offsets
+    int num_owned;
+    float* wte_other;        // (Vp*C) device: the other tied-wte half (first and last stage)
+    // timing of a training step: events around every action of the list, the step's start, the optimizer
+    cudaEvent_t* ev_begin;   // (list length)
+    cudaEvent_t* ev_end;
+    cudaEvent_t ev_step, ev_optim_begin, ev_optim_end;
+    int timed;               // record them (training steps, not evaluation or sampling)
+} Pipeline;
+
+static void buffers_alloc(floatX*** bufs, StashSlots* slots, int M, int n, size_t elems, cudaStream_t stream) {
+    stash_init(slots, M, n);
+    *bufs = (floatX**)calloc_check(n > 0 ? n : 1, sizeof(floatX*));
+    for (int k = 0; k < n; k++) { (*bufs)[k] = (floatX*)cuda_alloc(elems * sizeof(floatX), stream); }
+}
+
+static void buffers_free(floatX** bufs, StashSlots* slots) {
+    for (int k = 0; k < slots->num_slots; k++) { cudaCheck(cudaFree(bufs[k])); }
+    free(bufs);
+    stash_free(slots);
+}
+
+static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* layers, int M, int B, int T,
+                          const char* schedule_name, int gelu_fusion, Comm* cm) {
+    memset(pp, 0, sizeof(*pp));
+    pp->config = *c;
+    pp->P = P; pp->M = M; pp->B = B; pp->T = T;
+    pp->rank = cm->rank;
+    pp->comm = cm;
+    cudaStream_t stream = cm->stream;
+    pp->layouts = (StageLayout*)malloc_check(P * sizeof(StageLayout));
+    for (int s = 0; s < P; s++) { pp->layouts[s] = pipeline_stage_layout(c, layers, P, s); }
+    int rc = schedule_build(schedule_name, P, M, &pp->schedule);
+    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, schedule_name); }
+    char err[512];
+    if (rc != 0 || schedule_validate(&pp->schedule, err, sizeof(err)) != 0) {
+        fatal("schedule %s for P=%d M=%d is invalid: %s", schedule_name, P, M, rc ? "bad arguments" : err);
+    }
+    int rank = pp->rank, slots = schedule_rank_slots(&pp->schedule, rank);
+    stage_init(&pp->stage, c, &pp->layouts[rank], B, T, slots, stream);
+    pp->stage.gelu_fusion = gelu_fusion;
+    stash_init(&pp->stash, M, slots);
+    size_t nBTC = (size_t)B * T * c->channels;
+    buffers_alloc(&pp->act_in, &pp->inbox, M, schedule_rank_inbox(&pp->schedule, rank), nBTC, stream);
+    buffers_alloc(&pp->grad_in, &pp->grad_inbox, M, rank < P - 1 ? slots : 0, nBTC, stream);
+    buffers_alloc(&pp->send_buf, &pp->outbox, M, rank > 0 ? slots : 0, nBTC, stream);
+    cudaCheck(cudaMallocHost(&pp->tokens, (size_t)M * 2 * B * T * sizeof(int)));
+    pp->loss_dev = (double*)cuda_alloc(M * sizeof(double), stream);
+    cudaCheck(cudaMallocHost(&pp->loss_host, M * sizeof(double)));
+    int nslots = num_norm_slots(c);
+    cudaCheck(cudaMallocHost(&pp->norm_host, nslots * sizeof(float)));
+    pp->norm_sums = (double*)malloc_check(nslots * sizeof(double));
+    pp->owned = (NormSlot*)malloc_check(nslots * sizeof(NormSlot));
+    pp->num_owned = stage_norm_slots(c, &pp->stage.layout, pp->owned);
+    for (int i = 0; i < pp->num_owned; i++) {
+        pp->owned[i].offset = device_offset(&pp->stage.dl, &pp->stage.layout, pp->owned[i].offset);
+    }
+    if (P > 1 && (rank == 0 || rank == P - 1)) {
+        pp->wte_other = (float*)cuda_alloc(tensor_unit_size(c, WTE) * sizeof(float), stream);
+    }
+    int n = pp->schedule.ranks[rank].n;
+    pp->ev_begin = (cudaEvent_t*)malloc_check(n * sizeof(cudaEvent_t));
+    pp->ev_end = (cudaEvent_t*)malloc_check(n * sizeof(cudaEvent_t));
+    for (int i = 0; i < n; i++) {
+        cudaCheck(cudaEventCreate(&pp->ev_begin[i]));
+        cudaCheck(cudaEventCreate(&pp->ev_end[i]));
+    }
+    cudaCheck(cudaEventCreate(&pp->ev_step));
+    cudaCheck(cudaEventCreate(&pp->ev_optim_begin));
+    cudaCheck(cudaEventCreate(&pp->ev_optim_end));
+    comm_reserve(cm, nslots > 2 * P + 8 ? nslots : 2 * P + 8);
+    comm_wait(cm);
+}
+
+static void pipeline_free(Pipeline* pp) {
+    comm_barrier(pp->comm);  // no rank frees while a peer may still read its buffers
+    stage_free(&pp->stage);
+    stash_free(&pp->stash);
+    buffers_free(pp->act_in, &pp->inbox);
+    buffers_free(pp->grad_in, &pp->grad_inbox);
+    buffers_free(pp->send_buf, &pp->outbox);
+    cudaCheck(cudaFreeHost(pp->tokens));
+    cudaCheck(cudaFree(pp->loss_dev));
+    cudaCheck(cudaFreeHost(pp->loss_host));
+    cudaCheck(cudaFreeHost(pp->norm_host));
+    free(pp->norm_sums);
+    free(pp->owned);
+    if (pp->wte_other) { cudaCheck(cudaFree(pp->wte_other)); }
+    for (int i = 0; i < pp->schedule.ranks[pp->rank].n; i++) {
+        cudaCheck(cudaEventDestroy(pp->ev_begin[i]));
+        cudaCheck(cudaEventDestroy(pp->ev_end[i]));
+    }
+    free(pp->ev_begin);
+    free(pp->ev_end);
+    cudaCheck(cudaEventDestroy(pp->ev_step));
+    cudaCheck(cudaEventDestroy(pp->ev_optim_begin));
+    cudaCheck(cudaEventDestroy(pp->ev_optim_end));
+    free(pp->layouts);
+    schedule_free(&pp->schedule);
+}
+
+// One action of this rank's list. Everything is queued on the rank's stream in list order.
+static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_only) {
+    int m = a->mb, last = pp->rank == pp->P - 1;
+    Stage* st = &pp->stage;
+    Comm* cm = pp->comm;
+    cudaStream_t stream = cm->stream;
+    size_t bytes = (size_t)B * T * pp->config.channels * sizeof(floatX);
+    switch (a->type) {
+    case PP_F: {
+        Activations* act = &st->stash[stash_acquire(&pp->stash, m)];
+        const int* tokens = pp->tokens + (size_t)m * 2 * B * T;
+        cudaCheck(cudaMemcpyAsync(act->inputs, tokens, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice, stream));
+        cudaCheck(cudaMemcpyAsync(act->targets, tokens + B * T, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice, stream));
+        if (pp->rank > 0) {
+            cudaCheck(cudaMemcpyAsync(act->x, pp->act_in[stash_slot(&pp->inbox, m)], bytes, cudaMemcpyDeviceToDevice, stream));
+            stash_release(&pp->inbox, m);
+        }
+        float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
+        float dloss = forward_only ? 0.0f : scale / ((float)pp->M * pp->B * pp->T);
+        stage_forward(st, act, B, T, dloss, pp->loss_dev + m, stream);
+        if (forward_only && last) { stash_release(&pp->stash, m); }
+        return;
+    }
+    case PP_B: {
+        const floatX* dout = last ? NULL : pp->grad_in[stash_slot(&pp->grad_inbox, m)];
+        stage_backward(st, &st->stash[stash_slot(&pp->stash, m)], dout, stream);
+        stash_release(&pp->stash, m);
+        if (!last) { stash_release(&pp->grad_inbox, m); }
+        if (pp->rank > 0) {
+            floatX* out = pp->send_buf[stash_acquire(&pp->outbox, m)];
+            cudaCheck(cudaMemcpyAsync(out, st->scratch.dresidual, bytes, cudaMemcpyDeviceToDevice, stream));
+        }
+        return;
+    }
+    case PP_SEND_F:
+        comm_send(cm, stage_output(st, &st->stash[stash_slot(&pp->stash, m)]), bytes, a->peer);
+        if (forward_only) { stash_release(&pp->stash, m); }  // the slot is free once sent
+        return;
+    case PP_SEND_B:
+        comm_send(cm, pp->send_buf[stash_slot(&pp->outbox, m)], bytes, a->peer);
+        stash_release(&pp->outbox, m);
+        return;
+    case PP_RECV_F:
+        comm_recv(cm, pp->act_in[stash_acquire(&pp->inbox, m)], bytes, a->peer);
+        return;
+    case PP_RECV_B:
+        comm_recv(cm, pp->grad_in[stash_acquire(&pp->grad_inbox, m)], bytes, a->peer);
+        return;
+    default: {
+        char tok[48];
+        fatal("action %s is not supported by this trainer", schedule_action_str(a, tok, sizeof(tok)));
+    }
+    }
+}
+
+// Queues this rank's list of a schedule (micro-batches of B x T tokens). forward_only: evaluation or
+// sampling, no d(logits), each stash slot freed as soon as its activations have moved on.
+static void run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int forward_only) {
+    const ActionList* list = &sc->ranks[pp->rank];
+    cudaStream_t stream = pp->comm->stream;
+    for (int i = 0; i < list->n; i++) {
+        activity_set("schedule", &list->a[i], pp->step + 1);
+        if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_begin[i], stream)); }
+        run_action(pp, &list->a[i], B, T, forward_only);
+        if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_end[i], stream)); }
+    }
+    activity_set("schedule", NULL, pp->step + 1);
+}
+
+// the summed mean losses of micro-batches 0..m-1 over all ranks (only the last stage computes them): the one
+// read of the losses per step
+static double pipeline_read_losses(Pipeline* pp, int m) {
+    Comm* cm = pp->comm;
+    double sum = 0.0;
+    if (pp->rank == pp->P - 1) {
+        cudaCheck(cudaMemcpyAsync(pp->loss_host, pp->loss_dev, m * sizeof(double), cudaMemcpyDeviceToHost, cm->stream));
+        comm_wait(cm);
+        for (int i = 0; i < m; i++) { sum += pp->loss_host[i]; }
+    }
+    comm_allreduce_sum(cm, &sum, 1);
+    return sum;
+}
+
+// forward and backward of the step's M micro-batches; returns the mean (unscaled) training loss on every rank
+static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx) {
+    Stage* st = &pp->stage;
+    cudaStream_t stream = pp->comm->stream;
+    if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_step, stream)); }
+    cudaCheck(cudaMemsetAsync(st->grads_memory, 0, st->dl.total * sizeof(float), stream));
+    if (st->grad_wte_head) { cudaCheck(cudaMemsetAsync(st->grad_wte_head, 0, st->layout.sizes[WTE] * sizeof(float), stream)); }
+    load_step_tokens(pp->tokens, pp->M, pp->B, pp->T, next, ctx);
+    run_schedule(pp, &pp->schedule, pp->B, pp->T, 0);
+    return (float)(pipeline_read_losses(pp, pp->M) / pp->M);
+}
+
+// The tied wte: stage 0 holds the embedding side of the gradient, the last stage the LM-head side. They swap
+// halves and both compute embed + head, so both copies of wte get the same gradient and stay equal.
+static void pipeline_sync_tied_wte(Pipeline* pp) {
+    Stage* st = &pp->stage;
+    cudaStream_t stream = pp->comm->stream;
+    int last = pp->P - 1;
+    size_t n = tensor_unit_size(&pp->config, WTE);
+    activity_set("tied wte", NULL, pp->step + 1);
+    if (pp->P == 1) {
+        add_inplace(st->grads.wte, st->grad_wte_head, n, stream);
+        return;
+    }
+    if (pp->rank != 0 && pp->rank != last) { return; }
+    const float* mine = pp->rank == 0 ? st->grads.wte : st->grad_wte_head;
+    comm_exchange(pp->comm, mine, pp->wte_other, n * sizeof(float), last - pp->rank);
+    if (pp->rank == 0) {
+        add_inplace(st->grads.wte, pp->wte_other, n, stream);  // embed += head
+    } else {
+        cudaCheck(cudaMemcpyAsync(st->grads.wte, pp->wte_other, n * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+        add_inplace(st->grads.wte, st->grad_wte_head, n, stream);  // embed, then += head
+    }
+}
+
+// Squared norms per (tensor, layer) slot in checkpoint order, each computed on the stage that owns it, summed
+// over ranks (one owner per slot: exact), then added in slot order: the same number at every pipeline depth.
+// `unscale` removes the loss scale. An inf/nan gradient on any rank makes the result inf/nan everywhere.
+static float pipeline_grad_norm(Pipeline* pp, float unscale) {
+    Stage* st = &pp->stage;
+    cudaStream_t stream = pp->comm->stream;
+    int nslots = num_norm_slots(&pp->config);
+    cudaCheck(cudaMemsetAsync(st->norm_slots, 0, nslots * sizeof(float), stream));
+    for (int i = 0; i < pp->num_owned; i++) {
+        const NormSlot* s = &pp->owned[i];
+        global_norm_squared(st->norm_slots + s->slot, st->grads_memory + s->offset, s->count, unscale, st->norm_scratch, stream);
+    }
+    cudaCheck(cudaMemcpyAsync(pp->norm_host, st->norm_slots, nslots * sizeof(float), cudaMemcpyDeviceToHost, stream));
+    comm_wait(pp->comm);
+    for (int i = 0; i < nslots; i++) { pp->norm_sums[i] = pp->norm_host[i]; }
+    comm_allreduce_sum(pp->comm, pp->norm_sums, nslots);
+    return norm_from_slots(pp->norm_sums, nslots);
+}
+
+// The optimizer half of a step: norm, overflow check, clipping, AdamW, loss-scale update.
+static void pipeline_update(Pipeline* pp, float lr) {
+    Stage* st = &pp->stage;
+    cudaStream_t stream = pp->comm->stream;
+    activity_set("optimizer", NULL, pp->step + 1);
+    if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_optim_begin, stream)); }
+    float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
+    float norm = pipeline_grad_norm(pp, 1.0f / scale);
+    pp->step++;
+    pp->last_norm = norm;
+    pp->last_skipped = 0;
+    if (!is_finite_norm(norm)) {
+        if (pp->scaler.scale <= 0.0f) { fatal("step %d: the gradient norm is %f (no loss scaler to recover)", pp->step, norm); }
+        // every rank sees the same inf/nan norm, so every rank skips this step
+        pp->last_skipped = 1;
+        pp->scaler.scale *= pp->scaler.backoff;
+        pp->scaler.good_steps = 0;
+        if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_optim_end, stream)); }
+        return;
+    }
+    float clip = pp->opt.grad_clip;
+    float grad_scale = ((clip > 0.0f && norm > clip) ? clip / norm : 1.0f) / scale;
+    pp->adam_t++;
+    float bc1 = 1.0f - powf(pp->opt.beta1, (float)pp->adam_t);
+    float bc2 = 1.0f - powf(pp->opt.beta2, (float)pp->adam_t);
+    const DeviceLayout* d = &st->dl;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t off = d->offset[i], n = d->units[i] * d->stride[i];  // with the zero padding
+        float wd = tensor_is_decayed(i) ? pp->opt.weight_decay : 0.0f;
+        adamw_update(st->params_memory + off, st->master_memory ? st->master_memory + off : NULL, st->grads_memory + off,
+                     st->m_memory + off, st->v_memory + off, n, lr, pp->opt.beta1, pp->opt.beta2, bc1, bc2,
+                     pp->opt.eps, wd, grad_scale, stream);
+    }
+    if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_optim_end, stream)); }
+    comm_wait(pp->comm);
+    if (pp->scaler.scale > 0.0f && ++pp->scaler.good_steps >= pp->scaler.interval) {
+        pp->scaler.scale *= pp->scaler.growth;
+        pp->scaler.good_steps = 0;
+    }
+}
+
+// one training step: forward and backward of M micro-batches, the tied wte sum, the optimizer (as in the CPU
+// trainer); returns the mean training loss
+static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, float lr) {
+    float loss = pipeline_forward_backward(pp, next, ctx);
+    pipeline_sync_tied_wte(pp);
+    pipeline_update(pp, lr);
+    return loss;
+}
+
+static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
+    double sum = 0.0;
+    for (int done = 0; done < batches; done += pp->M) {
+        int m = batches - done < pp->M ? batches - done : pp->M;
+        Schedule fwd;
+        schedule_build_forward(pp->P, m, &fwd);
+        load_step_tokens(pp->tokens, m, pp->B, pp->T, next_batch_from_loader, dl);
+        run_schedule(pp, &fwd, pp->B, pp->T, 1);
+        sum += pipeline_read_losses(pp, m);
+        schedule_free(&fwd);
+    }
+    return (float)(sum / batches);
+}
+
+// Seconds of the last timed step, from its events: busy = forward and backward compute of this rank,
+// schedule = from the step's start to the end of its last action; with a trace on, every action as an event.
+static void pipeline_step_times(Pipeline* pp, double* busy, double* schedule, Trace* tr) {
+    const ActionList* list = &pp->schedule.ranks[pp->rank];
+    float ms0, ms1;
+    *busy = 0.0;
+    for (int i = 0; i < list->n; i++) {
+        const Action* a = &list->a[i];
+        cudaCheck(cudaEventElapsedTime(&ms0, pp->ev_step, pp->ev_begin[i]));
+        cudaCheck(cudaEventElapsedTime(&ms1, pp->ev_step, pp->ev_end[i]));
+        if (a->type == PP_F || a->type == PP_B) {
+            *busy += (ms1 - ms0) * 1e-3;
+            trace_action(tr, a, ms0 * 1e-3, ms1 * 1e-3);
+        } else {
+            trace_add(tr, pp_is_send(a->type) ? "send" : "recv", pp->rank, a->mb, ms0 * 1e-3, ms1 * 1e-3);
+        }
+    }
+    cudaCheck(cudaEventElapsedTime(&ms1, pp->ev_step, pp->ev_end[list->n - 1]));
+    *schedule = ms1 * 1e-3;
+    cudaCheck(cudaEventElapsedTime(&ms0, pp->ev_step, pp->ev_optim_begin));
+    cudaCheck(cudaEventElapsedTime(&ms1, pp->ev_step, pp->ev_optim_end));
+    trace_add(tr, "optim", pp->rank, -1, ms0 * 1e-3, ms1 * 1e-3);
+}
+
+// every rank's trace events to rank 0, which writes the file
+static void pipeline_write_trace(Pipeline* pp, const Trace* tr, const char* path) {
+    Comm* cm = pp->comm;
+    double* counts = (double*)calloc_check(pp->P, sizeof(double));
+    counts[pp->rank] = tr->len;
+    comm_allreduce_sum(cm, counts, pp->P);
+    if (pp->rank == 0) {
+        int total = 0;
+        for (int r = 0; r < pp->P; r++) { total += (int)counts[r]; }
+        TraceEvent* all = (TraceEvent*)malloc_check((total > 0 ? total : 1) * sizeof(TraceEvent));
+        memcpy(all, tr->events, tr->len * sizeof(TraceEvent));
+        int n = tr->len;
+        for (int r = 1; r < pp->P; r++) {
+            comm_host_p2p(cm, all + n, (size_t)counts[r] * sizeof(TraceEvent), r, 0);
+            n += (int)counts[r];
+        }
+        trace_write_json(all, n, path);
+        free(all);
+    } else {
+        comm_host_p2p(cm, tr->events, tr->len * sizeof(TraceEvent), 0, 1);
+    }
+    free(counts);
+}
+
+// ----------------------------------------------------------------------------
+// 5. checkpoints (the CPU trainer's format), sampling
+
+// this stage's fp32 params (master weights), m or v, as a packed host buffer in the checkpoint's stage layout
+static void stage_download(Pipeline* pp, StageBuffer which, float* host) {
+    layout_copy(&pp->stage.dl, stage_buffer(&pp->stage, which), host, 0, pp->comm->stream);
+}
+
+// rank 0 collects every stage's slices into the whole-model layout (other ranks pass global = NULL)
+static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
+    size_t n = pp->stage.layout.num_parameters;
+    float* mine = (float*)malloc_check(n * sizeof(float));
+    stage_download(pp, which, mine);
+    if (pp->rank != 0) {
+        comm_host_p2p(pp->comm, mine, n * sizeof(float), 0, 1);
+    } else {
+        for (int s = pp->P - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
+            size_t ns = pp->layouts[s].num_parameters;
+            float* part = s == 0 ? mine : (float*)malloc_check(ns * sizeof(float));
+            if (s > 0) { comm_host_p2p(pp->comm, part, ns * sizeof(float), s, 0); }
+            stage_copy_global(&pp->config, &pp->layouts[s], part, global, 1);
+            if (s > 0) { free(part); }
+        }
+    }
+    free(mine);
+}
+
+static void gather_for_checkpoint(void* ctx, int which, float* global) {
+    pipeline_gather((Pipeline*)ctx, which == 0 ? BUF_PARAMS : which == 1 ? BUF_M : BUF_V, global);
+}
+
+static void scatter_from_checkpoint(void* ctx, int which, float* global) {
+    Pipeline* pp = (Pipeline*)ctx;
+    float* local = (float*)malloc_check(pp->stage.layout.num_parameters * sizeof(float));
+    stage_copy_global(&pp->config, &pp->stage.layout, local, global, 0);
+    layout_copy(&pp->stage.dl, stage_buffer(&pp->stage, which == 1 ? BUF_M : BUF_V), local, 1, pp->comm->stream);
+    free(local);
+}
+
+static void save_checkpoint(Pipeline* pp, const TrainArgs* args, const DataLoader* dl, uint64_t sample_rng) {
+    activity_set("checkpoint", NULL, pp->step);
+    TrainState ts;
+    memset(&ts, 0, sizeof(ts));
+    ts.step = pp->step;
+    ts.adam_t = pp->adam_t;
+    ts.num_parameters = (int64_t)model_num_parameters(&pp->config);
+    ts.shard = (int64_t)dl->shard;
+    ts.position = dl->position;
+    ts.sample_rng = sample_rng;
+    ts.loss_scale = pp->scaler.scale;
+    ts.good_steps = pp->scaler.good_steps;
+    train_state_set_args(&ts, args);
+    checkpoint_save(args->out_dir, &pp->config, &ts, pp->rank == 0, gather_for_checkpoint, pp);
+}
+
+// every rank reads the state file and keeps its own slices of the moments
+static void load_state(Pipeline* pp, const TrainArgs* args, const char* path, DataLoader* dl, uint64_t* sample_rng) {
+    TrainState ts = checkpoint_load_state(path, &pp->config, scatter_from_checkpoint, pp);
+    train_state_resume_check(&ts, args, path, pp->rank == 0 ? stdout : NULL);
+    pp->step = ts.step;
+    pp->adam_t = ts.adam_t;
+    if (pp->scaler.scale > 0.0f && ts.loss_scale > 0.0f) {
+        pp->scaler.scale = ts.loss_scale;
+        pp->scaler.good_steps = ts.good_steps;
+    }
+    dataloader_seek(dl, (size_t)ts.shard, ts.position);
+    *sample_rng = ts.sample_rng;
+}
+
+// gen_tokens tokens from <|endoftext|>, one forward-only pass of the pipeline per token; rank 0 prints them
+static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint64_t* rng) {
+    const GPT2Config* c = &pp->config;
+    Comm* cm = pp->comm;
+    int Vp = c->padded_vocab_size, last = pp->P - 1;
+    int* seq = (int*)malloc_check((size_t)(gen_tokens + 1) * sizeof(int));
+    seq[0] = tok->eot_token;
+    float* probs = (float*)malloc_check(Vp * sizeof(float));
+    float* row_host;
+    cudaCheck(cudaMallocHost(&row_host, Vp * sizeof(float)));
+    float* row_dev = (float*)cuda_alloc(Vp * sizeof(float), cm->stream);
+    Schedule one;
+    schedule_build_forward(pp->P, 1, &one);
+    if (pp->rank == 0) { printf("generating:\n---\n"); }
+    for (int t = 1; t <= gen_tokens; t++) {
+        int n = sample_window(seq, t, pp->T, pp->tokens);
+        run_schedule(pp, &one, 1, n, 1);
+        float coin = random_f32(rng);  // drawn on every rank: the sampler's RNG stays the same everywhere
+        int next = 0;
+        if (pp->rank == last) {
+            Activations* a = &pp->stage.stash[0];
+            cast_to_float(row_dev, a->logits + (size_t)(n - 1) * Vp, Vp, cm->stream);
+            cudaCheck(cudaMemcpyAsync(row_host, row_dev, Vp * sizeof(float), cudaMemcpyDeviceToHost, cm->stream));
+            comm_wait(cm);
+            next = sample_softmax(row_host, c->vocab_size, coin, probs);
+        }
+        comm_broadcast(cm, &next, sizeof(next), last);
+        seq[t] = next;
+        if (pp->rank == 0) { safe_print(tokenizer_decode(tok, next)); fflush(stdout); }
+    }
+    if (pp->rank == 0) { printf("\n---\n"); }
+    schedule_free(&one);
+    comm_wait(cm);
+    cudaCheck(cudaFree(row_dev));
+    cudaCheck(cudaFreeHost(row_host));
+    free(seq);
+    free(probs);
+}
+
+// ----------------------------------------------------------------------------
+// 6. the training loop of one rank, and how ranks are started
 
 #define printf0(...) do { if (rank == 0 && !args->quiet) { printf(__VA_ARGS__); } } while (0)
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+// fatal() prints the error and then calls this: it says what this rank was doing, and when this process is
+// one rank of several it aborts the communicator and the MPI job, so the peers exit too (they see an NCCL
+// error in comm_wait). Ranks that are threads of this process end with it.
+static int process_world = 1;
+static void on_fatal(void) {
+    char what[160];
+    fprintf(stderr, "error: this rank was on %s\n", activity_describe(what, sizeof(what)));
+    if (process_comm) { ncclCommAbort(process_comm); }
+#ifdef USE_MPI
+    if (process_world > 1) { MPI_Abort(MPI_COMM_WORLD, 1); }
+#endif
 }
 
 // one rank's whole run: build its stage, train, validate, sample, checkpoint
-static int train_rank(const TrainArgs* args, int rank, int world, ncclComm_t comm) {
-    int P = train_args_stages(args, world), B = args->B, T = args->T, M = args->M;
+static void train_rank(const TrainArgs* args, Comm* cm) {
+    int rank = cm->rank, P = args->P, B = args->B, T = args->T, M = args->M;
     LRSchedule lrs = {lr_schedule_parse(args->lr_schedule_name), args->lr, args->warmup, args->max_steps, args->final_frac};
-    const char* model_arg = args->model_arg;
-    int from_file = strlen(model_arg) > 4 && strcmp(model_arg + strlen(model_arg) - 4, ".bin") == 0;
-    GPT2Config config = from_file ? model_read_config(model_arg) : config_from_descriptor(model_arg);
-    if (T > config.max_seq_len) {
-        fatal("flag -t %d exceeds the model's maximum sequence length %d (%s)", T, config.max_seq_len, model_arg);
-    }
+    int from_file;
+    GPT2Config config = pipeline_model_config(args, &from_file);
     int* layers = (int*)malloc_check(P * sizeof(int));
-    int* first = (int*)malloc_check(P * sizeof(int));
-    char err[512];
-    PartitionCosts costs = partition_gpt2_costs(B, T, config.channels, config.padded_vocab_size);
-    int prc = args->layers_arg ? partition_parse(args->layers_arg, config.num_layers, P, layers, first, err, sizeof(err))
-                               : partition_balance(config.num_layers, P, &costs, layers, first, err, sizeof(err));
-    if (prc != 0) { fatal("%s %s: %s", args->layers_arg ? "flag -pl" : "flag -pp", args->layers_arg ? args->layers_arg : "", err); }
+    pipeline_split(args, &config, P, layers);
     char resume_model[1100], resume_state[1100];
     if (args->out_dir && rank == 0) { mkdir_p(args->out_dir); }
-    if (args->resume) {
-        int s = checkpoint_find_latest(args->out_dir);
-        if (s < 0) { fatal("-y 1: no complete checkpoint (DONE_* file) in %s", args->out_dir); }
-        snprintf(resume_model, sizeof(resume_model), "%s/model_%08d.bin", args->out_dir, s);
-        snprintf(resume_state, sizeof(resume_state), "%s/state_%08d.bin", args->out_dir, s);
-        GPT2Config saved = model_read_config(resume_model);
-        if (memcmp(&saved, &config, sizeof(config)) != 0) {
-            fatal("%s: the checkpoint's model disagrees with -e %s", resume_model, model_arg);
-        }
-    }
+    if (args->resume) { pipeline_resume_paths(args, &config, resume_model, resume_state, sizeof(resume_model)); }
 
     Pipeline pp;
-    pipeline_init(&pp, &config, P, layers, M, B, T, args->schedule_name, rank, comm);
+    pipeline_init(&pp, &config, P, layers, M, B, T, args->schedule_name, args->gelu_fusion, cm);
     pp.opt = (OptimizerConfig){args->lr, 0.9f, 0.95f, 1e-8f, args->weight_decay, args->grad_clip};
     pp.scaler = (LossScaler){args->loss_scale, 2.0f, 0.5f, args->scale_interval, 0};
-    pp.stage.gelu_fusion = args->gelu_fusion;
     float* host = (float*)malloc_check(pp.stage.layout.num_parameters * sizeof(float));
-    const char* src = args->resume ? resume_model : from_file ? model_arg : NULL;
+    const char* src = args->resume ? resume_model : from_file ? args->model_arg : NULL;
     if (src) { model_read_stage(src, &config, &pp.stage.layout, host); }
     else { stage_random_init(&config, &pp.stage.layout, host); }
-    stage_set_params(&pp.stage, host);
+    stage_set_params(&pp.stage, host, cm->stream);
     free(host);
 
     DataLoader train_loader, val_loader;
@@ -911,24 +1316,35 @@ static int train_rank(const TrainArgs* args, int rank, int world, ncclComm_t com
     Tokenizer tokenizer;
     tokenizer_init(&tokenizer, args->tokenizer_path);
     uint64_t sample_rng = 1337;
-    if (args->resume) { load_state(&pp, resume_state, &train_loader, &sample_rng); }
+    if (args->resume) { load_state(&pp, args, resume_state, &train_loader, &sample_rng); }
     Logger logger;
     logger_init(&logger, rank == 0 ? args->out_dir : NULL, args->resume);
 
+    // the plan: the stash per stage from the same function that sized this rank's slots
+    int* slots = (int*)malloc_check(P * sizeof(int));
+    size_t* stash_bytes = (size_t*)malloc_check(P * sizeof(size_t));
+    for (int s = 0; s < P; s++) {
+        slots[s] = schedule_rank_slots(&pp.schedule, s);
+        stash_bytes[s] = activation_slot_bytes(&config, &pp.layouts[s], B, T);
+    }
+    SimResult sim;
+    schedule_simulate(&pp.schedule, 1.0, 2.0, 0.0, &sim);
     printf0("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters, %s\n", config.num_layers, config.channels,
             config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
             model_num_parameters(&config), PRECISION_NAME);
-    printf0("batch: B=%d T=%d M=%d -> %d tokens per step; pipeline P=%d, schedule %s%s\n", B, T, M, B * T * M, P,
-            args->schedule_name, pp.scaler.scale > 0 ? ", dynamic loss scaling" : "");
-    for (int s = 0; s < P; s++) {
-        printf0("stage %d: %d layers from %d%s%s, %zu parameters\n", s, pp.layouts[s].num_layers,
-                pp.layouts[s].layer_begin, pp.layouts[s].has_embed ? " + embeddings" : "",
-                pp.layouts[s].has_head ? " + lnf/LM head" : "", pp.layouts[s].num_parameters);
-    }
+    printf0("batch: B=%d T=%d M=%d -> %d tokens per step%s; GELU %s\n", B, T, M, B * T * M,
+            pp.scaler.scale > 0 ? ", dynamic loss scaling" : "", args->gelu_fusion ? "in cuBLASLt's epilogue" : "kernels");
+    printf0("devices: %s\n", cm->hub ? (P > 1 ? "every stage on GPU 0, one thread each, device copies between them"
+                                              : "one GPU") : "one GPU per stage, NCCL between them");
+    if (rank == 0 && !args->quiet) { print_pipeline_plan(&config, args, P, layers, slots, stash_bytes, sim.bubble); }
+    sim_result_free(&sim);
+
+    Trace trace;
+    memset(&trace, 0, sizeof(trace));
     int max_steps = args->max_steps;
     for (int step = pp.step; step <= max_steps; step++) {
         int last = step == max_steps;
-        if (val_batches > 0 && ((args->val_every > 0 && step % args->val_every == 0) || last)) {
+        if (val_batches > 0 && due(args->val_every, step, last)) {
             dataloader_reset(&val_loader);
             float val_loss = pipeline_eval(&pp, &val_loader, val_batches);
             printf0("step %4d | val loss %.6f\n", step, val_loss);
@@ -938,146 +1354,213 @@ static int train_rank(const TrainArgs* args, int rank, int world, ncclComm_t com
             sample_text(&pp, &tokenizer, args->gen_tokens, &sample_rng);
         }
         if (last) { break; }
+        trace.on = args->trace_path != NULL && step + 1 == max_steps;
+        comm_barrier(cm);  // a common start, so idle time is measured fairly
         double t0 = now_seconds();
         float lr = lr_at(&lrs, step);
+        pp.timed = 1;
         float loss = pipeline_train_step(&pp, next_batch_from_loader, &train_loader, lr);
-        double secs = now_seconds() - t0;
+        pp.timed = 0;
+        double secs[3] = {0.0, now_seconds() - t0, 0.0};  // busy (summed), wall, schedule (averaged)
+        pipeline_step_times(&pp, &secs[0], &secs[2], &trace);
+        comm_allreduce_sum(cm, secs, 3);
         if (args->losses_out) { args->losses_out[step] = loss; }
-        printf0("step %4d/%d | train loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s%s", step + 1, max_steps,
-                loss, pp.last_norm, lr, secs * 1e3, B * T * M / secs, pp.last_skipped ? " | overflow: step skipped" : "");
-        if (pp.scaler.scale > 0) { printf0(" | loss scale %g", pp.scaler.scale); }
-        printf0("\n");
+        char extra[96] = "";
+        if (pp.scaler.scale > 0) {
+            snprintf(extra, sizeof(extra), "%s | loss scale %g", pp.last_skipped ? " | overflow: step skipped" : "", pp.scaler.scale);
+        }
+        StepReport report = {step + 1, max_steps, P, M, B * T * M, loss, pp.last_norm, lr, secs[1] / P, secs[2] / P,
+                             secs[0], extra};
+        if (rank == 0 && !args->quiet) { print_step_line(&report); }
         if (rank == 0) { logger_log_train(&logger, step + 1, loss, lr, pp.last_norm); }
         if (args->out_dir && ((args->ckpt_every > 0 && (step + 1) % args->ckpt_every == 0) || step + 1 == max_steps)) {
-            save_checkpoint(&pp, args->out_dir, &train_loader, sample_rng);
+            save_checkpoint(&pp, args, &train_loader, sample_rng);
+        }
+        if (trace.on) {
+            pipeline_write_trace(&pp, &trace, args->trace_path);
+            printf0("wrote trace %s (draw it: python3 scripts/plot_pipeline.py %s)\n", args->trace_path, args->trace_path);
         }
     }
+    // the stash each stage actually used (counted as slots were taken), reported by rank 0
+    double* peaks = (double*)calloc_check(P, sizeof(double));
+    peaks[rank] = pp.stash.peak;
+    comm_allreduce_sum(cm, peaks, P);
+    if (rank == 0 && !args->quiet) { print_peak_stash(P, peaks, stash_bytes); }
+    free(peaks);
+    free(trace.events);
+    free(slots);
+    free(stash_bytes);
     logger_free(&logger);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);
     dataloader_free(&val_loader);
     pipeline_free(&pp);
     free(layers);
-    free(first);
-    return 0;
 }
 
-#ifndef TESTING
-#ifdef USE_MPI
-static void abort_all_ranks(void) { MPI_Abort(MPI_COMM_WORLD, 1); }
-#endif
+// Runs fn(ctx, comm) for P ranks, each on a host thread of this process: rank r on GPU r through NCCL, or, with
+// one_device (or fewer GPUs than stages), every rank on GPU 0 through a LocalHub. Under the SIMT CPU runtime
+// this is how a whole pipeline runs inside one test process.
+typedef void (*RankMain)(void* ctx, Comm* cm);
 
-// Slurm without MPI: rank 0 publishes the NCCL id in a file (written atomically), the others wait for it
-static void rendezvous_file(const char* dir, int rank, ncclUniqueId* id) {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/ncclUniqueId.bin", dir);
-    if (rank == 0) {
-        ncclCheck(ncclGetUniqueId(id));
-        AtomicFile af;
-        atomic_open(&af, path);
-        atomic_write(&af, id, sizeof(*id), 1);
-        atomic_commit(&af);
-        return;
-    }
-    for (int tries = 0; tries < 600; tries++) {
-        FILE* f = fopen(path, "rb");
-        if (f) { fread_check(id, sizeof(*id), 1, f, path); fclose(f); return; }
-        usleep(100000);
-    }
-    fatal("rank %d: no %s after 60 s: is rank 0 running with the same -pf directory?", rank, path);
-}
-
-// One process driving all P GPUs, one host thread per rank (and, under the SIMT CPU runtime, how the whole
-// pipeline runs inside one test process: its NCCL ranks are threads).
 typedef struct {
-    const TrainArgs* args;
-    int rank, world, devices;
+    RankMain fn;
+    void* ctx;
+    int rank, world;
+    LocalHub* hub;
     ncclUniqueId id;
-    int rc;
 } RankThread;
 
 static void* rank_thread(void* arg) {
     RankThread* r = (RankThread*)arg;
-    cudaCheck(cudaSetDevice(r->rank % r->devices));
-    ncclComm_t comm;
-    ncclCheck(ncclCommInitRank(&comm, r->world, r->id, r->rank));
-    r->rc = train_rank(r->args, r->rank, r->world, comm);
-    ncclCommDestroy(comm);
+    Comm cm;
+    comm_open(&cm, r->rank, r->world, r->hub ? 0 : r->rank, r->hub, &r->id);
+    r->fn(r->ctx, &cm);
+    comm_close(&cm);
     return NULL;
 }
 
-static int run_ranks_as_threads(const TrainArgs* args, int P, int devices) {
+static int use_one_device(int P, int one_device) {
+    int devices = 0;
+    cudaCheck(cudaGetDeviceCount(&devices));
+    return one_device || P == 1 || devices < P;
+}
+
+static void run_ranks_as_threads(int P, int one_device, RankMain fn, void* ctx) {
     RankThread* ranks = (RankThread*)calloc_check(P, sizeof(RankThread));
     pthread_t* threads = (pthread_t*)calloc_check(P, sizeof(pthread_t));
+    LocalHub hub;
+    int local = use_one_device(P, one_device);
     ncclUniqueId id;
-    ncclCheck(ncclGetUniqueId(&id));
+    memset(&id, 0, sizeof(id));
+    if (local) {
+        cudaCheck(cudaSetDevice(0));
+        hub_init(&hub, P);
+    } else {
+        ncclCheck(ncclGetUniqueId(&id));
+    }
     for (int r = 0; r < P; r++) {
-        ranks[r] = (RankThread){args, r, P, devices, id, 0};
+        ranks[r] = (RankThread){fn, ctx, r, P, local ? &hub : NULL, id};
         if (pthread_create(&threads[r], NULL, rank_thread, &ranks[r]) != 0) { fatal("cannot start the thread of rank %d", r); }
     }
-    int rc = 0;
-    for (int r = 0; r < P; r++) { pthread_join(threads[r], NULL); rc |= ranks[r].rc; }
+    for (int r = 0; r < P; r++) { pthread_join(threads[r], NULL); }
+    if (local) { hub_free(&hub); }
     free(ranks);
     free(threads);
-    return rc;
+}
+
+#ifndef TESTING
+static void train_rank_main(void* ctx, Comm* cm) { train_rank((const TrainArgs*)ctx, cm); }
+
+// Slurm without MPI: rank 0 publishes the NCCL id in a file named after the job and step, so a reused
+// directory or two jobs sharing it never hand a rank someone else's id; it removes the file once every rank
+// has joined. The others poll for it (NFS may show a new file late) and give up with a message.
+static void rendezvous_file(const char* dir, int rank, ncclUniqueId* id, char* path, size_t n) {
+    const char* job = getenv("SLURM_JOB_ID");
+    const char* step = getenv("SLURM_STEP_ID");
+    if (!job) { fatal("flag -pf needs SLURM_JOB_ID in the environment to name the id file (run under srun)"); }
+    snprintf(path, n, "%s/ncclUniqueId.%s.%s.bin", dir, job, step ? step : "0");
+    if (rank == 0) {
+        ncclCheck(ncclGetUniqueId(id));
+        AtomicFile af;
+        atomic_open(&af, path);  // replaces a stale file of this job step (a requeued run)
+        atomic_write(&af, id, sizeof(*id), 1);
+        atomic_commit(&af);
+        return;
+    }
+    double deadline = now_seconds() + RANK_START_TIMEOUT_S;
+    for (;;) {
+        FILE* f = fopen(path, "rb");
+        if (f) {
+            size_t got = fread(id, 1, sizeof(*id), f);
+            fclose(f);
+            if (got == sizeof(*id)) { return; }
+        }
+        if (now_seconds() > deadline) {
+            fatal("rank %d: no %s after %d s: is rank 0 running with the same -pf directory?", rank, path, RANK_START_TIMEOUT_S);
+        }
+        usleep(100000);
+    }
 }
 
 int main(int argc, char** argv) {
     TrainArgs args;
     train_args_default(&args, PRECISION_FP16 ? 65536.0f : 0.0f);  // FP16 needs a scaler; BF16 has fp32's range
-    int rank = 0, world = 1;
+    // FP32 runs GELU in its own kernels: the cuBLASLt epilogue's tanh approximation is unmeasured against the
+    // FP32 tolerances (issue 9, finding 6); in BF16/FP16 it is far below the rounding
+    args.gelu_fusion = !PRECISION_FP32;
+    int rank = 0, world = 1, local_rank = 0;
+    fatal_hook = on_fatal;
 #ifdef USE_MPI
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
-    if (world > 1) { fatal_hook = abort_all_ranks; }  // alone, a plain exit says it more quietly
+    MPI_Comm node;  // the ranks on this machine: the node-local rank picks the GPU, whatever the rank placement
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &local_rank);
+    MPI_Comm_free(&node);
 #endif
     train_args_parse(&args, argc, argv, 1, rank == 0);
     if (args.rendezvous_dir) {
         const char* r = getenv("SLURM_PROCID");
         const char* n = getenv("SLURM_NTASKS");
-        if (!r || !n) { fatal("flag -pf needs SLURM_PROCID and SLURM_NTASKS in the environment (run under srun)"); }
+        const char* l = getenv("SLURM_LOCALID");
+        if (!r || !n || !l) { fatal("flag -pf needs SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID (run under srun)"); }
         rank = atoi(r);
         world = atoi(n);
+        local_rank = atoi(l);
     }
-    int devices = 0;
-    cudaError_t err = cudaGetDeviceCount(&devices);
-    if (err != cudaSuccess || devices == 0) {
-        fatal("no CUDA device: %s. This is the GPU trainer; without a GPU use ./train_gpt2_pp_cpu",
-              err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount found 0 devices");
-    }
-    cublas_init();
-    int rc;
-    if (args.print_schedule) {
+    process_world = world;
+    args.P = train_args_stages(&args, world);
+    if (args.print_schedule) {  // needs no GPU
         Schedule sc;
-        if (schedule_build(args.schedule_name, args.P > 0 ? args.P : world, args.M, &sc) != 0) {
+        if (schedule_build(args.schedule_name, args.P, args.M, &sc) != 0) {
             fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, args.schedule_name);
         }
-        if (rank == 0) { schedule_fprint(&sc, stdout); schedule_print_ascii_timeline(&sc, stdout); }
-        schedule_free(&sc);
-        return 0;
-    }
-    if (world == 1 && args.P > 1) {
-        rc = run_ranks_as_threads(&args, args.P, devices);
-    } else {
-        cudaCheck(cudaSetDevice(rank % devices));
-        ncclUniqueId id;
-        if (args.rendezvous_dir) { rendezvous_file(args.rendezvous_dir, rank, &id); }
-        else {
-            if (rank == 0) { ncclCheck(ncclGetUniqueId(&id)); }
-#ifdef USE_MPI
-            MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
-#endif
+        if (rank == 0) {
+            SimResult sim;
+            schedule_simulate(&sc, 1.0, 2.0, 0.0, &sim);
+            schedule_fprint(&sc, stdout);
+            schedule_print_ascii_timeline(&sc, stdout);
+            printf("simulated bubble %.4f (theory (P-1)/(M+P-1) = %.4f)\n", sim.bubble, (args.P - 1.0) / (args.M + args.P - 1.0));
+            sim_result_free(&sim);
         }
-        ncclComm_t comm;
-        ncclCheck(ncclCommInitRank(&comm, world, id, rank));
-        rc = train_rank(&args, rank, world, comm);
-        ncclCommDestroy(comm);
+        schedule_free(&sc);
+    } else {
+        int devices = 0;
+        cudaError_t err = cudaGetDeviceCount(&devices);
+        if (err != cudaSuccess || devices == 0) {
+            fatal("no CUDA device: %s. This is the GPU trainer; without a GPU use ./train_gpt2_pp_cpu",
+                  err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount found 0 devices");
+        }
+        if (world == 1) {
+            run_ranks_as_threads(args.P, 0, train_rank_main, &args);
+        } else {
+            if (local_rank >= devices) {
+                fatal("rank %d is rank %d on its node, which has %d GPU(s): NCCL needs one GPU per rank (one process "
+                      "with -pp %d puts every stage on one GPU)", rank, local_rank, devices, args.P);
+            }
+            ncclUniqueId id;
+            char id_path[1200] = "";
+            if (args.rendezvous_dir) { rendezvous_file(args.rendezvous_dir, rank, &id, id_path, sizeof(id_path)); }
+            else {
+                if (rank == 0) { ncclCheck(ncclGetUniqueId(&id)); }
+#ifdef USE_MPI
+                MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
+#endif
+            }
+            Comm cm;
+            comm_open(&cm, rank, world, local_rank, NULL, &id);
+            process_comm = cm.nccl;
+            if (rank == 0 && id_path[0]) { unlink(id_path); }  // every rank has joined: the id is used up
+            train_rank(&args, &cm);
+            process_comm = NULL;
+            comm_close(&cm);
+        }
     }
-    cublas_destroy();
 #ifdef USE_MPI
     MPI_Finalize();
 #endif
-    return rc;
+    return 0;
 }
 #endif

@@ -1,8 +1,11 @@
-// cublas_common.h -- the process-wide cuBLASLt handle and workspace, and the cuBLAS type of floatX.
+// cublas_common.h -- the cuBLASLt handle and workspace of the calling host thread, and the cuBLAS type of floatX.
 //
-//   void cublas_init(void);      create cublaslt_handle and a CUBLASLT_WORKSPACE_SIZE (32 MiB) workspace.
-//                                Call once after cudaSetDevice, before any matmul/attention call.
+//   void cublas_init(void);      create this thread's cublaslt_handle and a CUBLASLT_WORKSPACE_SIZE (32 MiB)
+//                                workspace on its current device. Call it on every host thread that runs
+//                                matmuls, after cudaSetDevice and before the first matmul/attention call.
 //   void cublas_destroy(void);   free both (safe to call twice)
+//   Both are thread_local: a handle and a workspace belong to one device, and a workspace to one stream at a
+//   time, so each rank thread (one GPU each, or one stream each on a shared GPU) has its own.
 //   CUBLAS_LOWP                  cudaDataType of floatX: CUDA_R_32F / CUDA_R_16BF / CUDA_R_16F
 //   cublas_compute               CUBLAS_COMPUTE_32F in every precision: fp32 accumulation, and in the FP32
 //                                build no TF32 (set it to CUBLAS_COMPUTE_32F_FAST_TF32 before the first
@@ -28,8 +31,8 @@
 
 #define CUBLASLT_WORKSPACE_SIZE ((size_t)32 * 1024 * 1024)
 
-inline cublasLtHandle_t cublaslt_handle = NULL;
-inline void* cublaslt_workspace = NULL;
+inline thread_local cublasLtHandle_t cublaslt_handle = NULL;
+inline thread_local void* cublaslt_workspace = NULL;
 inline cublasComputeType_t cublas_compute = CUBLAS_COMPUTE_32F;
 
 inline const char* cublas_status_name(int status) {
@@ -51,8 +54,7 @@ inline const char* cublas_status_name(int status) {
 // like cublasCheck, but with the status's name
 inline void cublas_check_named_(int status, const char* file, int line) {
     if (status != CUBLAS_STATUS_SUCCESS) {
-        fprintf(stderr, "[cuBLAS ERROR] %s (%d) at %s:%d\n", cublas_status_name(status), status, file, line);
-        exit(EXIT_FAILURE);
+        fatal("cuBLAS error at %s:%d: %s (%d)", file, line, cublas_status_name(status), status);
     }
 }
 #undef cublasCheck

@@ -6,9 +6,10 @@
 //   PRECISION_NAME     "FP32" / "BF16" / "FP16"; PRECISION_FP32 / PRECISION_BF16 / PRECISION_FP16 is 1 for the build
 //   to_f32(x)          floatX (or float) -> float, exact
 //   to_fX(f)           float -> floatX, round to nearest even (never stochastic rounding)
-//   cudaCheck(err)     abort with file:line and the CUDA error string unless err == cudaSuccess
-//   cublasCheck(st)    abort with file:line unless st == 0 (CUBLAS_STATUS_SUCCESS); the names of the
-//                      statuses are in cublas_common.h's cublas_status_name
+//   cudaCheck(err)     fatal() (llmc/utils.h) with file:line and the CUDA error string unless err == cudaSuccess
+//   cublasCheck(st)    fatal() with file:line unless st == 0 (CUBLAS_STATUS_SUCCESS); cublas_common.h adds the
+//                      statuses' names. Through fatal(), every error takes the one exit path, whose
+//                      fatal_hook lets the trainer abort its NCCL communicator so that peer ranks exit too
 //   cudaKernelCheck()  cudaCheck(cudaGetLastError()) after a launch
 //   CEIL_DIV(a, b)     rounds up
 //   WARP_SIZE          32
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <stddef.h>
 #include <math.h>
+#include "utils.h"
 
 // ----------------------------------------------------------------------------
 // precision
@@ -85,19 +87,13 @@ __host__ __device__ inline floatX to_fX(float f) {
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 
 inline void cuda_check_(cudaError_t err, const char* file, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "[CUDA ERROR] at %s:%d: %s\n", file, line, cudaGetErrorString(err));
-        exit(EXIT_FAILURE);
-    }
+    if (err != cudaSuccess) { fatal("CUDA error at %s:%d: %s", file, line, cudaGetErrorString(err)); }
 }
 #define cudaCheck(err) (cuda_check_((err), __FILE__, __LINE__))
 #define cudaKernelCheck() (cuda_check_(cudaGetLastError(), __FILE__, __LINE__))
 
 // cuBLAS statuses are plain enums (0 = success); taking an int keeps this header free of cuBLAS.
 inline void cublas_check_(int status, const char* file, int line) {
-    if (status != 0) {
-        fprintf(stderr, "[cuBLAS ERROR] status %d at %s:%d\n", status, file, line);
-        exit(EXIT_FAILURE);
-    }
+    if (status != 0) { fatal("cuBLAS error at %s:%d: status %d", file, line, status); }
 }
 #define cublasCheck(status) (cublas_check_((int)(status), __FILE__, __LINE__))

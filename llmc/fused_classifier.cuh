@@ -12,6 +12,10 @@
 //     (i = tid, tid+512, ...), the pairs are merged by a warp butterfly and then warp by warp in order, so every
 //     thread holds the same row max M and sum S; then each column is rewritten once. The probabilities are never
 //     stored. Deterministic: nothing depends on anything but N, V, Vp.
+//
+// void losses_mean(double* out, const float* losses, int N, cudaStream_t stream);
+//     out[0] = (losses[0] + ... + losses[N-1]) / N in double (device memory): a micro-batch's mean loss, kept on
+//     the device so that a training step reads all its losses once, at its end. One block, a fixed order.
 #pragma once
 #include "cuda_common.h"
 #include "cuda_utils.cuh"
@@ -55,5 +59,18 @@ inline void fused_classifier(floatX* logits, float* losses, float dloss, const i
                              int N, int V, int Vp, cudaStream_t stream) {
     if (N == 0) { return; }
     fused_classifier_kernel<<<N, FUSED_CLASSIFIER_BLOCK, 0, stream>>>(logits, losses, dloss, targets, V, Vp);
+    cudaKernelCheck();
+}
+
+__global__ void losses_mean_kernel(double* out, const float* losses, int N) {
+    __shared__ double smem[WARP_SIZE];
+    double s = 0.0;
+    for (int i = threadIdx.x; i < N; i += blockDim.x) { s += losses[i]; }
+    s = block_reduce_sum_d(s, smem);
+    if (threadIdx.x == 0) { out[0] = s / N; }
+}
+
+inline void losses_mean(double* out, const float* losses, int N, cudaStream_t stream) {
+    losses_mean_kernel<<<1, 256, 0, stream>>>(out, losses, N);
     cudaKernelCheck();
 }

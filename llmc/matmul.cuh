@@ -1,5 +1,5 @@
 // matmul.cuh -- the linear layers through cuBLASLt (fp32 accumulation), and the bias gradient.
-// Needs cublas_init() (cublas_common.h) once before the first call.
+// Needs cublas_init() (cublas_common.h) on the calling host thread before the first call.
 //
 // void matmul_forward(floatX* out, const floatX* inp, const floatX* weight, const floatX* bias,
 //                     int N, int C, int OC, floatX* pre_gelu, cudaStream_t stream);
@@ -114,10 +114,7 @@ inline void matmul_cublaslt(void* d, cudaDataType d_type, const floatX* a, const
                             long long strideB, long long strideD, float alpha, float beta,
                             cublasLtEpilogue_t epilogue, const floatX* aux, cudaStream_t stream) {
     if (m == 0 || n == 0 || batch == 0) { return; }
-    if (!cublaslt_handle) {
-        fprintf(stderr, "matmul_cublaslt: call cublas_init() first\n");
-        exit(EXIT_FAILURE);
-    }
+    if (!cublaslt_handle) { fatal("matmul_cublaslt: call cublas_init() first on this host thread"); }
     cublasLtMatmulDesc_t desc;
     cublasCheck(cublasLtMatmulDescCreate(&desc, cublas_compute, CUDA_R_32F));
     cublasOperation_t opA = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -168,9 +165,8 @@ inline void matmul_cublaslt(void* d, cudaDataType d_type, const floatX* a, const
     int found = 0;
     cublasCheck(cublasLtMatmulAlgoGetHeuristic(cublaslt_handle, desc, la, lb, lc, ld, pref, 1, &heuristic, &found));
     if (found == 0) {
-        fprintf(stderr, "matmul_cublaslt: no algorithm for m=%d n=%d k=%d transA=%d transB=%d batch=%d epilogue=%d\n",
-                m, n, k, (int)transA, (int)transB, batch, (int)epilogue);
-        exit(EXIT_FAILURE);
+        fatal("matmul_cublaslt: no algorithm for m=%d n=%d k=%d transA=%d transB=%d batch=%d epilogue=%d",
+              m, n, k, (int)transA, (int)transB, batch, (int)epilogue);
     }
     cublasCheck(cublasLtMatmul(cublaslt_handle, desc, &alpha, a, la, b, lb, &beta, d, lc, d, ld, &heuristic.algo,
                                cublaslt_workspace, CUBLASLT_WORKSPACE_SIZE, stream));
