@@ -129,16 +129,17 @@ typedef struct {
     int ok;         // 0: the builder cannot handle this P and M (see schedule_requires)
     double step;    // simulated step time (makespan)
     double bubble;
-    double stash;   // largest stash of a rank, in micro-batches of a 1/P share of the layers
+    double stash;   // largest stash of a rank, in micro-batches of a P-stage split's stage
 } ScheduleEstimate;
 
 /*
-Simulates every builder for P ranks and M micro-batches. `rank` holds the costs of one
-micro-batch on a rank's share of the layers (1/P of the model); a builder with S = kP stages
-gets rank/k per stage. out[SCHEDULE_NUM_BUILDERS] receives the estimates in the order of
+Simulates every builder for P ranks and M micro-batches. cost[P] holds the times of one
+micro-batch on each stage of a P-stage split (what 1F1B measures); a builder with S = kP
+stages gives stage s 1/k of the cost of the P-stage at the same depth, s P / S (messages
+keep their size, t_comm). out[SCHEDULE_NUM_BUILDERS] receives the estimates in the order of
 SCHEDULE_NAMES; returns the index of the fastest one.
 */
-static inline int schedule_compare(int P, int M, StageCosts rank, double t_comm, ScheduleEstimate* out) {
+static inline int schedule_compare(int P, int M, const StageCosts* cost, double t_comm, ScheduleEstimate* out) {
     static const char* const names[SCHEDULE_NUM_BUILDERS] = {"gpipe", "1f1b", "interleaved", "zbh1", "zbh2", "zbv"};
     int best = -1;
     for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {
@@ -149,7 +150,10 @@ static inline int schedule_compare(int P, int M, StageCosts rank, double t_comm,
         if (schedule_build(names[k], P, M, &s) != 0) continue;
         double per = (double)s.S / P;
         StageCosts* c = (StageCosts*)malloc((size_t)s.S * sizeof(StageCosts));
-        for (int st = 0; st < s.S; st++) { c[st].f = rank.f / per; c[st].b = rank.b / per; c[st].i = rank.i / per; c[st].w = rank.w / per; }
+        for (int st = 0; st < s.S; st++) {
+            const StageCosts* d = &cost[st * P / s.S];
+            c[st].f = d->f / per; c[st].b = d->b / per; c[st].i = d->i / per; c[st].w = d->w / per;
+        }
         SimResult res;
         e->ok = schedule_simulate_stages(&s, c, t_comm, &res) == 0;
         e->step = res.makespan; e->bubble = res.bubble;
@@ -166,15 +170,16 @@ static inline int schedule_compare(int P, int M, StageCosts rank, double t_comm,
     return best;
 }
 
-static inline void schedule_compare_print(int P, int M, StageCosts rank, double t_comm, FILE* f) {
+static inline void schedule_compare_print(int P, int M, const StageCosts* cost, double t_comm, FILE* f) {
     ScheduleEstimate e[SCHEDULE_NUM_BUILDERS];
-    int best = schedule_compare(P, M, rank, t_comm, e);
-    fprintf(f, "simulated schedules, P=%d M=%d, per micro-batch and rank F %g B %g (I %g + W %g), message %g:\n", P, M,
-            rank.f, rank.b, rank.i, rank.w, t_comm);
-    fprintf(f, "  %-12s %10s %8s %14s\n", "schedule", "step", "bubble", "peak stash/mb");
+    int best = schedule_compare(P, M, cost, t_comm, e);
+    fprintf(f, "simulated schedules, P=%d M=%d, message %g, per micro-batch and stage F B I W:", P, M, t_comm);
+    for (int r = 0; r < P; r++) fprintf(f, "%s%g %g %g %g", r ? ", " : " ", cost[r].f, cost[r].b, cost[r].i, cost[r].w);
+    fprintf(f, "\n  %-12s %10s %8s %6s   (stash: most micro-batches a rank holds, in P-stage units)\n", "schedule",
+            "step", "bubble", "stash");
     for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {
         if (!e[k].ok) { fprintf(f, "  %-12s needs %s\n", e[k].name, schedule_requires(e[k].name)); continue; }
-        fprintf(f, "  %-12s %10.4g %8.4f %14.2f%s\n", e[k].name, e[k].step, e[k].bubble, e[k].stash,
+        fprintf(f, "  %-12s %10.4g %8.4f %6.2f%s\n", e[k].name, e[k].step, e[k].bubble, e[k].stash,
                 k == best ? "  <- fastest" : "");
     }
 }

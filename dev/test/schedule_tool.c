@@ -14,7 +14,7 @@ flags (llm.c style, each takes a value):
   -P   pipeline ranks (default 4)          -M  micro-batches (default 8)
   -tf  forward time per stage (default 1)  -tb backward time (default 2)  -tc comm time (default 0)
        (the simulation of one schedule splits B into I = W = tb/2; -cmp takes -ti and -tw, default 1,
-       and the costs of a rank's 1/P share of the model)
+       as the costs of each stage of a P-stage split)
   -cmp 1  print every builder's simulated step time, bubble and peak stash for -P, -M and the costs
   -us  microseconds per time unit in the trace (default 1000)
   -tr  write a trace JSON to this path     -p 1  print the text form    -a 1  ASCII timeline
@@ -81,8 +81,10 @@ int main(int argc, char** argv) {
     }
 
     if (compare) {
-        StageCosts c = {tf, tb, ti, tw};
+        StageCosts* c = (StageCosts*)malloc((size_t)(P > 0 ? P : 1) * sizeof(StageCosts));
+        for (int r = 0; r < P; r++) { c[r].f = tf; c[r].b = tb; c[r].i = ti; c[r].w = tw; }
         schedule_compare_print(P, M, c, tc, stdout);
+        free(c);
         return 0;
     }
     Schedule s;

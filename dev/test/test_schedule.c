@@ -563,7 +563,7 @@ static void test_bad_files(void) {
 
 static void test_compare(void) {
     ScheduleEstimate e[SCHEDULE_NUM_BUILDERS];
-    StageCosts c = {1, 2, 1, 1};
+    StageCosts c[4] = {{1, 2, 1, 1}, {1, 2, 1, 1}, {1, 2, 1, 1}, {1, 2, 1, 1}};
     int best = schedule_compare(2, 8, c, 0.0, e);
     CHECK(best >= 0 && e[best].step < e[1].step && strcmp(e[1].name, "1f1b") == 0, "compare: best %d", best);
     CHECK(fabs(e[1].step - 27) < 1e-9 && fabs(e[1].stash - 2) < 1e-9 && fabs(e[0].stash - 8) < 1e-9,
@@ -581,6 +581,18 @@ static void test_compare(void) {
         fclose(f);
         CHECK(strstr(buf, "zbv") && strstr(buf, "needs M a multiple of P") && strstr(buf, "<- fastest"), "table:\n%s", buf);
     }
+    // a slow last stage (the LM head) weighs on the ZB-V and interleaved stages at the same depth
+    StageCosts h[2] = {{1, 2, 1, 1}, {2, 4, 2, 2}};
+    schedule_compare(2, 4, h, 0.0, e);
+    Schedule s;
+    SimResult res;
+    schedule_build("zbv", 2, 4, &s);
+    StageCosts v[4] = {{0.5, 1, 0.5, 0.5}, {0.5, 1, 0.5, 0.5}, {1, 2, 1, 1}, {1, 2, 1, 1}};
+    schedule_simulate_stages(&s, v, 0.0, &res);
+    CHECK(fabs(e[5].step - res.makespan) < 1e-9, "zbv with a slow last stage: compare %g, simulate %g", e[5].step,
+          res.makespan);
+    sim_result_free(&res);
+    schedule_free(&s);
 }
 
 // smallest achievable max stage cost by brute force over all splits with >= 1 block per stage
