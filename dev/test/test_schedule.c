@@ -231,6 +231,23 @@ static void test_broken(void) {
     expect_invalid("missing forward", "0F1 0B0 0B1\n", "missing forward '0F0'");
     expect_invalid("I without W", "0F0 0I0\n", "'0I0' without its '0W0'");
     expect_invalid("W before I", "0F0 0W0 0I0\n", "W before its input backward I");
+    // two stages on one rank (V placement, P=2 S=4): their order is a local dependency, no message
+    expect_invalid("local forward order",
+                   "0F0 0SEND_F0 3RECV_F0 3F0 3B0 3SEND_B0 0RECV_B0 0B0\n"
+                   "1RECV_F0 2F0 1F0 2SEND_F0 2RECV_B0 2B0 1B0 1SEND_B0\n",
+                   "rank 1: forward '2F0' needs '1F0' first");
+    expect_invalid("local backward order",
+                   "0F0 0SEND_F0 3RECV_F0 3F0 3B0 3SEND_B0 0RECV_B0 0B0\n"
+                   "1RECV_F0 1F0 2F0 2SEND_F0 2RECV_B0 1B0 2B0 1SEND_B0\n",
+                   "rank 1: backward of stage 1 mb 0 needs stage 2's first");
+    expect_invalid("message to a stage on the same rank",
+                   "0F0 0SEND_F0 3RECV_F0 3F0 3B0 3SEND_B0 0RECV_B0 0B0\n"
+                   "1RECV_F0 1F0 1SEND_F0 2F0 2SEND_F0 2RECV_B0 2B0 1B0 1SEND_B0\n",
+                   "'1SEND_F0': neighbour stage is on the same rank, no message needed");
+    rc = schedule_parse("0F0 0SEND_F0 3RECV_F0 3F0 3B0 3SEND_B0 0RECV_B0 0B0\n"
+                        "1RECV_F0 1F0 2F0 2SEND_F0 2RECV_B0 2B0 1B0 1SEND_B0\n", &s, err, sizeof(err));
+    CHECK(rc == 0 && schedule_validate(&s, err, sizeof(err)) == 0, "V placement by hand rejected: %s", err);
+    if (rc == 0) schedule_free(&s);
     // a valid split-backward (zero-bubble style) schedule on one rank passes
     rc = schedule_parse("0F0 0F1 0I0 0I1 0W0 0W1\n", &s, err, sizeof(err));
     CHECK(rc == 0 && schedule_validate(&s, err, sizeof(err)) == 0, "split backward rejected: %s", err);
