@@ -6,8 +6,10 @@ after each of K optimizer steps.
 
   ./test_gpt2_pp_cpu build/ref_a.bin [P schedule]
 
-With P > 1 the model is split into P stages run in this process under the given schedule (gpipe | 1f1b):
-the per-layer activations are then checked only at P = 1, everything from the loss on at any P.
+With P > 1 the model is split into P stages under the given schedule (gpipe | 1f1b), each rank a thread of
+this process as in the trainer: every rank runs the test's steps (the gathers and all-reduces are
+collective) and rank 0 checks. The per-layer activations are checked only at P = 1, everything from the loss
+on at any P. Also checked: the stash each stage prints is the bytes it allocates, for several shapes and P.
 
 Tolerances. The trainer computes in fp32 (unit roundoff u = 2^-24 ~ 6e-8) against float64. A dot product of
 length K carries a relative error of at most ~K·u (typically ~sqrt(K)·u), and errors compound through L layers
@@ -81,7 +83,7 @@ static void check_params(RefFile* rf, Pipeline* pp, const float* ref, const char
     float* mine = (float*)malloc_check(rf->N * sizeof(float));
     pipeline_gather(pp, BUF_PARAMS, mine);
     size_t off = 0;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+    for (int i = 0; i < NUM_PARAMETER_TENSORS && pp->rank == 0; i++) {
         size_t n = tensor_global_size(&rf->config, i);
         char name[160];
         snprintf(name, sizeof(name), "%s %s", when, param_names[i]);
@@ -89,6 +91,145 @@ static void check_params(RefFile* rf, Pipeline* pp, const float* ref, const char
         off += n;
     }
     free(mine);
+}
+
+// what every rank shares: the reference (read by rank 0 as the test goes), the batches, the split
+typedef struct {
+    RefFile* rf;
+    int P;
+    const char* schedule_name;
+    const int* layers;
+    int* inputs;
+    int* targets;
+    float* params0;
+    Mailboxes* boxes;
+} TestRun;
+
+typedef struct { TestRun* run; int rank; } TestRank;
+
+static void* test_rank(void* arg) {
+    TestRun* run = ((TestRank*)arg)->run;
+    int rank = ((TestRank*)arg)->rank, P = run->P, checker = rank == 0;
+    RefFile* rf = run->rf;
+    const GPT2Config* c = &rf->config;
+    size_t N = rf->N, BT = (size_t)rf->B * rf->T;
+    Transport tp = {.rank = rank, .world = P, .timeout = 60.0f, .boxes = run->boxes};
+    TrainArgs args;
+    train_args_default(&args, 0.0f);
+    args.B = rf->B;
+    args.T = rf->T;
+    args.M = rf->M;
+    args.schedule_name = run->schedule_name;
+    Pipeline pp;
+    pipeline_init(&pp, c, &args, P, run->layers, rank, &tp);
+    pp.opt = (OptimizerConfig){rf->lr, rf->beta1, rf->beta2, rf->eps, rf->weight_decay, rf->grad_clip};
+
+    // llm.c's random init must reproduce the reference's initial parameters
+    stage_random_init(c, &pp.stage.layout, pp.stage.params_memory);
+    float* mine = (float*)malloc_check(N * sizeof(float));
+    pipeline_gather(&pp, BUF_PARAMS, mine);
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS && checker; i++) {
+        size_t n = tensor_global_size(c, i);
+        char name[64];
+        snprintf(name, sizeof(name), "init %s", param_names[i]);
+        check_close(name, mine + off, run->params0 + off, n, 2e-8f, 1e-6f);
+        off += n;
+    }
+    free(mine);
+    // from here on use the reference's parameters exactly, so differences come from the math only
+    pipeline_scatter(&pp, BUF_PARAMS, run->params0);
+
+    // forward only, micro-batch by micro-batch: every activation (one stage holds them all at P = 1)
+    Stage* st = &pp.stage;
+    for (int m = 0; m < rf->M && P == 1; m++) {
+        Activations* a = &st->stash[0];  // checked right away, so one slot serves every micro-batch
+        memcpy(a->inputs, run->inputs + m * BT, BT * sizeof(int));
+        memcpy(a->targets, run->targets + m * BT, BT * sizeof(int));
+        stage_forward(st, a, rf->B, rf->T, 1, 0.0f);
+        check_activations(rf, a, m);
+    }
+    float *ref_loss = NULL, *ref_grads = NULL, *ref_norm = NULL;
+    if (checker) {
+        if (P > 1) { ref_skip_activations(rf); }
+        ref_loss = ref_read(rf, 1);
+        ref_grads = ref_read(rf, N);
+        ref_norm = ref_read(rf, 1);
+    }
+
+    // K optimizer steps on the same micro-batches; the first also checks gradients and the grad norm
+    FixedBatches fb = {run->inputs, run->targets, rf->M, 0};
+    float* g = (float*)malloc_check(N * sizeof(float));
+    for (int k = 0; k < rf->K; k++) {
+        float* ref_step_loss = checker ? ref_read(rf, 1) : NULL;
+        float* ref_params = checker ? ref_read(rf, N) : NULL;
+        float loss = pipeline_forward_backward(&pp, next_fixed_batch, &fb);
+        pipeline_sync_tied_wte(&pp);
+        float norm = pipeline_grad_norm(&pp);
+        if (k == 0) { pipeline_gather(&pp, BUF_GRADS, g); }
+        char name[128];
+        if (checker) {
+            snprintf(name, sizeof(name), "step %d loss %.7f vs %.7f", k, loss, ref_step_loss[0]);
+            check(fabsf(loss - ref_step_loss[0]) <= 1e-5f + 1e-5f * fabsf(ref_step_loss[0]), name);
+        }
+        if (checker && k == 0) {
+            snprintf(name, sizeof(name), "loss %.7f vs %.7f", loss, ref_loss[0]);
+            check(fabsf(loss - ref_loss[0]) <= 1e-5f + 1e-5f * fabsf(ref_loss[0]), name);
+            off = 0;
+            for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+                size_t n = tensor_global_size(c, i);
+                snprintf(name, sizeof(name), "grad %s", param_names[i]);
+                check_scaled(name, g + off, ref_grads + off, n, 1e-4f);
+                off += n;
+            }
+            snprintf(name, sizeof(name), "grad norm %.7f vs %.7f", norm, ref_norm[0]);
+            check(fabsf(norm - ref_norm[0]) <= 1e-4f * ref_norm[0], name);
+        }
+        float clip = pp.opt.grad_clip;
+        float scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
+        pp.step++;
+        pp.adam_t++;
+        stage_adamw(&pp.stage, &pp.opt, pp.opt.lr, scale, pp.adam_t);
+        snprintf(name, sizeof(name), "after step %d", k);
+        check_params(rf, &pp, ref_params, name, pp.opt.lr * (k + 1));
+        free(ref_step_loss);
+        free(ref_params);
+    }
+    free(g);
+    free(ref_loss);
+    free(ref_grads);
+    free(ref_norm);
+    pipeline_free(&pp);
+    transport_free(&tp);
+    return NULL;
+}
+
+// The stash the trainer prints (activations_bytes, per slot) is what stage_init allocates, for several
+// shapes, every stage of several splits, and the slot counts of both schedules.
+static void check_stash_accounting(void) {
+    const char* models[3] = {"d4", "d2:c48:h3", "d3:c64:h2"};
+    int shapes[3][2] = {{8, 64}, {3, 24}, {1, 1}};
+    for (int i = 0; i < 3; i++) {
+        GPT2Config c = config_from_descriptor(models[i]);
+        for (int P = 1; P <= 3 && P <= c.num_layers; P++) {
+            int layers[3], first[3];
+            char err[256];
+            PartitionCosts costs = partition_gpt2_costs(shapes[i][0], shapes[i][1], c.channels, c.padded_vocab_size);
+            if (partition_balance(c.num_layers, P, &costs, layers, first, err, sizeof(err)) != 0) { fatal("%s", err); }
+            for (int s = 0; s < P; s++) {
+                StageLayout lay = pipeline_stage_layout(&c, layers, P, s);
+                Stage st;
+                int slots = 1 + (s + i) % 3;
+                stage_init(&st, &c, &lay, shapes[i][0], shapes[i][1], slots);
+                char name[160];
+                size_t printed = slots * activations_bytes(&c, &lay, shapes[i][0], shapes[i][1]);
+                snprintf(name, sizeof(name), "stash %s B=%d T=%d P=%d stage %d: printed %zu bytes, allocated %zu",
+                         models[i], shapes[i][0], shapes[i][1], P, s, printed, st.stash_bytes);
+                check(printed == st.stash_bytes, name);
+                stage_free(&st);
+            }
+        }
+    }
 }
 
 int main(int argc, char** argv) {
@@ -100,103 +241,41 @@ int main(int argc, char** argv) {
     RefFile rf;
     ref_open(&rf, argv[1]);
     const GPT2Config* c = &rf.config;
-    size_t N = rf.N, BT = (size_t)rf.B * rf.T;
+    size_t BT = (size_t)rf.B * rf.T;
     printf("reference %s: L=%d C=%d NH=%d V=%d Vp=%d maxT=%d, B=%d T=%d M=%d K=%d\n", argv[1], c->num_layers,
            c->channels, c->num_heads, c->vocab_size, c->padded_vocab_size, c->max_seq_len, rf.B, rf.T, rf.M, rf.K);
-
-    int* inputs = (int*)malloc_check(rf.M * BT * sizeof(int));
-    int* targets = (int*)malloc_check(rf.M * BT * sizeof(int));
-    fread_check(inputs, sizeof(int), rf.M * BT, rf.f, rf.path);
-    fread_check(targets, sizeof(int), rf.M * BT, rf.f, rf.path);
-    float* params0 = ref_read(&rf, N);
-
+    TestRun run = {&rf, P, schedule_name, NULL, NULL, NULL, NULL, mailboxes_new(P)};
+    run.inputs = (int*)malloc_check(rf.M * BT * sizeof(int));
+    run.targets = (int*)malloc_check(rf.M * BT * sizeof(int));
+    fread_check(run.inputs, sizeof(int), rf.M * BT, rf.f, rf.path);
+    fread_check(run.targets, sizeof(int), rf.M * BT, rf.f, rf.path);
+    run.params0 = ref_read(&rf, rf.N);
     int* layers = (int*)malloc_check(P * sizeof(int));
     int* first = (int*)malloc_check(P * sizeof(int));
     char err[256];
     PartitionCosts costs = partition_gpt2_costs(rf.B, rf.T, c->channels, c->padded_vocab_size);
     if (partition_balance(c->num_layers, P, &costs, layers, first, err, sizeof(err)) != 0) { fatal("%s", err); }
-    Pipeline pp;
-    pipeline_init(&pp, c, P, layers, rf.M, rf.B, rf.T, schedule_name, 0, 1);
-    pp.opt = (OptimizerConfig){rf.lr, rf.beta1, rf.beta2, rf.eps, rf.weight_decay, rf.grad_clip};
-    printf("P=%d stages, schedule %s\n", P, schedule_name);
+    run.layers = layers;
+    printf("P=%d stages, schedule %s, ranks as threads\n", P, schedule_name);
 
-    // llm.c's random init must reproduce the reference's initial parameters
-    for (int s = 0; s < P; s++) { stage_random_init(c, &pp.stages[s].layout, pp.stages[s].params_memory); }
-    float* mine = (float*)malloc_check(N * sizeof(float));
-    pipeline_gather(&pp, BUF_PARAMS, mine);
-    size_t off = 0;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        size_t n = tensor_global_size(c, i);
-        char name[64];
-        snprintf(name, sizeof(name), "init %s", param_names[i]);
-        check_close(name, mine + off, params0 + off, n, 2e-8f, 1e-6f);
-        off += n;
+    TestRank* ranks = (TestRank*)malloc_check(P * sizeof(TestRank));
+    pthread_t* threads = (pthread_t*)malloc_check(P * sizeof(pthread_t));
+    for (int r = 0; r < P; r++) {
+        ranks[r] = (TestRank){&run, r};
+        if (pthread_create(&threads[r], NULL, test_rank, &ranks[r]) != 0) { fatal("cannot start rank %d", r); }
     }
-    free(mine);
-    // from here on use the reference's parameters exactly, so differences come from the math only
-    pipeline_scatter(&pp, BUF_PARAMS, params0);
+    for (int r = 0; r < P; r++) { pthread_join(threads[r], NULL); }
+    check_stash_accounting();
 
-    // forward only, micro-batch by micro-batch: every activation (one stage holds them all at P = 1)
-    Stage* st = &pp.stages[0];
-    for (int m = 0; m < rf.M && P == 1; m++) {
-        Activations* a = &st->stash[0];  // checked right away, so one slot serves every micro-batch
-        memcpy(a->inputs, inputs + m * BT, BT * sizeof(int));
-        memcpy(a->targets, targets + m * BT, BT * sizeof(int));
-        stage_forward(st, a, rf.B, rf.T, 1, 0.0f);
-        check_activations(&rf, a, m);
-    }
-    if (P > 1) { ref_skip_activations(&rf); }
-    float* ref_loss = ref_read(&rf, 1);
-    float* ref_grads = ref_read(&rf, N);
-    float* ref_norm = ref_read(&rf, 1);
-
-    // K optimizer steps on the same micro-batches; the first also checks gradients and the grad norm
-    FixedBatches fb = {inputs, targets, rf.M, 0};
-    for (int k = 0; k < rf.K; k++) {
-        float* ref_step_loss = ref_read(&rf, 1);
-        float* ref_params = ref_read(&rf, N);
-        float loss = pipeline_forward_backward(&pp, next_fixed_batch, &fb);
-        pipeline_sync_tied_wte(&pp);
-        float norm = pipeline_grad_norm(&pp);
-        char name[128];
-        snprintf(name, sizeof(name), "step %d loss %.7f vs %.7f", k, loss, ref_step_loss[0]);
-        check(fabsf(loss - ref_step_loss[0]) <= 1e-5f + 1e-5f * fabsf(ref_step_loss[0]), name);
-        if (k == 0) {
-            snprintf(name, sizeof(name), "loss %.7f vs %.7f", loss, ref_loss[0]);
-            check(fabsf(loss - ref_loss[0]) <= 1e-5f + 1e-5f * fabsf(ref_loss[0]), name);
-            float* g = (float*)malloc_check(N * sizeof(float));
-            pipeline_gather(&pp, BUF_GRADS, g);
-            off = 0;
-            for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-                size_t n = tensor_global_size(c, i);
-                snprintf(name, sizeof(name), "grad %s", param_names[i]);
-                check_scaled(name, g + off, ref_grads + off, n, 1e-4f);
-                off += n;
-            }
-            free(g);
-            snprintf(name, sizeof(name), "grad norm %.7f vs %.7f", norm, ref_norm[0]);
-            check(fabsf(norm - ref_norm[0]) <= 1e-4f * ref_norm[0], name);
-        }
-        float clip = pp.opt.grad_clip;
-        float scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
-        pp.step++;
-        pp.adam_t++;
-        for (int s = 0; s < P; s++) { stage_adamw(&pp.stages[s], &pp.opt, pp.opt.lr, scale, pp.adam_t); }
-        snprintf(name, sizeof(name), "after step %d", k);
-        check_params(&rf, &pp, ref_params, name, pp.opt.lr * (k + 1));
-        free(ref_step_loss);
-        free(ref_params);
-    }
-    free(ref_loss);
-    free(ref_grads);
-    free(ref_norm);
-    free(params0);
-    free(inputs);
-    free(targets);
+    free(ranks);
+    free(threads);
+    mailboxes_free(run.boxes, P);
+    free(run.params0);
+    free(run.inputs);
+    free(run.targets);
     fclose(rf.f);
     free(layers);
     free(first);
-    pipeline_free(&pp);
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

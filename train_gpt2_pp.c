@@ -6,8 +6,11 @@ the model is cut into pipeline stages. The file reads top to bottom:
   1. the layer kernels (forward and backward), plain loops, OpenMP across independent outputs only;
   2. a pipeline Stage: a contiguous run of layers with its parameters, gradients, AdamW state and a stash of
      per-micro-batch activations, and its forward/backward over one micro-batch;
-  3. the training step: micro-batches, the tied-wte gradient sum, the global grad norm, clipping, AdamW;
-  4. checkpoints, validation, sampling and main().
+  3. the optimizer pieces: the global grad norm's slots, AdamW;
+  4. the pipeline on one rank: walking its list of actions from the schedule, messages to the neighbours,
+     the tied-wte gradient sum, clipping, a training step, validation;
+  5. checkpoints, sampling, the trace;
+  6. one rank's whole run, and main(): ranks are MPI processes (mpirun) or threads of this process.
 
 Determinism is a design rule, not an accident: every output element is computed by one thread in a fixed
 order, gradients accumulate over micro-batches in increasing order, and the two halves of the tied wte
@@ -26,11 +29,9 @@ lets any pipeline split of the same model reproduce the single-stage run bit for
 #include <omp.h>
 #endif
 #include <signal.h>
+#include <pthread.h>
 #ifdef USE_BLAS
 #include <cblas.h>
-#endif
-#ifdef USE_MPI
-#include <mpi.h>
 #endif
 
 // defines: fatal, fopen_check, fread_check, atomic file writes, flag parsing
@@ -51,10 +52,18 @@ lets any pipeline split of the same model reproduce the single-stage run bit for
 #include "llmc/train_args.h"
 // defines: TrainState, checkpoint_save/load (shared with the CUDA trainer)
 #include "llmc/train_state.h"
-// defines: Schedule, Action, schedule_build, schedule_validate, schedule_simulate (pipeline schedules as data)
+// defines: Schedule, Action, schedule_build, schedule_validate (pipeline schedules as data)
 #include "llmc/schedule.h"
-// defines: partition_balance, partition_parse (layers per stage)
-#include "llmc/partition.h"
+// defines: schedule_fprint (the schedule as text)
+#include "llmc/schedule_text.h"
+// defines: schedule_simulate, schedule_print_ascii_timeline (the unit-time simulator)
+#include "llmc/schedule_sim.h"
+// defines: pipeline_split, StashSlots, NormSlot, Trace, print_step_line (host bookkeeping shared with the .cu)
+#include "llmc/pipeline.h"
+// defines: sample_window, sample_softmax
+#include "llmc/sampler.h"
+// defines: Transport, transport_send/recv, transport_allreduce_sum (threads or MPI)
+#include "llmc/transport.h"
 
 // ----------------------------------------------------------------------------
 // 1. layer kernels. Shapes: B batch, T time, C channels, OC output channels, NH heads.
@@ -366,8 +375,8 @@ static void residual_forward(float* out, const float* a, const float* b, size_t 
 static void crossentropy_forward(float* logits, float* losses, const int* targets, int N, int V, int Vp,
                                  float dloss) {
     // logits (N,Vp) over the padded vocabulary; the softmax runs over the first V only. losses (N).
-    // With dloss != 0 the logits are overwritten in place by d(loss)/d(logits) = (softmax - onehot) * dloss,
-    // so the probabilities never need a buffer of their own.
+    // With dloss != 0 (training) the logits are overwritten in place by d(loss)/d(logits) =
+    // (softmax - onehot) * dloss, so the probabilities never need a buffer of their own.
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         float* x = logits + (size_t)n * Vp;
@@ -443,6 +452,7 @@ typedef struct {
     float* lnf_rstd;  // (B,T)
     float* logits;    // (B,T,Vp), overwritten by d(logits) when training
     float* losses;    // (B,T)
+    float* dout;      // (B,T,C) gradient of the stage's output, received from the next stage (all but the last)
     float* memory;
 } Activations;
 
@@ -471,33 +481,46 @@ typedef struct {
     float* v_memory;           // AdamW second moment
     Activations* stash;        // one slot per micro-batch that can be in flight at once
     int num_slots;
+    size_t stash_bytes;        // what the slots allocated
     BackwardScratch scratch;
 } Stage;
 
-static void activations_alloc(Activations* a, const GPT2Config* c, const StageLayout* s, int B, int T) {
+// The stash of one micro-batch: the sizes of its 22 float tensors, in the order of Activations' fields. One
+// table for allocating and for the memory the trainer prints.
+#define NUM_ACTIVATION_TENSORS 22
+static void activation_sizes(const GPT2Config* c, const StageLayout* s, int B, int T, size_t* sizes) {
     size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels, NH = c->num_heads;
-    size_t head = s->has_head;
-    size_t sizes[21] = {BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 3 * C, nl * B * NH * T * T, nl * BT * C,
-                        nl * BT * C, nl * BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 4 * C, nl * BT * 4 * C,
-                        nl * BT * C, nl * BT * C, head * BT * C, head * BT, head * BT,
-                        head * BT * c->padded_vocab_size, head * BT};
-    float** ptrs[21] = {&a->x, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->att, &a->atty, &a->attproj,
-                        &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu, &a->fcproj,
-                        &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits, &a->losses};
-    size_t total = 0;
-    for (int i = 0; i < 21; i++) { total += sizes[i]; }
-    a->memory = (float*)calloc_check(total, sizeof(float));
-    float* p = a->memory;
-    for (int i = 0; i < 21; i++) { *ptrs[i] = sizes[i] ? p : NULL; p += sizes[i]; }
-    a->inputs = (int*)calloc_check(BT, sizeof(int));
-    a->targets = (int*)calloc_check(BT, sizeof(int));
+    size_t head = s->has_head, body = !s->has_head;  // dout: what the next stage sends back
+    size_t table[NUM_ACTIVATION_TENSORS] = {
+        BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 3 * C, nl * B * NH * T * T, nl * BT * C, nl * BT * C,
+        nl * BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 4 * C, nl * BT * 4 * C, nl * BT * C, nl * BT * C,
+        head * BT * C, head * BT, head * BT, head * BT * c->padded_vocab_size, head * BT, body * BT * C};
+    memcpy(sizes, table, sizeof(table));
 }
 
+// bytes of one stash slot: its floats and its two token arrays
 static size_t activations_bytes(const GPT2Config* c, const StageLayout* s, int B, int T) {
-    size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels;
-    size_t floats = BT * C + nl * (BT * (C * 9 + 4 * 2 * C + 4) + (size_t)B * c->num_heads * T * T);
-    if (s->has_head) { floats += BT * (C + 3 + c->padded_vocab_size); }
-    return floats * sizeof(float) + 2 * BT * sizeof(int);
+    size_t sizes[NUM_ACTIVATION_TENSORS], floats = 0;
+    activation_sizes(c, s, B, T, sizes);
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { floats += sizes[i]; }
+    return floats * sizeof(float) + 2 * (size_t)B * T * sizeof(int);
+}
+
+// allocates one stash slot; returns the bytes it took
+static size_t activations_alloc(Activations* a, const GPT2Config* c, const StageLayout* s, int B, int T) {
+    size_t sizes[NUM_ACTIVATION_TENSORS], total = 0;
+    activation_sizes(c, s, B, T, sizes);
+    float** ptrs[NUM_ACTIVATION_TENSORS] = {
+        &a->x, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->att, &a->atty, &a->attproj, &a->residual2, &a->ln2,
+        &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu, &a->fcproj, &a->residual3, &a->lnf, &a->lnf_mean,
+        &a->lnf_rstd, &a->logits, &a->losses, &a->dout};
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { total += sizes[i]; }
+    a->memory = (float*)calloc_check(total, sizeof(float));
+    float* p = a->memory;
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { *ptrs[i] = sizes[i] ? p : NULL; p += sizes[i]; }
+    a->inputs = (int*)calloc_check((size_t)B * T, sizeof(int));
+    a->targets = (int*)calloc_check((size_t)B * T, sizeof(int));
+    return total * sizeof(float) + 2 * (size_t)B * T * sizeof(int);
 }
 
 static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots) {
@@ -516,7 +539,7 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     if (s->has_head) { st->grad_wte_head = (float*)calloc_check(s->sizes[WTE], sizeof(float)); }
     st->num_slots = num_slots;
     st->stash = (Activations*)calloc_check(num_slots, sizeof(Activations));
-    for (int i = 0; i < num_slots; i++) { activations_alloc(&st->stash[i], c, s, B, T); }
+    for (int i = 0; i < num_slots; i++) { st->stash_bytes += activations_alloc(&st->stash[i], c, s, B, T); }
     size_t BT = (size_t)B * T, C = c->channels;
     size_t sizes[8] = {BT * C, BT * C, BT * 3 * C, (size_t)B * c->num_heads * T, BT * C, BT * 4 * C, BT * 4 * C, BT * C};
     float** ptrs[8] = {&st->scratch.dresidual, &st->scratch.dln, &st->scratch.dqkv, &st->scratch.datt,
@@ -545,9 +568,9 @@ static void stage_free(Stage* st) {
 
 // The forward pass of one micro-batch (B,T may be smaller than the buffers, e.g. when sampling).
 // Stage 0 embeds a->inputs into a->x; later stages find their input already in a->x (received from the
-// previous stage). The last stage ends with the logits and, given targets, per-position losses; dloss != 0
-// turns the logits into their gradient right away (training).
-static void stage_forward(Stage* st, Activations* a, int B, int T, int with_targets, float dloss) {
+// previous stage). The last stage ends with the logits and per-position losses; when training (not
+// forward_only) it turns the logits into their gradient right away, each position weighing dloss.
+static void stage_forward(Stage* st, Activations* a, int B, int T, int forward_only, float dloss) {
     const GPT2Config* c = &st->config;
     const StageLayout* s = &st->layout;
     const ParameterTensors* p = &st->params;
@@ -586,9 +609,8 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, int with_targ
     if (s->has_head) {
         layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->lnfw, p->lnfb, BT, C);
         matmul_forward(a->logits, a->lnf, p->wte, NULL, BT, C, c->padded_vocab_size);
-        if (with_targets) {
-            crossentropy_forward(a->logits, a->losses, a->targets, BT, c->vocab_size, c->padded_vocab_size, dloss);
-        }
+        crossentropy_forward(a->logits, a->losses, a->targets, BT, c->vocab_size, c->padded_vocab_size,
+                             forward_only ? 0.0f : dloss);
     }
 }
 
@@ -599,10 +621,10 @@ static float* stage_output(Stage* st, Activations* a) {
 }
 
 // The backward pass of one micro-batch at full shape (B,T). The last stage starts from the d(logits) its
-// forward left in place; the others start from dout, the gradient of their output sent back by the next
+// forward left in place; the others start from a->dout, the gradient of their output sent back by the next
 // stage. Afterwards st->scratch.dresidual holds the gradient of the stage's input (sent to the previous
 // stage), and the parameter gradients have been accumulated.
-static void stage_backward(Stage* st, Activations* a, const float* dout) {
+static void stage_backward(Stage* st, Activations* a) {
     const GPT2Config* c = &st->config;
     const StageLayout* s = &st->layout;
     const ParameterTensors* p = &st->params;
@@ -617,7 +639,7 @@ static void stage_backward(Stage* st, Activations* a, const float* dout) {
         layernorm_backward(sc->dresidual, g->lnfw, g->lnfb, sc->dln, stage_output(st, a), p->lnfw, a->lnf_mean,
                            a->lnf_rstd, BT, C);
     } else {
-        memcpy(sc->dresidual, dout, nBTC * sizeof(float));
+        memcpy(sc->dresidual, a->dout, nBTC * sizeof(float));
     }
     for (int l = s->num_layers - 1; l >= 0; l--) {
         float* residual = l == 0 ? a->x : a->residual3 + (size_t)(l - 1) * nBTC;
@@ -656,49 +678,11 @@ static void stage_backward(Stage* st, Activations* a, const float* dout) {
 }
 
 // ----------------------------------------------------------------------------
-// 3. the training step
+// 3. the optimizer
 
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay, grad_clip;
 } OptimizerConfig;
-
-// Sum of squares of every gradient "slot" the stage owns. A slot is one tensor of one layer (or a whole
-// non-layer tensor); slots are numbered in checkpoint order: wte, wpe, ln1w[0..L), ln1b[0..L), ..., lnfb.
-// The global norm adds the slots in that order, so it does not depend on how layers are split into stages.
-static int num_norm_slots(const GPT2Config* c) { return 4 + 12 * c->num_layers; }
-
-static void stage_norm_slots(const Stage* st, double* slots) {
-    const GPT2Config* c = &st->config;
-    const StageLayout* s = &st->layout;
-    const float* g = st->grads_memory;
-    int slot = 0;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        int units = tensor_is_per_layer(i) ? c->num_layers : 1;
-        size_t unit = tensor_unit_size(c, i);
-        for (int u = 0; u < units; u++, slot++) {
-            int owned;
-            const float* base = g;
-            if (tensor_is_per_layer(i)) {
-                owned = u >= s->layer_begin && u < s->layer_begin + s->num_layers;
-                base = g + (size_t)(u - s->layer_begin) * unit;
-            } else {
-                // the tied wte lives on two stages; its slot belongs to the embedding stage
-                owned = s->sizes[i] > 0 && (i != WTE || s->has_embed);
-            }
-            if (!owned) { slots[slot] = 0.0; continue; }
-            double sum = 0.0;
-            for (size_t j = 0; j < unit; j++) { sum += (double)base[j] * base[j]; }
-            slots[slot] = sum;
-        }
-        if (s->sizes[i]) { g += s->sizes[i]; }
-    }
-}
-
-static float norm_from_slots(const double* slots, int n) {
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) { sum += slots[i]; }
-    return (float)sqrt(sum);
-}
 
 static void stage_adamw(Stage* st, const OptimizerConfig* opt, float lr, float grad_scale, int t) {
     float bc1 = 1.0f - powf(opt->beta1, (float)t);
@@ -738,422 +722,242 @@ static float microbatch_loss(const Activations* a, int B, int T) {
 }
 
 // ----------------------------------------------------------------------------
-// The pipeline: P stages, each driven by its rank's list of actions from llmc/schedule.h.
-// With MPI and -np P, each process owns one stage and activations travel by MPI point-to-point. Otherwise
-// one process owns all P stages and runs their action lists round-robin, a send copying into a mailbox
-// that the matching receive reads: the same actions, the same order of float operations, the same bits.
-
-typedef struct {
-    double t0, dur;    // seconds since the trace origin
-    int stage, mb;
-    char name[12];     // "F3", "B3", "send", "recv", "wait", "optim"
-} TraceEvent;
+// 4. the pipeline on this rank: its stage, its list of actions, messages to the neighbours (llmc/transport.h).
+// Every rank runs the same code whether it is an MPI process or a thread of this one; only the transport
+// differs, and a message carries the same bytes either way, so both launch modes give the same bits.
 
 typedef struct {
     GPT2Config config;
-    int P, M;                 // stages, micro-batches per step
-    int B, T;
-    int rank, world;          // MPI rank and size; world 1 when all stages live in this process
+    int P, M, B, T;
+    int rank;
+    Transport* tp;
     int* layers;              // (P) layers per stage
-    Stage* stages;            // (P) only the local ones are allocated
-    int* is_local;            // (P)
+    Stage stage;              // this rank's stage (stage == rank)
     Schedule schedule;        // the training schedule
+    StashSlots slots;         // which stash slot holds each micro-batch in flight
+    StashSlots inbox;         // which inbox buffer holds each received input until its forward
+    float* inbox_memory;      // (inbox.num_slots, B*T*C)
     OptimizerConfig opt;
     int step;                 // training steps taken
     int adam_t;               // AdamW updates taken (the same here; a CUDA fp16 run may have skipped some)
     float last_norm;
     int* tokens;              // (M, 2, B*T) the step's inputs and targets, read before the schedule runs
-    int* slot_of;             // (P, M) stash slot of micro-batch m on stage s, -1 when not in flight
-    int* peak_slots;          // (P) the most slots ever in use at once
-    float** act_box;          // (P, M) input of stage s for micro-batch m: a mailbox or an MPI receive buffer
-    int* act_full;            // (P, M)
-    float** grad_box;         // (P, M) d(output) of stage s for micro-batch m
-    int* grad_full;           // (P, M)
-    float** send_box;         // (2, M) MPI send buffers: activations, then d(input)s
-    double busy;              // compute seconds of this process's stages in the last step
+    float* wte_peer;          // (Vp*C) the other end stage's half of the tied wte gradient (P > 1, end stages)
+    double busy;              // compute seconds in the last schedule
     double schedule_secs;     // wall seconds of the last step's schedule (forward and backward, no optimizer)
-    TraceEvent* trace;        // recorded when tracing
-    int trace_len, trace_cap, tracing;
-    double trace_origin;
+    Trace trace;
 } Pipeline;
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static void trace_add(Pipeline* pp, const char* name, int stage, int mb, double t0, double t1) {
-    if (!pp->tracing) { return; }
-    if (pp->trace_len == pp->trace_cap) {
-        pp->trace_cap = pp->trace_cap ? 2 * pp->trace_cap : 1024;
-        pp->trace = (TraceEvent*)realloc(pp->trace, pp->trace_cap * sizeof(TraceEvent));
-        if (!pp->trace) { fatal("out of memory for the trace"); }
-    }
-    TraceEvent* e = &pp->trace[pp->trace_len++];
-    e->t0 = t0 - pp->trace_origin;
-    e->dur = t1 - t0;
-    e->stage = stage;
-    e->mb = mb;
-    snprintf(e->name, sizeof(e->name), "%s", name);
-}
-
-// what this process is doing, so a fatal error or a signal can say where it happened
-static char current_action[96] = "start-up";
-
-static StageLayout pipeline_stage_layout(const Pipeline* pp, int s) {
-    int begin = 0;
-    for (int i = 0; i < s; i++) { begin += pp->layers[i]; }
-    return stage_layout(&pp->config, begin, pp->layers[s], s == 0, s == pp->P - 1);
-}
-
-// peak in-flight micro-batches of each rank under the schedule: exactly the stash slots it needs
-static void schedule_peak_inflight(const Schedule* sc, int* peak) {
-    for (int r = 0; r < sc->P; r++) {
-        int inflight = 0;
-        peak[r] = 0;
-        for (int i = 0; i < sc->ranks[r].n; i++) {
-            ActionType t = sc->ranks[r].a[i].type;
-            if (t == PP_F) { inflight++; }
-            if (t == PP_B) { inflight--; }
-            if (inflight > peak[r]) { peak[r] = inflight; }
-        }
-    }
-}
-
-static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* layers, int M, int B, int T,
-                          const char* schedule_name, int rank, int world) {
+static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* args, int P, const int* layers,
+                          int rank, Transport* tp) {
     memset(pp, 0, sizeof(*pp));
-#ifdef USE_BLAS
-    openblas_set_num_threads(1);  // see BLAS_BLOCK
-#endif
     pp->config = *c;
     pp->P = P;
-    pp->M = M;
-    pp->B = B;
-    pp->T = T;
+    pp->M = args->M;
+    pp->B = args->B;
+    pp->T = args->T;
     pp->rank = rank;
-    pp->world = world;
+    pp->tp = tp;
     pp->layers = (int*)malloc_check(P * sizeof(int));
     memcpy(pp->layers, layers, P * sizeof(int));
-    int rc = schedule_build(schedule_name, P, M, &pp->schedule);
-    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, schedule_name); }
+    int rc = schedule_build(args->schedule_name, P, pp->M, &pp->schedule);
+    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, args->schedule_name); }
     char err[512];
     if (rc != 0 || schedule_validate(&pp->schedule, err, sizeof(err)) != 0) {
-        fatal("schedule %s for P=%d M=%d is invalid: %s", schedule_name, P, M, rc ? "bad arguments" : err);
+        fatal("schedule %s for P=%d M=%d is invalid: %s", args->schedule_name, P, pp->M, rc ? "bad arguments" : err);
     }
-    int* slots = (int*)malloc_check(P * sizeof(int));
-    schedule_peak_inflight(&pp->schedule, slots);
-    pp->stages = (Stage*)calloc_check(P, sizeof(Stage));
-    pp->is_local = (int*)calloc_check(P, sizeof(int));
-    for (int s = 0; s < P; s++) {
-        pp->is_local[s] = world == 1 || s == rank;
-        if (!pp->is_local[s]) { continue; }
-        StageLayout lay = pipeline_stage_layout(pp, s);
-        stage_init(&pp->stages[s], c, &lay, B, T, slots[s] > 0 ? slots[s] : 1);
-    }
-    free(slots);
-    size_t nBTC = (size_t)B * T * c->channels;
-    pp->tokens = (int*)calloc_check((size_t)M * 2 * B * T, sizeof(int));
-    pp->slot_of = (int*)malloc_check((size_t)P * M * sizeof(int));
-    for (int i = 0; i < P * M; i++) { pp->slot_of[i] = -1; }
-    pp->peak_slots = (int*)calloc_check(P, sizeof(int));
-    pp->act_box = (float**)calloc_check((size_t)P * M, sizeof(float*));
-    pp->grad_box = (float**)calloc_check((size_t)P * M, sizeof(float*));
-    pp->act_full = (int*)calloc_check((size_t)P * M, sizeof(int));
-    pp->grad_full = (int*)calloc_check((size_t)P * M, sizeof(int));
-    pp->send_box = (float**)calloc_check((size_t)2 * M, sizeof(float*));
-    for (int i = 0; i < 2 * M && world > 1; i++) { pp->send_box[i] = (float*)malloc_check(nBTC * sizeof(float)); }
-    for (int s = 0; s < P; s++) {
-        if (!pp->is_local[s]) { continue; }
-        for (int m = 0; m < M; m++) {
-            if (s > 0) { pp->act_box[s * M + m] = (float*)malloc_check(nBTC * sizeof(float)); }
-            if (s < P - 1) { pp->grad_box[s * M + m] = (float*)malloc_check(nBTC * sizeof(float)); }
+    for (int i = 0; i < pp->schedule.ranks[rank].n; i++) {
+        ActionType t = pp->schedule.ranks[rank].a[i].type;
+        if (pp->schedule.S != P || t == PP_I || t == PP_W) {
+            fatal("flag -sc %s: this trainer runs one stage per rank with a fused backward (gpipe, 1f1b)",
+                  args->schedule_name);
         }
     }
+    int num_slots = schedule_rank_slots(&pp->schedule, rank);
+    StageLayout lay = pipeline_stage_layout(c, layers, P, rank);
+    stage_init(&pp->stage, c, &lay, pp->B, pp->T, num_slots);
+    stash_init(&pp->slots, pp->M, num_slots);
+    int inbox = schedule_rank_inbox(&pp->schedule, rank);
+    stash_init(&pp->inbox, pp->M, inbox);
+    pp->inbox_memory = (float*)calloc_check((size_t)inbox * pp->B * pp->T * c->channels, sizeof(float));
+    pp->tokens = (int*)calloc_check((size_t)pp->M * 2 * pp->B * pp->T, sizeof(int));
+    if (P > 1 && (lay.has_embed || lay.has_head)) { pp->wte_peer = (float*)malloc_check(lay.sizes[WTE] * sizeof(float)); }
 }
 
 static void pipeline_free(Pipeline* pp) {
-    for (int s = 0; s < pp->P; s++) { if (pp->is_local[s]) { stage_free(&pp->stages[s]); } }
-    for (int i = 0; i < pp->P * pp->M; i++) { free(pp->act_box[i]); free(pp->grad_box[i]); }
-    for (int i = 0; i < 2 * pp->M; i++) { free(pp->send_box[i]); }
-    free(pp->send_box);
-    free(pp->act_box);
-    free(pp->grad_box);
-    free(pp->act_full);
-    free(pp->grad_full);
-    free(pp->slot_of);
-    free(pp->peak_slots);
-    free(pp->tokens);
-    free(pp->trace);
+    stage_free(&pp->stage);
+    stash_free(&pp->slots);
+    stash_free(&pp->inbox);
+    free(pp->inbox_memory);
     schedule_free(&pp->schedule);
-    free(pp->stages);
-    free(pp->is_local);
+    free(pp->tokens);
+    free(pp->wte_peer);
+    free(pp->trace.events);
     free(pp->layers);
 }
 
-// Every process reads the same M micro-batches in the same order, so no tokens travel between stages.
-static void load_step_tokens(Pipeline* pp, NextBatchFn next, void* ctx, int M) {
-    int n = pp->B * pp->T;
-    for (int m = 0; m < M; m++) { next(ctx, pp->tokens + (size_t)m * 2 * n, pp->tokens + (size_t)m * 2 * n + n, n); }
+static float* inbox_buffer(Pipeline* pp, int k) {
+    return pp->inbox_memory + (size_t)k * pp->B * pp->T * pp->config.channels;
 }
 
-// a free stash slot for micro-batch m on stage s
-static Activations* acquire_slot(Pipeline* pp, int s, int m) {
-    Stage* st = &pp->stages[s];
-    int* slot_of = pp->slot_of + s * pp->M;
-    if (slot_of[m] >= 0) { return &st->stash[slot_of[m]]; }
-    int used = 0;
-    for (int k = 0; k < st->num_slots; k++) {
-        int taken = 0;
-        for (int j = 0; j < pp->M; j++) { if (slot_of[j] == k) { taken = 1; used++; } }
-        if (!taken) {
-            slot_of[m] = k;
-            if (used + 1 > pp->peak_slots[s]) { pp->peak_slots[s] = used + 1; }
-            return &st->stash[k];
-        }
-    }
-    fatal("stage %d: more micro-batches in flight than its %d stash slots (schedule bug)", s, st->num_slots);
-    return NULL;
-}
-
-#ifdef USE_MPI
-#define TAG_ACT 1
-#define TAG_GRAD 2
-#endif
-
-// Runs one action of a rank's list. Returns 0 if it must wait (in-process mode: a receive whose message
-// has not been sent yet), 1 when done. `training` chooses between a training step and a forward-only pass
-// (validation, sampling) at micro-batch shape (B, T), and dloss is each position's weight in the loss.
-static int run_action(Pipeline* pp, const Action* a, int B, int T, float dloss, double* loss_sum, void* reqs) {
-    int s = a->stage, m = a->mb, M = pp->M;
-    Stage* st = &pp->stages[s];
-    size_t n = (size_t)B * T * pp->config.channels;
-    char tok[48];
-    schedule_action_str(a, tok, sizeof(tok));
-    snprintf(current_action, sizeof(current_action), "%s (step %d)", tok, pp->step + 1);
+// Runs one action of this rank's list. A forward-only pass (validation, sampling) at micro-batch shape (B, T)
+// frees each micro-batch's slot once its output has left; training keeps it for the backward, and dloss is
+// each position's weight in the loss.
+static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_only, float dloss, double* loss_sum) {
+    Stage* st = &pp->stage;
+    int m = a->mb, last = pp->rank == pp->P - 1;
+    size_t bytes = (size_t)B * T * pp->config.channels * sizeof(float);
+    activity_set("schedule", a, pp->step + 1);
     double t0 = now_seconds();
-    (void)reqs;
     switch (a->type) {
+    case PP_RECV_F:
+        transport_recv(pp->tp, a->peer, TAG_ACTIVATION, inbox_buffer(pp, stash_acquire(&pp->inbox, m)), bytes);
+        trace_add(&pp->trace, "recv", a->stage, m, t0, now_seconds());
+        return;
     case PP_F: {
-        Activations* act = acquire_slot(pp, s, m);
+        Activations* act = &st->stash[stash_acquire(&pp->slots, m)];
         const int* tokens = pp->tokens + (size_t)m * 2 * B * T;
         memcpy(act->inputs, tokens, (size_t)B * T * sizeof(int));
         memcpy(act->targets, tokens + B * T, (size_t)B * T * sizeof(int));
-        if (s > 0) { memcpy(act->x, pp->act_box[s * M + m], n * sizeof(float)); }
-        stage_forward(st, act, B, T, 1, dloss);
-        if (s == pp->P - 1) {
-            *loss_sum += microbatch_loss(act, B, T);
-            if (dloss == 0.0f) { pp->slot_of[s * M + m] = -1; }  // forward only: nothing to keep
+        if (a->stage > 0) {
+            memcpy(act->x, inbox_buffer(pp, stash_slot(&pp->inbox, m)), bytes);
+            stash_release(&pp->inbox, m);
         }
-        char name[12];
-        snprintf(name, sizeof(name), "F%d", m);
-        double t1 = now_seconds();
-        pp->busy += t1 - t0;
-        trace_add(pp, name, s, m, t0, t1);
-        return 1;
-    }
-    case PP_B: {
-        Activations* act = &st->stash[pp->slot_of[s * M + m]];
-        stage_backward(st, act, s < pp->P - 1 ? pp->grad_box[s * M + m] : NULL);
-        pp->slot_of[s * M + m] = -1;
-        char name[12];
-        snprintf(name, sizeof(name), "B%d", m);
-        double t1 = now_seconds();
-        pp->busy += t1 - t0;
-        trace_add(pp, name, s, m, t0, t1);
-        return 1;
+        stage_forward(st, act, B, T, forward_only, dloss);
+        if (last) {
+            *loss_sum += microbatch_loss(act, B, T);
+            if (forward_only) { stash_release(&pp->slots, m); }
+        }
+        break;
     }
     case PP_SEND_F:
-    case PP_SEND_B: {
-        int fwd = a->type == PP_SEND_F;
-        const float* src = fwd ? stage_output(st, &st->stash[pp->slot_of[s * M + m]]) : st->scratch.dresidual;
-        int dst_stage = fwd ? s + 1 : s - 1;
-        if (pp->world == 1) {
-            memcpy((fwd ? pp->act_box : pp->grad_box)[dst_stage * M + m], src, n * sizeof(float));
-            (fwd ? pp->act_full : pp->grad_full)[dst_stage * M + m] = 1;
-        }
-#ifdef USE_MPI
-        else {
-            // send from a copy: d(input) lives in scratch that the next backward overwrites, and a forward-only
-            // pass reuses its one stash slot for the next micro-batch before the send has completed
-            float* buf = pp->send_box[(fwd ? 0 : M) + m];
-            memcpy(buf, src, n * sizeof(float));
-            MPI_Request* r = (MPI_Request*)reqs + (fwd ? m : M + m);
-            MPI_Isend(buf, (int)n, MPI_FLOAT, a->peer, fwd ? TAG_ACT : TAG_GRAD, MPI_COMM_WORLD, r);
-        }
-#endif
-        if (fwd && dloss == 0.0f) { pp->slot_of[s * M + m] = -1; }  // forward only: nothing to keep
-        trace_add(pp, "send", s, m, t0, now_seconds());
-        return 1;
+        transport_send(pp->tp, a->peer, TAG_ACTIVATION, stage_output(st, &st->stash[stash_slot(&pp->slots, m)]), bytes);
+        if (forward_only) { stash_release(&pp->slots, m); }
+        trace_add(&pp->trace, "send", a->stage, m, t0, now_seconds());
+        return;
+    case PP_RECV_B:
+        transport_recv(pp->tp, a->peer, TAG_GRADIENT, st->stash[stash_slot(&pp->slots, m)].dout, bytes);
+        trace_add(&pp->trace, "recv", a->stage, m, t0, now_seconds());
+        return;
+    case PP_B:
+        stage_backward(st, &st->stash[stash_slot(&pp->slots, m)]);
+        stash_release(&pp->slots, m);
+        break;
+    case PP_SEND_B:
+        transport_send(pp->tp, a->peer, TAG_GRADIENT, st->scratch.dresidual, bytes);
+        trace_add(&pp->trace, "send", a->stage, m, t0, now_seconds());
+        return;
+    default: {
+        char tok[48];
+        fatal("action %s is not supported by this trainer", schedule_action_str(a, tok, sizeof(tok)));
     }
-    case PP_RECV_F:
-    case PP_RECV_B: {
-        int fwd = a->type == PP_RECV_F;
-        if (pp->world == 1) {
-            int* full = (fwd ? pp->act_full : pp->grad_full) + s * M + m;
-            if (!*full) { return 0; }
-            *full = 0;
-        }
-#ifdef USE_MPI
-        else {
-            MPI_Recv((fwd ? pp->act_box : pp->grad_box)[s * M + m], (int)n, MPI_FLOAT, a->peer,
-                     fwd ? TAG_ACT : TAG_GRAD, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        }
-#endif
-        trace_add(pp, "recv", s, m, t0, now_seconds());
-        return 1;
     }
-    default:
-        fatal("action %s is not supported by this trainer", tok);
-    }
-    return 1;
+    double t1 = now_seconds();
+    pp->busy += t1 - t0;
+    trace_action(&pp->trace, a, t0, t1);
 }
 
-// Runs a whole schedule: every rank's list, for a training step or a forward-only pass.
-// Returns the summed per-micro-batch mean losses (meaningful on the process that owns the last stage).
-static double run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, float dloss) {
+// Runs this rank's list of a schedule. Returns the summed per-micro-batch mean losses on the last stage, 0
+// on the others.
+static double run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int forward_only) {
     double loss_sum = 0.0;
+    float dloss = 1.0f / ((float)pp->M * pp->B * pp->T);
     pp->busy = 0.0;
-    if (pp->world == 1) {
-        int* pc = (int*)calloc_check(sc->P, sizeof(int));
-        for (;;) {
-            int progress = 0, done = 1;
-            for (int r = 0; r < sc->P; r++) {
-                while (pc[r] < sc->ranks[r].n && run_action(pp, &sc->ranks[r].a[pc[r]], B, T, dloss, &loss_sum, NULL)) {
-                    pc[r]++;
-                    progress = 1;
-                }
-                if (pc[r] < sc->ranks[r].n) { done = 0; }
-            }
-            if (done) { break; }
-            if (!progress) { fatal("schedule deadlocked: every rank waits on a receive (invalid schedule)"); }
-        }
-        free(pc);
-        return loss_sum;
-    }
-#ifdef USE_MPI
-    MPI_Request* reqs = (MPI_Request*)malloc_check(2 * pp->M * sizeof(MPI_Request));
-    for (int i = 0; i < 2 * pp->M; i++) { reqs[i] = MPI_REQUEST_NULL; }
     const ActionList* list = &sc->ranks[pp->rank];
-    for (int i = 0; i < list->n; i++) { run_action(pp, &list->a[i], B, T, dloss, &loss_sum, reqs); }
-    double t0 = now_seconds();
-    MPI_Waitall(2 * pp->M, reqs, MPI_STATUSES_IGNORE);
-    trace_add(pp, "wait", pp->rank, -1, t0, now_seconds());
-    free(reqs);
-#endif
+    for (int i = 0; i < list->n; i++) { run_action(pp, &list->a[i], B, T, forward_only, dloss, &loss_sum); }
+    transport_wait_sends(pp->tp);
+    activity_set("between schedules", NULL, pp->step + 1);
     return loss_sum;
 }
 
-// sum over ranks (MPI) or the value itself; used for losses and timings
-static double allreduce_sum(Pipeline* pp, double x) {
-#ifdef USE_MPI
-    if (pp->world > 1) { MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); }
-#endif
-    (void)pp;
-    return x;
-}
-
 // The tied wte: stage 0 accumulated the embedding side of its gradient, the last stage the LM-head side.
-// Both stages compute embed + head in that order, so both copies of wte stay bitwise equal.
+// Both end stages compute embed + head in that order, so both copies of wte stay bitwise equal.
 static void pipeline_sync_tied_wte(Pipeline* pp) {
-    int last = pp->P - 1;
+    Stage* st = &pp->stage;
     size_t n = tensor_unit_size(&pp->config, WTE);
-    if (pp->world == 1) {
-        float* a = pp->stages[0].grads.wte;
-        const float* b = pp->stages[last].grad_wte_head;
-        for (size_t i = 0; i < n; i++) { a[i] += b[i]; }
-        if (last != 0) { memcpy(pp->stages[last].grads.wte, a, n * sizeof(float)); }
-        return;
+    const float* embed = st->grads.wte;
+    const float* head = st->grad_wte_head;
+    if (pp->P > 1) {
+        if (!st->layout.has_embed && !st->layout.has_head) { return; }
+        const float* mine = st->layout.has_embed ? embed : head;
+        int peer = pp->P - 1 - pp->rank;
+        transport_send(pp->tp, peer, TAG_TIED_WTE, mine, n * sizeof(float));
+        transport_recv(pp->tp, peer, TAG_TIED_WTE, pp->wte_peer, n * sizeof(float));
+        transport_wait_sends(pp->tp);
+        embed = st->layout.has_embed ? mine : pp->wte_peer;
+        head = st->layout.has_embed ? pp->wte_peer : mine;
     }
-#ifdef USE_MPI
-    if (pp->rank != 0 && pp->rank != last) { return; }
-    Stage* st = &pp->stages[pp->rank];
-    float* other = (float*)malloc_check(n * sizeof(float));
-    float* mine = pp->rank == 0 ? st->grads.wte : st->grad_wte_head;
-    MPI_Sendrecv(mine, (int)n, MPI_FLOAT, last - pp->rank, 3, other, (int)n, MPI_FLOAT, last - pp->rank, 3,
-                 MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    const float* embed = pp->rank == 0 ? mine : other;
-    const float* head = pp->rank == 0 ? other : mine;
     float* g = st->grads.wte;
     for (size_t i = 0; i < n; i++) { g[i] = embed[i] + head[i]; }
-    free(other);
-#endif
 }
 
 static float pipeline_grad_norm(Pipeline* pp) {
-    int n = num_norm_slots(&pp->config);
+    const GPT2Config* c = &pp->config;
+    int n = num_norm_slots(c);
     double* slots = (double*)calloc_check(n, sizeof(double));
-    double* mine = (double*)calloc_check(n, sizeof(double));
-    for (int s = 0; s < pp->P; s++) {
-        if (!pp->is_local[s]) { continue; }
-        stage_norm_slots(&pp->stages[s], mine);
-        for (int i = 0; i < n; i++) { slots[i] += mine[i]; }  // one stage owns each slot: adding zeros is exact
+    NormSlot* owned = (NormSlot*)malloc_check(n * sizeof(NormSlot));
+    int k = stage_norm_slots(c, &pp->stage.layout, owned);
+    for (int i = 0; i < k; i++) {
+        const float* g = pp->stage.grads_memory + owned[i].offset;
+        double sum = 0.0;
+        for (size_t j = 0; j < owned[i].count; j++) { sum += (double)g[j] * g[j]; }
+        slots[owned[i].slot] = sum;
     }
-#ifdef USE_MPI
-    if (pp->world > 1) { MPI_Allreduce(MPI_IN_PLACE, slots, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); }
-#endif
+    transport_allreduce_sum(pp->tp, slots, n);
     float norm = norm_from_slots(slots, n);
     free(slots);
-    free(mine);
+    free(owned);
     return norm;
 }
 
 // the forward and backward of M micro-batches under the training schedule; returns the mean loss
 static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx) {
-    for (int s = 0; s < pp->P; s++) { if (pp->is_local[s]) { stage_zero_grads(&pp->stages[s]); } }
-    load_step_tokens(pp, next, ctx, pp->M);
-    float dloss = 1.0f / ((float)pp->M * pp->B * pp->T);
+    stage_zero_grads(&pp->stage);
+    load_step_tokens(pp->tokens, pp->M, pp->B, pp->T, next, ctx);
     double t0 = now_seconds();
-    double loss = run_schedule(pp, &pp->schedule, pp->B, pp->T, dloss);
+    double loss = run_schedule(pp, &pp->schedule, pp->B, pp->T, 0);
     pp->schedule_secs = now_seconds() - t0;
-    return (float)(allreduce_sum(pp, loss) / pp->M);
+    return (float)(transport_sum(pp->tp, loss) / pp->M);
 }
 
 // one optimizer step over M micro-batches; returns the mean training loss
 static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, float lr) {
     float loss = pipeline_forward_backward(pp, next, ctx);
     double t0 = now_seconds();
-    snprintf(current_action, sizeof(current_action), "optimizer (step %d)", pp->step + 1);
+    activity_set("optimizer", NULL, pp->step + 1);
     pipeline_sync_tied_wte(pp);
     float norm = pipeline_grad_norm(pp);
     float clip = pp->opt.grad_clip;
     float grad_scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
     pp->step++;
     pp->adam_t++;
-    for (int s = 0; s < pp->P; s++) {
-        if (pp->is_local[s]) { stage_adamw(&pp->stages[s], &pp->opt, lr, grad_scale, pp->adam_t); }
-    }
+    stage_adamw(&pp->stage, &pp->opt, lr, grad_scale, pp->adam_t);
     pp->last_norm = norm;
-    trace_add(pp, "optim", pp->world == 1 ? 0 : pp->rank, -1, t0, now_seconds());
+    trace_add(&pp->trace, "optim", pp->rank, -1, t0, now_seconds());
     return loss;
 }
 
-// mean loss over `batches` micro-batches of a loader, forward only
+// mean loss over `batches` micro-batches of a loader, forward only, at most M at a time
 static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
-    Schedule fwd;
-    schedule_build_forward(pp->P, pp->M, &fwd);
-    int tracing = pp->tracing;
-    pp->tracing = 0;
+    int tracing = pp->trace.on;
+    pp->trace.on = 0;
     double sum = 0.0;
     for (int done = 0; done < batches; done += pp->M) {
         int m = batches - done < pp->M ? batches - done : pp->M;
-        load_step_tokens(pp, next_batch_from_loader, dl, m);
-        Schedule* sc = &fwd;
-        Schedule partial;
-        if (m < pp->M) { schedule_build_forward(pp->P, m, &partial); sc = &partial; }
-        sum += run_schedule(pp, sc, pp->B, pp->T, 0.0f);
-        if (sc == &partial) { schedule_free(&partial); }
+        Schedule fwd;
+        schedule_build_forward(pp->P, m, &fwd);
+        load_step_tokens(pp->tokens, m, pp->B, pp->T, next_batch_from_loader, dl);
+        sum += run_schedule(pp, &fwd, pp->B, pp->T, 1);
+        schedule_free(&fwd);
     }
-    pp->tracing = tracing;
-    schedule_free(&fwd);
-    return (float)(allreduce_sum(pp, sum) / batches);
+    pp->trace.on = tracing;
+    return (float)(transport_sum(pp->tp, sum) / batches);
 }
 
 // ----------------------------------------------------------------------------
-// 4. checkpoints, sampling, main
+// 5. checkpoints, sampling, the trace
 
-// Copies one of the per-stage buffers (params, grads, m or v) of every stage into a whole-model buffer.
+// Copies one of the stage's buffers (params, grads, m or v) of every stage into a whole-model buffer.
 typedef enum { BUF_PARAMS, BUF_GRADS, BUF_M, BUF_V } StageBuffer;
 
 static float* stage_buffer(Stage* st, StageBuffer which) {
@@ -1165,36 +969,33 @@ static float* stage_buffer(Stage* st, StageBuffer which) {
     }
 }
 
-// every stage's slices into `global` on the process that owns stage 0 (rank 0)
+// every stage's slices into `global` on rank 0 (collective: every rank calls it; global is unused elsewhere)
 static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
+    Stage* st = &pp->stage;
+    activity_set("checkpoint gather", NULL, pp->step);
+    if (pp->rank != 0) {
+        transport_send(pp->tp, 0, TAG_GATHER, stage_buffer(st, which), st->layout.num_parameters * sizeof(float));
+        transport_wait_sends(pp->tp);
+        return;
+    }
     for (int s = pp->P - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
-        StageLayout lay = pipeline_stage_layout(pp, s);
-        if (pp->is_local[s] && (pp->world == 1 || pp->rank == 0)) {
-            stage_copy_global(&pp->config, &lay, stage_buffer(&pp->stages[s], which), global, 1);
+        StageLayout lay = pipeline_stage_layout(&pp->config, pp->layers, pp->P, s);
+        float* buf = stage_buffer(st, which);
+        if (s != 0) {
+            buf = (float*)malloc_check(lay.num_parameters * sizeof(float));
+            transport_recv(pp->tp, s, TAG_GATHER, buf, lay.num_parameters * sizeof(float));
         }
-#ifdef USE_MPI
-        else if (pp->world > 1 && pp->rank == 0) {
-            float* buf = (float*)malloc_check(lay.num_parameters * sizeof(float));
-            MPI_Recv(buf, (int)lay.num_parameters, MPI_FLOAT, s, 4, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-            stage_copy_global(&pp->config, &lay, buf, global, 1);
-            free(buf);
-        } else if (pp->world > 1 && pp->rank == s) {
-            MPI_Send(stage_buffer(&pp->stages[s], which), (int)lay.num_parameters, MPI_FLOAT, 0, 4, MPI_COMM_WORLD);
-        }
-#endif
+        stage_copy_global(&pp->config, &lay, buf, global, 1);
+        if (s != 0) { free(buf); }
     }
 }
 
 static void pipeline_scatter(Pipeline* pp, StageBuffer which, float* global) {
-    for (int s = 0; s < pp->P; s++) {
-        if (!pp->is_local[s]) { continue; }
-        StageLayout lay = pp->stages[s].layout;
-        stage_copy_global(&pp->config, &lay, stage_buffer(&pp->stages[s], which), global, 0);
-    }
+    stage_copy_global(&pp->config, &pp->stage.layout, stage_buffer(&pp->stage, which), global, 0);
 }
 
 // Checkpoints (llmc/train_state.h): the whole model and its AdamW moments in checkpoint layout, so a run
-// saved at one pipeline depth resumes at any other. All ranks take part (their slices travel to rank 0).
+// saved at one pipeline depth resumes at any other.
 static void gather_for_checkpoint(void* ctx, int which, float* global) {
     pipeline_gather((Pipeline*)ctx, which == 0 ? BUF_PARAMS : which == 1 ? BUF_M : BUF_V, global);
 }
@@ -1204,9 +1005,9 @@ static void scatter_from_checkpoint(void* ctx, int which, float* global) {
 }
 
 static void save_checkpoint(Pipeline* pp, const char* out_dir, const DataLoader* dl, uint64_t sample_rng) {
-    TrainState ts = {pp->step, pp->adam_t, (int64_t)model_num_parameters(&pp->config), (int64_t)dl->shard,
-                     dl->position, sample_rng, 0.0f, 0};
-    checkpoint_save(out_dir, &pp->config, &ts, pp->world == 1 || pp->rank == 0, gather_for_checkpoint, pp);
+    TrainState ts = {.step = pp->step, .adam_t = pp->adam_t, .num_parameters = (int64_t)model_num_parameters(&pp->config),
+                     .shard = (int64_t)dl->shard, .position = dl->position, .sample_rng = sample_rng};
+    checkpoint_save(out_dir, &pp->config, &ts, pp->rank == 0, gather_for_checkpoint, pp);
 }
 
 // every rank reads the state file and keeps its own slices of the moments
@@ -1219,114 +1020,241 @@ static void load_state(Pipeline* pp, const char* path, DataLoader* dl, uint64_t*
 }
 
 // Generates gen_tokens tokens after an end-of-text token, re-running the forward pass through every stage
-// on the growing sequence (no KV cache: this is a reference implementation) and sampling from the softmax.
-// The last stage samples; the token is shared with every rank so stage 0 can embed it next.
+// on the growing sequence (no KV cache: this is a reference implementation). The last stage samples; the
+// token goes to every rank so stage 0 can embed it next, and so does the sampler's RNG at the end, so any
+// rank's checkpoint of it is the same.
 static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint64_t* rng) {
     const GPT2Config* c = &pp->config;
-    int T = pp->T, last = pp->P - 1;
-    int owns_last = pp->is_local[last], printer = pp->world == 1 || pp->rank == 0;
+    int last = pp->P - 1;
     int* seq = (int*)malloc_check((size_t)(gen_tokens + 1) * sizeof(int));
     seq[0] = tok->eot_token;
     float* probs = (float*)malloc_check((size_t)c->vocab_size * sizeof(float));
     Schedule one;
     schedule_build_forward(pp->P, 1, &one);
-    int tracing = pp->tracing;
-    pp->tracing = 0;
-    if (printer) { printf("generating:\n---\n"); }
+    int tracing = pp->trace.on;
+    pp->trace.on = 0;
+    if (pp->rank == 0) { printf("generating:\n---\n"); }
     for (int t = 1; t <= gen_tokens; t++) {
-        int ctx = t < T ? t : T;  // the model sees at most T tokens
-        memcpy(pp->tokens, seq + t - ctx, ctx * sizeof(int));
-        memcpy(pp->tokens + ctx, seq + t - ctx, ctx * sizeof(int));  // targets: unused, any valid token
-        run_schedule(pp, &one, 1, ctx, 0.0f);
+        int n = sample_window(seq, t, pp->T, pp->tokens);
+        run_schedule(pp, &one, 1, n, 1);
         int next = 0;
-        if (owns_last) {
-            Stage* st = &pp->stages[last];
-            const float* logits = st->stash[0].logits + (size_t)(ctx - 1) * c->padded_vocab_size;
-            float maxval = -INFINITY, sum = 0.0f;
-            for (int i = 0; i < c->vocab_size; i++) { if (logits[i] > maxval) { maxval = logits[i]; } }
-            for (int i = 0; i < c->vocab_size; i++) { probs[i] = expf(logits[i] - maxval); sum += probs[i]; }
-            float coin = random_f32(rng) * sum, cdf = 0.0f;
-            next = c->vocab_size - 1;
-            for (int i = 0; i < c->vocab_size; i++) {
-                cdf += probs[i];
-                if (coin < cdf) { next = i; break; }
-            }
+        if (pp->rank == last) {
+            const float* logits = pp->stage.stash[0].logits + (size_t)(n - 1) * c->padded_vocab_size;
+            next = sample_softmax(logits, c->vocab_size, random_f32(rng), probs);
         }
-#ifdef USE_MPI
-        if (pp->world > 1) { MPI_Bcast(&next, 1, MPI_INT, last, MPI_COMM_WORLD); }
-#endif
+        transport_broadcast(pp->tp, last, &next, sizeof(next));
         seq[t] = next;
-        if (printer) { safe_print(tokenizer_decode(tok, next)); fflush(stdout); }
+        if (pp->rank == 0) { safe_print(tokenizer_decode(tok, next)); fflush(stdout); }
     }
-#ifdef USE_MPI
-    // every rank keeps the sampler's RNG in step, so any rank's checkpoint of it is the same
-    if (pp->world > 1) { MPI_Bcast(rng, 1, MPI_UINT64_T, last, MPI_COMM_WORLD); }
-#endif
-    if (printer) { printf("\n---\n"); }
-    pp->tracing = tracing;
+    transport_broadcast(pp->tp, last, rng, sizeof(*rng));
+    if (pp->rank == 0) { printf("\n---\n"); }
+    pp->trace.on = tracing;
     schedule_free(&one);
     free(seq);
     free(probs);
 }
 
-// Chrome/Perfetto trace: one track (pid) per rank; scripts/plot_pipeline.py draws it.
+// every rank's events to rank 0, which writes the Chrome/Perfetto trace (llmc/pipeline.h)
 static void write_trace(Pipeline* pp, const char* path) {
-    int n = pp->trace_len;
-    TraceEvent* all = pp->trace;
-    int total = n;
-#ifdef USE_MPI
-    if (pp->world > 1) {
-        int* counts = (int*)malloc_check(pp->world * sizeof(int));
-        MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        if (pp->rank == 0) {
-            total = 0;
-            for (int r = 0; r < pp->world; r++) { total += counts[r]; }
-            all = (TraceEvent*)malloc_check(total * sizeof(TraceEvent));
-            memcpy(all, pp->trace, n * sizeof(TraceEvent));
-            int off = n;
-            for (int r = 1; r < pp->world; r++) {
-                MPI_Recv(all + off, counts[r] * (int)sizeof(TraceEvent), MPI_BYTE, r, 5, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-                off += counts[r];
-            }
-        } else {
-            MPI_Send(pp->trace, n * (int)sizeof(TraceEvent), MPI_BYTE, 0, 5, MPI_COMM_WORLD);
-        }
-        free(counts);
-        if (pp->rank != 0) { return; }
+    Trace* tr = &pp->trace;
+    if (pp->rank != 0) {
+        transport_send(pp->tp, 0, TAG_GATHER, &tr->len, sizeof(int));
+        transport_send(pp->tp, 0, TAG_GATHER, tr->events, tr->len * sizeof(TraceEvent));
+        transport_wait_sends(pp->tp);
+        return;
     }
+    for (int r = 1; r < pp->P; r++) {
+        int n;
+        transport_recv(pp->tp, r, TAG_GATHER, &n, sizeof(int));
+        TraceEvent* events = (TraceEvent*)malloc_check((size_t)(n > 0 ? n : 1) * sizeof(TraceEvent));
+        transport_recv(pp->tp, r, TAG_GATHER, events, n * sizeof(TraceEvent));
+        for (int i = 0; i < n; i++) { trace_add(tr, events[i].name, events[i].stage, events[i].mb, tr->origin + events[i].t0,
+                                                tr->origin + events[i].t0 + events[i].dur); }
+        free(events);
+    }
+    trace_write_json(tr->events, tr->len, path);
+}
+
+// ----------------------------------------------------------------------------
+// 6. one rank's whole run, and main
+
+// the bytes one stash slot of stage s allocates: what the plan prints
+static void stash_plan(const GPT2Config* c, const TrainArgs* args, int P, const int* layers, const Schedule* sc,
+                       int* slots, size_t* bytes) {
+    for (int s = 0; s < P; s++) {
+        StageLayout lay = pipeline_stage_layout(c, layers, P, s);
+        slots[s] = schedule_rank_slots(sc, s);
+        bytes[s] = activations_bytes(c, &lay, args->B, args->T);
+    }
+}
+
+// -ps 1: the schedule as text, and its unit-time timeline with the simulated bubble
+static void print_schedule(const TrainArgs* args, int P) {
+    Schedule sc;
+    int rc = schedule_build(args->schedule_name, P, args->M, &sc);
+    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, args->schedule_name); }
+    if (rc != 0) { fatal("schedule %s cannot run P=%d M=%d", args->schedule_name, P, args->M); }
+    schedule_fprint(&sc, stdout);
+    schedule_print_ascii_timeline(&sc, stdout);
+    schedule_free(&sc);
+}
+
+#define printf0(...) do { if (rank == 0) { printf(__VA_ARGS__); } } while (0)
+
+static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
+    int P = tp->world;
+    int B = args->B, T = args->T, M = args->M, max_steps = args->max_steps;
+    LRSchedule lrs = {lr_schedule_parse(args->lr_schedule_name), args->lr, args->warmup, max_steps, args->final_frac};
+    int from_file;
+    GPT2Config config = pipeline_model_config(args, &from_file);
+    int* layers = (int*)malloc_check(P * sizeof(int));
+    pipeline_split(args, &config, P, layers);
+    char resume_model[4096], resume_state[4096];
+    if (args->out_dir && rank == 0) { mkdir_p(args->out_dir); }
+    if (args->resume) { pipeline_resume_paths(args, &config, resume_model, resume_state, sizeof(resume_model)); }
+
+    Pipeline pp;
+    pipeline_init(&pp, &config, args, P, layers, rank, tp);
+    pp.opt = (OptimizerConfig){args->lr, 0.9f, 0.95f, 1e-8f, args->weight_decay, args->grad_clip};
+    Stage* st = &pp.stage;
+    const char* src = args->resume ? resume_model : from_file ? args->model_arg : NULL;
+    if (src) { model_read_stage(src, &config, &st->layout, st->params_memory); }
+    else { stage_random_init(&config, &st->layout, st->params_memory); }
+
+    DataLoader train_loader, val_loader;
+    dataloader_init(&train_loader, args->train_pattern, B, T, config.vocab_size);
+    dataloader_init(&val_loader, args->val_pattern, B, T, config.vocab_size);
+    int val_batches = args->val_batches;
+    if (val_batches > dataloader_num_batches(&val_loader)) { val_batches = (int)dataloader_num_batches(&val_loader); }
+    Tokenizer tokenizer;
+    tokenizer_init(&tokenizer, args->tokenizer_path);
+    uint64_t sample_rng = 1337;
+    if (args->resume) { load_state(&pp, resume_state, &train_loader, &sample_rng); }
+    Logger logger;
+    logger_init(&logger, rank == 0 ? args->out_dir : NULL, args->resume);
+
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
 #endif
-    AtomicFile af;
-    atomic_open(&af, path);
-    fprintf(af.f, "{\"traceEvents\": [\n");
-    for (int i = 0; i < total; i++) {
-        TraceEvent* e = &all[i];
-        fprintf(af.f, "{\"name\": \"%s\", \"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"ts\": %.3f, \"dur\": %.3f, "
-                "\"args\": {\"mb\": %d}}%s\n", e->name, e->stage, e->stage, e->t0 * 1e6, e->dur * 1e6, e->mb,
-                i + 1 < total ? "," : "");
+    int* slots = (int*)malloc_check(P * sizeof(int));
+    size_t* stash_bytes = (size_t*)malloc_check(P * sizeof(size_t));
+    stash_plan(&config, args, P, layers, &pp.schedule, slots, stash_bytes);
+    if (rank == 0) {
+        SimResult sim;
+        schedule_simulate(&pp.schedule, 1.0, 2.0, 0.0, &sim);
+        printf("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters\n", config.num_layers,
+               config.channels, config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
+               model_num_parameters(&config));
+        printf("batch: B=%d T=%d M=%d -> %d tokens per step; %s, %d threads each\n", B, T, M, B * T * M,
+               tp->boxes ? "ranks are threads of this process" : "one MPI process per rank", threads);
+        print_pipeline_plan(&config, args, P, layers, slots, stash_bytes, sim.bubble);
+        printf("train: %s, %lld micro-batches per epoch; val: %s, using %d micro-batches\n", args->train_pattern,
+               (long long)dataloader_num_batches(&train_loader), args->val_pattern, val_batches);
+        if (args->resume) { printf("resumed from %s at step %d\n", resume_model, pp.step); }
+        sim_result_free(&sim);
     }
-    fprintf(af.f, "]}\n");
-    atomic_commit(&af);
-    if (all != pp->trace) { free(all); }
+
+    for (int step = pp.step; step <= max_steps; step++) {
+        int last = step == max_steps;
+        if (val_batches > 0 && due(args->val_every, step, last)) {
+            dataloader_reset(&val_loader);
+            float val_loss = pipeline_eval(&pp, &val_loader, val_batches);
+            printf0("step %4d | val loss %.6f\n", step, val_loss);
+            logger_log_val(&logger, step, val_loss);
+        }
+        if (args->gen_tokens > 0 && ((args->sample_every > 0 && step > 0 && step % args->sample_every == 0) || last)) {
+            sample_text(&pp, &tokenizer, args->gen_tokens, &sample_rng);
+        }
+        if (last) { break; }
+        pp.trace.on = args->trace_path != NULL && step + 1 == max_steps;
+        transport_sum(tp, 0.0);  // a common start, so idle time is measured fairly
+        double t0 = now_seconds();
+        pp.trace.origin = t0;
+        float lr = lr_at(&lrs, step);
+        float loss = pipeline_train_step(&pp, next_batch_from_loader, &train_loader, lr);
+        double secs = now_seconds() - t0;
+        StepReport report = {step + 1, max_steps, P, M, B * T * M, loss, pp.last_norm, lr,
+                             transport_sum(tp, secs) / P, transport_sum(tp, pp.schedule_secs) / P,
+                             transport_sum(tp, pp.busy), NULL};
+        if (rank == 0) { print_step_line(&report); }
+        logger_log_train(&logger, step + 1, loss, lr, pp.last_norm);
+        if (args->out_dir && due(args->ckpt_every, step + 1, step + 1 == max_steps)) {
+            save_checkpoint(&pp, args->out_dir, &train_loader, sample_rng);
+        }
+        if (pp.trace.on) {
+            write_trace(&pp, args->trace_path);
+            printf0("wrote trace %s (draw it: python3 scripts/plot_pipeline.py %s)\n", args->trace_path, args->trace_path);
+        }
+    }
+    // the stash each stage actually used, counted as slots were taken
+    double* peak = (double*)calloc_check(P, sizeof(double));
+    peak[rank] = pp.slots.peak;
+    transport_allreduce_sum(tp, peak, P);
+    if (rank == 0) { print_peak_stash(P, peak, stash_bytes); }
+    free(peak);
+    free(slots);
+    free(stash_bytes);
+    free(layers);
+    logger_free(&logger);
+    tokenizer_free(&tokenizer);
+    dataloader_free(&train_loader);
+    dataloader_free(&val_loader);
+    pipeline_free(&pp);
 }
 
 #ifndef TESTING
-#ifdef USE_MPI
-// a rank that fails takes the whole job down at once, instead of leaving its neighbours blocked forever
-static void abort_all_ranks(void) { MPI_Abort(MPI_COMM_WORLD, 1); }
-#endif
-
-static int my_rank = 0;
+static PP_THREAD_LOCAL int this_rank = 0;
 
 static void on_fatal_signal(int sig) {
-    char msg[160];
-    int n = snprintf(msg, sizeof(msg), "error: rank %d died on signal %d during %s\n", my_rank, sig, current_action);
+    char msg[200], what[120];
+    int n = snprintf(msg, sizeof(msg), "error: rank %d died on signal %d during %s\n", this_rank, sig,
+                     activity_describe(what, sizeof(what)));
     if (write(2, msg, n) < 0) { /* nothing left to do */ }
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
-// rank 0 prints, or every line would appear P times
-#define printf0(...) do { if (rank == 0) { printf(__VA_ARGS__); } } while (0)
+#ifdef USE_MPI
+// a rank that fails takes the whole job down at once, instead of leaving its neighbours blocked
+static void abort_all_ranks(void) { MPI_Abort(MPI_COMM_WORLD, 1); }
+#endif
+
+// Without mpirun every rank is a thread of this process, each with its share of the OpenMP threads.
+typedef struct {
+    const TrainArgs* args;
+    Transport tp;
+    int omp_threads;
+} RankThread;
+
+static void* rank_thread(void* arg) {
+    RankThread* r = (RankThread*)arg;
+    this_rank = r->tp.rank;
+#ifdef _OPENMP
+    omp_set_num_threads(r->omp_threads);
+#endif
+    train_rank(r->args, r->tp.rank, &r->tp);
+    return NULL;
+}
+
+static void run_ranks_as_threads(const TrainArgs* args, int P) {
+    Mailboxes* boxes = mailboxes_new(P);
+    RankThread* ranks = (RankThread*)calloc_check(P, sizeof(RankThread));
+    pthread_t* threads = (pthread_t*)calloc_check(P, sizeof(pthread_t));
+    int omp_threads = 1;
+#ifdef _OPENMP
+    omp_threads = omp_get_max_threads() / P > 1 ? omp_get_max_threads() / P : 1;
+#endif
+    for (int r = 0; r < P; r++) {
+        ranks[r] = (RankThread){args, {.rank = r, .world = P, .timeout = args->timeout, .boxes = boxes}, omp_threads};
+        if (pthread_create(&threads[r], NULL, rank_thread, &ranks[r]) != 0) { fatal("cannot start the thread of rank %d", r); }
+    }
+    for (int r = 0; r < P; r++) { pthread_join(threads[r], NULL); }
+    for (int r = 0; r < P; r++) { transport_free(&ranks[r].tp); }
+    mailboxes_free(boxes, P);
+    free(ranks);
+    free(threads);
+}
 
 int main(int argc, char** argv) {
     int rank = 0, world = 1;
@@ -1336,185 +1264,27 @@ int main(int argc, char** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     if (world > 1) { fatal_hook = abort_all_ranks; }  // alone, a plain exit says it more quietly
 #endif
-    my_rank = rank;
+    this_rank = rank;
     signal(SIGTERM, on_fatal_signal);
     signal(SIGSEGV, on_fatal_signal);
     signal(SIGBUS, on_fatal_signal);
     signal(SIGFPE, on_fatal_signal);
+#ifdef USE_BLAS
+    openblas_set_num_threads(1);  // see BLAS_BLOCK
+#endif
     TrainArgs args;
     train_args_default(&args, 0.0f);
     train_args_parse(&args, argc, argv, 0, rank == 0);
     int P = train_args_stages(&args, world);
-    const char *train_pattern = args.train_pattern, *val_pattern = args.val_pattern, *out_dir = args.out_dir;
-    const char *model_arg = args.model_arg, *schedule_name = args.schedule_name, *trace_path = args.trace_path;
-    int B = args.B, T = args.T, M = args.M, max_steps = args.max_steps, val_batches = args.val_batches;
-    int val_every = args.val_every, sample_every = args.sample_every, gen_tokens = args.gen_tokens;
-    int resume = args.resume, ckpt_every = args.ckpt_every;
-    float lr = args.lr;
-    LRSchedule lrs = {lr_schedule_parse(args.lr_schedule_name), lr, args.warmup, max_steps, args.final_frac};
-
-    // the model: from a checkpoint file, or a descriptor and llm.c's random init
-    int from_file = strlen(model_arg) > 4 && strcmp(model_arg + strlen(model_arg) - 4, ".bin") == 0;
-    GPT2Config config = from_file ? model_read_config(model_arg) : config_from_descriptor(model_arg);
-    if (T > config.max_seq_len) {
-        fatal("flag -t %d exceeds the model's maximum sequence length %d (%s)", T, config.max_seq_len, model_arg);
-    }
-    // layers per stage
-    int* layers = (int*)malloc_check(P * sizeof(int));
-    int* first = (int*)malloc_check(P * sizeof(int));
-    char err[512];
-    PartitionCosts costs = partition_gpt2_costs(B, T, config.channels, config.padded_vocab_size);
-    const char* layers_arg = args.layers_arg;
-    int prc = layers_arg ? partition_parse(layers_arg, config.num_layers, P, layers, first, err, sizeof(err))
-                         : partition_balance(config.num_layers, P, &costs, layers, first, err, sizeof(err));
-    if (prc != 0) { fatal("%s %s: %s", layers_arg ? "flag -pl" : "flag -pp", layers_arg ? layers_arg : "", err); }
-
-    int resume_step = -1;
-    char resume_model[1100], resume_state[1100];
-    if (out_dir && rank == 0) { mkdir_p(out_dir); }
-    if (resume) {
-        resume_step = checkpoint_find_latest(out_dir);
-        if (resume_step < 0) { fatal("-y 1: no complete checkpoint (DONE_* file) in %s", out_dir); }
-        snprintf(resume_model, sizeof(resume_model), "%s/model_%08d.bin", out_dir, resume_step);
-        snprintf(resume_state, sizeof(resume_state), "%s/state_%08d.bin", out_dir, resume_step);
-        GPT2Config saved = model_read_config(resume_model);
-        if (memcmp(&saved, &config, sizeof(config)) != 0) {
-            fatal("%s: the checkpoint's model (L=%d C=%d NH=%d V=%d maxT=%d) disagrees with -e %s", resume_model,
-                  saved.num_layers, saved.channels, saved.num_heads, saved.vocab_size, saved.max_seq_len, model_arg);
-        }
-    }
-
-    Pipeline pp;
-    pipeline_init(&pp, &config, P, layers, M, B, T, schedule_name, rank, world);
-    pp.opt = (OptimizerConfig){lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip};
-    SimResult sim;
-    schedule_simulate(&pp.schedule, 1.0, 2.0, 0.0, &sim);
     if (args.print_schedule) {
-        if (rank == 0) {
-            schedule_fprint(&pp.schedule, stdout);
-            schedule_print_ascii_timeline(&pp.schedule, stdout);
-            printf("simulated bubble %.4f (theory (P-1)/(M+P-1) = %.4f)\n", sim.bubble, (P - 1.0) / (M + P - 1.0));
-        }
-        sim_result_free(&sim);
-        pipeline_free(&pp);
-#ifdef USE_MPI
-        MPI_Finalize();
-#endif
-        return 0;
+        if (rank == 0) { print_schedule(&args, P); }
+    } else if (world > 1) {
+        Transport tp = {.rank = rank, .world = world, .timeout = args.timeout};
+        train_rank(&args, rank, &tp);
+        transport_free(&tp);
+    } else {
+        run_ranks_as_threads(&args, P);
     }
-    for (int s = 0; s < P; s++) {
-        if (!pp.is_local[s]) { continue; }
-        Stage* st = &pp.stages[s];
-        const char* src = resume ? resume_model : from_file ? model_arg : NULL;
-        if (src) { model_read_stage(src, &config, &st->layout, st->params_memory); }
-        else { stage_random_init(&config, &st->layout, st->params_memory); }
-    }
-
-    DataLoader train_loader, val_loader;
-    dataloader_init(&train_loader, train_pattern, B, T, config.vocab_size);
-    dataloader_init(&val_loader, val_pattern, B, T, config.vocab_size);
-    int64_t val_available = dataloader_num_batches(&val_loader);
-    if (val_batches > val_available) { val_batches = (int)val_available; }
-    Tokenizer tokenizer;
-    tokenizer_init(&tokenizer, args.tokenizer_path);
-    uint64_t sample_rng = 1337;
-    if (resume) { load_state(&pp, resume_state, &train_loader, &sample_rng); }
-    Logger logger;
-    logger_init(&logger, rank == 0 ? out_dir : NULL, resume);
-
-    size_t nparams = model_num_parameters(&config);
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#endif
-    printf0("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters\n", config.num_layers,
-            config.channels, config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
-            nparams);
-    printf0("batch: B=%d T=%d M=%d -> %d tokens per step; %d threads per process\n", B, T, M, B * T * M, threads);
-    printf0("pipeline: P=%d stages, schedule %s, %s; simulated bubble %.3f, theory (P-1)/(M+P-1) = %.3f\n", P,
-            schedule_name, world > 1 ? "one MPI rank per stage" : "all stages in this process", sim.bubble,
-            (P - 1.0) / (M + P - 1.0));
-    // estimated compute per stage (llmc/partition.h): the slowest stage sets the pipeline's pace
-    double total_cost = 0.0, max_cost = 0.0;
-    for (int s = 0; s < P; s++) {
-        double cost = partition_stage_cost(&costs, P, s, layers[s]);
-        total_cost += cost;
-        max_cost = cost > max_cost ? cost : max_cost;
-    }
-    for (int s = 0; s < P; s++) {
-        StageLayout lay = pipeline_stage_layout(&pp, s);
-        printf0("stage %d: %d layers from %d%s%s, %zu parameters, %.0f%% of the compute, activation stash %d "
-                "micro-batches x %.1f MiB\n", s, lay.num_layers, lay.layer_begin, lay.has_embed ? " + embeddings" : "",
-                lay.has_head ? " + lnf/LM head" : "", lay.num_parameters,
-                100.0 * partition_stage_cost(&costs, P, s, layers[s]) / total_cost, sim.peak_inflight[s],
-                activations_bytes(&config, &lay, B, T) / 1048576.0);
-    }
-    if (P > 1) {
-        printf0("balance: the slowest stage has %.0f%% of the compute, so P stages can be at most %.2fx faster than one\n",
-                100.0 * max_cost / total_cost, total_cost / max_cost);
-    }
-    printf0("train: %s, %lld micro-batches per epoch; val: %s, using %d micro-batches\n", train_pattern,
-            (long long)dataloader_num_batches(&train_loader), val_pattern, val_batches);
-    if (resume) { printf0("resumed from %s at step %d\n", resume_model, pp.step); }
-
-    double theory = (P - 1.0) / (M + P - 1.0);
-    for (int step = pp.step; step <= max_steps; step++) {
-        int last = step == max_steps;
-        if (val_batches > 0 && ((val_every > 0 && step % val_every == 0) || last)) {
-            dataloader_reset(&val_loader);
-            float val_loss = pipeline_eval(&pp, &val_loader, val_batches);
-            printf0("step %4d | val loss %.6f\n", step, val_loss);
-            logger_log_val(&logger, step, val_loss);
-        }
-        if (gen_tokens > 0 && ((sample_every > 0 && step > 0 && step % sample_every == 0) || last)) {
-            sample_text(&pp, &tokenizer, gen_tokens, &sample_rng);
-        }
-        if (last) { break; }
-        pp.tracing = trace_path != NULL && step + 1 == max_steps;
-#ifdef USE_MPI
-        if (world > 1) { MPI_Barrier(MPI_COMM_WORLD); }  // a common start, so idle time is measured fairly
-#endif
-        double t0 = now_seconds();
-        pp.trace_origin = t0;
-        float step_lr = lr_at(&lrs, step);
-        float loss = pipeline_train_step(&pp, next_batch_from_loader, &train_loader, step_lr);
-        double secs = now_seconds() - t0;
-        // measured bubble: the share of the schedule's wall time (forward and backward of all micro-batches,
-        // the part the theory describes) that the ranks spend not computing; the optimizer comes after
-        double busy = allreduce_sum(&pp, pp.busy);
-        double wall = allreduce_sum(&pp, secs) / world;
-        double schedule_wall = allreduce_sum(&pp, pp.schedule_secs) / world;
-        char bubble[128] = "";
-        if (world > 1) {
-            snprintf(bubble, sizeof(bubble), " | bubble %.3f (theory %.3f) | optimizer %.0f ms",
-                     1.0 - busy / (P * schedule_wall), theory, (wall - schedule_wall) * 1e3);
-        }
-        printf0("step %4d/%d | train loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s%s\n", step + 1,
-                max_steps, loss, pp.last_norm, step_lr, wall * 1e3, B * T * M / wall, bubble);
-        logger_log_train(&logger, step + 1, loss, step_lr, pp.last_norm);
-        if (out_dir && ((ckpt_every > 0 && (step + 1) % ckpt_every == 0) || step + 1 == max_steps)) {
-            save_checkpoint(&pp, out_dir, &train_loader, sample_rng);
-        }
-        if (pp.tracing) {
-            write_trace(&pp, trace_path);
-            printf0("wrote trace %s (draw it: python3 scripts/plot_pipeline.py %s)\n", trace_path, trace_path);
-        }
-    }
-    // the stash each stage actually used (counted as slots were taken), reported by rank 0
-    for (int s = 0; s < P; s++) {
-        double peak = allreduce_sum(&pp, pp.is_local[s] && (world == 1 || s == rank) ? pp.peak_slots[s] : 0);
-        StageLayout lay = pipeline_stage_layout(&pp, s);
-        printf0("stage %d: peak stash %.0f micro-batches (%.1f MiB)\n", s, peak,
-                peak * activations_bytes(&config, &lay, B, T) / 1048576.0);
-    }
-    sim_result_free(&sim);
-    free(layers);
-    free(first);
-    logger_free(&logger);
-    tokenizer_free(&tokenizer);
-    dataloader_free(&train_loader);
-    dataloader_free(&val_loader);
-    pipeline_free(&pp);
 #ifdef USE_MPI
     MPI_Finalize();
 #endif

@@ -15,7 +15,8 @@ train_gpt2_pp.cu on GPUs), which then differ only in device work and transport:
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-// defines: fatal, malloc_check, calloc_check, AtomicFile, now_seconds
+#include <time.h>
+// defines: fatal, malloc_check, calloc_check, AtomicFile
 #include "utils.h"
 // defines: GPT2Config, StageLayout, stage_layout, tensor_unit_size, tensor_is_per_layer, WTE
 #include "model.h"
@@ -27,6 +28,15 @@ train_gpt2_pp.cu on GPUs), which then differ only in device work and transport:
 #include "dataloader.h"
 // defines: TrainArgs
 #include "train_args.h"
+// defines: checkpoint_find_latest
+#include "train_state.h"
+
+// monotonic wall-clock seconds, for timings
+static inline double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
 
 #ifdef __cplusplus
 #define PP_THREAD_LOCAL thread_local
@@ -58,7 +68,9 @@ static inline StageLayout pipeline_stage_layout(const GPT2Config* c, const int* 
 
 // ----------------------------------------------------------------------------
 // the stash: a stage keeps the activations of each micro-batch from its forward to its backward, in one of
-// num_slots slots; num_slots is the schedule's peak for this rank, so a schedule needing more is a bug
+// num_slots slots; num_slots is the schedule's peak for this rank, so a schedule needing more is a bug.
+// The same table tracks the inbox: received inputs waiting for their forward (a schedule may post a
+// receive before the previous micro-batch's backward has freed its stash slot).
 
 typedef struct {
     int M, num_slots;
@@ -103,13 +115,20 @@ static inline void stash_release(StashSlots* st, int m) {
 
 static inline void stash_free(StashSlots* st) { free(st->slot_of); }
 
-// the most micro-batches a rank holds between forward and backward under a schedule: its stash slots
+// the stash slots of a rank's stage (stage == rank): the schedule's peak, and at least the one slot that
+// forward-only passes use
 static inline int schedule_rank_slots(const Schedule* sc, int rank) {
-    int inflight = 0, peak = 1;
+    int peak = schedule_peak_inflight(sc, rank);
+    return peak > 0 ? peak : 1;
+}
+
+// the most inputs a rank holds received but not yet run forward: its inbox buffers (0 on stage 0)
+static inline int schedule_rank_inbox(const Schedule* sc, int rank) {
+    int waiting = 0, peak = 0;
     const ActionList* list = &sc->ranks[rank];
     for (int i = 0; i < list->n; i++) {
-        inflight += list->a[i].type == PP_F ? 1 : list->a[i].type == PP_B ? -1 : 0;
-        if (inflight > peak) { peak = inflight; }
+        waiting += list->a[i].type == PP_RECV_F ? 1 : list->a[i].type == PP_F && list->a[i].stage > 0 ? -1 : 0;
+        if (waiting > peak) { peak = waiting; }
     }
     return peak;
 }
@@ -297,6 +316,37 @@ static inline void print_peak_stash(int P, const double* peak_slots, const size_
     for (int s = 0; s < P; s++) {
         printf("stage %d: peak stash %.0f micro-batches (%.1f MiB)\n", s, peak_slots[s],
                peak_slots[s] * stash_bytes[s] / 1048576.0);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the model and where a run resumes
+
+// -e: an llm.c checkpoint (.bin) or a descriptor such as d12; *from_file says which
+static inline GPT2Config pipeline_model_config(const TrainArgs* args, int* from_file) {
+    const char* arg = args->model_arg;
+    size_t n = strlen(arg);
+    *from_file = n > 4 && strcmp(arg + n - 4, ".bin") == 0;
+    GPT2Config c = *from_file ? model_read_config(arg) : config_from_descriptor(arg);
+    if (args->T > c.max_seq_len) {
+        fatal("flag -t %d exceeds the model's maximum sequence length %d (%s)", args->T, c.max_seq_len, arg);
+    }
+    return c;
+}
+
+// -y 1: the model and state files of the newest complete checkpoint in -o, checked against the model
+static inline void pipeline_resume_paths(const TrainArgs* args, const GPT2Config* c, char* model_path,
+                                         char* state_path, size_t n) {
+    int step = checkpoint_find_latest(args->out_dir);
+    if (step < 0) { fatal("-y 1: no complete checkpoint (DONE_* file) in %s", args->out_dir); }
+    if (snprintf(model_path, n, "%s/model_%08d.bin", args->out_dir, step) >= (int)n ||
+        snprintf(state_path, n, "%s/state_%08d.bin", args->out_dir, step) >= (int)n) {
+        fatal("flag -o: the path %s is too long", args->out_dir);
+    }
+    GPT2Config saved = model_read_config(model_path);
+    if (memcmp(&saved, c, sizeof(*c)) != 0) {
+        fatal("%s: the checkpoint's model (L=%d C=%d NH=%d V=%d maxT=%d) disagrees with -e %s", model_path,
+              saved.num_layers, saved.channels, saved.num_heads, saved.vocab_size, saved.max_seq_len, args->model_arg);
     }
 }
 

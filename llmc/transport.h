@@ -18,7 +18,7 @@ under both backends.
 #ifdef USE_MPI
 #include <mpi.h>
 #endif
-// defines: fatal, malloc_check, calloc_check, now_seconds
+// defines: fatal, malloc_check, calloc_check
 #include "utils.h"
 
 typedef enum { TAG_ACTIVATION, TAG_GRADIENT, TAG_TIED_WTE, TAG_GATHER, TAG_COLLECTIVE } MessageTag;
@@ -100,13 +100,20 @@ static inline void transport_send(Transport* t, int peer, MessageTag tag, const 
 #endif
 }
 
+// seconds on the monotonic clock, for deadlines
+static inline double transport_clock(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
 static inline void transport_timeout(const Transport* t, int peer, MessageTag tag) {
     fatal("rank %d: no %s message from rank %d within %.0f s (-to): that rank is stuck or gone", t->rank,
           message_tag_names[tag], peer, t->timeout);
 }
 
 static inline void transport_recv(Transport* t, int peer, MessageTag tag, void* buf, size_t bytes) {
-    double deadline = now_seconds() + t->timeout;
+    double deadline = transport_clock() + t->timeout;
     if (t->boxes) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
@@ -143,7 +150,7 @@ static inline void transport_recv(Transport* t, int peer, MessageTag tag, void* 
         if (polls > 10000) {  // past the first few milliseconds, stop spinning a core
             struct timespec nap = {0, 100000};
             nanosleep(&nap, NULL);
-            if (now_seconds() > deadline) { transport_timeout(t, peer, tag); }
+            if (transport_clock() > deadline) { transport_timeout(t, peer, tag); }
         }
     }
 #else
@@ -155,7 +162,7 @@ static inline void transport_recv(Transport* t, int peer, MessageTag tag, void* 
 static inline void transport_wait_sends(Transport* t) {
 #ifdef USE_MPI
     if (t->boxes) { return; }
-    double deadline = now_seconds() + t->timeout;
+    double deadline = transport_clock() + t->timeout;
     for (int i = 0; i < t->num_pending; i++) {
         for (;;) {
             int done = 0;
@@ -163,7 +170,7 @@ static inline void transport_wait_sends(Transport* t) {
             if (done) { break; }
             struct timespec nap = {0, 100000};
             nanosleep(&nap, NULL);
-            if (now_seconds() > deadline) { fatal("rank %d: a send was not received within %.0f s (-to)", t->rank, t->timeout); }
+            if (transport_clock() > deadline) { fatal("rank %d: a send was not received within %.0f s (-to)", t->rank, t->timeout); }
         }
         free(t->pending_bufs[i]);
     }
