@@ -5,7 +5,13 @@ A Schedule is, for each rank, the ordered list of actions that rank executes: co
 (F forward, B full backward, or B split into I = d(input) and W = d(weights)) and
 point-to-point messages (SEND_F/RECV_F activations, SEND_B/RECV_B their gradients).
 The trainer walks its rank's list; which pipeline algorithm it is lives in the builder
-(or in a hand-written file, llmc/schedule_text.h).
+(or in a hand-written file, llmc/schedule_text.h; the simulator is llmc/schedule_sim.h).
+
+Builders, by name through schedule_build (SCHEDULE_NAMES): gpipe, 1f1b, interleaved[:v]
+(M a multiple of P), zbh1, zbh2, zbv; schedule_build_forward for evaluation. Each lists the
+compute order and schedule_add_comms places the messages. schedule_validate proves a
+schedule before it runs (including a dry run for deadlocks); schedule_peak_inflight is
+the number of stash slots a stage needs.
 
 Stages: S stages, stage s runs on rank stage_rank[s]. One stage per rank (S = P) for GPipe,
 1F1B and ZB-H1/H2; v stages per rank for interleaved 1F1B (stage s on rank s % P); two for
@@ -58,6 +64,8 @@ typedef struct {
 // bounds on what a flag or a file may ask for: the validator indexes 8 S M entries
 #define SCHEDULE_MAX_STAGES 256
 #define SCHEDULE_MAX_MICROBATCHES 1024
+#define PP_STR(x) PP_STR_(x)
+#define PP_STR_(x) #x
 
 // ----------------------------------------------------------------------------
 // small helpers
@@ -470,8 +478,9 @@ static inline void schedule_build_forward(int P, int M, Schedule* out) {
 
 // what a builder needs of P and M, for the error message of SCHEDULE_ERR_ARGS
 static inline const char* schedule_requires(const char* name) {
-    if (name && strncmp(name, "interleaved", 11) == 0) return "M a multiple of P, v >= 2 and v P <= 256 stages, M <= 1024";
-    return "1 <= P <= 256 (ZB-V: 2P <= 256) and 1 <= M <= 1024";
+    if (name && strncmp(name, "interleaved", 11) == 0)
+        return "M a multiple of P, v >= 2, v P <= " PP_STR(SCHEDULE_MAX_STAGES) " stages, M <= " PP_STR(SCHEDULE_MAX_MICROBATCHES);
+    return "P >= 1 (ZB-V: 2P stages) up to " PP_STR(SCHEDULE_MAX_STAGES) " stages, 1 <= M <= " PP_STR(SCHEDULE_MAX_MICROBATCHES);
 }
 
 // build by name; returns 0, SCHEDULE_ERR_NAME or SCHEDULE_ERR_ARGS (out is then empty)

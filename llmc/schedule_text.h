@@ -75,7 +75,7 @@ static inline int pp_parse_token(const char* tok, size_t len, Action* a, const c
     int stage = 0, mb = 0;
     if (len == 0 || tok[0] < '0' || tok[0] > '9') { *why = "expected a stage number first"; return -1; }
     if (!pp_parse_number(tok, len, &i, SCHEDULE_MAX_STAGES, &stage)) {
-        *why = "stage number too large (at most 255)";
+        *why = "stage number too large (stages < " PP_STR(SCHEDULE_MAX_STAGES) ")";
         return -1;
     }
     size_t t0 = i;
@@ -90,7 +90,7 @@ static inline int pp_parse_token(const char* tok, size_t len, Action* a, const c
     if (i >= len) { *why = "missing micro-batch number"; return -1; }
     if (tok[i] < '0' || tok[i] > '9') { *why = "unexpected character after the action type"; return -1; }
     if (!pp_parse_number(tok, len, &i, SCHEDULE_MAX_MICROBATCHES, &mb)) {
-        *why = "micro-batch number too large (at most 1023)";
+        *why = "micro-batch number too large (micro-batches < " PP_STR(SCHEDULE_MAX_MICROBATCHES) ")";
         return -1;
     }
     if (i < len) { *why = "unexpected characters after the micro-batch number"; return -1; }
@@ -132,7 +132,7 @@ static inline int pp_parse(const char* text, Schedule* out, int* row_line, char*
             Action a = {PP_F, 0, 0, -1};
             const char* why = NULL;
             char taken[96];
-            if (nrows == SCHEDULE_MAX_STAGES) why = "too many rank rows (at most 256)";
+            if (nrows == SCHEDULE_MAX_STAGES) why = "too many rank rows (at most " PP_STR(SCHEDULE_MAX_STAGES) ")";
             else if (tl == 1 && t[0] == '-') empty_marker = 1;
             else if (pp_parse_token(t, tl, &a, &why) == 0 && owner[a.stage] >= 0 && owner[a.stage] != nrows) {
                 snprintf(taken, sizeof(taken), "stage %d already runs on rank %d (line %d); a stage runs on one rank",
