@@ -43,6 +43,34 @@ static char* format_alloc(const Schedule* s) {
     return buf;
 }
 
+// format -> parse gives the same schedule and the same text; the compute actions alone, through
+// schedule_add_comms (what loading a compute-only file does), give the same messages
+static void check_round_trips(const Schedule* s, const char* name, int* bad_trip, int* bad_comms) {
+    char err[4096];
+    char* text = format_alloc(s);
+    Schedule t;
+    int ok = schedule_parse(text, &t, err, sizeof(err)) == 0 && same_actions(s, &t);
+    if (ok) {
+        char* text2 = format_alloc(&t);
+        ok = strcmp(text, text2) == 0;
+        free(text2);
+    }
+    if (t.ranks) schedule_free(&t);
+    if (!ok && (*bad_trip)++ < 5) printf("  %s P=%d M=%d: text round trip differs\n", name, s->P, s->M);
+    free(text);
+    Schedule c;
+    schedule_init(&c, s->P, s->S, s->M);
+    memcpy(c.stage_rank, s->stage_rank, (size_t)s->S * sizeof(int));
+    for (int r = 0; r < s->P; r++)
+        for (int i = 0; i < s->ranks[r].n; i++)
+            if (pp_is_compute(s->ranks[r].a[i].type))
+                schedule_push(&c, r, s->ranks[r].a[i].type, s->ranks[r].a[i].stage, s->ranks[r].a[i].mb);
+    if (schedule_add_comms(&c, err, sizeof(err)) != 0 || !same_actions(s, &c)) {
+        if ((*bad_comms)++ < 5) printf("  %s P=%d M=%d: add_comms differs from builder\n", name, s->P, s->M);
+    }
+    schedule_free(&c);
+}
+
 // the builder outputs: valid, ideal bubble, in-flight formulas, exact text round trip
 static void test_builders(void) {
     const char* names[2] = {"gpipe", "1f1b"};
@@ -85,29 +113,7 @@ static void test_builders(void) {
                     }
                     sim_result_free(&res);
                 }
-                // text round trip: format -> parse -> identical actions -> identical text
-                char* text = format_alloc(&s);
-                Schedule t;
-                int ok = schedule_parse(text, &t, err, sizeof(err)) == 0 && same_actions(&s, &t);
-                if (ok) {
-                    char* text2 = format_alloc(&t);
-                    ok = strcmp(text, text2) == 0;
-                    free(text2);
-                    schedule_free(&t);
-                }
-                if (!ok && bad_trip++ < 5) printf("  %s P=%d M=%d: text round trip differs\n", names[k], P, M);
-                // compute-only rows + schedule_add_comms reproduce the builder exactly
-                Schedule c;
-                schedule_init(&c, P, P, M);
-                for (int r = 0; r < P; r++)
-                    for (int i = 0; i < s.ranks[r].n; i++)
-                        if (pp_is_compute(s.ranks[r].a[i].type))
-                            schedule_push(&c, r, s.ranks[r].a[i].type, s.ranks[r].a[i].stage, s.ranks[r].a[i].mb);
-                if (schedule_add_comms(&c, err, sizeof(err)) != 0 || !same_actions(&s, &c)) {
-                    if (bad_comms++ < 5) printf("  %s P=%d M=%d: add_comms differs from builder\n", names[k], P, M);
-                }
-                schedule_free(&c);
-                free(text);
+                check_round_trips(&s, names[k], &bad_trip, &bad_comms);
                 schedule_free(&s);
             }
         }
@@ -453,24 +459,7 @@ static void test_all_builders(void) {
                     schedule_free(&b);
                 }
                 sim_result_free(&res);
-                // text round trip, and the compute order alone gives the same messages
-                char* text = format_alloc(&s);
-                Schedule t;
-                int ok = schedule_parse(text, &t, err, sizeof(err)) == 0;
-                if (ok) { ok = same_actions(&s, &t); schedule_free(&t); }
-                if (!ok && bad_trip++ < 5) printf("  %s P=%d M=%d: text round trip differs\n", all_names[k], P, M);
-                free(text);
-                Schedule c;
-                schedule_init(&c, P, s.S, M);
-                memcpy(c.stage_rank, s.stage_rank, (size_t)s.S * sizeof(int));
-                for (int r = 0; r < P; r++)
-                    for (int i = 0; i < s.ranks[r].n; i++)
-                        if (pp_is_compute(s.ranks[r].a[i].type))
-                            schedule_push(&c, r, s.ranks[r].a[i].type, s.ranks[r].a[i].stage, s.ranks[r].a[i].mb);
-                if (schedule_add_comms(&c, err, sizeof(err)) != 0 || !same_actions(&s, &c)) {
-                    if (bad_comms++ < 5) printf("  %s P=%d M=%d: add_comms differs from builder\n", all_names[k], P, M);
-                }
-                schedule_free(&c);
+                check_round_trips(&s, all_names[k], &bad_trip, &bad_comms);
                 schedule_free(&s);
             }
         }
