@@ -76,6 +76,13 @@ static void check_activations(RefFile* rf, Activations* a, int mb) {
     r = ref_read(rf, BT);
     snprintf(name, sizeof(name), "mb%d losses", mb);
     check_close(name, a->losses, r, BT, atol, rtol);
+    // At the full GPT-2 vocabulary the softmax denominator is a sum of ~50k terms. Summed in double, a loss
+    // keeps only the rounding of one logf and two subtractions: a few u = 2^-24 relative (measured 1.4u at
+    // L=1 C=32); summed in float it is off by ~13u. 4u tells the two apart.
+    if (V > 50000) {
+        snprintf(name, sizeof(name), "mb%d losses, full vocabulary (4u)", mb);
+        check_close(name, a->losses, r, BT, 0.0f, 4.0f / (1 << 24));
+    }
     free(r);
 }
 

@@ -382,13 +382,14 @@ static void crossentropy_forward(float* logits, float* losses, const int* target
         float* x = logits + (size_t)n * Vp;
         float maxval = -INFINITY;
         for (int i = 0; i < V; i++) { if (x[i] > maxval) { maxval = x[i]; } }
-        float sum = 0.0f;
+        // in double: a float sum of 50,257 terms loses ~1e-5 of its value, and every probability with it
+        double sum = 0.0;
         for (int i = 0; i < V; i++) { sum += expf(x[i] - maxval); }
-        float logsum = logf(sum);
+        float logsum = (float)log(sum);
         int y = targets[n];
         losses[n] = logsum - (x[y] - maxval);
         if (dloss != 0.0f) {
-            float inv = 1.0f / sum;
+            float inv = (float)(1.0 / sum);
             for (int i = 0; i < V; i++) { x[i] = (expf(x[i] - maxval) * inv - (i == y ? 1.0f : 0.0f)) * dloss; }
             for (int i = V; i < Vp; i++) { x[i] = 0.0f; }
         }
