@@ -677,8 +677,9 @@ Site capture_site() {
   return s;
 }
 // The first frame (inlined ones included) in the program's own code: not the runtime or its shims
-// (dev/simt/, but dev/simt/tests/ is a program), not a system or CUDA header. "file:line", with the
-// working directory cut off.
+// (dev/simt/, but dev/simt/tests/ is a program), not a system or CUDA header: "file:line", with the
+// working directory cut off, and "(from file:line)" for the next such frame in another file (a helper
+// header's line alone, like llmc/matmul.cuh's, does not say which call of it).
 std::string site_str(const Site& s) {
   static std::mutex mu;
   static std::map<std::vector<void*>, std::string> cache;  // a call site is symbolised once
@@ -692,7 +693,8 @@ std::string site_str(const Site& s) {
   std::string res = "?";
   symbolize(pcs, n, out, sizeof out);
   char cwd[512]; std::string pre = getcwd(cwd, sizeof cwd) ? std::string(cwd) + "/" : std::string("\x01");
-  for (char* line = strtok(out, "\n"); line; line = strtok(nullptr, "\n")) {
+  char* save = nullptr;
+  for (char* line = strtok_r(out, "\n", &save); line; line = strtok_r(nullptr, "\n", &save)) {
     const char* at = strstr(line, " at ");
     if (!at) continue;
     std::string loc = at + 4;
@@ -703,8 +705,8 @@ std::string site_str(const Site& s) {
     size_t sp = loc.find(' '); if (sp != std::string::npos) loc.resize(sp);  // "(discriminator N)"
     size_t c2 = loc.rfind(':'), c1 = c2 == std::string::npos || c2 == 0 ? std::string::npos : loc.rfind(':', c2 - 1);
     if (c1 != std::string::npos && isdigit((unsigned char)loc[c1 + 1])) loc.resize(c2);  // file:line:col
-    res = loc;
-    break;
+    if (res == "?") { res = loc; continue; }
+    if (loc.compare(0, loc.rfind(':'), res, 0, res.rfind(':')) != 0) { res += " (from " + loc + ")"; break; }
   }
   return cache[key] = res;
 }
