@@ -38,6 +38,7 @@ typedef struct {
     int sample_every, gen_tokens;// -s -g
     int ckpt_every, resume;      // -n -y
     int print_schedule;          // -ps
+    int max_nonfinite;           // -nf: consecutive steps with a non-finite loss or grad norm skipped, then stop
     float lr, final_frac, weight_decay, grad_clip;  // -l -q -c -cl
     float loss_scale;            // -ls (CUDA trainer): initial loss scale, 0 = no scaler
     int scale_interval;          // -li (CUDA trainer)
@@ -87,6 +88,7 @@ static void train_args_usage(int cuda) {
         "  -q <float>   final learning rate as a fraction of the peak (cosine) [0.1]\n"
         "  -c <float>   weight decay (2-D weights only) [0.0]\n"
         "  -cl <float>  clip the global gradient norm to this; 0 disables [1.0]\n"
+        "  -nf <int>    steps in a row with a non-finite loss or gradient norm that are skipped before the run stops [3]\n"
         "  -v <int>     validation loss every N steps [10]\n"
         "  -m <int>     validation micro-batches [20]\n"
         "  -s <int>     sample text every N steps, 0: only at the end [0]\n"
@@ -136,11 +138,8 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         }
         if (f[0] != '-' || i + 1 >= argc) { fatal("%s: expected a flag followed by a value (see -h)", f); }
         const char* v = argv[++i];
-        int cpu_only = strcmp(f, "-tr") == 0;
         int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0 || strcmp(f, "-ge") == 0;
-        if ((cuda && cpu_only) || (!cuda && cuda_only)) {
-            fatal("flag %s belongs to the %s trainer (see -h)", f, cuda ? "CPU" : "CUDA");
-        }
+        if (!cuda && cuda_only) { fatal("flag %s belongs to the CUDA trainer (see -h)", f); }
         if (v[0] == '\0') { fatal("flag %s expects a value, got an empty string", f); }
         if (strcmp(f, "-i") == 0) { a->train_pattern = v; }
         else if (strcmp(f, "-j") == 0) { a->val_pattern = v; }
@@ -154,6 +153,8 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         else if (strcmp(f, "-sc") == 0) { a->schedule_name = v; }
         else if (strcmp(f, "-pl") == 0) { a->layers_arg = v; }
         else if (strcmp(f, "-ps") == 0) { a->print_schedule = int_flag_in(f, v, 0, 1, "print the schedule"); }
+        else if (strcmp(f, "-to") == 0) { a->timeout = float_flag_in(f, v, 0.0f, 1, 86400.0f, "peer timeout in seconds"); }
+        else if (strcmp(f, "-nf") == 0) { a->max_nonfinite = int_flag_in(f, v, 1, 1000, "non-finite steps skipped in a row"); }
         else if (strcmp(f, "-tr") == 0) { a->trace_path = v; }
         else if (strcmp(f, "-pf") == 0) { a->rendezvous_dir = v; }
         else if (strcmp(f, "-x") == 0) { a->max_steps = int_flag_in(f, v, 0, S, "steps"); }

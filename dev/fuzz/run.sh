@@ -50,7 +50,7 @@ fl = list(struct.unpack("<4i", struct.pack("<4f", 1e-3, 0.1, 0.0, 1.0)))
 seed("state", 1, state(5, 4, [8, 64, 1, 0] + fl + [123, 456]))
 # command lines: arguments separated by NUL; the first byte picks the CPU (even) or CUDA (odd) flag set
 for i, args in enumerate([["-e", "d4:c64:h4", "-b", "2", "-t", "16", "-pm", "4", "-pp", "2", "-pl", "1,3"],
-                          ["-l", "3e-4", "-q", "0.5", "-c", "0.1", "-cl", "0", "-x", "10", "-o", "out/x", "-y", "1"],
+                          ["-l", "3e-4", "-q", "0.5", "-c", "0.1", "-cl", "0", "-x", "10", "-o", "out/x", "-y", "1", "-to", "2.5", "-nf", "4"],
                           ["-e", "d12", "-ls", "1024", "-li", "10", "-ge", "0", "-k", "noam", "-u", "5"]]):
     seed("args", i, bytes([i]) + b"\0".join(a.encode() for a in args))
 # schedules: GPipe P=2 M=2 with messages, 1F1B compute only, an empty rank

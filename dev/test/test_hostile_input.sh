@@ -309,7 +309,7 @@ if ! ls $O | grep -q '\.tmp$' && [ "$(grep -c '^s:3 trl' $O/main.log)" = 1 ] && 
 # flags
 for f in "-b 0" "-b -1" "-b 65537" "-t 0" "-t 2097152" "-pm 0" "-pm 65537" "-pm 2147483647" "-pp 0" "-pp -1" \
          "-pp 1025" "-ps -1" "-ps 2" "-ps 2147483647" "-x -1" "-x 100000000" "-u -1" "-g -1" "-g 2147483647" \
-         "-n -1" "-v -1" "-m -1" "-s -1" "-y 2" "-y -1"; do
+         "-n -1" "-v -1" "-m -1" "-s -1" "-y 2" "-y -1" "-to 0" "-to -5" "-to 86401" "-nf 0" "-nf 1001"; do
     set -- $f; bad flags "flag $1 (" $T $f
 done
 for f in "-b abc" "-b 1.5" "-b 99999999999" "-t 8x" "-x 1e3"; do set -- $f; bad flags "flag $1 expects an integer" $T $f; done
@@ -340,7 +340,7 @@ bad flags "flag -y 1 needs -o" $T -y 1
 bad flags "flag -n needs -o" $T -n 1
 good flags 'step +1/1' $T -cl 0 -c 0.1 -q 0 -l 1
 good flags 'step +1/1' $T -pp 2 -pm 2 -sc gpipe
-good flags 'simulated bubble' $T -pp 2 -pm 4 -ps 1
+good flags 'bubble' $T -pp 2 -pm 4 -ps 1
 good flags 'Usage' -h
 
 # ---------------------------------------------------------------------------------------------------------
