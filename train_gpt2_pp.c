@@ -576,7 +576,7 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, int forward_o
     const StageLayout* s = &st->layout;
     const ParameterTensors* p = &st->params;
     int C = c->channels, NH = c->num_heads, BT = B * T;
-    if (s->has_embed) { encoder_forward(a->x, a->inputs, p->wte, p->wpe, B, T, C); }
+    if (s->has_embed) { OP("encoder", encoder_forward(a->x, a->inputs, p->wte, p->wpe, B, T, C)); }
     // per-layer activations are laid out for the full buffer shape, so index with the allocated B*T
     size_t BTa = (size_t)st->B * st->T;
     size_t att_a = (size_t)st->B * NH * st->T * st->T;
@@ -593,25 +593,28 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, int forward_o
         float* fch_gelu = a->fch_gelu + l * BTa * 4 * C;
         float* fcproj = a->fcproj + l * BTa * C;
         float* residual3 = a->residual3 + l * BTa * C;
-        layernorm_forward(ln1, a->ln1_mean + l * BTa, a->ln1_rstd + l * BTa, residual, p->ln1w + l * C,
-                          p->ln1b + l * C, BT, C);
-        matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, BT, C, 3 * C);
-        attention_forward(atty, att, qkv, B, T, C, NH);
-        matmul_forward(attproj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, BT, C, C);
-        residual_forward(residual2, residual, attproj, (size_t)BT * C);
-        layernorm_forward(ln2, a->ln2_mean + l * BTa, a->ln2_rstd + l * BTa, residual2, p->ln2w + l * C,
-                          p->ln2b + l * C, BT, C);
-        matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, BT, C, 4 * C);
-        gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C);
-        matmul_forward(fcproj, fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, p->fcprojb + l * C, BT, 4 * C, C);
-        residual_forward(residual3, residual2, fcproj, (size_t)BT * C);
+        double layer_t0 = op_begin();
+        OP("layernorm", layernorm_forward(ln1, a->ln1_mean + l * BTa, a->ln1_rstd + l * BTa, residual, p->ln1w + l * C,
+                              p->ln1b + l * C, BT, C));
+        OP("matmul", matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, BT, C, 3 * C));
+        OP("attention", attention_forward(atty, att, qkv, B, T, C, NH));
+        OP("matmul", matmul_forward(attproj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, BT, C, C));
+        OP("residual", residual_forward(residual2, residual, attproj, (size_t)BT * C));
+        OP("layernorm", layernorm_forward(ln2, a->ln2_mean + l * BTa, a->ln2_rstd + l * BTa, residual2, p->ln2w + l * C,
+                              p->ln2b + l * C, BT, C));
+        OP("matmul", matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, BT, C, 4 * C));
+        OP("gelu", gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C));
+        OP("matmul", matmul_forward(fcproj, fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, p->fcprojb + l * C, BT,
+                                    4 * C, C));
+        OP("residual", residual_forward(residual3, residual2, fcproj, (size_t)BT * C));
+        op_end_layer(s->layer_begin + l, layer_t0);
         residual = residual3;
     }
     if (s->has_head) {
-        layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->lnfw, p->lnfb, BT, C);
-        matmul_forward(a->logits, a->lnf, p->wte, NULL, BT, C, c->padded_vocab_size);
-        crossentropy_forward(a->logits, a->losses, a->targets, BT, c->vocab_size, c->padded_vocab_size,
-                             forward_only ? 0.0f : dloss);
+        OP("layernorm", layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->lnfw, p->lnfb, BT, C));
+        OP("matmul", matmul_forward(a->logits, a->lnf, p->wte, NULL, BT, C, c->padded_vocab_size));
+        OP("classifier", crossentropy_forward(a->logits, a->losses, a->targets, BT, c->vocab_size, c->padded_vocab_size,
+                                 forward_only ? 0.0f : dloss));
     }
 }
 
@@ -636,9 +639,11 @@ static void stage_backward(Stage* st, Activations* a) {
     if (s->has_head) {
         memset(sc->dln, 0, nBTC * sizeof(float));
         memset(sc->dresidual, 0, nBTC * sizeof(float));
-        matmul_backward(sc->dln, st->grad_wte_head, NULL, a->logits, a->lnf, p->wte, BT, C, c->padded_vocab_size);
-        layernorm_backward(sc->dresidual, g->lnfw, g->lnfb, sc->dln, stage_output(st, a), p->lnfw, a->lnf_mean,
-                           a->lnf_rstd, BT, C);
+        OP("matmul", matmul_backward(sc->dln, st->grad_wte_head, NULL, a->logits, a->lnf, p->wte, BT, C,
+                                     c->padded_vocab_size));
+        OP("layernorm", layernorm_backward(sc->dresidual, g->lnfw, g->lnfb, sc->dln, stage_output(st, a), p->lnfw,
+                                           a->lnf_mean,
+                               a->lnf_rstd, BT, C));
     } else {
         memcpy(sc->dresidual, a->dout, nBTC * sizeof(float));
     }
@@ -652,30 +657,36 @@ static void stage_backward(Stage* st, Activations* a) {
         float* ln2 = a->ln2 + l * nBTC;
         float* fch = a->fch + l * nBTC * 4;
         float* fch_gelu = a->fch_gelu + l * nBTC * 4;
+        double layer_t0 = op_begin();
         // the MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
         memset(sc->dfch_gelu, 0, nBTC * 4 * sizeof(float));
-        matmul_backward(sc->dfch_gelu, g->fcprojw + (size_t)l * 4 * C * C, g->fcprojb + l * C, sc->dresidual,
-                        fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, BT, 4 * C, C);
-        gelu_backward(sc->dfch, fch, sc->dfch_gelu, nBTC * 4);
+        OP("matmul", matmul_backward(sc->dfch_gelu, g->fcprojw + (size_t)l * 4 * C * C, g->fcprojb + l * C,
+                                     sc->dresidual,
+                            fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, BT, 4 * C, C));
+        OP("gelu", gelu_backward(sc->dfch, fch, sc->dfch_gelu, nBTC * 4));
         memset(sc->dln, 0, nBTC * sizeof(float));
-        matmul_backward(sc->dln, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C, sc->dfch, ln2,
-                        p->fcw + (size_t)l * 4 * C * C, BT, C, 4 * C);
+        OP("matmul", matmul_backward(sc->dln, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C, sc->dfch, ln2,
+                            p->fcw + (size_t)l * 4 * C * C, BT, C, 4 * C));
         memcpy(sc->dresidual2, sc->dresidual, nBTC * sizeof(float));  // the skip connection
-        layernorm_backward(sc->dresidual2, g->ln2w + l * C, g->ln2b + l * C, sc->dln, residual2, p->ln2w + l * C,
-                           a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C);
+        OP("layernorm", layernorm_backward(sc->dresidual2, g->ln2w + l * C, g->ln2b + l * C, sc->dln, residual2,
+                                           p->ln2w + l * C,
+                               a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
         // the attention branch: residual2 = residual + attproj(attention(qkv(ln1(residual))))
         memset(sc->datty, 0, nBTC * sizeof(float));
-        matmul_backward(sc->datty, g->attprojw + (size_t)l * C * C, g->attprojb + l * C, sc->dresidual2, atty,
-                        p->attprojw + (size_t)l * C * C, BT, C, C);
-        attention_backward(sc->dqkv, sc->datt, sc->datty, qkv, att, B, T, C, NH);
+        OP("matmul", matmul_backward(sc->datty, g->attprojw + (size_t)l * C * C, g->attprojb + l * C,
+                                     sc->dresidual2, atty,
+                            p->attprojw + (size_t)l * C * C, BT, C, C));
+        OP("attention", attention_backward(sc->dqkv, sc->datt, sc->datty, qkv, att, B, T, C, NH));
         memset(sc->dln, 0, nBTC * sizeof(float));
-        matmul_backward(sc->dln, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C, sc->dqkv, ln1,
-                        p->qkvw + (size_t)l * 3 * C * C, BT, C, 3 * C);
+        OP("matmul", matmul_backward(sc->dln, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C, sc->dqkv, ln1,
+                            p->qkvw + (size_t)l * 3 * C * C, BT, C, 3 * C));
         memcpy(sc->dresidual, sc->dresidual2, nBTC * sizeof(float));
-        layernorm_backward(sc->dresidual, g->ln1w + l * C, g->ln1b + l * C, sc->dln, residual, p->ln1w + l * C,
-                           a->ln1_mean + l * BT, a->ln1_rstd + l * BT, BT, C);
+        OP("layernorm", layernorm_backward(sc->dresidual, g->ln1w + l * C, g->ln1b + l * C, sc->dln, residual,
+                                           p->ln1w + l * C,
+                               a->ln1_mean + l * BT, a->ln1_rstd + l * BT, BT, C));
+        op_end_layer(s->layer_begin + l, layer_t0);
     }
-    if (s->has_embed) { encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C); }
+    if (s->has_embed) { OP("encoder", encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C)); }
 }
 
 // ----------------------------------------------------------------------------
@@ -782,6 +793,8 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     stash_init(&pp->inbox, pp->M, inbox);
     pp->inbox_memory = (float*)calloc_check((size_t)inbox * pp->B * pp->T * c->channels, sizeof(float));
     pp->tokens = (int*)calloc_check((size_t)pp->M * 2 * pp->B * pp->T, sizeof(int));
+    pp->trace.stage = rank;
+    op_trace = &pp->trace;  // this thread runs this rank
     if (P > 1 && (lay.has_embed || lay.has_head)) { pp->wte_peer = (float*)malloc_check(lay.sizes[WTE] * sizeof(float)); }
 }
 
@@ -932,7 +945,7 @@ static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, floa
     float grad_scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
     pp->step++;
     pp->adam_t++;
-    stage_adamw(&pp->stage, &pp->opt, lr, grad_scale, pp->adam_t);
+    OP("adamw", stage_adamw(&pp->stage, &pp->opt, lr, grad_scale, pp->adam_t));
     pp->last_norm = norm;
     trace_add(&pp->trace, "optim", pp->rank, -1, t0, now_seconds());
     return loss;
@@ -1069,8 +1082,10 @@ static void write_trace(Pipeline* pp, const char* path) {
         transport_recv(pp->tp, r, TAG_GATHER, &n, sizeof(int));
         TraceEvent* events = (TraceEvent*)malloc_check((size_t)(n > 0 ? n : 1) * sizeof(TraceEvent));
         transport_recv(pp->tp, r, TAG_GATHER, events, n * sizeof(TraceEvent));
-        for (int i = 0; i < n; i++) { trace_add(tr, events[i].name, events[i].stage, events[i].mb, tr->origin + events[i].t0,
-                                                tr->origin + events[i].t0 + events[i].dur); }
+        for (int i = 0; i < n; i++) {
+            const TraceEvent* e = &events[i];
+            trace_add_cat(tr, e->cat, e->name, e->stage, e->mb, tr->origin + e->t0, tr->origin + e->t0 + e->dur);
+        }
         free(events);
     }
     trace_write_json(tr->events, tr->len, path);
@@ -1175,6 +1190,7 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
         float lr = lr_at(&lrs, step);
         float loss = pipeline_train_step(&pp, next_batch_from_loader, &train_loader, lr);
         double secs = now_seconds() - t0;
+        trace_add_cat(&pp.trace, "step", "step", rank, -1, t0, t0 + secs);
         StepReport report = {step + 1, max_steps, P, M, B * T * M, loss, pp.last_norm, lr,
                              transport_sum(tp, secs) / P, transport_sum(tp, pp.schedule_secs) / P,
                              transport_sum(tp, pp.busy), NULL};

@@ -181,20 +181,24 @@ static inline void load_step_tokens(int* tokens, int M, int B, int T, NextBatchF
 // ----------------------------------------------------------------------------
 // the trace of one step: what each rank did when, drawn by scripts/plot_pipeline.py or ui.perfetto.dev
 
+// Events nest in time on each stage's track: step > action (F3, B3) > layer (L5) > op (matmul, attention,
+// layernorm, gelu, classifier, adamw, ...); send/recv and the optimizer sit beside the actions.
 typedef struct {
     double t0, dur;    // seconds since the step began
     int stage, mb;
-    char name[12];     // "F3", "B3", "send", "recv", "optim"
+    char name[12];     // "F3", "L5", "matmul", "send", "recv", "optim", "step"
+    char cat[8];       // "step", "action", "layer", "op", "comm"
 } TraceEvent;
 
 typedef struct {
     TraceEvent* events;
     int len, cap;
     int on;            // recording
+    int stage;         // the track of this rank's layer and op events
     double origin;
 } Trace;
 
-static inline void trace_add(Trace* tr, const char* name, int stage, int mb, double t0, double t1) {
+static inline void trace_add_cat(Trace* tr, const char* cat, const char* name, int stage, int mb, double t0, double t1) {
     if (!tr->on) { return; }
     if (tr->len == tr->cap) {
         tr->cap = tr->cap ? 2 * tr->cap : 1024;
@@ -207,15 +211,41 @@ static inline void trace_add(Trace* tr, const char* name, int stage, int mb, dou
     e->stage = stage;
     e->mb = mb;
     snprintf(e->name, sizeof(e->name), "%s", name);
+    snprintf(e->cat, sizeof(e->cat), "%s", cat);
+}
+
+static inline void trace_add(Trace* tr, const char* name, int stage, int mb, double t0, double t1) {
+    int comm = strcmp(name, "send") == 0 || strcmp(name, "recv") == 0;
+    trace_add_cat(tr, comm ? "comm" : "step", name, stage, mb, t0, t1);
 }
 
 // compute actions are named by type and micro-batch, e.g. "F3"
 static inline void trace_action(Trace* tr, const Action* a, double t0, double t1) {
     if (!tr->on) { return; }
     char name[12];
-    snprintf(name, sizeof(name), "%s%d", a->type == PP_F ? "F" : a->type == PP_B ? "B" : "?", a->mb);
-    trace_add(tr, name, a->stage, a->mb, t0, t1);
+    snprintf(name, sizeof(name), "%s%d", pp_type_token(a->type), a->mb);
+    trace_add_cat(tr, "action", name, a->stage, a->mb, t0, t1);
 }
+
+// Op and layer timings: the kernels do not know their rank, so each rank thread points op_trace at its
+// trace. Nothing is recorded, and no clock is read, unless the step is traced.
+static PP_THREAD_LOCAL Trace* op_trace = NULL;
+
+static inline double op_begin(void) { return op_trace && op_trace->on ? now_seconds() : 0.0; }
+
+static inline void op_end(const char* cat, const char* name, double t0) {
+    if (op_trace && op_trace->on) { trace_add_cat(op_trace, cat, name, op_trace->stage, -1, t0, now_seconds()); }
+}
+
+// a transformer block, named by its layer in the whole model ("L5")
+static inline void op_end_layer(int layer, double t0) {
+    if (!op_trace || !op_trace->on) { return; }
+    char name[12];
+    snprintf(name, sizeof(name), "L%d", layer);
+    op_end("layer", name, t0);
+}
+
+#define OP(name, call) do { double op_t0_ = op_begin(); call; op_end("op", name, op_t0_); } while (0)
 
 // Chrome/Perfetto trace of every rank's events (gathered on one rank): one track per stage
 static inline void trace_write_json(const TraceEvent* events, int n, const char* path) {
@@ -224,9 +254,9 @@ static inline void trace_write_json(const TraceEvent* events, int n, const char*
     fprintf(af.f, "{\"traceEvents\": [\n");
     for (int i = 0; i < n; i++) {
         const TraceEvent* e = &events[i];
-        fprintf(af.f, "{\"name\": \"%s\", \"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"ts\": %.3f, \"dur\": %.3f, "
-                "\"args\": {\"mb\": %d}}%s\n", e->name, e->stage, e->stage, e->t0 * 1e6, e->dur * 1e6, e->mb,
-                i + 1 < n ? "," : "");
+        fprintf(af.f, "{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"ts\": %.3f, "
+                "\"dur\": %.3f, \"args\": {\"mb\": %d}}%s\n", e->name, e->cat, e->stage, e->stage, e->t0 * 1e6,
+                e->dur * 1e6, e->mb, i + 1 < n ? "," : "");
     }
     fprintf(af.f, "]}\n");
     atomic_commit(&af);
