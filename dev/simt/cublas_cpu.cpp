@@ -547,8 +547,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t cd, const
     order = choose_order(actual, l, m, n, k, ws_bytes);
   }
   if (order == ORDER_SPLITK && (!ws || ws_bytes < splitk_bytes(m, n) || !simt::device_range_ok(ws, splitk_bytes(m, n)))) {
-    simt::report_at_caller("cublas-workspace", "%s: the algorithm (split-K) needs %zu bytes of workspace, but got %p with %zu bytes",
-                           api, splitk_bytes(m, n), ws, ws_bytes);
+    simt::report_at_caller("cublas-workspace", "%s: the algorithm (split-K) needs %zu bytes of workspace, but got %p with %zu bytes%s",
+                           api, splitk_bytes(m, n), ws, ws_bytes, ws && ws_bytes >= splitk_bytes(m, n) ? ", more than its allocation holds" : "");
     return CUBLAS_STATUS_INVALID_VALUE;
   }
   return gemm(api, ta, tb, m, n, k, *(const float*)alpha, MA, MB, *(const float*)beta, MC, MD, batch, e, order, (float*)ws);

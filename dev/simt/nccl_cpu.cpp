@@ -99,7 +99,7 @@ ncclResult_t err(ncclResult_t r, const char* kind, const char* fmt, ...) __attri
 ncclResult_t err(ncclResult_t r, const char* kind, const char* fmt, ...) {
   char b[1536]; va_list ap; va_start(ap, fmt); vsnprintf(b, sizeof b, fmt, ap); va_end(ap);
   t_last_error = b;
-  simt::report_error(kind, "%s", b);
+  simt::report_error(kind, "%s: %s", simt::site_str(simt::capture_site()).c_str(), b);  // the NCCL call's file:line
   return r;
 }
 

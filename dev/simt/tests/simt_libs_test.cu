@@ -533,7 +533,7 @@ static void test_cublas_rules() {
     // the heuristic is told the real (128-byte) alignment: not aligned, and 1 MiB holds 3*64*64 floats -> split-K
     return lt.run(false, false, 64, 64, 64, a + 64, 64, a, 64, a, CUBLASLT_EPILOGUE_DEFAULT, nullptr, nullptr, 0.f, 1, 0, 0, 0,
                   128) == CUBLAS_STATUS_INVALID_VALUE ? 0 : 3;
-  }, {"SIMT ERROR [cublas-workspace]: " + site_of("CALL:lt_matmul"), "(split-K) needs 49152 bytes of workspace", "with 1048576 bytes"});
+  }, {"SIMT ERROR [cublas-workspace]: " + site_of("CALL:lt_matmul"), "(split-K) needs 49152 bytes of workspace", "with 1048576 bytes, more than its allocation holds"});
 }
 
 // 41bfe95 finding 7: matmul.cuh gives the heuristic each pointer's real alignment, and a stage's
@@ -595,11 +595,11 @@ static void test_nccl_rules() {
     simt::set_device_count(1);
     ncclUniqueId id; ncclGetUniqueId(&id);
     ncclResult_t rc[2];
-    auto rank = [&](int r) { ncclComm_t c; rc[r] = ncclCommInitRank(&c, 2, id, r); };
+    auto rank = [&](int r) { ncclComm_t c; rc[r] = ncclCommInitRank(&c, 2, id, r); /* CALL:dup_init */ };
     std::thread a(rank, 0), b(rank, 1);
     a.join(); b.join();
     return rc[0] == ncclInvalidUsage && rc[1] == ncclInvalidUsage ? 0 : 3;
-  }, {"SIMT ERROR [nccl-duplicate-gpu]", "Duplicate GPU detected : rank 0 and rank 1 both on CUDA device 1000",
+  }, {"SIMT ERROR [nccl-duplicate-gpu]: " + site_of("CALL:dup_init"), "Duplicate GPU detected : rank 0 and rank 1 both on CUDA device 1000",
       "Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1000"}, 10);
   expect_report("NCCL ranks with different unique ids", [] {
     setenv("SIMT_NCCL_TIMEOUT", "1", 1);
