@@ -753,6 +753,8 @@ typedef struct {
     int step;                 // training steps taken
     int adam_t;               // AdamW updates taken (the same here; a CUDA fp16 run may have skipped some)
     float last_norm;
+    int nonfinite_in_a_row;   // steps skipped for a non-finite loss or grad norm, up to max_nonfinite (-nf)
+    int max_nonfinite;
     int* tokens;              // (M, 2, B*T) the step's inputs and targets, read before the schedule runs
     float* wte_peer;          // (Vp*C) the other end stage's half of the tied wte gradient (P > 1, end stages)
     double busy;              // compute seconds in the last schedule
@@ -770,6 +772,7 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     pp->T = args->T;
     pp->rank = rank;
     pp->tp = tp;
+    pp->max_nonfinite = args->max_nonfinite;
     pp->layers = (int*)malloc_check(P * sizeof(int));
     memcpy(pp->layers, layers, P * sizeof(int));
     int rc = schedule_build(args->schedule_name, P, pp->M, &pp->schedule);
@@ -934,19 +937,35 @@ static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx
     return (float)(transport_sum(pp->tp, loss) / pp->M);
 }
 
-// one optimizer step over M micro-batches; returns the mean training loss
+// One optimizer step over M micro-batches; returns the mean training loss. A non-finite loss or grad norm
+// (the same number on every rank: both are all-reduced) skips the update everywhere; -nf such steps in a
+// row stop the run, so a diverged run never trains on, or saves, NaN.
 static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, float lr) {
     float loss = pipeline_forward_backward(pp, next, ctx);
     double t0 = now_seconds();
     activity_set("optimizer", NULL, pp->step + 1);
     pipeline_sync_tied_wte(pp);
     float norm = pipeline_grad_norm(pp);
+    pp->step++;
+    pp->last_norm = norm;
+    if (!isfinite(loss) || !isfinite(norm)) {
+        pp->nonfinite_in_a_row++;
+        if (pp->nonfinite_in_a_row >= pp->max_nonfinite) {
+            fatal("step %d: the loss is %g and the gradient norm %g, %d steps in a row (-nf %d): the run has "
+                  "diverged; no checkpoint of it is written", pp->step, loss, norm, pp->nonfinite_in_a_row,
+                  pp->max_nonfinite);
+        }
+        if (pp->rank == 0) {
+            fprintf(stderr, "warning: step %d: the loss is %g and the gradient norm %g; the update is skipped on "
+                    "every rank (%d in a row, -nf %d)\n", pp->step, loss, norm, pp->nonfinite_in_a_row, pp->max_nonfinite);
+        }
+        return loss;
+    }
+    pp->nonfinite_in_a_row = 0;
     float clip = pp->opt.grad_clip;
     float grad_scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
-    pp->step++;
     pp->adam_t++;
     OP("adamw", stage_adamw(&pp->stage, &pp->opt, lr, grad_scale, pp->adam_t));
-    pp->last_norm = norm;
     trace_add(&pp->trace, "optim", pp->rank, -1, t0, now_seconds());
     return loss;
 }
@@ -1018,15 +1037,18 @@ static void scatter_from_checkpoint(void* ctx, int which, float* global) {
     pipeline_scatter((Pipeline*)ctx, which == 1 ? BUF_M : BUF_V, global);
 }
 
-static void save_checkpoint(Pipeline* pp, const char* out_dir, const DataLoader* dl, uint64_t sample_rng) {
+static void save_checkpoint(Pipeline* pp, const TrainArgs* args, const DataLoader* dl, uint64_t sample_rng) {
     TrainState ts = {.step = pp->step, .adam_t = pp->adam_t, .num_parameters = (int64_t)model_num_parameters(&pp->config),
                      .shard = (int64_t)dl->shard, .position = dl->position, .sample_rng = sample_rng};
-    checkpoint_save(out_dir, &pp->config, &ts, pp->rank == 0, gather_for_checkpoint, pp);
+    train_state_set_args(&ts, args);
+    activity_set("checkpoint", NULL, pp->step);
+    checkpoint_save(args->out_dir, &pp->config, &ts, pp->rank == 0, gather_for_checkpoint, pp);
 }
 
-// every rank reads the state file and keeps its own slices of the moments
-static void load_state(Pipeline* pp, const char* path, DataLoader* dl, uint64_t* sample_rng) {
+// every rank reads the state file and keeps its own slices of the moments; rank 0 says what changed since
+static void load_state(Pipeline* pp, const TrainArgs* args, const char* path, DataLoader* dl, uint64_t* sample_rng) {
     TrainState ts = checkpoint_load_state(path, &pp->config, scatter_from_checkpoint, pp);
+    train_state_resume_check(&ts, args, path, pp->rank == 0 ? stdout : NULL);
     pp->step = ts.step;
     pp->adam_t = ts.adam_t;
     dataloader_seek(dl, (size_t)ts.shard, ts.position);
@@ -1145,7 +1167,8 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
     Tokenizer tokenizer;
     tokenizer_init(&tokenizer, args->tokenizer_path);
     uint64_t sample_rng = 1337;
-    if (args->resume) { load_state(&pp, resume_state, &train_loader, &sample_rng); }
+    if (args->gen_tokens > 0) { tokenizer_check_model(&tokenizer, config.vocab_size); }
+    if (args->resume) { load_state(&pp, args, resume_state, &train_loader, &sample_rng); }
     Logger logger;
     logger_init(&logger, rank == 0 ? args->out_dir : NULL, args->resume);
 
@@ -1173,7 +1196,7 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
 
     for (int step = pp.step; step <= max_steps; step++) {
         int last = step == max_steps;
-        if (val_batches > 0 && due(args->val_every, step, last)) {
+        if (val_batches > 0 && args->val_every > 0 && due(args->val_every, step, last)) {  // -v 0: never
             dataloader_reset(&val_loader);
             float val_loss = pipeline_eval(&pp, &val_loader, val_batches);
             printf0("step %4d | val loss %.6f\n", step, val_loss);
@@ -1197,7 +1220,7 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
         if (rank == 0) { print_step_line(&report); }
         logger_log_train(&logger, step + 1, loss, lr, pp.last_norm);
         if (args->out_dir && due(args->ckpt_every, step + 1, step + 1 == max_steps)) {
-            save_checkpoint(&pp, args->out_dir, &train_loader, sample_rng);
+            save_checkpoint(&pp, args, &train_loader, sample_rng);
         }
         if (pp.trace.on) {
             write_trace(&pp, args->trace_path);

@@ -63,6 +63,7 @@ static void train_args_default(TrainArgs* a, float default_loss_scale) {
     a->scale_interval = 2000;
     a->gelu_fusion = 1;
     a->timeout = 300.0f;
+    a->max_nonfinite = 3;
 }
 
 static void train_args_usage(int cuda) {
