@@ -31,4 +31,5 @@ std::string site_str(const Site& s);       // "f.cu:N", or "?" without a symboli
 // work on that device is a deadlock hazard (reported by the runtime). Returns a token for the end.
 int nccl_pending_begin(int dev, const void* stream, const std::string& what);
 void nccl_pending_end(int token);
+int nccl_pending(int dev);                // how many such operations wait on device dev now (for tests)
 }  // namespace simt

@@ -1146,6 +1146,12 @@ void nccl_pending_end(int token) {
   std::lock_guard<std::mutex> lk(g_pending_mu);
   if (g_pending.erase(token)) g_pending_count--;
 }
+int nccl_pending(int dev) {
+  std::lock_guard<std::mutex> lk(g_pending_mu);
+  int n = 0;
+  for (auto& kv : g_pending) n += kv.second.dev == dev;
+  return n;
+}
 }  // namespace simt
 
 extern "C" {

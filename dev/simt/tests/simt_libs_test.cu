@@ -11,7 +11,6 @@
 #include <nccl.h>
 #include <cmath>
 #include <cstdio>
-#include <atomic>
 #include <random>
 #include <string>
 #include <thread>
@@ -629,7 +628,7 @@ static void test_nccl_rules() {
     std::thread b([&] {
       cudaSetDevice(1);
       ncclComm_t c; ncclCommInitRank(&c, 2, id, 1);
-      usleep(200 * 1000);  // rank 0 is blocked in ncclRecv by now
+      while (simt::nccl_pending(0) == 0) usleep(1000);  // until rank 0 waits in ncclRecv
       ncclCommAbort(c);    // e.g. the fatal-error path of a failing rank
     });
     a.join(); b.join();
@@ -651,7 +650,6 @@ static void test_nccl_rules() {
 // the receive. `bad` is that call; `nonblocking`: rank 0's stream is cudaStreamNonBlocking.
 static int pending_send_then(int (*bad)(), bool nonblocking) {
   ncclUniqueId id; ncclGetUniqueId(&id);
-  std::atomic<bool> sending{false};
   int rc = 0;
   std::thread a([&] {
     cudaSetDevice(0);
@@ -660,7 +658,6 @@ static int pending_send_then(int (*bad)(), bool nonblocking) {
     if (nonblocking) cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking); else cudaStreamCreate(&s);
     float* x; cudaMalloc(&x, 64);
     cudaMemset(x, 0, 64);
-    sending = true;
     if (ncclSend(x, 16, ncclFloat32, 1, c, s) != ncclSuccess) rc = 3;
     ncclCommDestroy(c);
   });
@@ -668,8 +665,7 @@ static int pending_send_then(int (*bad)(), bool nonblocking) {
     cudaSetDevice(1);
     ncclComm_t c; ncclCommInitRank(&c, 2, id, 1);
     float* y; cudaMalloc(&y, 64);
-    while (!sending) usleep(1000);
-    usleep(100 * 1000);  // rank 0 waits in ncclSend by now
+    while (simt::nccl_pending(0) == 0) usleep(1000);  // until rank 0 waits in ncclSend
     cudaSetDevice(0);
     bad();
     cudaSetDevice(1);
