@@ -6,6 +6,7 @@
 # clean. Every case: no sanitizer report, done within 10 s. Prints a table per class and "N passed, N failed".
 # Usage: bash dev/test/test_hostile_input.sh   (from the repo root; builds build/asan/train_gpt2_pp_cpu)
 #   BIN=path: use that (sanitizer) binary instead of building one; MPI_BIN likewise for the MPI cases.
+#   KILL_TRIALS (8): kill-during-save trials (the acceptance runs 30).
 set -u
 export OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -418,7 +419,7 @@ bad paths "flag -tr expects a value" $T -tr ''
 FA=$W/f
 KT="$T -x 40 -n 1 -k noam"
 run $BIN $KT -o $FA/ref
-for trial in 1 2 3 4 5 6 7 8; do
+for trial in $(seq 1 ${KILL_TRIALS:-8}); do
     $BIN $KT -o $FA/k$trial > /dev/null 2>&1 &
     sleep "0.$((trial * 11 % 9 + 1))"
     kill -9 $! 2> /dev/null; wait $! 2> /dev/null
@@ -429,6 +430,10 @@ for trial in 1 2 3 4 5 6 7 8; do
        cmp -s $FA/ref/state_00000040.bin $FA/k$trial/state_00000040.bin; then report faults 1
     else report faults 0 "kill -9 during save, trial $trial" "rc=$RC, or a .tmp left, or not bit-identical"; fi
 done
+# a fresh (not resumed) run also removes the .tmp files a crash left
+mkdir -p $FA/stale; : > $FA/stale/model_00000007.bin.tmp; : > $FA/stale/DONE_00000007.tmp
+run $BIN $T -o $FA/stale
+if [ $RC -eq 0 ] && ! ls $FA/stale | grep -q '\.tmp$'; then report faults 1; else report faults 0 "fresh run, stale .tmp" "rc=$RC or a .tmp survived"; fi
 # a full disk (a 450 KiB tmpfs: the checkpoint of step 1 fits, not the one of step 2): one error, no .tmp,
 # the previous checkpoint intact and resumable; a log that cannot be written is an error too
 mkdir -p $MNT
