@@ -341,7 +341,7 @@ bad flags "flag -k expects constant, cosine or noam" $T -k warp
 bad flags "flag -sc" $T -sc warp
 bad flags "flag -pl" $T -pl 1,x -pp 2
 bad flags "flag -pl" $T -pl 1,2 -pp 2
-bad flags "flag -pp" $T -pp 3
+bad flags "-pp" $T -pp 3
 bad flags "flag -y 1 needs -o" $T -y 1
 bad flags "flag -n needs -o" $T -n 1
 good flags 'step +1/1' $T -cl 0 -c 0.1 -q 0 -l 1
