@@ -151,7 +151,7 @@ static void model_check_memory(const GPT2Config* c, const char* what) {
     }
 }
 
-// reads a decimal number in 1..max at *p (digits only: no sign, no spaces); advances p; -1 if there is none
+// reads a decimal number in 0..max at *p (digits only: no sign, no spaces); advances p; -1 if there is none
 static long descriptor_number(const char** p, long max) {
     long v = 0;
     const char* s = *p;
@@ -293,7 +293,7 @@ static GPT2Config model_header_read(FILE* f, const char* path) {
     return c;
 }
 
-// names element `index` of the whole-model layout, e.g. "qkvw (layer 3)", for error messages
+// names element `index` of the whole-model layout, e.g. "qkvw (layer 3, element 17)", for error messages
 static void tensor_locate(const GPT2Config* c, size_t index, char* buf, size_t n) {
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         size_t off = tensor_global_offset(c, i, 0), size = tensor_global_size(c, i);
