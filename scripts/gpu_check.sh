@@ -1,28 +1,143 @@
 #!/bin/bash
-# On a machine with NVIDIA GPUs: build everything for this GPU, run every GPU test in every precision, then a
-# short multi-GPU pipeline run on the shipped data next to the CPU trainer. One command, one summary.
-#   ./scripts/gpu_check.sh            (uses all visible GPUs, at least 1; the pipeline run needs 2)
+# One verdict on a GPU machine in at most 10 minutes: every step of the GPU suite under `timeout`, then a
+# PASS/FAIL table; the exit status is non-zero when any step failed. Runs the prebuilt bundle (make gpu_bundle
+# on any machine with nvcc: build/gpu_bundle/, which holds a copy of this script), so it compiles nothing and
+# needs no Python.
+#   bash build/gpu_bundle/gpu_check.sh          (or scripts/gpu_check.sh, which finds build/gpu_bundle)
+#   bash scripts/gpu_check.sh --plan            the steps and their time budgets; needs no GPU
 set -u
-cd "$(dirname "$0")/.."
-command -v nvidia-smi > /dev/null || { echo "error: no nvidia-smi: this script needs a GPU machine"; exit 1; }
-GPUS=$(nvidia-smi -L | wc -l)
-CC_=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | sort -n | head -n 1 | tr -d .)
-echo "$GPUS GPU(s), compute capability $CC_"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fails=0
-run() { echo "== $*"; if ! "$@"; then echo "FAILED: $*"; fails=$((fails + 1)); fi; }
-make -s build/ref_a.bin build/ref_b.bin train_gpt2_pp_cpu
-for P in FP32 BF16 FP16; do
-    run make -s nvcc_kernels CUDA_PRECISIONS=$P
-    for t in build/cuda/nvcc/$P/*; do [ -x "$t" ] && run "$t"; done
-    run make -s build/nvcc/$P/test_gpt2_pp
-    for r in a b; do run build/nvcc/$P/test_gpt2_pp build/ref_$r.bin; done
-    rm -f train_gpt2_pp && run make -s train_gpt2_pp PRECISION=$P GPU_COMPUTE_CAPABILITY=$CC_
-    NP=$(( GPUS >= 2 ? 2 : 1 ))
-    run mpirun -np $NP ./train_gpt2_pp -pp $NP -e d4:c64:h4 -b 4 -t 64 -pm 4 -x 20 -v 10 -g 32 -o out/gpu_$P
-done
-./train_gpt2_pp_cpu -e d4:c64:h4 -b 4 -t 64 -pm 4 -x 20 -v 10 -g 32 -o out/gpu_cpu > /dev/null
-echo "train losses (CPU vs GPU FP32 should agree to ~1e-5 relative; BF16/FP16 to ~1e-3):"
-paste <(grep trl out/gpu_cpu/main.log) <(grep trl out/gpu_FP32/main.log) <(grep trl out/gpu_BF16/main.log) <(grep trl out/gpu_FP16/main.log) | cut -c1-120
-echo "$fails failed command(s)"
-[ $fails -eq 0 ]
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ -d "$HERE/bin" ]; then BUNDLE=$HERE; else BUNDLE=$HERE/../build/gpu_bundle; fi
+
+# name | budget in seconds | what it checks
+STEPS="preflight|10|driver, CUDA, cuBLASLt, NCCL versions and the GPU list, through their APIs
+kernels_FP32|25|every dev/cuda kernel test, FP32
+kernels_BF16|25|every dev/cuda kernel test, BF16
+kernels_FP16|25|every dev/cuda kernel test, FP16
+sanitizer_memcheck|40|compute-sanitizer memcheck on the BF16 kernel tests (skipped without the tool)
+sanitizer_racecheck|40|compute-sanitizer racecheck on the BF16 kernel tests
+sanitizer_synccheck|30|compute-sanitizer synccheck on the BF16 kernel tests
+sanitizer_initcheck|30|compute-sanitizer initcheck on the BF16 kernel tests
+sanitizer_trainer|30|compute-sanitizer memcheck on a 2-step BF16 trainer run, 2 stages on one GPU
+test_gpt2_pp_FP32|20|vs NumPy at P = 1, 2, 4 on one GPU, both references; bitwise across P and schedules
+test_gpt2_pp_BF16|20|the same in BF16
+test_gpt2_pp_FP16|20|the same in FP16, with the loss scaler's overflow path
+checkpoints_across_P|40|FP32 checkpoints byte-identical at P = 1, 2, 4 x gpipe, 1f1b (one GPU)
+gpu_vs_cpu|35|GPU FP32 vs the CPU trainer, 20 steps: every loss within 1e-4 relative
+determinism_resume|35|BF16 run twice: identical checkpoints; 2 steps + resume to 4 = 4 straight, byte for byte
+throughput_P1|35|d12, B=8 T=1024 M=8, BF16, P=1: ms/step, tokens/s, MFU, peak memory
+throughput_P2|35|the same at P=2 on one GPU
+footprint_1p5B|50|GPT-2 1.5B (d48), 1F1B, P=4 stages on one GPU: allocated once, one step runs
+multi_gpu|30|with 2+ GPUs: 2 stages on 2 GPUs through NCCL, FP32 losses bitwise equal to one GPU"
+
+if [ "${1:-}" = "--plan" ]; then
+    echo "$STEPS" | awk -F'|' '{ printf "%-22s %4d s  %s\n", $1, $2, $3; t += $2 } END { printf "%-22s %4d s  (at most 600)\n", "total", t }'
+    exit 0
+fi
+command -v nvidia-smi > /dev/null && nvidia-smi -L 2> /dev/null | grep -q '^GPU' || {
+    echo "error: no NVIDIA GPU here (nvidia-smi lists none): run this on a GPU machine; --plan lists the steps"; exit 2; }
+[ -x "$BUNDLE/bin/gpu_preflight" ] || { echo "error: no bundle in $BUNDLE: run 'make gpu_bundle' (needs nvcc, no GPU) first"; exit 2; }
+cd "$BUNDLE"
+GPUS=$(nvidia-smi -L | grep -c '^GPU')
+LOG=$(mktemp -d /tmp/gpu_check.XXXXXX)
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || true)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+TINY="-e d4:c64:h4 -b 4 -t 64 -pm 4 -v 0 -g 0 -l 3e-3"
+losses() { sed -n 's/.*train loss \([0-9.]*\).*/\1/p' "$1"; }
+results=""; failures=0
+
+budget() { echo "$STEPS" | awk -F'|' -v s="$1" '$1 == s { print $2 }'; }
+# run_step NAME COMMAND...: the command (a function below, exported, or a binary) under NAME's time budget;
+# exit status 77 means skipped
+run_step() {
+    local name=$1 t0=$SECONDS rc verdict; shift
+    echo "== $name"
+    timeout --foreground "$(budget "$name")" bash -c '"$@"' run_step "$@" > "$LOG/$name.txt" 2>&1; rc=$?
+    case $rc in 0) verdict=PASS ;; 124) verdict=TIMEOUT ;; 77) verdict=SKIP ;; *) verdict=FAIL ;; esac
+    [ $verdict = PASS ] || [ $verdict = SKIP ] || { failures=$((failures + 1)); tail -n 15 "$LOG/$name.txt"; }
+    grep -E '^(RESULT|GPU |CUDA )' "$LOG/$name.txt"
+    results="$results$(printf '%-22s %-7s %4d s / %3s s' "$name" "$verdict" $((SECONDS - t0)) "$(budget "$name")")\n"
+}
+
+kernels() { local f=0; for t in bin/$1/kernels/*; do $2 "$t" || { echo "FAILED: $t"; f=1; }; done; return $f; }
+sanitize() { [ -n "$SAN" ] || return 77; kernels BF16 "$SAN --tool $1 --error-exitcode 1"; }
+sanitize_trainer() {
+    [ -n "$SAN" ] || return 77
+    "$SAN" --tool memcheck --error-exitcode 1 bin/BF16/train_gpt2_pp $TINY -x 2 -pp 2
+}
+test_pp() { bin/$1/test_gpt2_pp ref_a.bin && bin/$1/test_gpt2_pp ref_b.bin; }
+checkpoints() {
+    for P in 1 2 4; do for S in gpipe 1f1b; do
+        bin/FP32/train_gpt2_pp $TINY -x 2 -pp $P -sc $S -o "$LOG/ck_${P}_$S" > /dev/null || return 1
+        for f in model_00000002.bin state_00000002.bin; do
+            cmp "$LOG/ck_1_gpipe/$f" "$LOG/ck_${P}_$S/$f" || { echo "P=$P $S: $f differs from P=1 gpipe"; return 1; }
+        done
+    done; done
+    echo "RESULT checkpoints: 6 runs byte-identical"
+}
+gpu_vs_cpu() {
+    bin/cpu/train_gpt2_pp_cpu $TINY -x 20 > "$LOG/cpu.txt" 2>&1 || return 1
+    bin/FP32/train_gpt2_pp $TINY -x 20 -pp 2 > "$LOG/gpu.txt" 2>&1 || return 1
+    paste <(losses "$LOG/cpu.txt") <(losses "$LOG/gpu.txt") | awk '{ d = $1 - $2; d = d < 0 ? -d : d; r = d / $1;
+        if (r > worst) worst = r; if (r > 1e-4 || NF != 2) bad++ }
+        END { printf "RESULT gpu vs cpu: %d steps, worst relative difference %.2e (threshold 1e-4)\n", NR, worst; exit bad > 0 || NR != 20 }'
+}
+determinism() {
+    for d in a b; do bin/BF16/train_gpt2_pp $TINY -x 4 -pp 2 -o "$LOG/det_$d" > /dev/null || return 1; done
+    bin/BF16/train_gpt2_pp $TINY -x 2 -pp 2 -o "$LOG/det_r" > /dev/null && bin/BF16/train_gpt2_pp $TINY -x 4 -pp 2 -o "$LOG/det_r" -y 1 > /dev/null || return 1
+    for d in b r; do for f in model_00000004.bin state_00000004.bin; do
+        cmp "$LOG/det_a/$f" "$LOG/det_$d/$f" || return 1
+    done; done
+    echo "RESULT determinism: run twice and save/resume byte-identical"
+}
+# peak GPU memory while a command runs (nvidia-smi every 0.2 s), and the trainer's speed after warm-up
+measured() {
+    local out=$1; shift
+    ( while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; sleep 0.2; done ) > "$out.mem" 2> /dev/null &
+    local sampler=$! rc
+    "$@" > "$out" 2>&1; rc=$?
+    kill $sampler
+    return $rc
+}
+throughput() {
+    CUDA_VISIBLE_DEVICES=0 measured "$LOG/tp$1.txt" bin/BF16/train_gpt2_pp -e d12 -b 8 -t 1024 -pm 8 -x 6 -v 0 -g 0 -pp $1 || return 1
+    local name peak
+    name=$(nvidia-smi --query-gpu=name --format=csv,noheader -i 0)
+    case "$name" in *H100*|*H200*|*H800*) peak=989e12 ;; *A100*|*A800*) peak=312e12 ;; *) peak=0 ;; esac
+    awk -v peak="$peak" -v P="$1" -v mem="$(sort -n "$LOG/tp$1.txt.mem" | tail -n 1)" '
+        /^model:/ { for (i = 1; i <= NF; i++) if ($i == "parameters,") n = $(i - 1) }
+        / train loss / && ++s > 2 { for (i = 1; i <= NF; i++) { if ($i == "ms") ms += $(i - 1); if ($i == "tok/s") tps += $(i - 1) } k++ }
+        END { if (k == 0) exit 1; tps /= k; printf "RESULT throughput P=%d: %.1f ms/step, %.0f tokens/s, MFU %s, peak memory %s MiB\n",
+              P, ms / k, tps, peak > 0 ? sprintf("%.1f%%", 100 * 6 * n * tps / peak) : "n/a (unknown GPU)", mem }' "$LOG/tp$1.txt"
+}
+footprint() {
+    CUDA_VISIBLE_DEVICES=0 measured "$LOG/fp.txt" bin/BF16/train_gpt2_pp -e d48 -b 1 -t 1024 -pm 4 -x 1 -v 0 -g 0 -pp 4 -sc 1f1b || return 1
+    grep -E '^stage 0:' "$LOG/fp.txt" | head -n 1
+    echo "RESULT 1.5B, 4 stages on one GPU: peak memory $(sort -n "$LOG/fp.txt.mem" | tail -n 1) MiB"
+}
+multi_gpu() {
+    [ "$GPUS" -ge 2 ] || return 77
+    CUDA_VISIBLE_DEVICES=0,1 bin/FP32/train_gpt2_pp $TINY -x 4 -pp 2 > "$LOG/mg2.txt" 2>&1 || return 1
+    CUDA_VISIBLE_DEVICES=0 bin/FP32/train_gpt2_pp $TINY -x 4 -pp 2 > "$LOG/mg1.txt" 2>&1 || return 1
+    grep -q '^devices: one GPU per stage' "$LOG/mg2.txt" && cmp <(losses "$LOG/mg2.txt") <(losses "$LOG/mg1.txt") &&
+        echo "RESULT 2 GPUs through NCCL: the same losses as one GPU"
+}
+
+export LOG SAN TINY GPUS
+export -f losses kernels sanitize sanitize_trainer test_pp checkpoints gpu_vs_cpu determinism measured throughput footprint multi_gpu
+run_step preflight bin/gpu_preflight
+for p in FP32 BF16 FP16; do run_step kernels_$p kernels $p ""; done
+for t in memcheck racecheck synccheck initcheck; do run_step sanitizer_$t sanitize $t; done
+run_step sanitizer_trainer sanitize_trainer
+for p in FP32 BF16 FP16; do run_step test_gpt2_pp_$p test_pp $p; done
+run_step checkpoints_across_P checkpoints
+run_step gpu_vs_cpu gpu_vs_cpu
+run_step determinism_resume determinism
+run_step throughput_P1 throughput 1
+run_step throughput_P2 throughput 2
+run_step footprint_1p5B footprint
+run_step multi_gpu multi_gpu
+printf "\n%-22s %-7s %s\n" step result "time / budget"
+printf "$results"
+echo "logs: $LOG; $failures step(s) failed"
+[ $failures -eq 0 ]

@@ -1,7 +1,9 @@
 #!/bin/bash
-# The CUDA trainer, run under the SIMT CPU runtime with 2 pipeline stages (NCCL ranks as threads), trains the
-# tiny model on the shipped data for 20 steps: the loss falls in every precision, and in FP32 every step's
-# loss equals the CPU trainer's within 1e-5 relative (same kernels' math, fp32 throughout).
+# The CUDA trainer, run under the SIMT CPU runtime with 2 pipeline stages, trains the tiny model on the shipped
+# data for 20 steps: the loss falls in every precision, and in FP32 every step's loss equals the CPU trainer's
+# within 1e-5 relative (same kernels' math, fp32 throughout). SIMT models one device by default, so -pp 2 puts
+# both stages on it (device copies between them); SIMT_DEVICES=2 gives each stage its own device and NCCL, with
+# the same bits. The run prints what the CPU trainer prints (plan, bubble, stash) and writes a trace (-tr).
 set -u
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
@@ -22,6 +24,32 @@ done
 check "FP32: every loss equals the CPU trainer's within 1e-5 relative" \
       "paste <(losses '$W/cpu.txt') <(losses '$W/FP32.txt') | awk '{ d = \$1 - \$2; if (d < 0) d = -d; if (d > 1e-5 * \$1 || NF != 2) bad++ } END { exit bad > 0 || NR != 20 }'"
 paste <(losses "$W/cpu.txt") <(losses "$W/FP32.txt") <(losses "$W/BF16.txt") <(losses "$W/FP16.txt") | head -20 | awk 'BEGIN { print "step  cpu        sim FP32   sim BF16   sim FP16" } { printf "%4d  %s  %s  %s  %s\n", NR, $1, $2, $3, $4 }'
+
+# the per-step fields and reports of the CPU trainer
+check "the plan: stash per stage" "[ \$(grep -c '^stage [01]: .* activation stash [0-9]* micro-batches x' '$W/FP32.txt') -eq 2 ]"
+check "every step line has the measured bubble" "[ \$(grep -c 'train loss .* | bubble [0-9.]* (theory 0.200)' '$W/FP32.txt') -eq 20 ]"
+check "the peak stash report" "[ \$(grep -c '^stage [01]: peak stash [0-9]* micro-batches' '$W/FP32.txt') -eq 2 ]"
+check "the stages share one device" "grep -q '^devices: every stage on GPU 0' '$W/FP32.txt'"
+
+# one GPU per stage (NCCL ranks as threads) gives the same bits as both stages on one GPU, and P=4 as P=2;
+# the last step's trace holds both ranks' forwards, backwards and messages
+SHORT="-e d4:c64:h4 -b 2 -t 32 -pm 4 -x 3 -v 0 -g 0 -l 3e-3"
+SIMT_DEVICES=2 build/sim/FP32/train_gpt2_pp $SHORT -pp 2 -tr "$W/trace.json" > "$W/nccl2.txt" 2>&1
+build/sim/FP32/train_gpt2_pp $SHORT -pp 2 > "$W/one2.txt" 2>&1
+build/sim/FP32/train_gpt2_pp $SHORT -pp 4 > "$W/one4.txt" 2>&1
+check "SIMT_DEVICES=2: one GPU per stage" "grep -q '^devices: one GPU per stage, NCCL' '$W/nccl2.txt'"
+check "one GPU per stage, both stages on one GPU, and P=4 on one GPU: identical losses" \
+      "[ \$(losses '$W/nccl2.txt' | wc -l) -eq 3 ] && cmp -s <(losses '$W/nccl2.txt') <(losses '$W/one2.txt') && cmp -s <(losses '$W/one2.txt') <(losses '$W/one4.txt')"
+check "-tr: the trace has F0-F3 and B0-B3 of both ranks, sends, receives and the optimizer" \
+      "python3 -c \"import json,sys; e=json.load(open('$W/trace.json'))['traceEvents']; n=set((x['pid'],x['name']) for x in e); \
+sys.exit(not all((r,k+str(m)) in n for r in (0,1) for k in 'FB' for m in range(4)) or not {(0,'send'),(1,'recv'),(0,'optim'),(1,'optim')} <= n)\""
+
+# test_gpt2_pp with 2 and 4 devices: the NCCL path (P <= devices) against NumPy, bitwise equal to P=1 and to
+# every stage on one GPU
+for d in 2 4; do
+    SIMT_DEVICES=$d build/sim/FP32/test_gpt2_pp build/ref_a.bin > "$W/test$d.txt" 2>&1
+    check "SIMT_DEVICES=$d test_gpt2_pp: $(tail -n 1 "$W/test$d.txt")" "tail -n 1 '$W/test$d.txt' | grep -q ' 0 failed'"
+done
 
 # FP32 checkpoints move between the trainers: 2 steps of the CUDA trainer at P=4, then 2 more on the CPU
 # trainer at P=1, against 4 CPU steps; and the other way round (CPU at P=1, then CUDA at P=4)
