@@ -350,11 +350,11 @@ good flags 'bubble' $T -pp 2 -pm 4 -ps 1
 good flags 'Usage' -h
 
 # ---------------------------------------------------------------------------------------------------------
-# schedule text: through the trainer's -sc FILE when it loads schedule files, else the ASan schedule tool
+# schedule text: through the trainer's -sf FILE when it loads schedule files, else the ASan schedule tool
 P=$W/p; mkdir -p $P
-if $BIN -h 2>&1 | grep -- '-sc' | grep -qi 'file'; then
-    sched() { local want=$1 file=$2; bad schedule "$want" $T -pp 2 -pm 2 -sc "$file"; }
-    sched_ok() { good schedule 'step +1/1' $T -pp 2 -pm 2 -sc "$1"; }
+if $BIN -h 2>&1 | grep -q -- '^ *-sf '; then
+    sched() { local want=$1 file=$2; bad schedule "$want" $T -pp 2 -pm 2 -sf "$file"; }
+    sched_ok() { good schedule 'step +1/1' $T -pp 2 -pm 2 -sf "$1"; }
 else
     gcc $SAN -Wno-unused-function dev/test/schedule_tool.c -o build/asan/schedule_tool -lm 2> /dev/null
     # the tool prints the loader's message alone, "PATH: reason", not an "error:" line
