@@ -105,7 +105,6 @@ typedef struct {
     RefFile* rf;
     int P;
     const char* schedule_name;
-    const int* layers;
     int* inputs;
     int* targets;
     float* params0;
@@ -128,11 +127,13 @@ static void* test_rank(void* arg) {
     args.M = rf->M;
     args.schedule_name = run->schedule_name;
     Pipeline pp;
-    pipeline_init(&pp, c, &args, P, run->layers, rank, &tp);
+    pipeline_init(&pp, c, &args, P, rank, &tp);
     pp.opt = (OptimizerConfig){rf->lr, rf->beta1, rf->beta2, rf->eps, rf->weight_decay, rf->grad_clip};
 
     // llm.c's random init must reproduce the reference's initial parameters
-    stage_random_init(c, &pp.stage.layout, pp.stage.params_memory);
+    for (int l = 0; l < pp.num_local; l++) {
+        stage_random_init(c, &pp.local[l].stage.layout, pp.local[l].stage.params_memory);
+    }
     float* mine = (float*)malloc_check(N * sizeof(float));
     pipeline_gather(&pp, BUF_PARAMS, mine);
     size_t off = 0;
@@ -148,8 +149,8 @@ static void* test_rank(void* arg) {
     pipeline_scatter(&pp, BUF_PARAMS, run->params0);
 
     // forward only, micro-batch by micro-batch: every activation (one stage holds them all at P = 1)
-    Stage* st = &pp.stage;
-    for (int m = 0; m < rf->M && P == 1; m++) {
+    Stage* st = &pp.local[0].stage;
+    for (int m = 0; m < rf->M && pp.S == 1; m++) {
         Activations* a = &st->stash[0];  // checked right away, so one slot serves every micro-batch
         memcpy(a->inputs, run->inputs + m * BT, BT * sizeof(int));
         memcpy(a->targets, run->targets + m * BT, BT * sizeof(int));
@@ -158,7 +159,7 @@ static void* test_rank(void* arg) {
     }
     float *ref_loss = NULL, *ref_grads = NULL, *ref_norm = NULL;
     if (checker) {
-        if (P > 1) { ref_skip_activations(rf); }
+        if (pp.S > 1) { ref_skip_activations(rf); }
         ref_loss = ref_read(rf, 1);
         ref_grads = ref_read(rf, N);
         ref_norm = ref_read(rf, 1);
@@ -196,7 +197,7 @@ static void* test_rank(void* arg) {
         float scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
         pp.step++;
         pp.adam_t++;
-        stage_adamw(&pp.stage, &pp.opt, pp.opt.lr, scale, pp.adam_t);
+        for (int l = 0; l < pp.num_local; l++) { stage_adamw(&pp.local[l].stage, &pp.opt, pp.opt.lr, scale, pp.adam_t); }
         snprintf(name, sizeof(name), "after step %d", k);
         check_params(rf, &pp, ref_params, name, pp.opt.lr * (k + 1));
         free(ref_step_loss);
@@ -227,11 +228,12 @@ static void check_stash_accounting(void) {
                 StageLayout lay = pipeline_stage_layout(&c, layers, P, s);
                 Stage st;
                 int slots = 1 + (s + i) % 3;
-                stage_init(&st, &c, &lay, shapes[i][0], shapes[i][1], slots);
+                int split = (s + i) % 2;  // with and without what a split backward keeps for W
+                stage_init(&st, &c, &lay, shapes[i][0], shapes[i][1], slots, split);
                 char name[160];
-                size_t printed = slots * activations_bytes(&c, &lay, shapes[i][0], shapes[i][1]);
-                snprintf(name, sizeof(name), "stash %s B=%d T=%d P=%d stage %d: printed %zu bytes, allocated %zu",
-                         models[i], shapes[i][0], shapes[i][1], P, s, printed, st.stash_bytes);
+                size_t printed = slots * activations_bytes(&c, &lay, shapes[i][0], shapes[i][1], split);
+                snprintf(name, sizeof(name), "stash %s B=%d T=%d P=%d stage %d split %d: printed %zu bytes, allocated %zu",
+                         models[i], shapes[i][0], shapes[i][1], P, s, split, printed, st.stash_bytes);
                 check(printed == st.stash_bytes, name);
                 stage_free(&st);
             }
@@ -241,7 +243,7 @@ static void check_stash_accounting(void) {
 
 int main(int argc, char** argv) {
     if (argc != 2 && argc != 4) {
-        fatal("usage: %s <reference file from dev/reference/gpt2_ref.py> [P gpipe|1f1b]", argv[0]);
+        fatal("usage: %s <reference file from dev/reference/gpt2_ref.py> [P schedule]", argv[0]);
     }
     int P = argc == 4 ? parse_int_flag("P", argv[2]) : 1;
     const char* schedule_name = argc == 4 ? argv[3] : "gpipe";
@@ -251,18 +253,12 @@ int main(int argc, char** argv) {
     size_t BT = (size_t)rf.B * rf.T;
     printf("reference %s: L=%d C=%d NH=%d V=%d Vp=%d maxT=%d, B=%d T=%d M=%d K=%d\n", argv[1], c->num_layers,
            c->channels, c->num_heads, c->vocab_size, c->padded_vocab_size, c->max_seq_len, rf.B, rf.T, rf.M, rf.K);
-    TestRun run = {&rf, P, schedule_name, NULL, NULL, NULL, NULL, mailboxes_new(P)};
+    TestRun run = {&rf, P, schedule_name, NULL, NULL, NULL, mailboxes_new(P)};
     run.inputs = (int*)malloc_check(rf.M * BT * sizeof(int));
     run.targets = (int*)malloc_check(rf.M * BT * sizeof(int));
     fread_check(run.inputs, sizeof(int), rf.M * BT, rf.f, rf.path);
     fread_check(run.targets, sizeof(int), rf.M * BT, rf.f, rf.path);
     run.params0 = ref_read(&rf, rf.N);
-    int* layers = (int*)malloc_check(P * sizeof(int));
-    int* first = (int*)malloc_check(P * sizeof(int));
-    char err[256];
-    PartitionCosts costs = partition_gpt2_costs(rf.B, rf.T, c->channels, c->padded_vocab_size);
-    if (partition_balance(c->num_layers, P, &costs, layers, first, err, sizeof(err)) != 0) { fatal("%s", err); }
-    run.layers = layers;
     printf("P=%d stages, schedule %s, ranks as threads\n", P, schedule_name);
 
     TestRank* ranks = (TestRank*)malloc_check(P * sizeof(TestRank));
@@ -281,8 +277,6 @@ int main(int argc, char** argv) {
     free(run.inputs);
     free(run.targets);
     fclose(rf.f);
-    free(layers);
-    free(first);
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

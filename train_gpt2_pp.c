@@ -123,8 +123,10 @@ static void layernorm_forward(float* out, float* mean, float* rstd, const float*
     }
 }
 
-static void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                               const float* weight, const float* mean, const float* rstd, int N, int C) {
+// The backward of layernorm and matmul come in two halves: d(input), which the previous layer waits for,
+// and d(weights), which a split backward (the I and W actions of zero-bubble schedules) runs later.
+static void layernorm_backward_input(float* dinp, const float* dout, const float* inp, const float* weight,
+                                     const float* mean, const float* rstd, int N, int C) {
     // dinp: rows are independent
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
@@ -145,6 +147,10 @@ static void layernorm_backward(float* dinp, float* dweight, float* dbias, const 
             di[i] += (weight[i] * d[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
         }
     }
+}
+
+static void layernorm_backward_weight(float* dweight, float* dbias, const float* dout, const float* inp,
+                                      const float* mean, const float* rstd, int N, int C) {
     // dweight, dbias: a sum over rows, so threads split the channels and each sums rows in order
     #pragma omp parallel for
     for (int i0 = 0; i0 < C; i0 += 16) {
@@ -208,8 +214,7 @@ static void matmul_forward(float* out, const float* inp, const float* weight, co
 #endif
 }
 
-static void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                            const float* weight, int N, int C, int OC) {
+static void matmul_backward_input(float* dinp, const float* dout, const float* weight, int N, int C, int OC) {
 #ifdef USE_BLAS
     // dinp (N,C) += dout (N,OC) @ weight (OC,C), in blocks of rows of dinp
     #pragma omp parallel for
@@ -217,13 +222,6 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias, const flo
         int rows = N - n0 < BLAS_BLOCK ? N - n0 : BLAS_BLOCK;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, OC, 1.0f, dout + (size_t)n0 * OC, OC,
                     weight, C, 1.0f, dinp + (size_t)n0 * C, C);
-    }
-    // dweight (OC,C) += dout^T @ inp, in blocks of rows of dweight
-    #pragma omp parallel for
-    for (int o0 = 0; o0 < OC; o0 += BLAS_BLOCK) {
-        int rows = OC - o0 < BLAS_BLOCK ? OC - o0 : BLAS_BLOCK;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, C, N, 1.0f, dout + o0, OC, inp, C, 1.0f,
-                    dweight + (size_t)o0 * C, C);
     }
 #else
     // dinp (N,C) += dout (N,OC) @ weight (OC,C): rows of dinp are independent
@@ -237,6 +235,20 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias, const flo
             for (int i = 0; i < C; i++) { di[i] += g * w[i]; }
         }
     }
+#endif
+}
+
+static void matmul_backward_weight(float* dweight, float* dbias, const float* dout, const float* inp, int N, int C,
+                                   int OC) {
+#ifdef USE_BLAS
+    // dweight (OC,C) += dout^T @ inp, in blocks of rows of dweight
+    #pragma omp parallel for
+    for (int o0 = 0; o0 < OC; o0 += BLAS_BLOCK) {
+        int rows = OC - o0 < BLAS_BLOCK ? OC - o0 : BLAS_BLOCK;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, C, N, 1.0f, dout + o0, OC, inp, C, 1.0f,
+                    dweight + (size_t)o0 * C, C);
+    }
+#else
     // dweight (OC,C) += dout^T @ inp: rows of dweight are independent, each sums over n in order
     #pragma omp parallel for
     for (int o = 0; o < OC; o++) {
@@ -454,6 +466,7 @@ typedef struct {
     float* logits;    // (B,T,Vp), overwritten by d(logits) when training
     float* losses;    // (B,T)
     float* dout;      // (B,T,C) gradient of the stage's output, received from the next stage (all but the last)
+    float* kept;      // split backward only: the output gradients I keeps for W (stage_backward_input)
     float* memory;
 } Activations;
 
@@ -486,35 +499,39 @@ typedef struct {
     BackwardScratch scratch;
 } Stage;
 
-// The stash of one micro-batch: the sizes of its 22 float tensors, in the order of Activations' fields. One
-// table for allocating and for the memory the trainer prints.
-#define NUM_ACTIVATION_TENSORS 22
-static void activation_sizes(const GPT2Config* c, const StageLayout* s, int B, int T, size_t* sizes) {
+#define KEPT_PER_LAYER 11  // channels of LayerOutputGrads (below), in units of C
+
+// The stash of one micro-batch: the sizes of its 23 float tensors, in the order of Activations' fields. One
+// table for allocating and for the memory the trainer prints. A split backward (I and W actions) also keeps
+// the output gradients W needs.
+#define NUM_ACTIVATION_TENSORS 23
+static void activation_sizes(const GPT2Config* c, const StageLayout* s, int B, int T, int split, size_t* sizes) {
     size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels, NH = c->num_heads;
     size_t head = s->has_head, body = !s->has_head;  // dout: what the next stage sends back
+    size_t kept = split ? (nl * KEPT_PER_LAYER + s->has_head + s->has_embed) * BT * C : 0;
     size_t table[NUM_ACTIVATION_TENSORS] = {
         BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 3 * C, nl * B * NH * T * T, nl * BT * C, nl * BT * C,
         nl * BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 4 * C, nl * BT * 4 * C, nl * BT * C, nl * BT * C,
-        head * BT * C, head * BT, head * BT, head * BT * c->padded_vocab_size, head * BT, body * BT * C};
+        head * BT * C, head * BT, head * BT, head * BT * c->padded_vocab_size, head * BT, body * BT * C, kept};
     memcpy(sizes, table, sizeof(table));
 }
 
 // bytes of one stash slot: its floats and its two token arrays
-static size_t activations_bytes(const GPT2Config* c, const StageLayout* s, int B, int T) {
+static size_t activations_bytes(const GPT2Config* c, const StageLayout* s, int B, int T, int split) {
     size_t sizes[NUM_ACTIVATION_TENSORS], floats = 0;
-    activation_sizes(c, s, B, T, sizes);
+    activation_sizes(c, s, B, T, split, sizes);
     for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { floats += sizes[i]; }
     return floats * sizeof(float) + 2 * (size_t)B * T * sizeof(int);
 }
 
 // allocates one stash slot; returns the bytes it took
-static size_t activations_alloc(Activations* a, const GPT2Config* c, const StageLayout* s, int B, int T) {
+static size_t activations_alloc(Activations* a, const GPT2Config* c, const StageLayout* s, int B, int T, int split) {
     size_t sizes[NUM_ACTIVATION_TENSORS], total = 0;
-    activation_sizes(c, s, B, T, sizes);
+    activation_sizes(c, s, B, T, split, sizes);
     float** ptrs[NUM_ACTIVATION_TENSORS] = {
         &a->x, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->att, &a->atty, &a->attproj, &a->residual2, &a->ln2,
         &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu, &a->fcproj, &a->residual3, &a->lnf, &a->lnf_mean,
-        &a->lnf_rstd, &a->logits, &a->losses, &a->dout};
+        &a->lnf_rstd, &a->logits, &a->losses, &a->dout, &a->kept};
     for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { total += sizes[i]; }
     a->memory = (float*)calloc_check(total, sizeof(float));
     float* p = a->memory;
@@ -524,7 +541,7 @@ static size_t activations_alloc(Activations* a, const GPT2Config* c, const Stage
     return total * sizeof(float) + 2 * (size_t)B * T * sizeof(int);
 }
 
-static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots) {
+static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots, int split) {
     memset(st, 0, sizeof(*st));
     st->config = *c;
     st->layout = *s;
@@ -540,7 +557,7 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     if (s->has_head) { st->grad_wte_head = (float*)calloc_check(s->sizes[WTE], sizeof(float)); }
     st->num_slots = num_slots;
     st->stash = (Activations*)calloc_check(num_slots, sizeof(Activations));
-    for (int i = 0; i < num_slots; i++) { st->stash_bytes += activations_alloc(&st->stash[i], c, s, B, T); }
+    for (int i = 0; i < num_slots; i++) { st->stash_bytes += activations_alloc(&st->stash[i], c, s, B, T, split); }
     size_t BT = (size_t)B * T, C = c->channels;
     size_t sizes[8] = {BT * C, BT * C, BT * 3 * C, (size_t)B * c->num_heads * T, BT * C, BT * 4 * C, BT * 4 * C, BT * C};
     float** ptrs[8] = {&st->scratch.dresidual, &st->scratch.dln, &st->scratch.dqkv, &st->scratch.datt,
@@ -624,11 +641,35 @@ static float* stage_output(Stage* st, Activations* a) {
     return a->residual3 + (size_t)(st->layout.num_layers - 1) * st->B * st->T * st->config.channels;
 }
 
-// The backward pass of one micro-batch at full shape (B,T). The last stage starts from the d(logits) its
-// forward left in place; the others start from a->dout, the gradient of their output sent back by the next
-// stage. Afterwards st->scratch.dresidual holds the gradient of the stage's input (sent to the previous
-// stage), and the parameter gradients have been accumulated.
-static void stage_backward(Stage* st, Activations* a) {
+// What a split backward keeps from I for W: the gradient at the output of each matmul and layernorm, per
+// position (their inputs are in the stash already). (B,T) each; C channels unless noted.
+typedef struct {
+    float *dfcproj, *dfc, *dln2, *dattproj, *dqkv, *dln1;  // of one layer: C, 4C, C, C, 3C, C
+} LayerOutputGrads;
+
+static LayerOutputGrads kept_layer(const Stage* st, const Activations* a, int l) {
+    size_t BTC = (size_t)st->B * st->T * st->config.channels;
+    float* p = a->kept + l * KEPT_PER_LAYER * BTC;
+    LayerOutputGrads k = {p, p + BTC, p + 5 * BTC, p + 6 * BTC, p + 7 * BTC, p + 10 * BTC};
+    return k;
+}
+
+// the kept gradient at the input of the final layernorm (last stage), then at the embeddings (stage 0)
+static float* kept_head(const Stage* st, const Activations* a) {
+    return a->kept + (size_t)st->layout.num_layers * KEPT_PER_LAYER * st->B * st->T * st->config.channels;
+}
+
+static float* kept_embed(const Stage* st, const Activations* a) {
+    return kept_head(st, a) + (size_t)st->layout.has_head * st->B * st->T * st->config.channels;
+}
+
+// The d(input) half of the backward of one micro-batch at full shape (B,T). The last stage starts from the
+// d(logits) its forward left in place; the others start from a->dout, the gradient of their output sent back
+// by the next stage. Afterwards st->scratch.dresidual holds the gradient of the stage's input (sent to the
+// previous stage). With keep (the I action), every output gradient the weight half needs is written to the
+// stash instead of scratch; without it (B) the weight gradients are accumulated on the way, in the same
+// float operations, so B and I+W give the same bits.
+static void stage_backward_input(Stage* st, Activations* a, int keep) {
     const GPT2Config* c = &st->config;
     const StageLayout* s = &st->layout;
     const ParameterTensors* p = &st->params;
@@ -637,13 +678,17 @@ static void stage_backward(Stage* st, Activations* a) {
     int B = st->B, T = st->T, C = c->channels, NH = c->num_heads, BT = B * T;
     size_t nBTC = (size_t)BT * C;
     if (s->has_head) {
-        memset(sc->dln, 0, nBTC * sizeof(float));
+        float* dlnf = keep ? kept_head(st, a) : sc->dln;
+        memset(dlnf, 0, nBTC * sizeof(float));
         memset(sc->dresidual, 0, nBTC * sizeof(float));
-        OP("matmul", matmul_backward(sc->dln, st->grad_wte_head, NULL, a->logits, a->lnf, p->wte, BT, C,
-                                     c->padded_vocab_size));
-        OP("layernorm", layernorm_backward(sc->dresidual, g->lnfw, g->lnfb, sc->dln, stage_output(st, a), p->lnfw,
-                                           a->lnf_mean,
-                               a->lnf_rstd, BT, C));
+        OP("matmul", matmul_backward_input(dlnf, a->logits, p->wte, BT, C, c->padded_vocab_size));
+        if (!keep) { OP("matmul", matmul_backward_weight(st->grad_wte_head, NULL, a->logits, a->lnf, BT, C, c->padded_vocab_size)); }
+        OP("layernorm", layernorm_backward_input(sc->dresidual, dlnf, stage_output(st, a), p->lnfw, a->lnf_mean,
+                                                 a->lnf_rstd, BT, C));
+        if (!keep) {
+            OP("layernorm", layernorm_backward_weight(g->lnfw, g->lnfb, dlnf, stage_output(st, a), a->lnf_mean,
+                                                      a->lnf_rstd, BT, C));
+        }
     } else {
         memcpy(sc->dresidual, a->dout, nBTC * sizeof(float));
     }
@@ -657,36 +702,79 @@ static void stage_backward(Stage* st, Activations* a) {
         float* ln2 = a->ln2 + l * nBTC;
         float* fch = a->fch + l * nBTC * 4;
         float* fch_gelu = a->fch_gelu + l * nBTC * 4;
+        size_t w4 = (size_t)l * 4 * C * C, w3 = (size_t)l * 3 * C * C, w1 = (size_t)l * C * C;
+        LayerOutputGrads k = keep ? kept_layer(st, a, l) : (LayerOutputGrads){sc->dresidual, sc->dfch, sc->dln,
+                                                                               sc->dresidual2, sc->dqkv, sc->dln};
         double layer_t0 = op_begin();
         // the MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
+        if (keep) { memcpy(k.dfcproj, sc->dresidual, nBTC * sizeof(float)); }
         memset(sc->dfch_gelu, 0, nBTC * 4 * sizeof(float));
-        OP("matmul", matmul_backward(sc->dfch_gelu, g->fcprojw + (size_t)l * 4 * C * C, g->fcprojb + l * C,
-                                     sc->dresidual,
-                            fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, BT, 4 * C, C));
-        OP("gelu", gelu_backward(sc->dfch, fch, sc->dfch_gelu, nBTC * 4));
-        memset(sc->dln, 0, nBTC * sizeof(float));
-        OP("matmul", matmul_backward(sc->dln, g->fcw + (size_t)l * 4 * C * C, g->fcb + l * 4 * C, sc->dfch, ln2,
-                            p->fcw + (size_t)l * 4 * C * C, BT, C, 4 * C));
+        OP("matmul", matmul_backward_input(sc->dfch_gelu, k.dfcproj, p->fcprojw + w4, BT, 4 * C, C));
+        if (!keep) { OP("matmul", matmul_backward_weight(g->fcprojw + w4, g->fcprojb + l * C, k.dfcproj, fch_gelu, BT, 4 * C, C)); }
+        OP("gelu", gelu_backward(k.dfc, fch, sc->dfch_gelu, nBTC * 4));
+        memset(k.dln2, 0, nBTC * sizeof(float));
+        OP("matmul", matmul_backward_input(k.dln2, k.dfc, p->fcw + w4, BT, C, 4 * C));
+        if (!keep) { OP("matmul", matmul_backward_weight(g->fcw + w4, g->fcb + l * 4 * C, k.dfc, ln2, BT, C, 4 * C)); }
         memcpy(sc->dresidual2, sc->dresidual, nBTC * sizeof(float));  // the skip connection
-        OP("layernorm", layernorm_backward(sc->dresidual2, g->ln2w + l * C, g->ln2b + l * C, sc->dln, residual2,
-                                           p->ln2w + l * C,
-                               a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
+        OP("layernorm", layernorm_backward_input(sc->dresidual2, k.dln2, residual2, p->ln2w + l * C,
+                                                 a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
+        if (!keep) {
+            OP("layernorm", layernorm_backward_weight(g->ln2w + l * C, g->ln2b + l * C, k.dln2, residual2,
+                                                      a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
+        }
         // the attention branch: residual2 = residual + attproj(attention(qkv(ln1(residual))))
+        if (keep) { memcpy(k.dattproj, sc->dresidual2, nBTC * sizeof(float)); }
         memset(sc->datty, 0, nBTC * sizeof(float));
-        OP("matmul", matmul_backward(sc->datty, g->attprojw + (size_t)l * C * C, g->attprojb + l * C,
-                                     sc->dresidual2, atty,
-                            p->attprojw + (size_t)l * C * C, BT, C, C));
-        OP("attention", attention_backward(sc->dqkv, sc->datt, sc->datty, qkv, att, B, T, C, NH));
-        memset(sc->dln, 0, nBTC * sizeof(float));
-        OP("matmul", matmul_backward(sc->dln, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C, sc->dqkv, ln1,
-                            p->qkvw + (size_t)l * 3 * C * C, BT, C, 3 * C));
+        OP("matmul", matmul_backward_input(sc->datty, k.dattproj, p->attprojw + w1, BT, C, C));
+        if (!keep) { OP("matmul", matmul_backward_weight(g->attprojw + w1, g->attprojb + l * C, k.dattproj, atty, BT, C, C)); }
+        OP("attention", attention_backward(k.dqkv, sc->datt, sc->datty, qkv, att, B, T, C, NH));
+        memset(k.dln1, 0, nBTC * sizeof(float));
+        OP("matmul", matmul_backward_input(k.dln1, k.dqkv, p->qkvw + w3, BT, C, 3 * C));
+        if (!keep) { OP("matmul", matmul_backward_weight(g->qkvw + w3, g->qkvb + l * 3 * C, k.dqkv, ln1, BT, C, 3 * C)); }
         memcpy(sc->dresidual, sc->dresidual2, nBTC * sizeof(float));
-        OP("layernorm", layernorm_backward(sc->dresidual, g->ln1w + l * C, g->ln1b + l * C, sc->dln, residual,
-                                           p->ln1w + l * C,
-                               a->ln1_mean + l * BT, a->ln1_rstd + l * BT, BT, C));
+        OP("layernorm", layernorm_backward_input(sc->dresidual, k.dln1, residual, p->ln1w + l * C, a->ln1_mean + l * BT,
+                                                 a->ln1_rstd + l * BT, BT, C));
+        if (!keep) {
+            OP("layernorm", layernorm_backward_weight(g->ln1w + l * C, g->ln1b + l * C, k.dln1, residual,
+                                                      a->ln1_mean + l * BT, a->ln1_rstd + l * BT, BT, C));
+        }
         op_end_layer(s->layer_begin + l, layer_t0);
     }
-    if (s->has_embed) { OP("encoder", encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C)); }
+    if (s->has_embed && keep) { memcpy(kept_embed(st, a), sc->dresidual, nBTC * sizeof(float)); }
+    if (s->has_embed && !keep) { OP("encoder", encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C)); }
+}
+
+// The weight half (W) of a split backward, from what stage_backward_input kept: the same float operations
+// as the fused backward, per tensor in the same order of micro-batches, so the same bits.
+static void stage_backward_weight(Stage* st, Activations* a) {
+    const GPT2Config* c = &st->config;
+    const StageLayout* s = &st->layout;
+    ParameterTensors* g = &st->grads;
+    int B = st->B, T = st->T, C = c->channels, BT = B * T;
+    size_t nBTC = (size_t)BT * C;
+    if (s->has_head) {
+        OP("matmul", matmul_backward_weight(st->grad_wte_head, NULL, a->logits, a->lnf, BT, C, c->padded_vocab_size));
+        OP("layernorm", layernorm_backward_weight(g->lnfw, g->lnfb, kept_head(st, a), stage_output(st, a), a->lnf_mean,
+                                                  a->lnf_rstd, BT, C));
+    }
+    for (int l = s->num_layers - 1; l >= 0; l--) {
+        float* residual = l == 0 ? a->x : a->residual3 + (size_t)(l - 1) * nBTC;
+        size_t w4 = (size_t)l * 4 * C * C, w3 = (size_t)l * 3 * C * C, w1 = (size_t)l * C * C;
+        LayerOutputGrads k = kept_layer(st, a, l);
+        double layer_t0 = op_begin();
+        OP("matmul", matmul_backward_weight(g->fcprojw + w4, g->fcprojb + l * C, k.dfcproj, a->fch_gelu + l * nBTC * 4,
+                                            BT, 4 * C, C));
+        OP("matmul", matmul_backward_weight(g->fcw + w4, g->fcb + l * 4 * C, k.dfc, a->ln2 + l * nBTC, BT, C, 4 * C));
+        OP("layernorm", layernorm_backward_weight(g->ln2w + l * C, g->ln2b + l * C, k.dln2, a->residual2 + l * nBTC,
+                                                  a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
+        OP("matmul", matmul_backward_weight(g->attprojw + w1, g->attprojb + l * C, k.dattproj, a->atty + l * nBTC,
+                                            BT, C, C));
+        OP("matmul", matmul_backward_weight(g->qkvw + w3, g->qkvb + l * 3 * C, k.dqkv, a->ln1 + l * nBTC, BT, C, 3 * C));
+        OP("layernorm", layernorm_backward_weight(g->ln1w + l * C, g->ln1b + l * C, k.dln1, residual,
+                                                  a->ln1_mean + l * BT, a->ln1_rstd + l * BT, BT, C));
+        op_end_layer(s->layer_begin + l, layer_t0);
+    }
+    if (s->has_embed) { OP("encoder", encoder_backward(g->wte, g->wpe, kept_embed(st, a), a->inputs, B, T, C)); }
 }
 
 // ----------------------------------------------------------------------------
@@ -734,36 +822,76 @@ static float microbatch_loss(const Activations* a, int B, int T) {
 }
 
 // ----------------------------------------------------------------------------
-// 4. the pipeline on this rank: its stage, its list of actions, messages to the neighbours (llmc/transport.h).
+// 4. the pipeline on this rank: its stages, its list of actions, messages to the neighbours (llmc/transport.h).
 // Every rank runs the same code whether it is an MPI process or a thread of this one; only the transport
 // differs, and a message carries the same bytes either way, so both launch modes give the same bits.
 
+// one of this rank's stages: its layers, the stash slot of each micro-batch in flight, and the inputs that
+// arrived ahead of their forward
+typedef struct {
+    Stage stage;
+    StashSlots slots;
+    StashSlots inbox;
+    float* inbox_memory;      // (inbox.num_slots, B*T*C)
+} RankStage;
+
 typedef struct {
     GPT2Config config;
-    int P, M, B, T;
+    int P, S, M, B, T;        // ranks, stages (S = P, or v*P with several stages per rank), micro-batches
     int rank;
     Transport* tp;
-    int* layers;              // (P) layers per stage
-    Stage stage;              // this rank's stage (stage == rank)
-    Schedule schedule;        // the training schedule
-    StashSlots slots;         // which stash slot holds each micro-batch in flight
-    StashSlots inbox;         // which inbox buffer holds each received input until its forward
-    float* inbox_memory;      // (inbox.num_slots, B*T*C)
+    int* layers;              // (S) layers per stage
+    Schedule schedule;        // the training schedule: which rank runs which stage, and every rank's actions
+    RankStage* local;         // this rank's stages, in increasing stage order
+    int num_local;
+    int* local_of;            // (S) index into local, -1 for another rank's stage
     OptimizerConfig opt;
     int step;                 // training steps taken
-    int adam_t;               // AdamW updates taken (the same here; a CUDA fp16 run may have skipped some)
+    int adam_t;               // AdamW updates taken (fewer than steps when non-finite steps were skipped)
     float last_norm;
     int nonfinite_in_a_row;   // steps skipped for a non-finite loss or grad norm, up to max_nonfinite (-nf)
     int max_nonfinite;
     int* tokens;              // (M, 2, B*T) the step's inputs and targets, read before the schedule runs
-    float* wte_peer;          // (Vp*C) the other end stage's half of the tied wte gradient (P > 1, end stages)
+    float* wte_peer;          // (Vp*C) the other end stage's half of the tied wte gradient, when on another rank
     double busy;              // compute seconds in the last schedule
     double schedule_secs;     // wall seconds of the last step's schedule (forward and backward, no optimizer)
     Trace trace;
 } Pipeline;
 
-static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* args, int P, const int* layers,
-                          int rank, Transport* tp) {
+static RankStage* local_stage(Pipeline* pp, int s) {
+    if (pp->local_of[s] < 0) { fatal("rank %d: stage %d runs on rank %d (schedule bug)", pp->rank, s, pp->schedule.stage_rank[s]); }
+    return &pp->local[pp->local_of[s]];
+}
+
+// the schedule of -sf or -sc, loaded or built, and proven before anything runs
+static void pipeline_schedule(Schedule* sc, const TrainArgs* args, int P) {
+    char err[512];
+    if (args->schedule_file) {
+        const char* path = args->schedule_file;
+        if (schedule_load_file(path, sc, err, sizeof(err)) != 0) { fatal("%s", err); }
+        if (sc->P != P) { fatal("%s: the schedule has %d ranks (rows), the job P=%d", path, sc->P, P); }
+        if (sc->M != args->M) { fatal("%s: the schedule has M=%d micro-batches, -pm is %d", path, sc->M, args->M); }
+        return;
+    }
+    int rc = schedule_build(args->schedule_name, P, args->M, sc);
+    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, args->schedule_name); }
+    if (rc != 0) {
+        fatal("flag -sc %s cannot run P=%d, M=%d (-pm): it needs %s", args->schedule_name, P, args->M,
+              schedule_requires(args->schedule_name));
+    }
+    if (schedule_validate(sc, err, sizeof(err)) != 0) {
+        fatal("schedule %s for P=%d M=%d is invalid: %s", args->schedule_name, P, args->M, err);
+    }
+}
+
+static int schedule_splits_backward(const Schedule* sc) {
+    for (int r = 0; r < sc->P; r++) {
+        for (int i = 0; i < sc->ranks[r].n; i++) { if (sc->ranks[r].a[i].type == PP_I) { return 1; } }
+    }
+    return 0;
+}
+
+static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* args, int P, int rank, Transport* tp) {
     memset(pp, 0, sizeof(*pp));
     pp->config = *c;
     pp->P = P;
@@ -773,39 +901,43 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     pp->rank = rank;
     pp->tp = tp;
     pp->max_nonfinite = args->max_nonfinite;
-    pp->layers = (int*)malloc_check(P * sizeof(int));
-    memcpy(pp->layers, layers, P * sizeof(int));
-    int rc = schedule_build(args->schedule_name, P, pp->M, &pp->schedule);
-    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, args->schedule_name); }
-    char err[512];
-    if (rc != 0 || schedule_validate(&pp->schedule, err, sizeof(err)) != 0) {
-        fatal("schedule %s for P=%d M=%d is invalid: %s", args->schedule_name, P, pp->M, rc ? "bad arguments" : err);
+    pipeline_schedule(&pp->schedule, args, P);
+    int S = pp->S = pp->schedule.S;
+    pp->layers = (int*)malloc_check(S * sizeof(int));
+    pipeline_split(args, c, S, pp->layers);
+    int split = schedule_splits_backward(&pp->schedule);
+    pp->local_of = (int*)malloc_check(S * sizeof(int));
+    pp->local = (RankStage*)calloc_check(S, sizeof(RankStage));
+    size_t nBTC = (size_t)pp->B * pp->T * c->channels;
+    for (int s = 0; s < S; s++) {
+        pp->local_of[s] = pp->schedule.stage_rank[s] == rank ? pp->num_local++ : -1;
+        if (pp->local_of[s] < 0) { continue; }
+        RankStage* ls = &pp->local[pp->local_of[s]];
+        StageLayout lay = pipeline_stage_layout(c, pp->layers, S, s);
+        int slots = schedule_stage_slots(&pp->schedule, s), inbox = schedule_stage_inbox(&pp->schedule, s);
+        stage_init(&ls->stage, c, &lay, pp->B, pp->T, slots, split);
+        stash_init(&ls->slots, pp->M, slots);
+        stash_init(&ls->inbox, pp->M, inbox);
+        ls->inbox_memory = (float*)calloc_check((size_t)inbox * nBTC, sizeof(float));
     }
-    for (int i = 0; i < pp->schedule.ranks[rank].n; i++) {
-        ActionType t = pp->schedule.ranks[rank].a[i].type;
-        if (pp->schedule.S != P || t == PP_I || t == PP_W) {
-            fatal("flag -sc %s: this trainer runs one stage per rank with a fused backward (gpipe, 1f1b)",
-                  args->schedule_name);
-        }
-    }
-    int num_slots = schedule_rank_slots(&pp->schedule, rank);
-    StageLayout lay = pipeline_stage_layout(c, layers, P, rank);
-    stage_init(&pp->stage, c, &lay, pp->B, pp->T, num_slots);
-    stash_init(&pp->slots, pp->M, num_slots);
-    int inbox = schedule_rank_inbox(&pp->schedule, rank);
-    stash_init(&pp->inbox, pp->M, inbox);
-    pp->inbox_memory = (float*)calloc_check((size_t)inbox * pp->B * pp->T * c->channels, sizeof(float));
     pp->tokens = (int*)calloc_check((size_t)pp->M * 2 * pp->B * pp->T, sizeof(int));
-    pp->trace.stage = rank;
+    pp->trace.rank = rank;
     op_trace = &pp->trace;  // this thread runs this rank
-    if (P > 1 && (lay.has_embed || lay.has_head)) { pp->wte_peer = (float*)malloc_check(lay.sizes[WTE] * sizeof(float)); }
+    int ends_apart = pp->schedule.stage_rank[0] != pp->schedule.stage_rank[S - 1];
+    if (ends_apart && (pp->local_of[0] >= 0 || pp->local_of[S - 1] >= 0)) {
+        pp->wte_peer = (float*)malloc_check(tensor_unit_size(c, WTE) * sizeof(float));
+    }
 }
 
 static void pipeline_free(Pipeline* pp) {
-    stage_free(&pp->stage);
-    stash_free(&pp->slots);
-    stash_free(&pp->inbox);
-    free(pp->inbox_memory);
+    for (int i = 0; i < pp->num_local; i++) {
+        stage_free(&pp->local[i].stage);
+        stash_free(&pp->local[i].slots);
+        stash_free(&pp->local[i].inbox);
+        free(pp->local[i].inbox_memory);
+    }
+    free(pp->local);
+    free(pp->local_of);
     schedule_free(&pp->schedule);
     free(pp->tokens);
     free(pp->wte_peer);
@@ -813,56 +945,70 @@ static void pipeline_free(Pipeline* pp) {
     free(pp->layers);
 }
 
-static float* inbox_buffer(Pipeline* pp, int k) {
-    return pp->inbox_memory + (size_t)k * pp->B * pp->T * pp->config.channels;
+static float* inbox_buffer(RankStage* ls, int k) {
+    return ls->inbox_memory + (size_t)k * ls->stage.B * ls->stage.T * ls->stage.config.channels;
 }
 
 // Runs one action of this rank's list. A forward-only pass (validation, sampling) at micro-batch shape (B, T)
 // frees each micro-batch's slot once its output has left; training keeps it for the backward, and dloss is
-// each position's weight in the loss.
+// each position's weight in the loss. Between two stages of this rank the output is handed over directly.
 static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_only, float dloss, double* loss_sum) {
-    Stage* st = &pp->stage;
-    int m = a->mb, last = pp->rank == pp->P - 1;
+    RankStage* ls = local_stage(pp, a->stage);
+    Stage* st = &ls->stage;
+    int m = a->mb, s = a->stage, last = s == pp->S - 1;
+    RankStage* next = !last && pp->local_of[s + 1] >= 0 ? local_stage(pp, s + 1) : NULL;
+    RankStage* prev = s > 0 && pp->local_of[s - 1] >= 0 ? local_stage(pp, s - 1) : NULL;
     size_t bytes = (size_t)B * T * pp->config.channels * sizeof(float);
     activity_set("schedule", a, pp->step + 1);
+    pp->trace.stage = s;  // the stage of the op and layer events to come
     double t0 = now_seconds();
     switch (a->type) {
     case PP_RECV_F:
-        transport_recv(pp->tp, a->peer, TAG_ACTIVATION, inbox_buffer(pp, stash_acquire(&pp->inbox, m)), bytes);
-        trace_add(&pp->trace, "recv", a->stage, m, t0, now_seconds());
+        transport_recv(pp->tp, a->peer, TAG_ACTIVATION, inbox_buffer(ls, stash_acquire(&ls->inbox, m)), bytes);
+        trace_add(&pp->trace, "recv", s, m, t0, now_seconds());
         return;
     case PP_F: {
-        Activations* act = &st->stash[stash_acquire(&pp->slots, m)];
+        Activations* act = &st->stash[stash_acquire(&ls->slots, m)];
         const int* tokens = pp->tokens + (size_t)m * 2 * B * T;
         memcpy(act->inputs, tokens, (size_t)B * T * sizeof(int));
         memcpy(act->targets, tokens + B * T, (size_t)B * T * sizeof(int));
-        if (a->stage > 0) {
-            memcpy(act->x, inbox_buffer(pp, stash_slot(&pp->inbox, m)), bytes);
-            stash_release(&pp->inbox, m);
+        if (s > 0) {
+            memcpy(act->x, inbox_buffer(ls, stash_slot(&ls->inbox, m)), bytes);
+            stash_release(&ls->inbox, m);
         }
         stage_forward(st, act, B, T, forward_only, dloss);
-        if (last) {
-            *loss_sum += microbatch_loss(act, B, T);
-            if (forward_only) { stash_release(&pp->slots, m); }
-        }
+        if (last) { *loss_sum += microbatch_loss(act, B, T); }
+        if (next) { memcpy(inbox_buffer(next, stash_acquire(&next->inbox, m)), stage_output(st, act), bytes); }
+        if (forward_only && (last || next)) { stash_release(&ls->slots, m); }
         break;
     }
     case PP_SEND_F:
-        transport_send(pp->tp, a->peer, TAG_ACTIVATION, stage_output(st, &st->stash[stash_slot(&pp->slots, m)]), bytes);
-        if (forward_only) { stash_release(&pp->slots, m); }
-        trace_add(&pp->trace, "send", a->stage, m, t0, now_seconds());
+        transport_send(pp->tp, a->peer, TAG_ACTIVATION, stage_output(st, &st->stash[stash_slot(&ls->slots, m)]), bytes);
+        if (forward_only) { stash_release(&ls->slots, m); }
+        trace_add(&pp->trace, "send", s, m, t0, now_seconds());
         return;
     case PP_RECV_B:
-        transport_recv(pp->tp, a->peer, TAG_GRADIENT, st->stash[stash_slot(&pp->slots, m)].dout, bytes);
-        trace_add(&pp->trace, "recv", a->stage, m, t0, now_seconds());
+        transport_recv(pp->tp, a->peer, TAG_GRADIENT, st->stash[stash_slot(&ls->slots, m)].dout, bytes);
+        trace_add(&pp->trace, "recv", s, m, t0, now_seconds());
         return;
     case PP_B:
-        stage_backward(st, &st->stash[stash_slot(&pp->slots, m)]);
-        stash_release(&pp->slots, m);
+    case PP_I: {
+        Activations* act = &st->stash[stash_slot(&ls->slots, m)];
+        stage_backward_input(st, act, a->type == PP_I);
+        if (a->type == PP_B) { stash_release(&ls->slots, m); }
+        if (prev) {
+            Stage* ps = &prev->stage;
+            memcpy(ps->stash[stash_slot(&prev->slots, m)].dout, st->scratch.dresidual, bytes);
+        }
+        break;
+    }
+    case PP_W:
+        stage_backward_weight(st, &st->stash[stash_slot(&ls->slots, m)]);
+        stash_release(&ls->slots, m);
         break;
     case PP_SEND_B:
         transport_send(pp->tp, a->peer, TAG_GRADIENT, st->scratch.dresidual, bytes);
-        trace_add(&pp->trace, "send", a->stage, m, t0, now_seconds());
+        trace_add(&pp->trace, "send", s, m, t0, now_seconds());
         return;
     default: {
         char tok[48];
@@ -888,24 +1034,28 @@ static double run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int f
 }
 
 // The tied wte: stage 0 accumulated the embedding side of its gradient, the last stage the LM-head side.
-// Both end stages compute embed + head in that order, so both copies of wte stay bitwise equal.
+// Both end stages compute embed + head in that order, so both copies of wte stay bitwise equal. The halves
+// travel only when the two stages run on different ranks.
 static void pipeline_sync_tied_wte(Pipeline* pp) {
-    Stage* st = &pp->stage;
+    int last = pp->S - 1;
+    Stage* embed_st = pp->local_of[0] >= 0 ? &local_stage(pp, 0)->stage : NULL;
+    Stage* head_st = pp->local_of[last] >= 0 ? &local_stage(pp, last)->stage : NULL;
+    if (!embed_st && !head_st) { return; }
     size_t n = tensor_unit_size(&pp->config, WTE);
-    const float* embed = st->grads.wte;
-    const float* head = st->grad_wte_head;
-    if (pp->P > 1) {
-        if (!st->layout.has_embed && !st->layout.has_head) { return; }
-        const float* mine = st->layout.has_embed ? embed : head;
-        int peer = pp->P - 1 - pp->rank;
-        transport_send(pp->tp, peer, TAG_TIED_WTE, mine, n * sizeof(float));
+    const float* embed = embed_st ? embed_st->grads.wte : pp->wte_peer;
+    const float* head = head_st ? head_st->grad_wte_head : pp->wte_peer;
+    if (!embed_st || !head_st) {
+        int peer = pp->schedule.stage_rank[embed_st ? last : 0];
+        transport_send(pp->tp, peer, TAG_TIED_WTE, embed_st ? embed : head, n * sizeof(float));
         transport_recv(pp->tp, peer, TAG_TIED_WTE, pp->wte_peer, n * sizeof(float));
         transport_wait_sends(pp->tp);
-        embed = st->layout.has_embed ? mine : pp->wte_peer;
-        head = st->layout.has_embed ? pp->wte_peer : mine;
     }
-    float* g = st->grads.wte;
-    for (size_t i = 0; i < n; i++) { g[i] = embed[i] + head[i]; }
+    if (head_st && head_st != embed_st) {  // the head's copy first: the embedding's sum overwrites `embed`
+        for (size_t i = 0; i < n; i++) { head_st->grads.wte[i] = embed[i] + head[i]; }
+    }
+    if (embed_st) {
+        for (size_t i = 0; i < n; i++) { embed_st->grads.wte[i] = embed[i] + head[i]; }
+    }
 }
 
 static float pipeline_grad_norm(Pipeline* pp) {
@@ -913,12 +1063,15 @@ static float pipeline_grad_norm(Pipeline* pp) {
     int n = num_norm_slots(c);
     double* slots = (double*)calloc_check(n, sizeof(double));
     NormSlot* owned = (NormSlot*)malloc_check(n * sizeof(NormSlot));
-    int k = stage_norm_slots(c, &pp->stage.layout, owned);
-    for (int i = 0; i < k; i++) {
-        const float* g = pp->stage.grads_memory + owned[i].offset;
-        double sum = 0.0;
-        for (size_t j = 0; j < owned[i].count; j++) { sum += (double)g[j] * g[j]; }
-        slots[owned[i].slot] = sum;
+    for (int l = 0; l < pp->num_local; l++) {
+        const Stage* st = &pp->local[l].stage;
+        int k = stage_norm_slots(c, &st->layout, owned);
+        for (int i = 0; i < k; i++) {
+            const float* g = st->grads_memory + owned[i].offset;
+            double sum = 0.0;
+            for (size_t j = 0; j < owned[i].count; j++) { sum += (double)g[j] * g[j]; }
+            slots[owned[i].slot] = sum;
+        }
     }
     transport_allreduce_sum(pp->tp, slots, n);
     float norm = norm_from_slots(slots, n);
@@ -929,7 +1082,7 @@ static float pipeline_grad_norm(Pipeline* pp) {
 
 // the forward and backward of M micro-batches under the training schedule; returns the mean loss
 static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx) {
-    stage_zero_grads(&pp->stage);
+    for (int l = 0; l < pp->num_local; l++) { stage_zero_grads(&pp->local[l].stage); }
     load_step_tokens(pp->tokens, pp->M, pp->B, pp->T, next, ctx);
     double t0 = now_seconds();
     double loss = run_schedule(pp, &pp->schedule, pp->B, pp->T, 0);
@@ -944,6 +1097,7 @@ static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, floa
     float loss = pipeline_forward_backward(pp, next, ctx);
     double t0 = now_seconds();
     activity_set("optimizer", NULL, pp->step + 1);
+    pp->trace.stage = -1;
     pipeline_sync_tied_wte(pp);
     float norm = pipeline_grad_norm(pp);
     pp->step++;
@@ -965,8 +1119,10 @@ static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, floa
     float clip = pp->opt.grad_clip;
     float grad_scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
     pp->adam_t++;
-    OP("adamw", stage_adamw(&pp->stage, &pp->opt, lr, grad_scale, pp->adam_t));
-    trace_add(&pp->trace, "optim", pp->rank, -1, t0, now_seconds());
+    for (int l = 0; l < pp->num_local; l++) {
+        OP("adamw", stage_adamw(&pp->local[l].stage, &pp->opt, lr, grad_scale, pp->adam_t));
+    }
+    trace_add(&pp->trace, "optim", -1, -1, t0, now_seconds());
     return loss;
 }
 
@@ -978,7 +1134,7 @@ static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
     for (int done = 0; done < batches; done += pp->M) {
         int m = batches - done < pp->M ? batches - done : pp->M;
         Schedule fwd;
-        schedule_build_forward(pp->P, m, &fwd);
+        schedule_build_forward_placed(&pp->schedule, m, &fwd);
         load_step_tokens(pp->tokens, m, pp->B, pp->T, next_batch_from_loader, dl);
         sum += run_schedule(pp, &fwd, pp->B, pp->T, 1);
         schedule_free(&fwd);
@@ -1004,27 +1160,29 @@ static float* stage_buffer(Stage* st, StageBuffer which) {
 
 // every stage's slices into `global` on rank 0 (collective: every rank calls it; global is unused elsewhere)
 static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
-    Stage* st = &pp->stage;
     activity_set("checkpoint gather", NULL, pp->step);
-    if (pp->rank != 0) {
-        transport_send(pp->tp, 0, TAG_GATHER, stage_buffer(st, which), st->layout.num_parameters * sizeof(float));
-        transport_wait_sends(pp->tp);
-        return;
-    }
-    for (int s = pp->P - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
-        StageLayout lay = pipeline_stage_layout(&pp->config, pp->layers, pp->P, s);
-        float* buf = stage_buffer(st, which);
-        if (s != 0) {
-            buf = (float*)malloc_check(lay.num_parameters * sizeof(float));
-            transport_recv(pp->tp, s, TAG_GATHER, buf, lay.num_parameters * sizeof(float));
+    for (int s = pp->S - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
+        int owner = pp->schedule.stage_rank[s];
+        if (owner != pp->rank && pp->rank != 0) { continue; }
+        StageLayout lay = pipeline_stage_layout(&pp->config, pp->layers, pp->S, s);
+        size_t bytes = lay.num_parameters * sizeof(float);
+        if (owner == pp->rank && pp->rank != 0) {
+            transport_send(pp->tp, 0, TAG_GATHER, stage_buffer(&local_stage(pp, s)->stage, which), bytes);
+            continue;
         }
+        float* buf = owner == 0 ? stage_buffer(&local_stage(pp, s)->stage, which) : (float*)malloc_check(bytes);
+        if (owner != 0) { transport_recv(pp->tp, owner, TAG_GATHER, buf, bytes); }
         stage_copy_global(&pp->config, &lay, buf, global, 1);
-        if (s != 0) { free(buf); }
+        if (owner != 0) { free(buf); }
     }
+    transport_wait_sends(pp->tp);
 }
 
 static void pipeline_scatter(Pipeline* pp, StageBuffer which, float* global) {
-    stage_copy_global(&pp->config, &pp->stage.layout, stage_buffer(&pp->stage, which), global, 0);
+    for (int l = 0; l < pp->num_local; l++) {
+        Stage* st = &pp->local[l].stage;
+        stage_copy_global(&pp->config, &st->layout, stage_buffer(st, which), global, 0);
+    }
 }
 
 // Checkpoints (llmc/train_state.h): the whole model and its AdamW moments in checkpoint layout, so a run
@@ -1061,12 +1219,12 @@ static void load_state(Pipeline* pp, const TrainArgs* args, const char* path, Da
 // rank's checkpoint of it is the same.
 static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint64_t* rng) {
     const GPT2Config* c = &pp->config;
-    int last = pp->P - 1;
     int* seq = (int*)malloc_check((size_t)(gen_tokens + 1) * sizeof(int));
     seq[0] = tok->eot_token;
     float* probs = (float*)malloc_check((size_t)c->vocab_size * sizeof(float));
     Schedule one;
-    schedule_build_forward(pp->P, 1, &one);
+    schedule_build_forward_placed(&pp->schedule, 1, &one);
+    int last = pp->schedule.stage_rank[pp->S - 1];
     int tracing = pp->trace.on;
     pp->trace.on = 0;
     if (pp->rank == 0) { printf("generating:\n---\n"); }
@@ -1075,7 +1233,7 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
         run_schedule(pp, &one, 1, n, 1);
         int next = 0;
         if (pp->rank == last) {
-            const float* logits = pp->stage.stash[0].logits + (size_t)(n - 1) * c->padded_vocab_size;
+            const float* logits = local_stage(pp, pp->S - 1)->stage.stash[0].logits + (size_t)(n - 1) * c->padded_vocab_size;
             next = sample_softmax(logits, c->vocab_size, random_f32(rng), probs);
         }
         transport_broadcast(pp->tp, last, &next, sizeof(next));
@@ -1104,9 +1262,9 @@ static void write_trace(Pipeline* pp, const char* path) {
         transport_recv(pp->tp, r, TAG_GATHER, &n, sizeof(int));
         TraceEvent* events = (TraceEvent*)malloc_check((size_t)(n > 0 ? n : 1) * sizeof(TraceEvent));
         transport_recv(pp->tp, r, TAG_GATHER, events, n * sizeof(TraceEvent));
-        for (int i = 0; i < n; i++) {
-            const TraceEvent* e = &events[i];
-            trace_add_cat(tr, e->cat, e->name, e->stage, e->mb, tr->origin + e->t0, tr->origin + e->t0 + e->dur);
+        for (int i = 0; i < n; i++) {  // as recorded on their rank: times from its own start of the step
+            trace_add_cat(tr, "", "", -1, -1, 0.0, 0.0);
+            tr->events[tr->len - 1] = events[i];
         }
         free(events);
     }
@@ -1116,25 +1274,51 @@ static void write_trace(Pipeline* pp, const char* path) {
 // ----------------------------------------------------------------------------
 // 6. one rank's whole run, and main
 
-// the bytes one stash slot of stage s allocates: what the plan prints
-static void stash_plan(const GPT2Config* c, const TrainArgs* args, int P, const int* layers, const Schedule* sc,
-                       int* slots, size_t* bytes) {
-    for (int s = 0; s < P; s++) {
-        StageLayout lay = pipeline_stage_layout(c, layers, P, s);
-        slots[s] = schedule_rank_slots(sc, s);
-        bytes[s] = activations_bytes(c, &lay, args->B, args->T);
+// the stash slots of every stage and the bytes one slot allocates: what the plan prints
+static void stash_plan(const Pipeline* pp, int* slots, size_t* bytes) {
+    int split = schedule_splits_backward(&pp->schedule);
+    for (int s = 0; s < pp->S; s++) {
+        StageLayout lay = pipeline_stage_layout(&pp->config, pp->layers, pp->S, s);
+        slots[s] = schedule_stage_slots(&pp->schedule, s);
+        bytes[s] = activations_bytes(&pp->config, &lay, pp->B, pp->T, split);
     }
 }
 
-// -ps 1: the schedule as text, and its unit-time timeline with the simulated bubble
+// -ps 1: the schedule as text (what -sf loads), then its unit-time timeline with the simulated bubble as
+// comment lines, so the output loads back as it is
 static void print_schedule(const TrainArgs* args, int P) {
     Schedule sc;
-    int rc = schedule_build(args->schedule_name, P, args->M, &sc);
-    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, args->schedule_name); }
-    if (rc != 0) { fatal("schedule %s cannot run P=%d M=%d", args->schedule_name, P, args->M); }
+    pipeline_schedule(&sc, args, P);
     schedule_fprint(&sc, stdout);
-    schedule_print_ascii_timeline(&sc, stdout);
+    char* timeline = NULL;
+    size_t len = 0;
+    FILE* f = open_memstream(&timeline, &len);
+    if (f == NULL) { fatal("out of memory printing the schedule"); }
+    schedule_print_ascii_timeline(&sc, f);
+    fclose(f);
+    for (char* line = strtok(timeline, "\n"); line; line = strtok(NULL, "\n")) { printf("# %s\n", line); }
+    free(timeline);
     schedule_free(&sc);
+    // every builder for this model from the cost model of llmc/partition.h: per micro-batch a stage's forward
+    // is a third of its cost, B the other two thirds, I and W half of B each
+    int from_file;
+    GPT2Config c = pipeline_model_config(args, &from_file);
+    int* layers = (int*)malloc_check(P * sizeof(int));
+    pipeline_split(args, &c, P, layers);
+    PartitionCosts pc = partition_gpt2_costs(args->B, args->T, c.channels, c.padded_vocab_size);
+    StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
+    for (int s = 0; s < P; s++) {
+        double f = partition_stage_cost(&pc, P, s, layers[s]) / 3.0 / 1e9;  // GFLOP
+        cost[s] = (StageCosts){f, 2 * f, f, f};
+    }
+    f = open_memstream(&timeline, &len);
+    if (f == NULL) { fatal("out of memory printing the schedule"); }
+    schedule_compare_print(P, args->M, cost, 0.0, f);
+    fclose(f);
+    for (char* line = strtok(timeline, "\n"); line; line = strtok(NULL, "\n")) { printf("# %s\n", line); }
+    free(timeline);
+    free(cost);
+    free(layers);
 }
 
 #define printf0(...) do { if (rank == 0) { printf(__VA_ARGS__); } } while (0)
@@ -1145,19 +1329,20 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
     LRSchedule lrs = {lr_schedule_parse(args->lr_schedule_name), args->lr, args->warmup, max_steps, args->final_frac};
     int from_file;
     GPT2Config config = pipeline_model_config(args, &from_file);
-    int* layers = (int*)malloc_check(P * sizeof(int));
-    pipeline_split(args, &config, P, layers);
     char resume_model[4096], resume_state[4096];
     if (args->out_dir && rank == 0) { mkdir_p(args->out_dir); }
     if (args->resume) { pipeline_resume_paths(args, &config, resume_model, resume_state, sizeof(resume_model)); }
 
     Pipeline pp;
-    pipeline_init(&pp, &config, args, P, layers, rank, tp);
+    pipeline_init(&pp, &config, args, P, rank, tp);
+    int S = pp.S;
     pp.opt = (OptimizerConfig){args->lr, 0.9f, 0.95f, 1e-8f, args->weight_decay, args->grad_clip};
-    Stage* st = &pp.stage;
     const char* src = args->resume ? resume_model : from_file ? args->model_arg : NULL;
-    if (src) { model_read_stage(src, &config, &st->layout, st->params_memory); }
-    else { stage_random_init(&config, &st->layout, st->params_memory); }
+    for (int l = 0; l < pp.num_local; l++) {
+        Stage* st = &pp.local[l].stage;
+        if (src) { model_read_stage(src, &config, &st->layout, st->params_memory); }
+        else { stage_random_init(&config, &st->layout, st->params_memory); }
+    }
 
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, args->train_pattern, B, T, config.vocab_size);
@@ -1176,22 +1361,21 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    int* slots = (int*)malloc_check(P * sizeof(int));
-    size_t* stash_bytes = (size_t*)malloc_check(P * sizeof(size_t));
-    stash_plan(&config, args, P, layers, &pp.schedule, slots, stash_bytes);
+    int* slots = (int*)malloc_check(S * sizeof(int));
+    size_t* stash_bytes = (size_t*)malloc_check(S * sizeof(size_t));
+    stash_plan(&pp, slots, stash_bytes);
+    SimResult sim;  // the schedule's bubble in unit time (F = 1, B = 2): what each step's measured one is set against
+    schedule_simulate(&pp.schedule, 1.0, 2.0, 0.0, &sim);
     if (rank == 0) {
-        SimResult sim;
-        schedule_simulate(&pp.schedule, 1.0, 2.0, 0.0, &sim);
         printf("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters\n", config.num_layers,
                config.channels, config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
                model_num_parameters(&config));
         printf("batch: B=%d T=%d M=%d -> %d tokens per step; %s, %d threads each\n", B, T, M, B * T * M,
                tp->boxes ? "ranks are threads of this process" : "one MPI process per rank", threads);
-        print_pipeline_plan(&config, args, P, layers, slots, stash_bytes, sim.bubble);
+        print_pipeline_plan(&config, args, &pp.schedule, pp.layers, slots, stash_bytes, sim.bubble);
         printf("train: %s, %lld micro-batches per epoch; val: %s, using %d micro-batches\n", args->train_pattern,
                (long long)dataloader_num_batches(&train_loader), args->val_pattern, val_batches);
         if (args->resume) { printf("resumed from %s at step %d\n", resume_model, pp.step); }
-        sim_result_free(&sim);
     }
 
     for (int step = pp.step; step <= max_steps; step++) {
@@ -1213,10 +1397,10 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
         float lr = lr_at(&lrs, step);
         float loss = pipeline_train_step(&pp, next_batch_from_loader, &train_loader, lr);
         double secs = now_seconds() - t0;
-        trace_add_cat(&pp.trace, "step", "step", rank, -1, t0, t0 + secs);
+        trace_add_cat(&pp.trace, "step", "step", -1, -1, t0, t0 + secs);
         StepReport report = {step + 1, max_steps, P, M, B * T * M, loss, pp.last_norm, lr,
                              transport_sum(tp, secs) / P, transport_sum(tp, pp.schedule_secs) / P,
-                             transport_sum(tp, pp.busy), NULL};
+                             transport_sum(tp, pp.busy), sim.bubble, NULL};
         if (rank == 0) { print_step_line(&report); }
         logger_log_train(&logger, step + 1, loss, lr, pp.last_norm);
         if (args->out_dir && due(args->ckpt_every, step + 1, step + 1 == max_steps)) {
@@ -1228,14 +1412,14 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
         }
     }
     // the stash each stage actually used, counted as slots were taken
-    double* peak = (double*)calloc_check(P, sizeof(double));
-    peak[rank] = pp.slots.peak;
-    transport_allreduce_sum(tp, peak, P);
-    if (rank == 0) { print_peak_stash(P, peak, stash_bytes); }
+    double* peak = (double*)calloc_check(S, sizeof(double));
+    for (int s = 0; s < S; s++) { if (pp.local_of[s] >= 0) { peak[s] = local_stage(&pp, s)->slots.peak; } }
+    transport_allreduce_sum(tp, peak, S);
+    if (rank == 0) { print_peak_stash(S, peak, stash_bytes); }
     free(peak);
+    sim_result_free(&sim);
     free(slots);
     free(stash_bytes);
-    free(layers);
     logger_free(&logger);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);
@@ -1278,6 +1462,7 @@ static void* rank_thread(void* arg) {
 }
 
 static void run_ranks_as_threads(const TrainArgs* args, int P) {
+    fatal_first_only = 1;
     Mailboxes* boxes = mailboxes_new(P);
     RankThread* ranks = (RankThread*)calloc_check(P, sizeof(RankThread));
     pthread_t* threads = (pthread_t*)calloc_check(P, sizeof(pthread_t));

@@ -55,7 +55,8 @@ static inline void pipeline_split(const TrainArgs* args, const GPT2Config* c, in
     int rc = args->layers_arg ? partition_parse(args->layers_arg, c->num_layers, P, layers, first, err, sizeof(err))
                               : partition_balance(c->num_layers, P, &costs, layers, first, err, sizeof(err));
     if (rc != 0) {
-        fatal("%s %s: %s", args->layers_arg ? "flag -pl" : "flag -pp", args->layers_arg ? args->layers_arg : "", err);
+        if (args->layers_arg) { fatal("flag -pl %s: %s", args->layers_arg, err); }
+        fatal("flags -pp and -sc %s (%d stages): %s", args->schedule_name, P, err);
     }
     free(first);
 }
@@ -115,23 +116,30 @@ static inline void stash_release(StashSlots* st, int m) {
 
 static inline void stash_free(StashSlots* st) { free(st->slot_of); }
 
-// the stash slots of a rank's stage (stage == rank): the schedule's peak, and at least the one slot that
-// forward-only passes use
-static inline int schedule_rank_slots(const Schedule* sc, int rank) {
-    int peak = schedule_peak_inflight(sc, rank);
+// the stash slots of a stage: the schedule's peak, and at least the one slot that forward-only passes use
+static inline int schedule_stage_slots(const Schedule* sc, int stage) {
+    int peak = schedule_peak_inflight(sc, stage);
     return peak > 0 ? peak : 1;
 }
 
-// the most inputs a rank holds received but not yet run forward: its inbox buffers (0 on stage 0)
-static inline int schedule_rank_inbox(const Schedule* sc, int rank) {
-    int waiting = 0, peak = 0;
-    const ActionList* list = &sc->ranks[rank];
+// The most inputs of a stage received but not yet run forward: its inbox buffers (0 on stage 0). An input
+// arrives by RECV_F, or, when the previous stage runs on the same rank, when that stage's F finishes.
+static inline int schedule_stage_inbox(const Schedule* sc, int stage) {
+    if (stage == 0) { return 0; }
+    int r = sc->stage_rank[stage], local_prev = sc->stage_rank[stage - 1] == r, waiting = 0, peak = 0;
+    const ActionList* list = &sc->ranks[r];
     for (int i = 0; i < list->n; i++) {
-        waiting += list->a[i].type == PP_RECV_F ? 1 : list->a[i].type == PP_F && list->a[i].stage > 0 ? -1 : 0;
+        const Action* a = &list->a[i];
+        int arrives = (a->type == PP_RECV_F && a->stage == stage) || (local_prev && a->type == PP_F && a->stage == stage - 1);
+        waiting += arrives ? 1 : a->type == PP_F && a->stage == stage ? -1 : 0;
         if (waiting > peak) { peak = waiting; }
     }
     return peak;
 }
+
+// one stage per rank (stage == rank), as the CUDA trainer runs today
+static inline int schedule_rank_slots(const Schedule* sc, int rank) { return schedule_stage_slots(sc, rank); }
+static inline int schedule_rank_inbox(const Schedule* sc, int rank) { return schedule_stage_inbox(sc, rank); }
 
 // ----------------------------------------------------------------------------
 // the global grad norm: squared sums per "slot", one tensor of one layer (or a whole non-layer tensor),
@@ -185,7 +193,8 @@ static inline void load_step_tokens(int* tokens, int M, int B, int T, NextBatchF
 // layernorm, gelu, classifier, adamw, ...); send/recv and the optimizer sit beside the actions.
 typedef struct {
     double t0, dur;    // seconds since the step began
-    int stage, mb;
+    int rank;          // the track: one per rank
+    int stage, mb;     // -1 where none
     char name[12];     // "F3", "L5", "matmul", "send", "recv", "optim", "step"
     char cat[8];       // "step", "action", "layer", "op", "comm"
 } TraceEvent;
@@ -194,7 +203,8 @@ typedef struct {
     TraceEvent* events;
     int len, cap;
     int on;            // recording
-    int stage;         // the track of this rank's layer and op events
+    int rank;
+    int stage;         // the stage an op or layer event belongs to: the one whose action is running
     double origin;
 } Trace;
 
@@ -208,6 +218,7 @@ static inline void trace_add_cat(Trace* tr, const char* cat, const char* name, i
     TraceEvent* e = &tr->events[tr->len++];
     e->t0 = t0 - tr->origin;
     e->dur = t1 - t0;
+    e->rank = tr->rank;
     e->stage = stage;
     e->mb = mb;
     snprintf(e->name, sizeof(e->name), "%s", name);
@@ -247,7 +258,7 @@ static inline void op_end_layer(int layer, double t0) {
 
 #define OP(name, call) do { double op_t0_ = op_begin(); call; op_end("op", name, op_t0_); } while (0)
 
-// Chrome/Perfetto trace of every rank's events (gathered on one rank): one track per stage
+// Chrome/Perfetto trace of every rank's events (gathered on one rank): one track per rank
 static inline void trace_write_json(const TraceEvent* events, int n, const char* path) {
     AtomicFile af;
     atomic_open(&af, path);
@@ -255,8 +266,8 @@ static inline void trace_write_json(const TraceEvent* events, int n, const char*
     for (int i = 0; i < n; i++) {
         const TraceEvent* e = &events[i];
         fprintf(af.f, "{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"ts\": %.3f, "
-                "\"dur\": %.3f, \"args\": {\"mb\": %d}}%s\n", e->name, e->cat, e->stage, e->stage, e->t0 * 1e6,
-                e->dur * 1e6, e->mb, i + 1 < n ? "," : "");
+                "\"dur\": %.3f, \"args\": {\"stage\": %d, \"mb\": %d}}%s\n", e->name, e->cat, e->rank, e->rank,
+                e->t0 * 1e6, e->dur * 1e6, e->stage, e->mb, i + 1 < n ? "," : "");
     }
     fprintf(af.f, "]}\n");
     atomic_commit(&af);
@@ -299,35 +310,43 @@ static inline double measured_bubble(double busy_all_ranks, int P, double schedu
 }
 
 // the plan: each stage's layers, share of the estimated compute and stash; then the balance bound
-static inline void print_pipeline_plan(const GPT2Config* c, const TrainArgs* args, int P, const int* layers,
-                                       const int* slots, const size_t* stash_bytes, double simulated_bubble) {
-    int M = args->M;
-    printf("pipeline: P=%d stages, schedule %s; simulated bubble %.3f, theory (P-1)/(M+P-1) = %.3f\n", P,
-           args->schedule_name, simulated_bubble, (P - 1.0) / (M + P - 1.0));
+static inline void print_pipeline_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc,
+                                       const int* layers, const int* slots, const size_t* stash_bytes,
+                                       double simulated_bubble) {
+    int M = args->M, S = sc->S, P = sc->P;
+    printf("pipeline: P=%d ranks, S=%d stages, schedule %s; simulated bubble %.3f, 1F1B theory (P-1)/(M+P-1) = %.3f\n",
+           P, S, args->schedule_file ? args->schedule_file : args->schedule_name, simulated_bubble, (P - 1.0) / (M + P - 1.0));
     PartitionCosts costs = partition_gpt2_costs(args->B, args->T, c->channels, c->padded_vocab_size);
     double total = 0.0, slowest = 0.0;
-    for (int s = 0; s < P; s++) {
-        double cost = partition_stage_cost(&costs, P, s, layers[s]);
+    double* rank_cost = (double*)calloc_check(P, sizeof(double));
+    for (int s = 0; s < S; s++) {
+        double cost = partition_stage_cost(&costs, S, s, layers[s]);
         total += cost;
-        slowest = cost > slowest ? cost : slowest;
+        rank_cost[sc->stage_rank[s]] += cost;
     }
-    for (int s = 0; s < P; s++) {
-        StageLayout lay = pipeline_stage_layout(c, layers, P, s);
+    for (int r = 0; r < P; r++) { slowest = rank_cost[r] > slowest ? rank_cost[r] : slowest; }
+    for (int s = 0; s < S; s++) {
+        StageLayout lay = pipeline_stage_layout(c, layers, S, s);
         printf("stage %d: %d layers from %d%s%s, %zu parameters, %.0f%% of the compute, activation stash %d "
-               "micro-batches x %.1f MiB\n", s, lay.num_layers, lay.layer_begin, lay.has_embed ? " + embeddings" : "",
+               "micro-batches x %.1f MiB", s, lay.num_layers, lay.layer_begin, lay.has_embed ? " + embeddings" : "",
                lay.has_head ? " + lnf/LM head" : "", lay.num_parameters,
-               100.0 * partition_stage_cost(&costs, P, s, layers[s]) / total, slots[s], stash_bytes[s] / 1048576.0);
+               100.0 * partition_stage_cost(&costs, S, s, layers[s]) / total, slots[s], stash_bytes[s] / 1048576.0);
+        if (S != P) { printf(", on rank %d", sc->stage_rank[s]); }
+        printf("\n");
     }
     if (P > 1) {
-        printf("balance: the slowest stage has %.0f%% of the compute, so P stages can be at most %.2fx faster than one\n",
-               100.0 * slowest / total, total / slowest);
+        const char* unit = S == P ? "stage" : "rank";
+        printf("balance: the slowest %s has %.0f%% of the compute, so P %ss can be at most %.2fx faster than one\n",
+               unit, 100.0 * slowest / total, unit, total / slowest);
     }
+    free(rank_cost);
 }
 
 typedef struct {
     int step, max_steps, P, M, tokens;
     float loss, norm, lr;
     double wall, schedule_wall, busy_all_ranks;  // seconds; busy summed over ranks
+    double theory;                                // the schedule's simulated bubble (llmc/schedule_sim.h)
     const char* extra;                            // e.g. the loss scale, or NULL
 } StepReport;
 
@@ -336,7 +355,7 @@ static inline void print_step_line(const StepReport* r) {
            r->loss, r->norm, r->lr, r->wall * 1e3, r->tokens / r->wall);
     if (r->P > 1) {
         printf(" | bubble %.3f (theory %.3f) | optimizer %.0f ms", measured_bubble(r->busy_all_ranks, r->P, r->schedule_wall),
-               (r->P - 1.0) / (r->M + r->P - 1.0), (r->wall - r->schedule_wall) * 1e3);
+               r->theory, (r->wall - r->schedule_wall) * 1e3);
     }
     printf("%s\n", r->extra ? r->extra : "");
 }

@@ -471,6 +471,16 @@ static inline void schedule_build_forward(int P, int M, Schedule* out) {
     }
 }
 
+// Forward only on the stages of `placed` (validation, sampling with several stages per rank): each rank
+// runs micro-batch by micro-batch, its stages in order; schedule_add_comms places the messages.
+static inline int schedule_build_forward_placed(const Schedule* placed, int M, Schedule* out) {
+    schedule_init(out, placed->P, placed->S, M);
+    memcpy(out->stage_rank, placed->stage_rank, (size_t)placed->S * sizeof(int));
+    for (int m = 0; m < M; m++)
+        for (int st = 0; st < placed->S; st++) schedule_push(out, placed->stage_rank[st], PP_F, st, m);
+    return schedule_add_comms(out, NULL, 0);
+}
+
 // `-sc` names; interleaved takes its stages per rank as "interleaved:v" (default v = 2)
 #define SCHEDULE_NAMES "gpipe|1f1b|interleaved[:v]|zbh1|zbh2|zbv"
 #define SCHEDULE_ERR_NAME 1  // unknown schedule name

@@ -28,6 +28,7 @@ typedef struct {
     const char* model_arg;       // -e
     const char* out_dir;         // -o
     const char* schedule_name;   // -sc
+    const char* schedule_file;   // -sf: a schedule in text form instead of a builder
     const char* layers_arg;      // -pl
     const char* trace_path;      // -tr
     const char* rendezvous_dir;  // -pf (CUDA trainer)
@@ -79,7 +80,8 @@ static void train_args_usage(int cuda) {
         "  -t <int>     sequence length T, at most the model's maxT [64]\n"
         "  -pm <int>    micro-batches per step M (gradient accumulation) [1]\n"
         "  -pp <int>    pipeline stages P [the number of ranks]\n"
-        "  -sc <name>   schedule: gpipe | 1f1b [1f1b]\n"
+        "  -sc <name>   schedule: gpipe | 1f1b | interleaved[:v] | zbh1 | zbh2 | zbv [1f1b]\n"
+        "  -sf <file>   the schedule from a file in text form (PyTorch's action grammar; -ps 1 writes it) [none]\n"
         "  -pl <list>   layers per stage, e.g. 3,3,3,3 [balanced by estimated compute]\n"
         "  -ps <0|1>    print the schedule (one row per rank) and its simulated timeline, then exit [0]\n"
         "  -x <int>     optimizer steps to run in total [40]\n"
@@ -152,6 +154,7 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         else if (strcmp(f, "-pm") == 0) { a->M = int_flag_in(f, v, 1, TRAIN_MAX_M, "micro-batches per step"); }
         else if (strcmp(f, "-pp") == 0) { a->P = int_flag_in(f, v, 1, TRAIN_MAX_P, "pipeline stages"); }
         else if (strcmp(f, "-sc") == 0) { a->schedule_name = v; }
+        else if (strcmp(f, "-sf") == 0) { a->schedule_file = v; }
         else if (strcmp(f, "-pl") == 0) { a->layers_arg = v; }
         else if (strcmp(f, "-ps") == 0) { a->print_schedule = int_flag_in(f, v, 0, 1, "print the schedule"); }
         else if (strcmp(f, "-to") == 0) { a->timeout = float_flag_in(f, v, 0.0f, 1, 86400.0f, "peer timeout in seconds"); }

@@ -20,7 +20,15 @@ done) and exits non-zero, so a bad input never turns into garbage numbers or a c
 // the fuzzers (dev/fuzz/) longjmp out of it, so a refused input ends one run and not the process.
 static void (*fatal_hook)(void) = NULL;
 
+// Set when several threads run ranks of one job: the first error is the one reported, and the threads that
+// fail after it (peers of the failed rank, or the same bad input seen by every rank) wait for the exit.
+static int fatal_first_only = 0;
+static int fatal_taken = 0;
+
 static void fatal(const char* fmt, ...) {
+    if (fatal_first_only && __atomic_exchange_n(&fatal_taken, 1, __ATOMIC_SEQ_CST)) {
+        for (;;) { pause(); }
+    }
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "error: ");

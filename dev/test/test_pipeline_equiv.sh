@@ -1,7 +1,7 @@
 #!/bin/bash
 # Bitwise equivalence of every pipeline split: for each M, the checkpoints (model and optimizer state) after
-# 3 steps are byte-identical across P = 1..4 stages, both schedules, and both launch modes (all stages in one
-# process, and one MPI rank per stage). Then checkpoints do not depend on P: a run saved at P = 4 resumes at
+# 3 steps are byte-identical across P = 1..4 ranks, every schedule, and both launch modes (ranks as threads
+# of one process, and one MPI process per rank). Then checkpoints do not depend on P: a run saved at P = 4 resumes at
 # P = 1 and 2 and ends byte-identical to uninterrupted runs. Last, the stash each rank used: M micro-batches
 # for GPipe, min(P-r, M) for 1F1B.
 set -u
@@ -38,6 +38,33 @@ for M in 1 2 3 4 8; do
     rm -rf "$W/base"
 done
 [ $MPI = 1 ] || { echo "FAIL: this build has no MPI, the mpirun launches were not tested"; failed=$((failed + 1)); }
+
+# Split backward (I, W) and several stages per rank: every other builder against one stage, on a model with
+# 8 layers so that ZB-V and interleaved (2P stages) fit P = 4. Every P and M in one process; under mpirun only
+# M = 4: the launch mode changes the transport alone, which GPipe and 1F1B above cover at every M. Each run
+# also checks that each stage's peak stash is the schedule's count that the plan printed.
+ARGS="-e d8:c32:h2 -b 2 -t 16 -x 3 -v 0 -g 0 -l 3e-3 -u 1"
+for M in 1 2 3 4 8; do
+    run "$W/base" 1 gpipe $M local || echo "baseline run failed (M=$M)"
+    for S in zbh1 zbh2 zbv interleaved; do
+        for P in 1 2 3 4; do
+            for MODE in local $( [ $MPI = 1 ] && [ $M = 4 ] && echo mpi ); do
+                D="$W/p${P}_${S}_${MODE}"
+                if ! run "$D" $P $S $M $MODE; then
+                    check "M=$M P=$P $S: refused with one error line" "grep -q '^error: flag -sc $S cannot run P=$P, M=$M' '$D.txt'"
+                    continue
+                fi
+                check "M=$M P=$P $S $MODE: model identical" "cmp -s '$W/base/model_00000003.bin' '$D/model_00000003.bin'"
+                check "M=$M P=$P $S $MODE: optimizer state identical" "cmp -s '$W/base/state_00000003.bin' '$D/state_00000003.bin'"
+                check "M=$M P=$P $S $MODE: peak stash = the schedule's count" \
+                    "diff <(sed -n 's/^stage \([0-9]*\):.* activation stash \([0-9]*\) micro-batches.*/\1 \2/p' '$D.txt') \
+                          <(sed -n 's/^stage \([0-9]*\): peak stash \([0-9]*\) micro-batches.*/\1 \2/p' '$D.txt')"
+                rm -rf "$D"
+            done
+        done
+    done
+    rm -rf "$W/base"
+done
 
 # checkpoints do not depend on P: 2 steps at P=4, then 2 more at P=1 or P=2, equal an uninterrupted run
 ARGS="-e d4:c64:h4 -b 2 -t 16 -v 0 -g 0 -pm 4 -l 3e-3 -k noam -u 2"
