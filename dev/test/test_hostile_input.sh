@@ -390,6 +390,7 @@ printf -- '- 0F0\n' > $P/dash.txt;                 sched "$P/dash.txt" $P/dash.t
 for i in $(seq 0 299); do printf '%dF0 %dB0\n' $i $i; done > $P/rows.txt; sched "$P/rows.txt" $P/rows.txt
 python3 -c "print(' '.join('0F%d' % i for i in range(200000)))" > $P/long.txt; sched "$P/long.txt" $P/long.txt
 mkdir -p $P/dir.txt;                               sched "$P/dir.txt" $P/dir.txt
+mkfifo $P/fifo.txt;                                sched "$P/fifo.txt" $P/fifo.txt
 sched "$P/missing.txt" $P/missing.txt
 
 # ---------------------------------------------------------------------------------------------------------
