@@ -4,19 +4,23 @@ PYTHON ?= python3
 CFLAGS ?= -O3 -march=native
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -I.
 LDLIBS = -lm
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(CUDA_HOME)/bin/nvcc
 
-# Matmuls go through OpenBLAS when it is installed (about 5x faster on 2 cores); NO_BLAS=1 keeps plain C.
-ifeq ($(NO_BLAS),)
-  ifneq ($(wildcard /usr/include/x86_64-linux-gnu/cblas.h /usr/include/cblas.h /usr/include/openblas/cblas.h),)
-    CFLAGS += -DUSE_BLAS $(if $(wildcard /usr/include/openblas/cblas.h),-I/usr/include/openblas)
-    LDLIBS += -lopenblas
-  endif
-endif
+# Matmuls go through OpenBLAS when it links (about 5x faster on 2 cores); else, or with NO_BLAS=1, plain C.
+# A header proves nothing: libblas-dev ships a cblas.h without OpenBLAS. OPENBLAS=none tests the fallback.
+OPENBLAS ?= openblas
+OPENBLAS_LIBS := $(or $(shell pkg-config --libs $(OPENBLAS) 2> /dev/null),-l$(OPENBLAS))
+HAVE_OPENBLAS := $(if $(NO_BLAS),,$(shell echo 'char cblas_sgemm(void); char openblas_set_num_threads(void); \
+  int main(void) { return cblas_sgemm() + openblas_set_num_threads(); }' | $(CC) -x c - $(OPENBLAS_LIBS) -o /dev/null 2> /dev/null && echo 1))
+BLAS_CFLAGS := $(if $(HAVE_OPENBLAS),-DUSE_BLAS $(shell pkg-config --cflags $(OPENBLAS) 2> /dev/null))
+BLAS_LDLIBS := $(if $(HAVE_OPENBLAS),$(OPENBLAS_LIBS))
+NO_BLAS_NOTICE = $(if $(HAVE_OPENBLAS),,@echo "notice: no OpenBLAS ($(if $(NO_BLAS),NO_BLAS=1,$(OPENBLAS_LIBS) does not link)): plain-C matmuls about 5x slower; apt install libopenblas-dev")
 
-# One MPI rank per pipeline stage when OpenMPI is installed; NO_MPI=1 (or no mpicc) runs every stage in one
-# process. Both builds run the same schedules and give the same bits.
+# One MPI rank per pipeline stage when an MPI compiler wrapper is installed (Open MPI or MPICH); NO_MPI=1 (or no
+# mpicc) runs every stage in one process. Both builds run the same schedules and give the same bits.
 MPICC := $(if $(NO_MPI),,$(shell command -v mpicc 2> /dev/null))
-TRAIN_CC = $(if $(MPICC),$(MPICC),$(CC))
+TRAIN_CC = $(or $(MPICC),$(CC))
 TRAIN_MPI = $(if $(MPICC),-DUSE_MPI)
 
 HEADERS = $(wildcard llmc/*.h)
@@ -25,106 +29,122 @@ HEADERS = $(wildcard llmc/*.h)
 all: train_gpt2_pp_cpu test_gpt2_pp_cpu
 
 train_gpt2_pp_cpu: train_gpt2_pp.c $(HEADERS)
-	$(TRAIN_CC) $(CFLAGS) $(TRAIN_MPI) $< -o $@ $(LDLIBS)
+	$(NO_BLAS_NOTICE)
+	$(TRAIN_CC) $(CFLAGS) $(BLAS_CFLAGS) $(TRAIN_MPI) $< -o $@ $(BLAS_LDLIBS) $(LDLIBS)
 
 # the test includes the trainer, whose main() and CLI helpers it does not use
 test_gpt2_pp_cpu: test_gpt2_pp.c train_gpt2_pp.c dev/test/reference.h $(HEADERS)
-	$(CC) $(CFLAGS) -Wno-unused-function $< -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $(BLAS_CFLAGS) -Wno-unused-function $< -o $@ $(BLAS_LDLIBS) $(LDLIBS)
 
 # the plain-C matmuls, checked against the same references
-build/test_gpt2_pp_cpu_noblas: test_gpt2_pp.c train_gpt2_pp.c $(HEADERS) | build
-	$(CC) $(filter-out -DUSE_BLAS -I/usr/include/openblas,$(CFLAGS)) -Wno-unused-function $< -o $@ -lm
+build/test_gpt2_pp_cpu_noblas: test_gpt2_pp.c train_gpt2_pp.c dev/test/reference.h $(HEADERS)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -Wno-unused-function $< -o $@ $(LDLIBS)
 
-build:
-	mkdir -p build
-
-# NumPy references for two shapes (see dev/reference/FORMAT.md); regenerated on every test run
+# NumPy references for two shapes (see dev/reference/FORMAT.md)
 REF_COMMON = --beta1 0.9 --beta2 0.95 --eps 1e-8 --seed 1
-build/ref_a.bin: dev/reference/gpt2_ref.py dev/reference/ref_file.py | build
+build/ref_a.bin: dev/reference/gpt2_ref.py dev/reference/ref_file.py
+	@mkdir -p build
 	$(PYTHON) dev/reference/gpt2_ref.py --L 4 --C 64 --NH 4 --V 101 --Vp 128 --maxT 32 --B 2 --T 16 --M 4 --K 3 \
 	  --lr 1e-3 --wd 0.1 --clip 1.0 $(REF_COMMON) --out $@ --log build/ref_a.log
-build/ref_b.bin: dev/reference/gpt2_ref.py dev/reference/ref_file.py | build
+build/ref_b.bin: dev/reference/gpt2_ref.py dev/reference/ref_file.py
+	@mkdir -p build
 	$(PYTHON) dev/reference/gpt2_ref.py --L 2 --C 48 --NH 3 --V 77 --Vp 128 --maxT 24 --B 3 --T 24 --M 2 --K 3 \
 	  --lr 3e-3 --wd 0.0 --clip 0 $(REF_COMMON) --out $@ --log build/ref_b.log
-
-test_reference:
-	$(PYTHON) dev/reference/test_gpt2_ref.py
-
-# P = 1 checks every activation; P = 2..4 (stages in one process) under both schedules check the loss,
-# every gradient and the parameters after each step against the same reference
-test_cpu: test_gpt2_pp_cpu build/test_gpt2_pp_cpu_noblas build/ref_a.bin build/ref_b.bin
-	./test_gpt2_pp_cpu build/ref_a.bin
-	./test_gpt2_pp_cpu build/ref_b.bin
-	build/test_gpt2_pp_cpu_noblas build/ref_a.bin
-	build/test_gpt2_pp_cpu_noblas build/ref_b.bin
-	for P in 2 3 4; do for S in gpipe 1f1b; do ./test_gpt2_pp_cpu build/ref_a.bin $$P $$S || exit 1; done; done
-	./test_gpt2_pp_cpu build/ref_b.bin 2 1f1b
-
-# command-line behaviour of the trainer: bad input, resume
-test_scripts: train_gpt2_pp_cpu
-	bash dev/test/test_bad_input.sh
-	bash dev/test/test_resume.sh
-	bash dev/test/test_pipeline_equiv.sh
-	bash dev/test/test_rank_failure.sh
 
 include dev/test/schedule.mk
 include dev/simt/simt.mk
 include dev/cuda/cuda.mk
 
-# everything that runs without a GPU; the nvcc builds compile the real binaries (no GPU needed to compile)
-test: test_reference test_cpu test_scripts test_schedule test_simt nvcc_check_simt test_cuda_kernels test_cuda_sim nvcc_check
-
-clean:
-	rm -rf build train_gpt2_pp_cpu test_gpt2_pp_cpu train_gpt2_pp
-
 # ---- the CUDA trainer. Real build: nvcc (GPU_COMPUTE_CAPABILITY=80 or 90, else detected with nvidia-smi,
-# else sm_80 and sm_90). Sim build: the same .cu under the SIMT CPU runtime (dev/simt), one per precision.
+# else sm_80 and sm_90), MPI flags from the wrapper (`mpicc -show` prints them in Open MPI and MPICH alike).
 PRECISION ?= BF16
-NVCC ?= $(CUDA_HOME)/bin/nvcc
 GPU_COMPUTE_CAPABILITY ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2> /dev/null | sort -n | head -n 1 | tr -d .)
 # (the commas of -gencode would split $(if ...)'s arguments, hence the two variables)
 NVCC_ARCH_ONE = -gencode arch=compute_$(GPU_COMPUTE_CAPABILITY),code=[compute_$(GPU_COMPUTE_CAPABILITY),sm_$(GPU_COMPUTE_CAPABILITY)]
 NVCC_ARCH_BOTH = -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 NVCC_ARCH = $(if $(GPU_COMPUTE_CAPABILITY),$(NVCC_ARCH_ONE),$(NVCC_ARCH_BOTH))
-NVCC_FLAGS = -std=c++17 -O3 -Xcompiler -fopenmp -I. -DENABLE_$(PRECISION) $(NVCC_ARCH) $(if $(MPICC),-DUSE_MPI $(shell mpicc --showme:compile))
-NVCC_LIBS = -lcublas -lcublasLt -lnccl $(if $(MPICC),$(shell mpicc --showme:link))
+MPI_SHOW := $(if $(MPICC),$(shell $(MPICC) -show 2> /dev/null))
+comma := ,
+NVCC_MPI_FLAGS = $(if $(MPICC),-DUSE_MPI $(filter -I% -D%,$(MPI_SHOW)))
+NVCC_MPI_LIBS = $(filter -L% -l%,$(MPI_SHOW)) $(patsubst -Wl$(comma)%,-Xlinker %,$(filter -Wl$(comma)%,$(MPI_SHOW)))
+# NCCL_HOME: where NCCL is when it is not in the CUDA toolkit or the system's library path
+NVCC_LIBS = -L$(CUDA_HOME)/lib64 $(if $(NCCL_HOME),-L$(NCCL_HOME)/lib) -lcublas -lcublasLt -lnccl $(NVCC_MPI_LIBS)
+NVCC_FLAGS = -std=c++17 -O3 -Xcompiler -fopenmp -I. $(if $(NCCL_HOME),-I$(NCCL_HOME)/include) -DENABLE_$(PRECISION) $(NVCC_ARCH) $(NVCC_MPI_FLAGS)
 CUDA_HEADERS = $(wildcard llmc/*.cuh) llmc/cuda_common.h llmc/cublas_common.h $(HEADERS)
 
 train_gpt2_pp: train_gpt2_pp.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
 
-SIM_PRECISIONS = FP32 BF16 FP16
-define sim_trainer_rules
-build/sim/$(1)/%.o: $(SIMT_BUILD)/pp/%.cu.cpp $(SIMT_HEADERS)
-	@mkdir -p $$(dir $$@)
-	$(SIMT_CXX) $(SIMT_CXXFLAGS) -ffp-contract=off -DENABLE_$(1) -I. -include $(SIMT_DIR)/simt.h -MMD -MP -c $$< -o $$@
-build/sim/$(1)/%: build/sim/$(1)/%.o $(SIMT_BUILD)/rel/libsimt.a
-	$(SIMT_CXX) $(SIMT_CXXFLAGS) $$< $(SIMT_BUILD)/rel/libsimt.a $(SIMT_LDLIBS) -o $$@
-endef
-$(foreach p,$(SIM_PRECISIONS),$(eval $(call sim_trainer_rules,$(p))))
--include $(wildcard build/sim/*/*.d)
-
-# the CUDA trainer and its test under SIMT, in every precision, against both references; then the sim-mode
-# trainer on the shipped data against the CPU trainer
-SIM_BINS = $(foreach p,$(SIM_PRECISIONS),build/sim/$(p)/train_gpt2_pp build/sim/$(p)/test_gpt2_pp)
-test_cuda_sim: $(SIM_BINS) build/ref_a.bin build/ref_b.bin train_gpt2_pp_cpu
-	@for p in $(SIM_PRECISIONS); do for r in a b; do \
-	  echo "test_gpt2_pp $$p ref_$$r: `build/sim/$$p/test_gpt2_pp build/ref_$$r.bin > build/sim/test_$$p_$$r.log 2>&1; tail -n 1 build/sim/test_$$p_$$r.log`"; \
-	  tail -n 1 build/sim/test_$$p_$$r.log | grep -q ' 0 failed' || { grep FAIL build/sim/test_$$p_$$r.log | head -20; exit 1; }; \
-	done; done
-	bash dev/test/test_sim_trainer.sh
-
 # nvcc for sm_80 and sm_90 in every precision, -Xptxas -v; fails on any register spill in our kernels
-NVCC_CHECK_FLAGS = -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -Xptxas -v
+NVCC_CHECK_FLAGS = -std=c++17 -O3 -I. $(if $(NCCL_HOME),-I$(NCCL_HOME)/include) $(NVCC_ARCH_BOTH) -Xptxas -v -DENABLE_$(notdir $(@D))
+define nvcc_check_build
+@mkdir -p $(@D)
+$(NVCC) $(NVCC_CHECK_FLAGS) $< -o $@ $(NVCC_LIBS) 2> $@.ptxas.log || { cat $@.ptxas.log; exit 1; }
+$(PYTHON) dev/simt/ptxas_summary.py $@.ptxas.log > $@.registers.txt || { cat $@.registers.txt; rm -f $@; exit 1; }
+endef
+build/nvcc/%/train_gpt2_pp: train_gpt2_pp.cu $(CUDA_HEADERS)
+	$(nvcc_check_build)
+build/nvcc/%/test_gpt2_pp: test_gpt2_pp.cu dev/test/reference.h $(CUDA_HEADERS)
+	$(nvcc_check_build)
+
+# ---- the same .cu files under the SIMT CPU runtime (dev/simt), one build per precision
+build/sim/%/train_gpt2_pp: $(SIMT_BUILD)/rel-%/train_gpt2_pp.cu.o $(SIMT_BUILD)/rel/libsimt.a
+	@mkdir -p $(@D)
+	$(call simt_link,rel)
+build/sim/%/test_gpt2_pp: $(SIMT_BUILD)/rel-%/test_gpt2_pp.cu.o $(SIMT_BUILD)/rel/libsimt.a
+	@mkdir -p $(@D)
+	$(call simt_link,rel)
+
+# ---- tests: each suite's runs (which binary, which arguments, which thread orders) are in dev/test/run_suite.sh
+test_reference:
+	$(PYTHON) dev/reference/test_gpt2_ref.py
+
+test_cpu: test_gpt2_pp_cpu build/test_gpt2_pp_cpu_noblas build/ref_a.bin build/ref_b.bin
+	bash dev/test/run_suite.sh $@
+
+# dev/test/NAME.sh, the trainer's command line: bad and hostile input, resume, equivalence across splits,
+# profiles, rank failures
+TEST_SCRIPTS = test_bad_input test_hostile_input test_resume test_pipeline_equiv test_profile
+TEST_SCRIPTS_MPI = test_rank_failure
+test_scripts: $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI)
+$(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI): train_gpt2_pp_cpu
+	bash dev/test/$@.sh
+test_profile: build/schedule_tool
+
+SIM_PRECISIONS = FP32 BF16 FP16
+test_cuda_sim: $(foreach p,$(SIM_PRECISIONS),build/sim/$(p)/train_gpt2_pp build/sim/$(p)/test_gpt2_pp) \
+               build/ref_a.bin build/ref_b.bin train_gpt2_pp_cpu
+	bash dev/test/run_suite.sh $@
+
 nvcc_check: train_gpt2_pp $(foreach p,$(SIM_PRECISIONS),build/nvcc/$(p)/train_gpt2_pp build/nvcc/$(p)/test_gpt2_pp)
-	@if ! command -v nvidia-smi > /dev/null; then \
-	  build/nvcc/FP32/train_gpt2_pp -x 1 > build/nvcc/nodevice.txt 2>&1; rc=$$?; \
-	  if [ $$rc -ne 0 ] && grep -q 'error: no CUDA device' build/nvcc/nodevice.txt; then echo "without a GPU: `cat build/nvcc/nodevice.txt`"; \
-	  else echo "FAIL: the GPU trainer without a GPU should say 'no CUDA device' (rc=$$rc)"; cat build/nvcc/nodevice.txt; exit 1; fi; \
-	fi
-build/nvcc/%/train_gpt2_pp build/nvcc/%/test_gpt2_pp: train_gpt2_pp.cu test_gpt2_pp.cu dev/test/reference.h $(CUDA_HEADERS)
-	@mkdir -p build/nvcc/$*
-	$(NVCC) $(NVCC_CHECK_FLAGS) -DENABLE_$* train_gpt2_pp.cu -o build/nvcc/$*/train_gpt2_pp $(NVCC_LIBS) 2> build/nvcc/$*/train.ptxas.log || { cat build/nvcc/$*/train.ptxas.log; exit 1; }
-	$(PYTHON) dev/simt/ptxas_summary.py build/nvcc/$*/train.ptxas.log > build/nvcc/$*/registers.txt || { cat build/nvcc/$*/registers.txt; exit 1; }
-	$(NVCC) $(NVCC_CHECK_FLAGS) -DENABLE_$* test_gpt2_pp.cu -o build/nvcc/$*/test_gpt2_pp $(NVCC_LIBS) 2> build/nvcc/$*/test.ptxas.log || { cat build/nvcc/$*/test.ptxas.log; exit 1; }
-	$(PYTHON) dev/simt/ptxas_summary.py build/nvcc/$*/test.ptxas.log > /dev/null
+	bash dev/test/run_suite.sh $@
+
+# `make test` runs every suite whose tools are here and prints one line per suite it skips; CI runs them all.
+SIMT_SUITES = test_simt test_cuda_kernels test_cuda_sim
+NVCC_SUITES = nvcc_check_simt nvcc_check
+SIMT_HEADERS_FOUND := $(shell $(SIMT_CXX) -x c++ -E -I$(CUDA_HOME)/include -include cuda_runtime.h /dev/null > /dev/null 2>&1 && echo 1)
+SIMT_MISSING := $(if $(SIMT_HEADERS_FOUND),,needs $(SIMT_CXX) and the CUDA headers (no cuda_runtime.h in $(CUDA_HOME)/include))
+NVCC_MISSING := $(if $(shell command -v $(NVCC) 2> /dev/null),,needs nvcc (no $(NVCC); set CUDA_HOME or NVCC))
+MPI_MISSING := $(if $(and $(MPICC),$(shell command -v mpirun 2> /dev/null)),,needs MPI (mpicc and mpirun; apt install libopenmpi-dev openmpi-bin))
+suites_or_skips = $(if $(2),$(1:%=skip/%),$(1))
+$(SIMT_SUITES:%=skip/%): WHY = $(SIMT_MISSING)
+$(NVCC_SUITES:%=skip/%): WHY = $(NVCC_MISSING)
+$(TEST_SCRIPTS_MPI:%=skip/%): WHY = $(MPI_MISSING)
+skip/%:
+	@echo "$*: skipped, $(WHY)"$(if $(CI),; echo "error: CI must run every suite"; exit 1)
+
+test: test_reference test_cpu test_schedule $(TEST_SCRIPTS) $(call suites_or_skips,$(TEST_SCRIPTS_MPI),$(MPI_MISSING)) \
+      $(call suites_or_skips,$(SIMT_SUITES),$(SIMT_MISSING)) $(call suites_or_skips,$(NVCC_SUITES),$(NVCC_MISSING))
+
+fuzz:
+	bash dev/fuzz/run.sh
+
+# everything scripts/gpu_check.sh runs, prebuilt with nvcc for a GPU machine without compilers
+gpu_bundle:
+	bash dev/gpu_bundle.sh
+
+clean:
+	rm -rf build train_gpt2_pp_cpu test_gpt2_pp_cpu train_gpt2_pp
+
+.PHONY: $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI) test_cuda_sim nvcc_check fuzz gpu_bundle

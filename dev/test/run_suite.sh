@@ -1,0 +1,75 @@
+#!/bin/bash
+# The runs of one test suite: which binary, with which arguments and SIMT_SCHED thread orders. `make SUITE`
+# builds the binaries, then calls `bash dev/test/run_suite.sh SUITE` from the repository root.
+# Every run writes build/logs/SUITE/NAME.log; it passes when it exits 0 and its last line reads
+# "N passed, 0 failed". One line per run; a failing run also prints the end of its log. All runs go on
+# after a failure; the suite fails if any run failed.
+#   SIMT_SEED (1): the seed of the random thread order. CUDA_TESTS, CUDA_PRECISIONS: set by dev/cuda/cuda.mk.
+set -u
+SUITE=$1
+LOGS=build/logs/$SUITE
+mkdir -p "$LOGS"
+SEED=${SIMT_SEED:-1}
+runs=0; fails=0; start=$(date +%s)
+
+# run NAME CMD...: one run (CMD may start with VAR=value assignments)
+run() {
+    local name=$1 log=$LOGS/${1//[^A-Za-z0-9_.-]/_}.log; shift
+    runs=$((runs + 1))
+    if env "$@" > "$log" 2>&1 && tail -n 1 "$log" | grep -Eq '^[0-9]+ passed, 0 failed$'; then
+        printf '%-40s %s\n' "$name" "$(tail -n 1 "$log")"
+    else
+        tail -n 60 "$log"; printf '%-40s FAILED (log: %s)\n' "$name" "$log"; fails=$((fails + 1))
+    fi
+}
+
+case $SUITE in
+test_cpu)  # P = 1 checks every activation; P = 2..4 (stages in one process) under both schedules check the
+           # loss, every gradient and the parameters after each step against the same reference
+    for r in a b; do
+        run "test_gpt2_pp_cpu ref_$r" ./test_gpt2_pp_cpu build/ref_$r.bin
+        run "test_gpt2_pp_cpu_noblas ref_$r" build/test_gpt2_pp_cpu_noblas build/ref_$r.bin
+    done
+    for P in 2 3 4; do for S in gpipe 1f1b; do
+        run "test_gpt2_pp_cpu ref_a P=$P $S" ./test_gpt2_pp_cpu build/ref_a.bin $P $S
+    done; done
+    run "test_gpt2_pp_cpu ref_b P=2 1f1b" ./test_gpt2_pp_cpu build/ref_b.bin 2 1f1b
+    ;;
+test_simt)  # the SIMT runtime's self-tests in three thread orders and under ASan+UBSan; the rewriter's tests
+    for t in simt_selftest simt_libs_test; do
+        for order in forward reverse random:$SEED; do
+            run "$t [$order]" SIMT_SCHED=$order build/simt/rel/bin/dev/simt/tests/$t
+        done
+        run "$t [asan]" SIMT_SCHED=random:$SEED build/simt/asan/bin/dev/simt/tests/$t
+    done
+    run test_simt_pp python3 dev/simt/tests/test_simt_pp.py
+    ;;
+test_cuda_kernels)  # every dev/cuda test in every precision and three thread orders, and a BF16 ASan+UBSan build
+    for p in $CUDA_PRECISIONS; do for order in forward reverse random:$SEED; do for t in $CUDA_TESTS; do
+        run "$t $p [$order]" OPENBLAS_NUM_THREADS=1 SIMT_SCHED=$order build/simt/rel-$p/bin/dev/cuda/$t
+    done; done; done
+    for t in $CUDA_TESTS; do
+        run "$t BF16 [asan]" OPENBLAS_NUM_THREADS=1 SIMT_SCHED=random:$SEED build/simt/asan-BF16/bin/dev/cuda/$t
+    done
+    ;;
+test_cuda_sim)  # the CUDA trainer's test under SIMT in every precision against both references; then the
+                # sim-mode trainer on the shipped data against the CPU trainer
+    for p in FP32 BF16 FP16; do for r in a b; do
+        run "test_gpt2_pp $p ref_$r" build/sim/$p/test_gpt2_pp build/ref_$r.bin
+    done; done
+    runs=$((runs + 1)); bash dev/test/test_sim_trainer.sh || fails=$((fails + 1))  # prints its table of losses
+    ;;
+nvcc_check)  # without a GPU, the real trainer must say so and fail, not crash
+    if ! command -v nvidia-smi > /dev/null; then
+        runs=1; log=$LOGS/nodevice.log
+        build/nvcc/FP32/train_gpt2_pp -x 1 > "$log" 2>&1; rc=$?
+        if [ $rc -ne 0 ] && grep -q 'error: no CUDA device' "$log"; then echo "without a GPU: $(cat "$log")"
+        else cat "$log"; echo "FAIL: the GPU trainer without a GPU should say 'no CUDA device' (rc=$rc)"; fails=1; fi
+    fi
+    ;;
+*)
+    echo "usage: bash dev/test/run_suite.sh test_cpu|test_simt|test_cuda_kernels|test_cuda_sim|nvcc_check"; exit 2
+    ;;
+esac
+echo "$SUITE: $runs runs, $fails failed, $(( $(date +%s) - start )) s"
+[ $fails -eq 0 ]
