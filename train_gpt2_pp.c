@@ -842,6 +842,7 @@ typedef struct {
     Transport* tp;
     int* layers;              // (S) layers per stage
     Schedule schedule;        // the training schedule: which rank runs which stage, and every rank's actions
+    char schedule_name[32];   // its builder
     RankStage* local;         // this rank's stages, in increasing stage order
     int num_local;
     int* local_of;            // (S) index into local, -1 for another rank's stage
@@ -854,6 +855,8 @@ typedef struct {
     int* tokens;              // (M, 2, B*T) the step's inputs and targets, read before the schedule runs
     float* wte_peer;          // (Vp*C) the other end stage's half of the tied wte gradient, when on another rank
     double busy;              // compute seconds in the last schedule
+    double* action_secs;      // (S, 4) seconds of F, B, I, W on each local stage in the last training schedule
+    int* action_count;        // (S, 4) how many
     double schedule_secs;     // wall seconds of the last step's schedule (forward and backward, no optimizer)
     Trace trace;
 } Pipeline;
@@ -868,13 +871,14 @@ static void pipeline_schedule(Schedule* sc, const TrainArgs* args, int P) {
     char err[512];
     if (args->schedule_file) {
         const char* path = args->schedule_file;
+        check_regular_file(path);  // a FIFO would block the read forever
         if (schedule_load_file(path, sc, err, sizeof(err)) != 0) { fatal("%s", err); }
         if (sc->P != P) { fatal("%s: the schedule has %d ranks (rows), the job P=%d", path, sc->P, P); }
         if (sc->M != args->M) { fatal("%s: the schedule has M=%d micro-batches, -pm is %d", path, sc->M, args->M); }
         return;
     }
     int rc = schedule_build(args->schedule_name, P, args->M, sc);
-    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, args->schedule_name); }
+    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s|auto, got '%s'", SCHEDULE_NAMES, args->schedule_name); }
     if (rc != 0) {
         fatal("flag -sc %s cannot run P=%d, M=%d (-pm): it needs %s", args->schedule_name, P, args->M,
               schedule_requires(args->schedule_name));
@@ -902,6 +906,7 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     pp->tp = tp;
     pp->max_nonfinite = args->max_nonfinite;
     pipeline_schedule(&pp->schedule, args, P);
+    snprintf(pp->schedule_name, sizeof(pp->schedule_name), "%s", args->schedule_name);
     int S = pp->S = pp->schedule.S;
     pp->layers = (int*)malloc_check(S * sizeof(int));
     pipeline_split(args, c, S, pp->layers);
@@ -921,6 +926,8 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         ls->inbox_memory = (float*)calloc_check((size_t)inbox * nBTC, sizeof(float));
     }
     pp->tokens = (int*)calloc_check((size_t)pp->M * 2 * pp->B * pp->T, sizeof(int));
+    pp->action_secs = (double*)calloc_check((size_t)S * 4, sizeof(double));
+    pp->action_count = (int*)calloc_check((size_t)S * 4, sizeof(int));
     pp->trace.rank = rank;
     op_trace = &pp->trace;  // this thread runs this rank
     int ends_apart = pp->schedule.stage_rank[0] != pp->schedule.stage_rank[S - 1];
@@ -940,6 +947,8 @@ static void pipeline_free(Pipeline* pp) {
     free(pp->local_of);
     schedule_free(&pp->schedule);
     free(pp->tokens);
+    free(pp->action_secs);
+    free(pp->action_count);
     free(pp->wte_peer);
     free(pp->trace.events);
     free(pp->layers);
@@ -1017,6 +1026,11 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
     }
     double t1 = now_seconds();
     pp->busy += t1 - t0;
+    if (!forward_only) {
+        int kind = a->type == PP_F ? 0 : a->type == PP_B ? 1 : a->type == PP_I ? 2 : 3;
+        pp->action_secs[s * 4 + kind] += t1 - t0;
+        pp->action_count[s * 4 + kind]++;
+    }
     trace_action(&pp->trace, a, t0, t1);
 }
 
@@ -1026,6 +1040,10 @@ static double run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int f
     double loss_sum = 0.0;
     float dloss = 1.0f / ((float)pp->M * pp->B * pp->T);
     pp->busy = 0.0;
+    if (!forward_only) {
+        memset(pp->action_secs, 0, (size_t)pp->S * 4 * sizeof(double));
+        memset(pp->action_count, 0, (size_t)pp->S * 4 * sizeof(int));
+    }
     const ActionList* list = &sc->ranks[pp->rank];
     for (int i = 0; i < list->n; i++) { run_action(pp, &list->a[i], B, T, forward_only, dloss, &loss_sum); }
     transport_wait_sends(pp->tp);
@@ -1274,21 +1292,94 @@ static void write_trace(Pipeline* pp, const char* path) {
 // ----------------------------------------------------------------------------
 // 6. one rank's whole run, and main
 
-// the stash slots of every stage and the bytes one slot allocates: what the plan prints
-static void stash_plan(const Pipeline* pp, int* slots, size_t* bytes) {
+// The plan of the schedule that runs: every stage's stash slots and the bytes one slot allocates, and the
+// schedule's bubble in unit time (F = 1, B = 2), what each step's measured one is set against. Rank 0
+// prints it.
+typedef struct {
+    int* slots;
+    size_t* stash_bytes;
+    SimResult sim;
+} Plan;
+
+static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
     int split = schedule_splits_backward(&pp->schedule);
+    plan->slots = (int*)malloc_check(pp->S * sizeof(int));
+    plan->stash_bytes = (size_t*)malloc_check(pp->S * sizeof(size_t));
     for (int s = 0; s < pp->S; s++) {
         StageLayout lay = pipeline_stage_layout(&pp->config, pp->layers, pp->S, s);
-        slots[s] = schedule_stage_slots(&pp->schedule, s);
-        bytes[s] = activations_bytes(&pp->config, &lay, pp->B, pp->T, split);
+        plan->slots[s] = schedule_stage_slots(&pp->schedule, s);
+        plan->stash_bytes[s] = activations_bytes(&pp->config, &lay, pp->B, pp->T, split);
     }
+    schedule_simulate(&pp->schedule, 1.0, 2.0, 0.0, &plan->sim);
+    if (pp->rank == 0) {
+        print_pipeline_plan(&pp->config, args, &pp->schedule, pp->layers, plan->slots, plan->stash_bytes, plan->sim.bubble);
+    }
+}
+
+static void plan_free(Plan* plan) {
+    free(plan->slots);
+    free(plan->stash_bytes);
+    sim_result_free(&plan->sim);
+}
+
+// -sc auto: the first step runs 1F1B and times each stage's F and B. The simulator, calibrated with those
+// times (1F1B never splits a backward: I and W are taken as half of B each, as in the cost model), predicts
+// every builder's step; the run moves to the fastest. Parameters and AdamW moments move through a
+// whole-model copy, as a checkpoint would, so the run goes on with the same bits.
+static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
+    int P = pp->P, n = 4 * pp->S;
+    double* secs = (double*)malloc_check(2 * n * sizeof(double));
+    for (int i = 0; i < n; i++) { secs[i] = pp->action_secs[i]; secs[n + i] = pp->action_count[i]; }
+    transport_allreduce_sum(pp->tp, secs, 2 * n);
+    StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
+    for (int s = 0; s < P; s++) {
+        double f = secs[4 * s] / secs[n + 4 * s], b = secs[4 * s + 1] / secs[n + 4 * s + 1];
+        cost[s] = (StageCosts){f * 1e3, b * 1e3, b * 0.5e3, b * 0.5e3};  // ms
+    }
+    ScheduleEstimate est[SCHEDULE_NUM_BUILDERS];
+    int best = schedule_compare(P, pp->M, cost, 0.0, est);
+    if (pp->rank == 0) {
+        printf("-sc auto: measured on step %d (1f1b), ms per micro-batch; predicted schedule times:\n", pp->step);
+        schedule_compare_print(P, pp->M, cost, 0.0, stdout);
+        printf("-sc auto: %s\n", strcmp(est[best].name, "1f1b") == 0 ? "staying with 1f1b" : est[best].name);
+    }
+    if (strcmp(est[best].name, "1f1b") != 0) {
+        size_t N = model_num_parameters(&pp->config);
+        StageBuffer which[3] = {BUF_PARAMS, BUF_M, BUF_V};
+        float* global[3];
+        for (int k = 0; k < 3; k++) {
+            global[k] = (float*)malloc_check(N * sizeof(float));
+            pipeline_gather(pp, which[k], global[k]);
+            transport_broadcast(pp->tp, 0, global[k], N * sizeof(float));
+        }
+        TrainArgs a = *args;
+        a.schedule_name = est[best].name;
+        Pipeline next;
+        pipeline_init(&next, &pp->config, &a, P, pp->rank, pp->tp);
+        next.opt = pp->opt;
+        next.step = pp->step;
+        next.adam_t = pp->adam_t;
+        next.last_norm = pp->last_norm;
+        next.nonfinite_in_a_row = pp->nonfinite_in_a_row;
+        for (int k = 0; k < 3; k++) {
+            pipeline_scatter(&next, which[k], global[k]);
+            free(global[k]);
+        }
+        pipeline_free(pp);
+        *pp = next;
+        op_trace = &pp->trace;
+    }
+    free(cost);
+    free(secs);
 }
 
 // -ps 1: the schedule as text (what -sf loads), then its unit-time timeline with the simulated bubble as
 // comment lines, so the output loads back as it is
 static void print_schedule(const TrainArgs* args, int P) {
     Schedule sc;
-    pipeline_schedule(&sc, args, P);
+    TrainArgs shown = *args;
+    if (strcmp(args->schedule_name, "auto") == 0) { shown.schedule_name = "1f1b"; }  // what auto starts with
+    pipeline_schedule(&sc, &shown, P);
     schedule_fprint(&sc, stdout);
     char* timeline = NULL;
     size_t len = 0;
@@ -1325,17 +1416,24 @@ static void print_schedule(const TrainArgs* args, int P) {
 
 static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
     int P = tp->world;
+    // One bad input, one error line: rank 0 reads and checks every input first, the others once it is done.
+    if (rank != 0) { transport_sum(tp, 0.0); }
     int B = args->B, T = args->T, M = args->M, max_steps = args->max_steps;
     LRSchedule lrs = {lr_schedule_parse(args->lr_schedule_name), args->lr, args->warmup, max_steps, args->final_frac};
     int from_file;
     GPT2Config config = pipeline_model_config(args, &from_file);
     char resume_model[4096], resume_state[4096];
-    if (args->out_dir && rank == 0) { mkdir_p(args->out_dir); }
+    if (args->out_dir && rank == 0) {
+        mkdir_p(args->out_dir);
+        checkpoint_clean_tmp(args->out_dir);  // what a killed run left half-written
+    }
     if (args->resume) { pipeline_resume_paths(args, &config, resume_model, resume_state, sizeof(resume_model)); }
 
+    int autoschedule = strcmp(args->schedule_name, "auto") == 0;
+    TrainArgs first_args = *args;
+    if (autoschedule) { first_args.schedule_name = "1f1b"; }
     Pipeline pp;
-    pipeline_init(&pp, &config, args, P, rank, tp);
-    int S = pp.S;
+    pipeline_init(&pp, &config, &first_args, P, rank, tp);
     pp.opt = (OptimizerConfig){args->lr, 0.9f, 0.95f, 1e-8f, args->weight_decay, args->grad_clip};
     const char* src = args->resume ? resume_model : from_file ? args->model_arg : NULL;
     for (int l = 0; l < pp.num_local; l++) {
@@ -1356,28 +1454,25 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
     if (args->resume) { load_state(&pp, args, resume_state, &train_loader, &sample_rng); }
     Logger logger;
     logger_init(&logger, rank == 0 ? args->out_dir : NULL, args->resume);
+    if (rank == 0) { transport_sum(tp, 0.0); }
 
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    int* slots = (int*)malloc_check(S * sizeof(int));
-    size_t* stash_bytes = (size_t*)malloc_check(S * sizeof(size_t));
-    stash_plan(&pp, slots, stash_bytes);
-    SimResult sim;  // the schedule's bubble in unit time (F = 1, B = 2): what each step's measured one is set against
-    schedule_simulate(&pp.schedule, 1.0, 2.0, 0.0, &sim);
     if (rank == 0) {
         printf("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters\n", config.num_layers,
                config.channels, config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
                model_num_parameters(&config));
         printf("batch: B=%d T=%d M=%d -> %d tokens per step; %s, %d threads each\n", B, T, M, B * T * M,
                tp->boxes ? "ranks are threads of this process" : "one MPI process per rank", threads);
-        print_pipeline_plan(&config, args, &pp.schedule, pp.layers, slots, stash_bytes, sim.bubble);
         printf("train: %s, %lld micro-batches per epoch; val: %s, using %d micro-batches\n", args->train_pattern,
                (long long)dataloader_num_batches(&train_loader), args->val_pattern, val_batches);
         if (args->resume) { printf("resumed from %s at step %d\n", resume_model, pp.step); }
     }
-
+    Plan plan;
+    plan_make(&plan, &pp, &first_args);
+    int first_step = pp.step;
     for (int step = pp.step; step <= max_steps; step++) {
         int last = step == max_steps;
         if (val_batches > 0 && args->val_every > 0 && due(args->val_every, step, last)) {  // -v 0: never
@@ -1400,8 +1495,14 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
         trace_add_cat(&pp.trace, "step", "step", -1, -1, t0, t0 + secs);
         StepReport report = {step + 1, max_steps, P, M, B * T * M, loss, pp.last_norm, lr,
                              transport_sum(tp, secs) / P, transport_sum(tp, pp.schedule_secs) / P,
-                             transport_sum(tp, pp.busy), sim.bubble, NULL};
+                             transport_sum(tp, pp.busy), plan.sim.bubble, NULL};
         if (rank == 0) { print_step_line(&report); }
+        if (autoschedule && step == first_step) {
+            pipeline_auto_schedule(&pp, args);
+            first_args.schedule_name = pp.schedule_name;
+            plan_free(&plan);
+            plan_make(&plan, &pp, &first_args);
+        }
         logger_log_train(&logger, step + 1, loss, lr, pp.last_norm);
         if (args->out_dir && due(args->ckpt_every, step + 1, step + 1 == max_steps)) {
             save_checkpoint(&pp, args, &train_loader, sample_rng);
@@ -1412,14 +1513,13 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
         }
     }
     // the stash each stage actually used, counted as slots were taken
+    int S = pp.S;
     double* peak = (double*)calloc_check(S, sizeof(double));
     for (int s = 0; s < S; s++) { if (pp.local_of[s] >= 0) { peak[s] = local_stage(&pp, s)->slots.peak; } }
     transport_allreduce_sum(tp, peak, S);
-    if (rank == 0) { print_peak_stash(S, peak, stash_bytes); }
+    if (rank == 0) { print_peak_stash(S, peak, plan.stash_bytes); }
     free(peak);
-    sim_result_free(&sim);
-    free(slots);
-    free(stash_bytes);
+    plan_free(&plan);
     logger_free(&logger);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);
@@ -1430,11 +1530,16 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
 #ifndef TESTING
 static PP_THREAD_LOCAL int this_rank = 0;
 
-static void on_fatal_signal(int sig) {
-    char msg[200], what[120];
-    int n = snprintf(msg, sizeof(msg), "error: rank %d died on signal %d during %s\n", this_rank, sig,
-                     activity_describe(what, sizeof(what)));
-    if (write(2, msg, n) < 0) { /* nothing left to do */ }
+// A signal names the rank and what it was doing, unless it is mpirun (our parent) stopping the job after
+// another rank failed: that rank has said why already.
+static void on_fatal_signal(int sig, siginfo_t* info, void* context) {
+    (void)context;
+    if (!(sig == SIGTERM && info && info->si_pid == getppid())) {
+        char msg[200], what[120];
+        int n = snprintf(msg, sizeof(msg), "error: rank %d died on signal %d during %s\n", this_rank, sig,
+                         activity_describe(what, sizeof(what)));
+        if (write(2, msg, n) < 0) { /* nothing left to do */ }
+    }
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -1490,10 +1595,12 @@ int main(int argc, char** argv) {
     if (world > 1) { fatal_hook = abort_all_ranks; }  // alone, a plain exit says it more quietly
 #endif
     this_rank = rank;
-    signal(SIGTERM, on_fatal_signal);
-    signal(SIGSEGV, on_fatal_signal);
-    signal(SIGBUS, on_fatal_signal);
-    signal(SIGFPE, on_fatal_signal);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_fatal_signal;
+    sa.sa_flags = SA_SIGINFO;
+    int fatal_signals[4] = {SIGTERM, SIGSEGV, SIGBUS, SIGFPE};
+    for (int i = 0; i < 4; i++) { sigaction(fatal_signals[i], &sa, NULL); }
 #ifdef USE_BLAS
     openblas_set_num_threads(1);  // see BLAS_BLOCK
 #endif

@@ -107,17 +107,18 @@ static inline double transport_clock(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-static inline void transport_timeout(const Transport* t, int peer, MessageTag tag) {
+static inline void transport_timeout(const Transport* t, int peer, MessageTag tag, double waited) {
     fatal("rank %d: no %s message from rank %d within %.0f s (-to): that rank is stuck or gone", t->rank,
-          message_tag_names[tag], peer, t->timeout);
+          message_tag_names[tag], peer, waited);
 }
 
-static inline void transport_recv(Transport* t, int peer, MessageTag tag, void* buf, size_t bytes) {
-    double deadline = transport_clock() + t->timeout;
+// receives within `waited` seconds
+static inline void transport_recv_within(Transport* t, int peer, MessageTag tag, void* buf, size_t bytes, double waited) {
+    double deadline = transport_clock() + waited;
     if (t->boxes) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += (time_t)t->timeout;
+        until.tv_sec += (time_t)waited;
         pthread_mutex_lock(&t->boxes->lock);
         for (;;) {
             for (Message** p = &t->boxes->inbox[t->rank]; *p; p = &(*p)->next) {
@@ -135,7 +136,7 @@ static inline void transport_recv(Transport* t, int peer, MessageTag tag, void* 
             }
             if (pthread_cond_timedwait(&t->boxes->arrived, &t->boxes->lock, &until) == ETIMEDOUT) {
                 pthread_mutex_unlock(&t->boxes->lock);
-                transport_timeout(t, peer, tag);
+                transport_timeout(t, peer, tag, waited);
             }
         }
     }
@@ -150,12 +151,16 @@ static inline void transport_recv(Transport* t, int peer, MessageTag tag, void* 
         if (polls > 10000) {  // past the first few milliseconds, stop spinning a core
             struct timespec nap = {0, 100000};
             nanosleep(&nap, NULL);
-            if (transport_clock() > deadline) { transport_timeout(t, peer, tag); }
+            if (transport_clock() > deadline) { transport_timeout(t, peer, tag, waited); }
         }
     }
 #else
     (void)deadline;
 #endif
+}
+
+static inline void transport_recv(Transport* t, int peer, MessageTag tag, void* buf, size_t bytes) {
+    transport_recv_within(t, peer, tag, buf, bytes, t->timeout);
 }
 
 // waits until every send of this rank has left its copy (MPI); mailbox sends are complete at once
@@ -180,13 +185,14 @@ static inline void transport_wait_sends(Transport* t) {
 #endif
 }
 
-// x[0..n) summed over ranks, on every rank; rank 0 adds in rank order
+// x[0..n) summed over ranks, on every rank; rank 0 adds in rank order. The others wait for rank 0 twice as
+// long as rank 0 waits for them, so a stuck rank is named by rank 0, not blamed on rank 0.
 static inline void transport_allreduce_sum(Transport* t, double* x, int n) {
     if (t->world == 1) { return; }
     size_t bytes = n * sizeof(double);
     if (t->rank != 0) {
         transport_send(t, 0, TAG_COLLECTIVE, x, bytes);
-        transport_recv(t, 0, TAG_COLLECTIVE, x, bytes);
+        transport_recv_within(t, 0, TAG_COLLECTIVE, x, bytes, 2 * t->timeout);
     } else {
         double* other = (double*)malloc_check(bytes);
         for (int r = 1; r < t->world; r++) {
@@ -209,7 +215,7 @@ static inline void transport_broadcast(Transport* t, int root, void* buf, size_t
     if (t->rank == root) {
         for (int r = 0; r < t->world; r++) { if (r != root) { transport_send(t, r, TAG_COLLECTIVE, buf, bytes); } }
     } else {
-        transport_recv(t, root, TAG_COLLECTIVE, buf, bytes);
+        transport_recv_within(t, root, TAG_COLLECTIVE, buf, bytes, 2 * t->timeout);
     }
     transport_wait_sends(t);
 }
