@@ -201,7 +201,7 @@ static void run_pipeline(Run* run) {
     run->params = (float*)calloc_check((size_t)rf->K * rf->N, sizeof(float));
     run->api_ok = 1;
     run->stash_ok = 1;
-    run_ranks_as_threads(run->P, run->one_device, rank_job, run);
+    run_ranks_as_threads(run->P, run->one_device, 300.0, rank_job, run);
 }
 
 static void run_free(Run* run) {

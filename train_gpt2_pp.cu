@@ -82,9 +82,6 @@ static void nccl_check_(ncclResult_t status, const char* file, int line) {
     if (status != ncclSuccess) { fatal("NCCL error at %s:%d: %s", file, line, ncclGetErrorString(status)); }
 }
 
-// how long a rank waits for the others to start (NCCL's start-up, the -pf id file) before it gives up
-#define RANK_START_TIMEOUT_S 120
-
 // ----------------------------------------------------------------------------
 // 1. a pipeline stage on one GPU: parameters, gradients, optimizer state, activation stash, scratch
 
@@ -522,6 +519,18 @@ static void hub_free(LocalHub* h) {
     free(h->rows);
 }
 
+// waits on the hub's condition until *flag is set, at most `timeout` seconds (-to)
+static void hub_wait(LocalHub* h, const int* flag, double timeout, int rank, int peer) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)timeout;
+    while (!*flag) {
+        if (pthread_cond_timedwait(&h->cv, &h->mu, &until) != 0 && !*flag) {
+            fatal("rank %d: no message from rank %d within %.0f s (-to)", rank, peer, timeout);
+        }
+    }
+}
+
 static void hub_barrier(LocalHub* h) {
     pthread_mutex_lock(&h->mu);
     int gen = h->generation;
@@ -537,6 +546,7 @@ static void hub_barrier(LocalHub* h) {
 
 typedef struct {
     int rank, world, device;
+    double timeout;        // -to: seconds a rank waits for a peer (start-up, a message) before the job stops
     ncclComm_t nccl;       // one GPU per rank; NULL: every stage on this GPU, through `hub`
     LocalHub* hub;
     cudaStream_t stream;   // non-blocking: all of the rank's work, NCCL included, in issue order
@@ -590,11 +600,12 @@ static void deadline_end(Deadline* d) {
 
 // Makes `device` current on this thread and sets the rank up there: its cuBLASLt handle and workspace (one per
 // host thread, created on the thread's device), its stream, and its transport (hub, or NCCL with id).
-static void comm_open(Comm* cm, int rank, int world, int device, LocalHub* hub, const ncclUniqueId* id) {
+static void comm_open(Comm* cm, int rank, int world, int device, LocalHub* hub, const ncclUniqueId* id, double timeout) {
     memset(cm, 0, sizeof(*cm));
     cm->rank = rank;
     cm->world = world;
     cm->device = device;
+    cm->timeout = timeout;
     cm->hub = hub;
     cudaCheck(cudaSetDevice(device));
     cublas_init();
@@ -603,7 +614,7 @@ static void comm_open(Comm* cm, int rank, int world, int device, LocalHub* hub, 
         char what[160];
         snprintf(what, sizeof(what), "rank %d: NCCL did not start (ranks missing? each needs the same id)", rank);
         Deadline d;
-        deadline_start(&d, RANK_START_TIMEOUT_S, what);
+        deadline_start(&d, (int)timeout, what);
         ncclCheck(ncclCommInitRank(&cm->nccl, world, *id, rank));
         deadline_end(&d);
     }
@@ -626,10 +637,11 @@ static void comm_close(Comm* cm) {
 }
 
 // Waits for the rank's stream. Under NCCL it polls the communicator too: a peer that failed (its process gone,
-// its communicator aborted) surfaces as an asynchronous error here, and this rank exits instead of waiting
-// forever in a receive.
+// its communicator aborted) surfaces as an asynchronous error here, and one that hangs as the -to timeout, and
+// this rank exits instead of waiting forever in a receive.
 static void comm_wait(Comm* cm) {
     if (cm->nccl == NULL) { cudaCheck(cudaStreamSynchronize(cm->stream)); return; }
+    double deadline = now_seconds() + cm->timeout;
     for (;;) {
         cudaError_t e = cudaStreamQuery(cm->stream);
         if (e == cudaSuccess) { return; }
@@ -639,6 +651,7 @@ static void comm_wait(Comm* cm) {
         if (ne != ncclSuccess && ne != ncclInProgress) {
             fatal("rank %d: NCCL failed (%s): a peer rank died or aborted", cm->rank, ncclGetErrorString(ne));
         }
+        if (now_seconds() > deadline) { fatal("rank %d: its stream did not finish within %.0f s (-to): a peer stopped?", cm->rank, cm->timeout); }
         sched_yield();
     }
 }
@@ -657,10 +670,10 @@ static Mailbox* mailbox_post(Comm* cm, const void* buf, size_t bytes, int peer) 
     return b;
 }
 
-static void mailbox_complete(Comm* cm, Mailbox* b) {
+static void mailbox_complete(Comm* cm, Mailbox* b, int peer) {
     LocalHub* h = cm->hub;
     pthread_mutex_lock(&h->mu);
-    while (!b->taken) { pthread_cond_wait(&h->cv, &h->mu); }
+    hub_wait(h, &b->taken, cm->timeout, cm->rank, peer);
     b->taken = 0;
     pthread_mutex_unlock(&h->mu);
     cudaCheck(cudaStreamWaitEvent(cm->stream, b->done, 0));
@@ -670,7 +683,7 @@ static void mailbox_receive(Comm* cm, void* buf, size_t bytes, int peer) {
     LocalHub* h = cm->hub;
     Mailbox* b = &h->box[peer * h->P + cm->rank];
     pthread_mutex_lock(&h->mu);
-    while (!b->posted) { pthread_cond_wait(&h->cv, &h->mu); }
+    hub_wait(h, &b->posted, cm->timeout, cm->rank, peer);
     b->posted = 0;
     pthread_mutex_unlock(&h->mu);
     if (b->bytes != bytes) { fatal("rank %d: expected %zu bytes from rank %d, got %zu", cm->rank, bytes, peer, b->bytes); }
@@ -685,7 +698,7 @@ static void mailbox_receive(Comm* cm, void* buf, size_t bytes, int peer) {
 
 // device buffers between two ranks; the schedule validator proved that these blocking pairs cannot deadlock
 static void comm_send(Comm* cm, const void* buf, size_t bytes, int peer) {
-    if (cm->hub) { mailbox_complete(cm, mailbox_post(cm, buf, bytes, peer)); return; }
+    if (cm->hub) { mailbox_complete(cm, mailbox_post(cm, buf, bytes, peer), peer); return; }
     ncclCheck(ncclSend(buf, bytes, ncclChar, peer, cm->nccl, cm->stream));
 }
 
@@ -699,7 +712,7 @@ static void comm_exchange(Comm* cm, const void* sendbuf, void* recvbuf, size_t b
     if (cm->hub) {
         Mailbox* b = mailbox_post(cm, sendbuf, bytes, peer);
         mailbox_receive(cm, recvbuf, bytes, peer);
-        mailbox_complete(cm, b);
+        mailbox_complete(cm, b, peer);
         return;
     }
     ncclCheck(ncclGroupStart());
@@ -803,6 +816,8 @@ typedef struct {
     int step, adam_t;
     float last_norm;
     int last_skipped;        // the last step overflowed and was skipped
+    int nonfinite_in_a_row;  // without a loss scaler: steps skipped for a non-finite grad norm, up to -nf
+    int max_nonfinite;
     // what a step reads and writes on the host, preallocated: nothing in a step allocates or syncs the device
     int* tokens;             // pinned (M, 2, B*T): the step's inputs and targets
     double* loss_dev;        // (M) device: each micro-batch's mean loss (last stage)
@@ -1059,14 +1074,23 @@ static void pipeline_update(Pipeline* pp, float lr) {
     pp->last_norm = norm;
     pp->last_skipped = 0;
     if (!is_finite_norm(norm)) {
-        if (pp->scaler.scale <= 0.0f) { fatal("step %d: the gradient norm is %f (no loss scaler to recover)", pp->step, norm); }
-        // every rank sees the same inf/nan norm, so every rank skips this step
+        // every rank sees the same inf/nan norm, so every rank skips this step: the loss scaler's overflow, or,
+        // without one, as in the CPU trainer, up to -nf steps in a row before the run counts as diverged
         pp->last_skipped = 1;
-        pp->scaler.scale *= pp->scaler.backoff;
-        pp->scaler.good_steps = 0;
+        if (pp->scaler.scale > 0.0f) {
+            pp->scaler.scale *= pp->scaler.backoff;
+            pp->scaler.good_steps = 0;
+        } else if (++pp->nonfinite_in_a_row >= pp->max_nonfinite) {
+            fatal("step %d: the gradient norm is %g, %d steps in a row (-nf %d): the run has diverged; no checkpoint "
+                  "of it is written", pp->step, norm, pp->nonfinite_in_a_row, pp->max_nonfinite);
+        } else if (pp->rank == 0) {
+            fprintf(stderr, "warning: step %d: the gradient norm is %g; the update is skipped on every rank (%d in a "
+                    "row, -nf %d)\n", pp->step, norm, pp->nonfinite_in_a_row, pp->max_nonfinite);
+        }
         if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_optim_end, stream)); }
         return;
     }
+    pp->nonfinite_in_a_row = 0;
     float clip = pp->opt.grad_clip;
     float grad_scale = ((clip > 0.0f && norm > clip) ? clip / norm : 1.0f) / scale;
     pp->adam_t++;
@@ -1133,6 +1157,7 @@ static void pipeline_step_times(Pipeline* pp, double* busy, double* schedule, Tr
     cudaCheck(cudaEventElapsedTime(&ms0, pp->ev_step, pp->ev_optim_begin));
     cudaCheck(cudaEventElapsedTime(&ms1, pp->ev_step, pp->ev_optim_end));
     trace_add(tr, "optim", pp->rank, -1, ms0 * 1e-3, ms1 * 1e-3);
+    trace_add(tr, "step", pp->rank, -1, 0.0, ms1 * 1e-3);
 }
 
 // every rank's trace events to rank 0, which writes the file
@@ -1301,6 +1326,7 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
     pipeline_init(&pp, &config, P, layers, M, B, T, args->schedule_name, args->gelu_fusion, cm);
     pp.opt = (OptimizerConfig){args->lr, 0.9f, 0.95f, 1e-8f, args->weight_decay, args->grad_clip};
     pp.scaler = (LossScaler){args->loss_scale, 2.0f, 0.5f, args->scale_interval, 0};
+    pp.max_nonfinite = args->max_nonfinite;
     float* host = (float*)malloc_check(pp.stage.layout.num_parameters * sizeof(float));
     const char* src = args->resume ? resume_model : from_file ? args->model_arg : NULL;
     if (src) { model_read_stage(src, &config, &pp.stage.layout, host); }
@@ -1336,11 +1362,13 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
             pp.scaler.scale > 0 ? ", dynamic loss scaling" : "", args->gelu_fusion ? "in cuBLASLt's epilogue" : "kernels");
     printf0("devices: %s\n", cm->hub ? (P > 1 ? "every stage on GPU 0, one thread each, device copies between them"
                                               : "one GPU") : "one GPU per stage, NCCL between them");
-    if (rank == 0 && !args->quiet) { print_pipeline_plan(&config, args, P, layers, slots, stash_bytes, sim.bubble); }
+    if (rank == 0 && !args->quiet) { print_pipeline_plan(&config, args, &pp.schedule, layers, slots, stash_bytes, sim.bubble); }
+    double simulated_bubble = sim.bubble;
     sim_result_free(&sim);
 
-    Trace trace;
+    Trace trace;  // the actions, messages and optimizer of the last step, timed by CUDA events on the GPU
     memset(&trace, 0, sizeof(trace));
+    trace.rank = rank;
     int max_steps = args->max_steps;
     for (int step = pp.step; step <= max_steps; step++) {
         int last = step == max_steps;
@@ -1370,7 +1398,7 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
             snprintf(extra, sizeof(extra), "%s | loss scale %g", pp.last_skipped ? " | overflow: step skipped" : "", pp.scaler.scale);
         }
         StepReport report = {step + 1, max_steps, P, M, B * T * M, loss, pp.last_norm, lr, secs[1] / P, secs[2] / P,
-                             secs[0], extra};
+                             secs[0], simulated_bubble, extra};
         if (rank == 0 && !args->quiet) { print_step_line(&report); }
         if (rank == 0) { logger_log_train(&logger, step + 1, loss, lr, pp.last_norm); }
         if (args->out_dir && ((args->ckpt_every > 0 && (step + 1) % args->ckpt_every == 0) || step + 1 == max_steps)) {
@@ -1407,6 +1435,7 @@ typedef struct {
     RankMain fn;
     void* ctx;
     int rank, world;
+    double timeout;
     LocalHub* hub;
     ncclUniqueId id;
 } RankThread;
@@ -1414,7 +1443,7 @@ typedef struct {
 static void* rank_thread(void* arg) {
     RankThread* r = (RankThread*)arg;
     Comm cm;
-    comm_open(&cm, r->rank, r->world, r->hub ? 0 : r->rank, r->hub, &r->id);
+    comm_open(&cm, r->rank, r->world, r->hub ? 0 : r->rank, r->hub, &r->id, r->timeout);
     r->fn(r->ctx, &cm);
     comm_close(&cm);
     return NULL;
@@ -1426,7 +1455,7 @@ static int use_one_device(int P, int one_device) {
     return one_device || P == 1 || devices < P;
 }
 
-static void run_ranks_as_threads(int P, int one_device, RankMain fn, void* ctx) {
+static void run_ranks_as_threads(int P, int one_device, double timeout, RankMain fn, void* ctx) {
     RankThread* ranks = (RankThread*)calloc_check(P, sizeof(RankThread));
     pthread_t* threads = (pthread_t*)calloc_check(P, sizeof(pthread_t));
     LocalHub hub;
@@ -1440,7 +1469,7 @@ static void run_ranks_as_threads(int P, int one_device, RankMain fn, void* ctx) 
         ncclCheck(ncclGetUniqueId(&id));
     }
     for (int r = 0; r < P; r++) {
-        ranks[r] = (RankThread){fn, ctx, r, P, local ? &hub : NULL, id};
+        ranks[r] = (RankThread){fn, ctx, r, P, timeout, local ? &hub : NULL, id};
         if (pthread_create(&threads[r], NULL, rank_thread, &ranks[r]) != 0) { fatal("cannot start the thread of rank %d", r); }
     }
     for (int r = 0; r < P; r++) { pthread_join(threads[r], NULL); }
@@ -1455,7 +1484,7 @@ static void train_rank_main(void* ctx, Comm* cm) { train_rank((const TrainArgs*)
 // Slurm without MPI: rank 0 publishes the NCCL id in a file named after the job and step, so a reused
 // directory or two jobs sharing it never hand a rank someone else's id; it removes the file once every rank
 // has joined. The others poll for it (NFS may show a new file late) and give up with a message.
-static void rendezvous_file(const char* dir, int rank, ncclUniqueId* id, char* path, size_t n) {
+static void rendezvous_file(const char* dir, int rank, double timeout, ncclUniqueId* id, char* path, size_t n) {
     const char* job = getenv("SLURM_JOB_ID");
     const char* step = getenv("SLURM_STEP_ID");
     if (!job) { fatal("flag -pf needs SLURM_JOB_ID in the environment to name the id file (run under srun)"); }
@@ -1468,7 +1497,7 @@ static void rendezvous_file(const char* dir, int rank, ncclUniqueId* id, char* p
         atomic_commit(&af);
         return;
     }
-    double deadline = now_seconds() + RANK_START_TIMEOUT_S;
+    double deadline = now_seconds() + timeout;
     for (;;) {
         FILE* f = fopen(path, "rb");
         if (f) {
@@ -1477,7 +1506,7 @@ static void rendezvous_file(const char* dir, int rank, ncclUniqueId* id, char* p
             if (got == sizeof(*id)) { return; }
         }
         if (now_seconds() > deadline) {
-            fatal("rank %d: no %s after %d s: is rank 0 running with the same -pf directory?", rank, path, RANK_START_TIMEOUT_S);
+            fatal("rank %d: no %s after %.0f s (-to): is rank 0 running with the same -pf directory?", rank, path, timeout);
         }
         usleep(100000);
     }
@@ -1534,7 +1563,7 @@ int main(int argc, char** argv) {
                   err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount found 0 devices");
         }
         if (world == 1) {
-            run_ranks_as_threads(args.P, 0, train_rank_main, &args);
+            run_ranks_as_threads(args.P, 0, args.timeout, train_rank_main, &args);
         } else {
             if (local_rank >= devices) {
                 fatal("rank %d is rank %d on its node, which has %d GPU(s): NCCL needs one GPU per rank (one process "
@@ -1542,7 +1571,7 @@ int main(int argc, char** argv) {
             }
             ncclUniqueId id;
             char id_path[1200] = "";
-            if (args.rendezvous_dir) { rendezvous_file(args.rendezvous_dir, rank, &id, id_path, sizeof(id_path)); }
+            if (args.rendezvous_dir) { rendezvous_file(args.rendezvous_dir, rank, args.timeout, &id, id_path, sizeof(id_path)); }
             else {
                 if (rank == 0) { ncclCheck(ncclGetUniqueId(&id)); }
 #ifdef USE_MPI
@@ -1550,7 +1579,7 @@ int main(int argc, char** argv) {
 #endif
             }
             Comm cm;
-            comm_open(&cm, rank, world, local_rank, NULL, &id);
+            comm_open(&cm, rank, world, local_rank, NULL, &id, args.timeout);
             process_comm = cm.nccl;
             if (rank == 0 && id_path[0]) { unlink(id_path); }  // every rank has joined: the id is used up
             train_rank(&args, &cm);

@@ -52,7 +52,7 @@ budget() { echo "$STEPS" | awk -F'|' -v s="$1" '$1 == s { print $2 }'; }
 run_step() {
     local name=$1 t0=$SECONDS rc verdict; shift
     echo "== $name"
-    timeout --foreground "$(budget "$name")" bash -c '"$@"' run_step "$@" > "$LOG/$name.txt" 2>&1; rc=$?
+    timeout "$(budget "$name")" bash -c '"$@"' run_step "$@" > "$LOG/$name.txt" 2>&1; rc=$?
     case $rc in 0) verdict=PASS ;; 124) verdict=TIMEOUT ;; 77) verdict=SKIP ;; *) verdict=FAIL ;; esac
     [ $verdict = PASS ] || [ $verdict = SKIP ] || { failures=$((failures + 1)); tail -n 15 "$LOG/$name.txt"; }
     grep -E '^(RESULT|GPU |CUDA )' "$LOG/$name.txt"
