@@ -1215,7 +1215,8 @@ static void scatter_from_checkpoint(void* ctx, int which, float* global) {
 
 static void save_checkpoint(Pipeline* pp, const TrainArgs* args, const DataLoader* dl, uint64_t sample_rng) {
     TrainState ts = {.step = pp->step, .adam_t = pp->adam_t, .num_parameters = (int64_t)model_num_parameters(&pp->config),
-                     .shard = (int64_t)dl->shard, .position = dl->position, .sample_rng = sample_rng};
+                     .sample_rng = sample_rng};
+    dataloader_state(dl, &ts.shard, &ts.position);
     train_state_set_args(&ts, args);
     activity_set("checkpoint", NULL, pp->step);
     checkpoint_save(args->out_dir, &pp->config, &ts, pp->rank == 0, gather_for_checkpoint, pp);
@@ -1434,7 +1435,7 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
     if (autoschedule) { first_args.schedule_name = "1f1b"; }
     Pipeline pp;
     pipeline_init(&pp, &config, &first_args, P, rank, tp);
-    pp.opt = (OptimizerConfig){args->lr, 0.9f, 0.95f, 1e-8f, args->weight_decay, args->grad_clip};
+    pp.opt = (OptimizerConfig){args->lr, 0.9f, args->beta2, 1e-8f, args->weight_decay, args->grad_clip};
     const char* src = args->resume ? resume_model : from_file ? args->model_arg : NULL;
     for (int l = 0; l < pp.num_local; l++) {
         Stage* st = &pp.local[l].stage;
@@ -1445,6 +1446,7 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, args->train_pattern, B, T, config.vocab_size);
     dataloader_init(&val_loader, args->val_pattern, B, T, config.vocab_size);
+    if (args->shuffle) { dataloader_shuffle(&train_loader); }
     int val_batches = args->val_batches;
     if (val_batches > dataloader_num_batches(&val_loader)) { val_batches = (int)dataloader_num_batches(&val_loader); }
     Tokenizer tokenizer;

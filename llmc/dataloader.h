@@ -3,6 +3,11 @@ Reads llm.c token shards: a 256 x int32 header ([0] = 20240520, [1] = 1, [2] = n
 that many uint16 GPT-2 token ids. A loader walks one or more shards (a glob pattern) in order and hands out
 micro-batches of B x T inputs with their B x T next-token targets. Its whole state is (shard, position), so a
 checkpoint can save it and a resumed run reads exactly the tokens the uninterrupted run would have read.
+
+Shuffled (-sh 1), it reads as llm.c's loader does: each epoch a random permutation of the shards, and for each
+shard as it is opened a permutation of its micro-batches, both from one mt19937 stream seeded with 42. Its
+state is then (shards opened so far, micro-batches read of the current one): the permutations are drawn
+again from the seed on resume, which costs only random numbers.
 */
 #ifndef LLMC_DATALOADER_H
 #define LLMC_DATALOADER_H
@@ -10,6 +15,7 @@ checkpoint can save it and a resumed run reads exactly the tokens the uninterrup
 #include <glob.h>
 #include <stdint.h>
 #include "utils.h"
+#include "rand.h"
 
 #define SHARD_MAGIC 20240520
 #define SHARD_VERSION 1
@@ -26,6 +32,13 @@ typedef struct {
     uint16_t* tokens;         // the current shard, whole (shards are small next to a model)
     int* inputs;              // (B, T)
     int* targets;             // (B, T)
+    int shuffle;              // llm.c's shuffled order (see the top); then:
+    mt19937_state rng;
+    int64_t* shard_batches;   // (shards) micro-batches in each shard
+    int* shard_order;         // (shards) this epoch's order
+    int* batch_order;         // (micro-batches of the current shard)
+    int64_t opened;           // shards opened since the start
+    int64_t batch;            // micro-batches read of the current shard
 } DataLoader;
 
 // validates a shard's header and size; returns its token count
@@ -87,11 +100,60 @@ static void dataloader_init(DataLoader* dl, const char* pattern, int B, int T, i
     // every shard, headers and tokens, is checked up front: a bad shard fails at start-up, not hours into
     // a run; backwards, so the walk ends with shard 0 loaded
     dl->num_batches = 0;
+    dl->shard_batches = (int64_t*)malloc_check(dl->files.gl_pathc * sizeof(int64_t));
     for (size_t i = dl->files.gl_pathc; i-- > 0;) {
         dataloader_load_shard(dl, i);
-        dl->num_batches += (dl->shard_tokens - 1) / ((int64_t)B * T);
+        dl->shard_batches[i] = (dl->shard_tokens - 1) / ((int64_t)B * T);
+        dl->num_batches += dl->shard_batches[i];
     }
     dl->position = 0;
+}
+
+// llm.c's random_permutation: Fisher-Yates from the end, j = randint32 % (i + 1)
+static void random_permutation(int* data, int64_t n, mt19937_state* rng) {
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = randint32(rng) % (uint32_t)(i + 1);
+        int tmp = data[i];
+        data[i] = data[j];
+        data[j] = tmp;
+    }
+}
+
+// Opens the next shard of the shuffled order (a new epoch's order first, when one begins) and draws its
+// micro-batch order. With load = 0 only the random numbers are drawn: how a resume catches up.
+static void dataloader_open_shuffled(DataLoader* dl, int load) {
+    int64_t shards = (int64_t)dl->files.gl_pathc, k = dl->opened % shards;
+    if (k == 0) { random_permutation(dl->shard_order, shards, &dl->rng); }  // of the last epoch's order, as llm.c
+    size_t shard = (size_t)dl->shard_order[k];
+    int64_t n = dl->shard_batches[shard];
+    free(dl->batch_order);
+    dl->batch_order = (int*)malloc_check((size_t)n * sizeof(int));
+    for (int64_t i = 0; i < n; i++) { dl->batch_order[i] = (int)i; }
+    random_permutation(dl->batch_order, n, &dl->rng);
+    if (load && shard != dl->shard) { dataloader_load_shard(dl, shard); }
+    dl->opened++;
+    dl->batch = 0;
+}
+
+// the shuffled order from its start: seed 42, shards in glob order before the first permutation
+static void dataloader_shuffle_restart(DataLoader* dl) {
+    manual_seed(&dl->rng, 42);
+    for (size_t i = 0; i < dl->files.gl_pathc; i++) { dl->shard_order[i] = (int)i; }
+    dl->opened = 0;
+}
+
+// -sh 1: from here on, read in llm.c's shuffled order (call once, right after dataloader_init)
+static void dataloader_shuffle(DataLoader* dl) {
+    dl->shuffle = 1;
+    dl->shard_order = (int*)malloc_check(dl->files.gl_pathc * sizeof(int));
+    dataloader_shuffle_restart(dl);
+    dataloader_open_shuffled(dl, 1);
+}
+
+// the state a checkpoint saves: (shard, token offset), or shuffled (shards opened, micro-batches read)
+static void dataloader_state(const DataLoader* dl, int64_t* a, int64_t* b) {
+    *a = dl->shuffle ? dl->opened : (int64_t)dl->shard;
+    *b = dl->shuffle ? dl->batch : dl->position;
 }
 
 static void dataloader_reset(DataLoader* dl) {
@@ -99,8 +161,23 @@ static void dataloader_reset(DataLoader* dl) {
     dl->position = 0;
 }
 
+// restores a saved shuffled state (shards opened, micro-batches read): the permutations are drawn again
+static void dataloader_seek_shuffled(DataLoader* dl, int64_t opened, int64_t batch) {
+    if (opened < 1 || opened > (int64_t)1 << 40) { fatal("checkpoint's shuffled data position %lld is invalid", (long long)opened); }
+    dataloader_shuffle_restart(dl);
+    while (dl->opened < opened) { dataloader_open_shuffled(dl, dl->opened + 1 == opened); }
+    if (batch < 0 || batch > dl->shard_batches[dl->shard]) {
+        fatal("checkpoint's data position %lld is past the end of %s", (long long)batch, dl->files.gl_pathv[dl->shard]);
+    }
+    dl->batch = batch;
+}
+
 // restores a saved (shard, position); both are validated against the files at hand
 static void dataloader_seek(DataLoader* dl, size_t shard, int64_t position) {
+    if (dl->shuffle) {
+        dataloader_seek_shuffled(dl, (int64_t)shard, position);
+        return;
+    }
     if (shard >= dl->files.gl_pathc) {
         fatal("checkpoint's data position names shard %zu but only %zu shards match the data pattern", shard,
               dl->files.gl_pathc);
@@ -116,7 +193,10 @@ static void dataloader_seek(DataLoader* dl, size_t shard, int64_t position) {
 // fills inputs/targets with the next B*T tokens (targets shifted by one) and advances
 static void dataloader_next_batch(DataLoader* dl) {
     int64_t n = (int64_t)dl->B * dl->T;
-    if (dl->position + n + 1 > dl->shard_tokens) {
+    if (dl->shuffle) {
+        if (dl->batch == dl->shard_batches[dl->shard]) { dataloader_open_shuffled(dl, 1); }
+        dl->position = (int64_t)dl->batch_order[dl->batch++] * n;
+    } else if (dl->position + n + 1 > dl->shard_tokens) {
         dataloader_load_shard(dl, (dl->shard + 1) % dl->files.gl_pathc);
         dl->position = 0;
     }
@@ -125,7 +205,7 @@ static void dataloader_next_batch(DataLoader* dl) {
         dl->inputs[i] = p[i];
         dl->targets[i] = p[i + 1];
     }
-    dl->position += n;
+    if (!dl->shuffle) { dl->position += n; }
 }
 
 // Where a trainer's micro-batches come from: a loader when training, fixed tokens in the tests.
@@ -144,6 +224,9 @@ static int64_t dataloader_num_batches(DataLoader* dl) { return dl->num_batches; 
 
 static void dataloader_free(DataLoader* dl) {
     globfree(&dl->files);
+    free(dl->shard_batches);
+    free(dl->shard_order);
+    free(dl->batch_order);
     free(dl->tokens);
     free(dl->inputs);
     free(dl->targets);

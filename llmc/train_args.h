@@ -39,7 +39,9 @@ typedef struct {
     int sample_every, gen_tokens;// -s -g
     int ckpt_every, resume;      // -n -y
     int print_schedule;          // -ps
-    int max_nonfinite;           // -nf: consecutive steps with a non-finite loss or grad norm skipped, then stop
+    int max_nonfinite;
+    int shuffle;                 // -sh: llm.c's shuffled order of shards and micro-batches
+    float beta2;                 // -b2: AdamW's second-moment decay           // -nf: consecutive steps with a non-finite loss or grad norm skipped, then stop
     float lr, final_frac, weight_decay, grad_clip;  // -l -q -c -cl
     float loss_scale;            // -ls (CUDA trainer): initial loss scale, 0 = no scaler
     int scale_interval;          // -li (CUDA trainer)
@@ -63,6 +65,7 @@ static void train_args_default(TrainArgs* a, float default_loss_scale) {
     a->loss_scale = default_loss_scale;
     a->scale_interval = 2000;
     a->gelu_fusion = 1;
+    a->beta2 = 0.95f;
     a->timeout = 300.0f;
     a->max_nonfinite = 3;
 }
@@ -91,8 +94,10 @@ static void train_args_usage(int cuda) {
         "  -q <float>   final learning rate as a fraction of the peak (cosine) [0.1]\n"
         "  -c <float>   weight decay (2-D weights only) [0.0]\n"
         "  -cl <float>  clip the global gradient norm to this; 0 disables [1.0]\n"
+        "  -b2 <float>  AdamW beta2 [0.95, GPT-3's and llm.c's GPU trainer's; llm.c's CPU trainer uses 0.999]\n"
+        "  -sh <0|1>    shuffle the training data as llm.c does: shards, then each shard's micro-batches [0]\n"
         "  -nf <int>    steps in a row with a non-finite loss or gradient norm that are skipped before the run stops [3]\n"
-        "  -v <int>     validation loss every N steps [10]\n"
+        "  -v <int>     validation loss every N steps and at the end; 0: never [10]\n"
         "  -m <int>     validation micro-batches [20]\n"
         "  -s <int>     sample text every N steps, 0: only at the end [0]\n"
         "  -g <int>     tokens to sample [64]\n"
@@ -166,6 +171,8 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         else if (strcmp(f, "-k") == 0) { a->lr_schedule_name = v; }
         else if (strcmp(f, "-u") == 0) { a->warmup = int_flag_in(f, v, 0, S, "warmup steps"); }
         else if (strcmp(f, "-q") == 0) { a->final_frac = float_flag_in(f, v, 0.0f, 0, 1.0f, "final learning-rate fraction"); }
+        else if (strcmp(f, "-b2") == 0) { a->beta2 = float_flag_in(f, v, 0.0f, 0, 0.99999f, "AdamW beta2"); }
+        else if (strcmp(f, "-sh") == 0) { a->shuffle = int_flag_in(f, v, 0, 1, "shuffle"); }
         else if (strcmp(f, "-c") == 0) { a->weight_decay = float_flag_in(f, v, 0.0f, 0, 10.0f, "weight decay"); }
         else if (strcmp(f, "-cl") == 0) { a->grad_clip = float_flag_in(f, v, 0.0f, 0, 1e30f, "gradient clip, 0: off"); }
         else if (strcmp(f, "-v") == 0) { a->val_every = int_flag_in(f, v, 0, S, "validation every N steps"); }

@@ -23,7 +23,7 @@ the model's shape, and the size and checksum of the model and state files, all v
 #include "train_args.h"
 
 #define STATE_MAGIC 20261125
-#define STATE_VERSION 2
+#define STATE_VERSION 3
 
 typedef struct {
     int step;
@@ -38,6 +38,8 @@ typedef struct {
     int B, T, M, warmup;
     float lr, final_frac, weight_decay, grad_clip;
     uint32_t lr_schedule_hash, train_data_hash;
+    int shuffle;     // the data position is (shards opened, micro-batches read) of llm.c's shuffled order
+    float beta2;
 } TrainState;
 
 static uint32_t str_hash(const char* s) {
@@ -52,6 +54,8 @@ static void train_state_set_args(TrainState* s, const TrainArgs* a) {
     s->lr = a->lr; s->final_frac = a->final_frac; s->weight_decay = a->weight_decay; s->grad_clip = a->grad_clip;
     s->lr_schedule_hash = str_hash(a->lr_schedule_name);
     s->train_data_hash = str_hash(a->train_pattern);
+    s->shuffle = a->shuffle;
+    s->beta2 = a->beta2;
 }
 
 static void train_state_pack(const TrainState* s, int32_t header[256]) {
@@ -70,6 +74,8 @@ static void train_state_pack(const TrainState* s, int32_t header[256]) {
     memcpy(header + 14, ints, sizeof(ints));
     memcpy(header + 18, floats, sizeof(floats));
     memcpy(header + 22, hashes, sizeof(hashes));
+    header[24] = s->shuffle;
+    memcpy(header + 25, &s->beta2, sizeof(float));
 }
 
 // reads and validates the header; leaves f at the moments
@@ -102,6 +108,8 @@ static TrainState train_state_read_header(FILE* f, const char* path, size_t num_
     s.B = ints[0]; s.T = ints[1]; s.M = ints[2]; s.warmup = ints[3];
     s.lr = floats[0]; s.final_frac = floats[1]; s.weight_decay = floats[2]; s.grad_clip = floats[3];
     s.lr_schedule_hash = hashes[0]; s.train_data_hash = hashes[1];
+    s.shuffle = header[24];
+    memcpy(&s.beta2, header + 25, sizeof(float));
     if (s.num_parameters != (int64_t)num_parameters || size != 1024 + (long)(2 * num_parameters * sizeof(float))) {
         fatal("%s: holds %lld parameters (%ld bytes) but the model has %zu", path, (long long)s.num_parameters, size,
               num_parameters);
@@ -120,7 +128,7 @@ static TrainState train_state_read_header(FILE* f, const char* path, size_t num_
     int recorded = s.B != 0;
     if (recorded && (s.B < 1 || s.B > TRAIN_MAX_B || s.T < 1 || s.T > TRAIN_MAX_T || s.M < 1 || s.M > TRAIN_MAX_M ||
         s.warmup < 0 || !isfinite(s.lr) || !isfinite(s.final_frac) || !isfinite(s.weight_decay) ||
-        !isfinite(s.grad_clip))) {
+        !isfinite(s.grad_clip) || (s.shuffle != 0 && s.shuffle != 1) || !(s.beta2 >= 0.0f && s.beta2 < 1.0f))) {
         fatal("%s: corrupt run settings in the header (B=%d T=%d M=%d)", path, s.B, s.T, s.M);
     }
     return s;
@@ -216,6 +224,13 @@ static void train_state_resume_check(const TrainState* s, const TrainArgs* a, co
     if (s->step > a->max_steps) {
         fatal("flag -x %d: the checkpoint %s is already at step %d", a->max_steps, path, s->step);
     }
+    if (s->B != 0 && s->shuffle != a->shuffle) {
+        fatal("%s was saved with -sh %d: its data position has no meaning with -sh %d", path, s->shuffle, a->shuffle);
+    }
+    if (s->B != 0 && s->shuffle && (s->B != a->B || s->T != a->T)) {
+        fatal("%s: a shuffled data position counts micro-batches of -b %d -t %d, not -b %d -t %d", path, s->B, s->T,
+              a->B, a->T);
+    }
     if (s->B == 0 || out == NULL) { return; }
     TrainState now = *s;
     train_state_set_args(&now, a);
@@ -231,6 +246,7 @@ static void train_state_resume_check(const TrainState* s, const TrainArgs* a, co
     RESUME_DIFF(s->final_frac != now.final_frac, " -q %g->%g", s->final_frac, now.final_frac)
     RESUME_DIFF(s->weight_decay != now.weight_decay, " -c %g->%g", s->weight_decay, now.weight_decay)
     RESUME_DIFF(s->grad_clip != now.grad_clip, " -cl %g->%g", s->grad_clip, now.grad_clip)
+    RESUME_DIFF(s->beta2 != now.beta2, " -b2 %g->%g", s->beta2, now.beta2)
     RESUME_DIFF(s->lr_schedule_hash != now.lr_schedule_hash, " -k (now %s)", a->lr_schedule_name)
     RESUME_DIFF(s->train_data_hash != now.train_data_hash, " -i (now %s)", a->train_pattern)
 #undef RESUME_DIFF

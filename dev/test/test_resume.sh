@@ -23,5 +23,18 @@ check "train losses identical" "diff <(grep trl '$W/full/main.log') <(grep trl '
 check "val losses identical" "diff <(grep tel '$W/full/main.log' | sort -u) <(grep tel '$W/split/main.log' | sort -u)"
 check "no temporary files left" "! ls '$W/full' '$W/split' | grep -q '\.tmp$'"
 
+# -sh 1 (llm.c's shuffled order): the same, with the loader's position in the permutations; -v 0: no validation
+ARGS="-e d1 -b 2 -t 16 -pm 2 -v 0 -g 0 -l 3e-3 -k constant -sh 1"
+$BIN $ARGS -x 6 -o "$W/shfull" > "$W/shfull.txt" || echo "shuffled full run failed"
+$BIN $ARGS -x 3 -o "$W/shsplit" > /dev/null || echo "shuffled first half failed"
+$BIN $ARGS -x 6 -o "$W/shsplit" -y 1 > /dev/null || echo "shuffled resumed half failed"
+for f in model_00000006.bin state_00000006.bin; do
+    check "-sh 1: $f byte-identical after a resume" "cmp -s '$W/shfull/$f' '$W/shsplit/$f'"
+done
+$BIN ${ARGS% -sh 1} -x 2 -o "$W/plain" > /dev/null || echo "unshuffled run failed"
+check "-sh 1 reads other batches than -sh 0" "! diff -q <(grep trl '$W/shfull/main.log' | head -2) <(grep trl '$W/plain/main.log') > /dev/null"
+check "-v 0: no val loss printed or logged" "! grep -q 'val loss' '$W/shfull.txt' && ! grep -q tel '$W/shfull/main.log'"
+check "-sh 0 on a -sh 1 checkpoint is refused" "! $BIN \${ARGS% -sh 1} -x 7 -o '$W/shsplit' -y 1 > '$W/mix.txt' 2>&1 && grep -q 'saved with -sh 1' '$W/mix.txt'"
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
