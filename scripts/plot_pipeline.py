@@ -15,12 +15,14 @@ Each input is one of
     "comm" events and optim are drawn; steps, layers and ops (scripts/profile.py reads those) are skipped.
     The simulator's trace (dev/test/schedule_tool.c -tr, schedule_write_trace) has no "cat" and args.stage.
   - the text printed by `train_gpt2_pp_cpu -ps 1` or `schedule_tool -a 1`: its unit-time rows
-        rank 0 | F0 F1 F2 F3 .  .  .  B0 == f0 ...
+        rank 0 | F0 F1 F2 F3 .  .  .  B0 == f0 ...     (or "# rank 0 | ...")
     (F = 1 unit, B = 2, I = W = 1; '=' continues an action, '.' is idle); other lines are ignored except
-    the summary line, which the panel title quotes.
+    the summary line, whose P and S rescale a schedule of S = 2P stages to units of a P-way stage.
 A rank's later stages (interleaved, ZB-V: lower case in the text, stage >= P in a trace) are hatched.
-Idle gaps are white; the bubble printed per panel is 1 - compute / (ranks x schedule span), the span
-leaving out the optimizer as the trainer's own measured bubble does.
+Idle gaps are white. The bubble printed per panel is the idle share of the schedule, the optimizer left
+out: for a simulated schedule 1 - compute / (ranks x makespan), as the simulator prints it; for the
+trainer's trace 1 - compute / (sum of each rank's schedule span, first to last event), as the trainer's
+step line measures it.
 """
 import argparse
 import json
@@ -70,13 +72,13 @@ def load_trace(data):
         mb = args.get("mb")
         out.append(event(int(e["pid"]), k * float(e["ts"]), k * float(e.get("dur", 0.0)), str(e.get("name", "")),
                          mb if mb is not None and mb >= 0 else None, args.get("stage"), nranks))
-    return out, None
+    return out, "measured" if any("cat" in e for e in raw) else None
 
 
 def load_text(text):
     out, summary = [], None
     for line in text.splitlines():
-        m = re.match(r"^rank\s+(\d+) \| ?(.*)$", line)
+        m = re.match(r"^(?:#\s*)?rank\s+(\d+) \| ?(.*)$", line)
         if not m:
             if re.search(r"makespan .* bubble", line) and summary is None:
                 summary = line.strip()
@@ -108,10 +110,14 @@ def load(path):
     return events, unit, summary
 
 
-def plot_panel(ax, events, unit, title, xmax=None):
+def plot_panel(ax, events, unit, title, xmax=None, measured=False):
     t0 = min(e["ts"] for e in events)
     sched = [e for e in events if e["kind"] != "optim"] or events
     span = max(e["ts"] + e["dur"] for e in sched) - min(e["ts"] for e in sched)
+    if measured:  # the trainer's definition: each rank's own schedule span, averaged
+        ranks = {e["rank"] for e in sched}
+        span = sum(max(e["ts"] + e["dur"] for e in sched if e["rank"] == r) -
+                   min(e["ts"] for e in sched if e["rank"] == r) for r in ranks) / len(ranks)
     full = max(e["ts"] + e["dur"] for e in events) - t0
     scale, label = (1.0, "time (units: a stage's F = 1, B = 2, I = W = 1; with 2P stages, half that)") if unit == "unit" else \
         (1e3, "time (ms)") if full >= 1e3 else (1.0, "time (us)")
@@ -170,10 +176,11 @@ def main():
     for i, ((events, unit, summary), ax) in enumerate(zip(loaded, axes[:, 0])):
         name = titles[i] if i < len(titles) else (None if args.inputs[i] == "-" and n == 1 else
                                                   re.sub(r"\.(json|txt)$", "", args.inputs[i].split("/")[-1]))
-        if unit == "unit":
+        if unit == "unit" and summary:
             makespan = max(e["ts"] + e["dur"] for e in events)
             name = (name + ", " if name else "") + f"makespan {makespan:g}"
-        u, busy, span, bubble = plot_panel(ax, events, unit, name, xmax[unit] if n > 1 and unit == "unit" else None)
+        u, busy, span, bubble = plot_panel(ax, events, unit, name, xmax[unit] if n > 1 and unit == "unit" else None,
+                                           summary == "measured")
         used |= u
         for r in sorted(busy):
             print(f"{args.inputs[i]}: rank {r}: compute busy {busy[r] / span:.3f}")

@@ -98,7 +98,10 @@ def analyse(stages):
             elif e["cat"] in ("action", "layer"):
                 outside["optimizer" if e["name"] == "optim" else "F/B" if e["cat"] == "action" else "layers"] += self_time(e)
         step = max((dur(e) for e in evs if e["cat"] == "step" and e["name"] == "step"), default=0.0)
-        rows[s] = dict(compute=compute, comm=comm, ops=ops, outside=outside, step=step, op_total=sum(ops.values()))
+        optim = sum(dur(e) for e in evs if e["cat"] == "action" and e["name"] == "optim")
+        in_optim = sum(t for (name, part), t in ops.items() if part == "optimizer")
+        rows[s] = dict(compute=compute, comm=comm, ops=ops, outside=outside, step=step, op_total=sum(ops.values()),
+                       optim=optim, in_optim=in_optim)
     return rows
 
 
@@ -109,6 +112,10 @@ def report(rows, top):
         print(f"stage {s}: compute {r['compute'] / 1e3:.1f} ms ({100 * r['compute'] / total:.0f}% of all stages), "
               f"ops {r['op_total'] / 1e3:.1f} ms ({100 * r['op_total'] / c:.1f}% of its compute), "
               f"send/recv {r['comm'] / 1e3:.1f} ms, step {r['step'] / 1e3:.1f} ms")
+        fb = r["compute"] - r["optim"]
+        print(f"    ops cover {100 * (r['op_total'] - r['in_optim']) / (fb or 1):.1f}% of the actions "
+              f"({fb / 1e3:.1f} ms) and {100 * r['in_optim'] / (r['optim'] or 1):.1f}% of the optimizer step "
+              f"({r['optim'] / 1e3:.1f} ms)")
         items = sorted(r["ops"].items(), key=lambda kv: -kv[1])
         for (name, part), t in items[:top]:
             print(f"    {name:<11} {part:<11} {t / 1e3:10.2f} ms  {100 * t / c:5.1f}%")

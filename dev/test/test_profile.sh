@@ -20,6 +20,10 @@ while read -r s pct; do
     check "stage $s: op self times are $pct% of its compute (actions + optimizer), want 95..105" \
         "awk -v p=$pct 'BEGIN { exit !(p >= 95 && p <= 105) }'"
 done < <(sed -n 's/^stage \([0-9]*\): compute.*ops [0-9.]* ms (\([0-9.]*\)% of its compute).*/\1 \2/p' "$W/profile.txt")
+# the same within the forward/backward actions alone (the optimizer step aside)
+while read -r pct; do
+    check "op self times are $pct% of the actions' time, want 95..105" "awk -v p=$pct 'BEGIN { exit !(p >= 95 && p <= 105) }'"
+done < <(sed -n 's/^    ops cover \([0-9.]*\)% of the actions.*/\1/p' "$W/profile.txt")
 check "the bottleneck is the head's stage" "grep -q '^bottleneck: stage 1 ([0-9]*% of the compute) - .* in the LM head' '$W/profile.txt'"
 check "flame graph written" "[ -s '$W/flame.png' ]"
 
