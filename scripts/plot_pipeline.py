@@ -4,7 +4,7 @@ schedule, or several of them as one grid (one panel each, top to bottom).
 
     python3 scripts/plot_pipeline.py trace.json -o pipeline.png [--title "1F1B P=2 M=8"]
     ./train_gpt2_pp_cpu -pp 4 -pm 8 -sc zbv -ps 1 | python3 scripts/plot_pipeline.py - -o zbv.png
-    python3 scripts/plot_pipeline.py gpipe.txt 1f1b.txt zbv.json -o schedules.png --title GPipe,1F1B,ZB-V
+    python3 scripts/plot_pipeline.py gpipe.txt 1f1b.txt zbv.json -o schedules.png --title "GPipe|1F1B|ZB-V"
 
 Each input is one of
   - a Chrome/Perfetto trace, {"traceEvents": [...]} or a bare list, of complete ("ph": "X") events:
@@ -156,11 +156,11 @@ def main():
     ap = argparse.ArgumentParser(description="draw pipeline timelines from traces or -ps 1 schedule text")
     ap.add_argument("inputs", nargs="+", help="trace JSON, or -ps 1 / schedule_tool -a 1 text ('-': stdin)")
     ap.add_argument("-o", "--out", default="pipeline.png", help="output PNG")
-    ap.add_argument("--title", default=None, help="panel titles, comma-separated (default: the file names)")
+    ap.add_argument("--title", default=None, help="panel titles separated by | (default: the file names)")
     ap.add_argument("--width", type=float, default=None, help="figure width in inches")
     args = ap.parse_args()
     loaded = [load(p) for p in args.inputs]
-    titles = args.title.split(",") if args.title else []
+    titles = args.title.split("|") if args.title else []
     n = len(loaded)
     units = [u for _, u, _ in loaded]
     # panels in the same unit share the x range, so their makespans compare at a glance
