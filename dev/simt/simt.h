@@ -285,3 +285,6 @@ template <class T> inline void __stcs(T* p, T v) { *p = v; }
 template <class T> inline void __stcg(T* p, T v) { *p = v; }
 template <class T> inline void __stwb(T* p, T v) { *p = v; }
 template <class T> inline void __stwt(T* p, T v) { *p = v; }
+
+// ---- 6. nvcuda::wmma (tensor-core fragments), with an element-to-lane mapping of the runtime's choosing
+#include "simt_wmma.h"

@@ -593,6 +593,102 @@ static void test_runtime_api() {
   cudaFree(d); cudaFreeHost(pinned); cudaFree(managed);
 }
 
+// ---------------------------------------------------------------- wmma (simt_wmma.h)
+// Two warps, each D = A B + C on its own 16x16x16 matrices; C is read column-major, D written row-major.
+template <class T, class LA, class LB>
+__global__ void wmma_mm(float* d, const T* a, const T* b, const float* c) {
+  namespace wmma = nvcuda::wmma;
+  int w = threadIdx.x / 32;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, T, LA> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LB> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc;
+  wmma::load_matrix_sync(fa, a + w * 256, 16);
+  wmma::load_matrix_sync(fb, b + w * 256, 16);
+  wmma::load_matrix_sync(fc, c + w * 256, 16, wmma::mem_col_major);
+  wmma::mma_sync(fc, fa, fb, fc);
+  wmma::store_matrix_sync(d + w * 256, fc, 16, wmma::mem_row_major);
+}
+// which lane holds each element of an accumulator
+__global__ void wmma_owner(float* d) {
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> f;
+  nvcuda::wmma::fill_fragment(f, (float)(threadIdx.x % 32));
+  nvcuda::wmma::store_matrix_sync(d, f, 16, nvcuda::wmma::mem_row_major);
+}
+__global__ void wmma_misaligned(float* d) {
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> f;
+  nvcuda::wmma::fill_fragment(f, 0.f);
+  nvcuda::wmma::store_matrix_sync(d + 4, f, 16, nvcuda::wmma::mem_row_major);  // BUG:wmma_misaligned
+}
+__global__ void wmma_partial(float* d, const __half* a) {
+  namespace wmma = nvcuda::wmma;
+  if (threadIdx.x == 7) return;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc;
+  wmma::load_matrix_sync(fa, a, 16);
+  wmma::load_matrix_sync(fb, a, 16);
+  wmma::fill_fragment(fc, 0.f);
+  wmma::mma_sync(fc, fa, fb, fc);  // BUG:wmma_partial
+  wmma::store_matrix_sync(d, fc, 16, wmma::mem_row_major);
+}
+
+template <class T, class LA, class LB>
+static int wmma_case(const std::vector<float>& a, const std::vector<float>& b, const std::vector<float>& c) {
+  bool acol = std::is_same<LA, nvcuda::wmma::col_major>::value, bcol = std::is_same<LB, nvcuda::wmma::col_major>::value;
+  std::vector<T> ta(a.size()), tb(b.size());
+  for (size_t i = 0; i < a.size(); i++) { ta[i] = T(a[i]); tb[i] = T(b[i]); }
+  T *da = to_device(ta), *db = to_device(tb);
+  float *dc = to_device(c), *dd; cudaMalloc(&dd, 512 * 4);
+  wmma_mm<T, LA, LB><<<1, 64>>>(dd, da, db, dc);
+  int bad = cudaGetLastError() != cudaSuccess;
+  auto d = from_device(dd, 512);
+  for (int w = 0; w < 2; w++) for (int m = 0; m < 16; m++) for (int n = 0; n < 16; n++) {
+    float s = c[w * 256 + n * 16 + m];  // small integers: every sum is exact
+    for (int k = 0; k < 16; k++)
+      s += a[w * 256 + (acol ? k * 16 + m : m * 16 + k)] * b[w * 256 + (bcol ? n * 16 + k : k * 16 + n)];
+    bad += d[w * 256 + m * 16 + n] != s;
+  }
+  cudaFree(da); cudaFree(db); cudaFree(dc); cudaFree(dd);
+  return bad;
+}
+
+static void test_wmma() {
+  namespace wmma = nvcuda::wmma;
+  std::mt19937 rng(7);
+  std::vector<float> a(512), b(512), c(512);
+  for (int i = 0; i < 512; i++) { a[i] = (float)((int)(rng() % 7) - 3); b[i] = (float)((int)(rng() % 7) - 3); c[i] = (float)((int)(rng() % 41) - 20); }
+  int saved = simt::wmma_mapping();
+  std::vector<float> owner[2];
+  float* dd; cudaMalloc(&dd, 256 * 4);
+  for (int m = 0; m < 2; m++) {
+    simt::wmma_set_mapping(m);
+    int bad = wmma_case<__half, wmma::row_major, wmma::row_major>(a, b, c) +
+              wmma_case<__half, wmma::col_major, wmma::col_major>(a, b, c) +
+              wmma_case<__nv_bfloat16, wmma::row_major, wmma::col_major>(a, b, c) +
+              wmma_case<__nv_bfloat16, wmma::col_major, wmma::row_major>(a, b, c);
+    CHECK(bad == 0, "wmma mapping %d: mma_sync of half/bf16, row/col-major operands: %d wrong elements", m, bad);
+    wmma_owner<<<1, 32>>>(dd);
+    owner[m] = from_device(dd, 256);
+    int count[32] = {};
+    for (float o : owner[m]) count[(int)o & 31]++;
+    bool eight = true;
+    for (int l = 0; l < 32; l++) eight &= count[l] == 8;
+    CHECK(eight, "wmma mapping %d: every lane holds 8 accumulator elements", m);
+  }
+  simt::wmma_set_mapping(saved);
+  CHECK(owner[0] != owner[1], "wmma mappings 0 and 1 give elements to different lanes");
+  cudaFree(dd);
+
+  const std::string blk = "block (0,0,0) thread (";
+  float* d; cudaMalloc(&d, 512 * 4);
+  __half* dh; cudaMalloc(&dh, 256 * 2); cudaMemset(dh, 0, 256 * 2);
+  expect_report("wmma pointer not 32-byte aligned", [&] { wmma_misaligned<<<1, 32>>>(d); return 0; },
+                {"SIMT ERROR [trap] in kernel wmma_misaligned", blk, "32-byte aligned", bug_at("wmma_misaligned")});
+  expect_report("mma_sync with a lane missing", [&] { wmma_partial<<<1, 32>>>(d, dh); return 0; },
+                {"SIMT ERROR [warp-exited-lane] in kernel wmma_partial", blk, bug_at("wmma_partial")});
+  cudaFree(d); cudaFree(dh);
+}
+
 // ---------------------------------------------------------------- broken kernels, in children
 static void test_bug_reports() {
   float* d; cudaMalloc(&d, 4096 * 4);
@@ -708,6 +804,7 @@ int main() {
   test_templates_and_syntax();
   test_race_detection();
   test_runtime_api();
+  test_wmma();
   test_bug_reports();
   printf("selftest (%s): %.2f s\n", sched_name(), now_s() - t0);
   return test_summary();
