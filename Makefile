@@ -52,6 +52,12 @@ build/ref_b.bin: dev/reference/gpt2_ref.py dev/reference/ref_file.py
 	$(PYTHON) dev/reference/gpt2_ref.py --L 2 --C 48 --NH 3 --V 77 --Vp 128 --maxT 24 --B 3 --T 24 --M 2 --K 3 \
 	  --lr 3e-3 --wd 0.0 --clip 0 $(REF_COMMON) --out $@ --log build/ref_b.log
 
+# the full vocabulary (50,257), small otherwise: a float softmax sum is visible there (test_gpt2_pp.c)
+build/ref_v.bin: dev/reference/gpt2_ref.py dev/reference/ref_file.py
+	@mkdir -p build
+	$(PYTHON) dev/reference/gpt2_ref.py --L 1 --C 32 --NH 2 --V 50257 --Vp 50304 --maxT 16 --B 2 --T 8 --M 2 --K 1 \
+	  --lr 1e-3 --wd 0.0 --clip 0 $(REF_COMMON) --out $@ --log build/ref_v.log
+
 include dev/test/schedule.mk
 include dev/simt/simt.mk
 include dev/cuda/cuda.mk
@@ -100,7 +106,7 @@ build/sim/%/test_gpt2_pp: $(SIMT_BUILD)/rel-%/test_gpt2_pp.cu.o $(SIMT_BUILD)/re
 test_reference:
 	$(PYTHON) dev/reference/test_gpt2_ref.py
 
-test_cpu: test_gpt2_pp_cpu build/test_gpt2_pp_cpu_noblas build/ref_a.bin build/ref_b.bin
+test_cpu: test_gpt2_pp_cpu build/test_gpt2_pp_cpu_noblas build/ref_a.bin build/ref_b.bin build/ref_v.bin
 	bash dev/test/run_suite.sh $@
 
 # dev/test/NAME.sh, the trainer's command line: bad and hostile input, resume, equivalence across splits,

@@ -34,6 +34,12 @@ test_cpu)  # P = 1 checks every activation; P = 2..4 (stages in one process) und
         run "test_gpt2_pp_cpu ref_a P=$P $S" ./test_gpt2_pp_cpu build/ref_a.bin $P $S
     done; done
     run "test_gpt2_pp_cpu ref_b P=2 1f1b" ./test_gpt2_pp_cpu build/ref_b.bin 2 1f1b
+    # split backward and several stages per rank; their bits equal 1F1B's (test_pipeline_equiv), so one
+    # reference each shows the math is right
+    for S in zbh1 zbv interleaved; do run "test_gpt2_pp_cpu ref_a P=2 $S" ./test_gpt2_pp_cpu build/ref_a.bin 2 $S; done
+    run "test_gpt2_pp_cpu ref_a P=1 zbh2" ./test_gpt2_pp_cpu build/ref_a.bin 1 zbh2
+    # the full GPT-2 vocabulary: the loss to 4u (see test_gpt2_pp.c)
+    run "test_gpt2_pp_cpu ref_v" ./test_gpt2_pp_cpu build/ref_v.bin
     ;;
 test_simt)  # the SIMT runtime's self-tests in three thread orders and under ASan+UBSan; the rewriter's tests
     for t in simt_selftest simt_libs_test; do
