@@ -140,11 +140,18 @@ $(TEST_SCRIPTS_MPI:%=skip/%): WHY = $(MPI_MISSING)
 skip/%:
 	@echo "$*: skipped, $(WHY)"$(if $(CI),; echo "error: CI must run every suite"; exit 1)
 
-test: test_reference test_cpu test_schedule $(TEST_SCRIPTS) $(call suites_or_skips,$(TEST_SCRIPTS_MPI),$(MPI_MISSING)) \
+FUZZ_MISSING := $(if $(shell echo 'int LLVMFuzzerTestOneInput(const char* d, long n) { return 0; }' | \
+  clang -x c - -fsanitize=fuzzer -o /dev/null 2> /dev/null && echo 1),,needs clang with libFuzzer (apt install clang libclang-rt-dev))
+$(call suites_or_skips,test_fuzz,x): WHY = $(FUZZ_MISSING)
+
+test: test_reference test_cpu test_schedule $(TEST_SCRIPTS) $(call suites_or_skips,test_fuzz,$(FUZZ_MISSING)) $(call suites_or_skips,$(TEST_SCRIPTS_MPI),$(MPI_MISSING)) \
       $(call suites_or_skips,$(SIMT_SUITES),$(SIMT_MISSING)) $(call suites_or_skips,$(NVCC_SUITES),$(NVCC_MISSING))
 
+# libFuzzer on every parser (dev/fuzz/), FUZZ_SECONDS each (make test: 30)
 fuzz:
 	bash dev/fuzz/run.sh
+test_fuzz:
+	FUZZ_SECONDS=30 bash dev/fuzz/run.sh
 
 # everything scripts/gpu_check.sh runs, prebuilt with nvcc for a GPU machine without compilers
 gpu_bundle:
@@ -153,4 +160,4 @@ gpu_bundle:
 clean:
 	rm -rf build train_gpt2_pp_cpu test_gpt2_pp_cpu train_gpt2_pp
 
-.PHONY: $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI) test_cuda_sim nvcc_check fuzz gpu_bundle
+.PHONY: $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI) test_cuda_sim nvcc_check fuzz test_fuzz gpu_bundle
