@@ -1230,8 +1230,7 @@ static void save_checkpoint(Pipeline* pp, const TrainArgs* args, const DataLoade
     ts.step = pp->step;
     ts.adam_t = pp->adam_t;
     ts.num_parameters = (int64_t)model_num_parameters(&pp->config);
-    ts.shard = (int64_t)dl->shard;
-    ts.position = dl->position;
+    dataloader_state(dl, &ts.shard, &ts.position);
     ts.sample_rng = sample_rng;
     ts.loss_scale = pp->scaler.scale;
     ts.good_steps = pp->scaler.good_steps;
@@ -1302,8 +1301,10 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
 // error in comm_wait). Ranks that are threads of this process end with it.
 static int process_world = 1;
 static void on_fatal(void) {
-    char what[160];
-    fprintf(stderr, "error: this rank was on %s\n", activity_describe(what, sizeof(what)));
+    if (strcmp(rank_activity.phase, "start-up") != 0) {  // a bad flag or file says enough by itself
+        char what[160];
+        fprintf(stderr, "error: this rank was on %s\n", activity_describe(what, sizeof(what)));
+    }
     if (process_comm) { ncclCommAbort(process_comm); }
 #ifdef USE_MPI
     if (process_world > 1) { MPI_Abort(MPI_COMM_WORLD, 1); }
@@ -1324,7 +1325,7 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
 
     Pipeline pp;
     pipeline_init(&pp, &config, P, layers, M, B, T, args->schedule_name, args->gelu_fusion, cm);
-    pp.opt = (OptimizerConfig){args->lr, 0.9f, 0.95f, 1e-8f, args->weight_decay, args->grad_clip};
+    pp.opt = (OptimizerConfig){args->lr, 0.9f, args->beta2, 1e-8f, args->weight_decay, args->grad_clip};
     pp.scaler = (LossScaler){args->loss_scale, 2.0f, 0.5f, args->scale_interval, 0};
     pp.max_nonfinite = args->max_nonfinite;
     float* host = (float*)malloc_check(pp.stage.layout.num_parameters * sizeof(float));
@@ -1337,10 +1338,12 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, args->train_pattern, B, T, config.vocab_size);
     dataloader_init(&val_loader, args->val_pattern, B, T, config.vocab_size);
+    if (args->shuffle) { dataloader_shuffle(&train_loader); }
     int val_batches = args->val_batches;
     if (val_batches > dataloader_num_batches(&val_loader)) { val_batches = (int)dataloader_num_batches(&val_loader); }
     Tokenizer tokenizer;
     tokenizer_init(&tokenizer, args->tokenizer_path);
+    if (args->gen_tokens > 0) { tokenizer_check_model(&tokenizer, config.vocab_size); }
     uint64_t sample_rng = 1337;
     if (args->resume) { load_state(&pp, args, resume_state, &train_loader, &sample_rng); }
     Logger logger;
@@ -1546,13 +1549,9 @@ int main(int argc, char** argv) {
         if (schedule_build(args.schedule_name, args.P, args.M, &sc) != 0) {
             fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, args.schedule_name);
         }
-        if (rank == 0) {
-            SimResult sim;
-            schedule_simulate(&sc, 1.0, 2.0, 0.0, &sim);
+        if (rank == 0) {  // the list of each rank, then the unit-time timeline and its simulated bubble
             schedule_fprint(&sc, stdout);
             schedule_print_ascii_timeline(&sc, stdout);
-            printf("simulated bubble %.4f (theory (P-1)/(M+P-1) = %.4f)\n", sim.bubble, (args.P - 1.0) / (args.M + args.P - 1.0));
-            sim_result_free(&sim);
         }
         schedule_free(&sc);
     } else {
