@@ -229,12 +229,16 @@ static void check_stash_accounting(void) {
                 Stage st;
                 int slots = 1 + (s + i) % 3;
                 int split = (s + i) % 2;  // with and without what a split backward keeps for W
-                stage_init(&st, &c, &lay, shapes[i][0], shapes[i][1], slots, split);
-                char name[160];
-                size_t printed = slots * activations_bytes(&c, &lay, shapes[i][0], shapes[i][1], split);
-                snprintf(name, sizeof(name), "stash %s B=%d T=%d P=%d stage %d split %d: printed %zu bytes, allocated %zu",
-                         models[i], shapes[i][0], shapes[i][1], P, s, split, printed, st.stash_bytes);
-                check(printed == st.stash_bytes, name);
+                int rc = (s + P) % 3;     // and with each recompute mode
+                stage_init(&st, &c, &lay, shapes[i][0], shapes[i][1], slots, split, rc);
+                char name[200];
+                size_t printed = slots * activations_bytes(&c, &lay, shapes[i][0], shapes[i][1], split,
+                                                           rc ? SLOT_PART : ALL_PARTS);
+                size_t work = rc ? activations_bytes(&c, &lay, shapes[i][0], shapes[i][1], split, WORK_PART) : 0;
+                snprintf(name, sizeof(name), "stash %s B=%d T=%d P=%d stage %d split %d -rc %d: printed %zu + %zu bytes, "
+                         "allocated %zu + %zu", models[i], shapes[i][0], shapes[i][1], P, s, split, rc, printed, work,
+                         st.stash_bytes, st.work_bytes);
+                check(printed == st.stash_bytes && work == st.work_bytes, name);
                 stage_free(&st);
             }
         }

@@ -496,6 +496,10 @@ typedef struct {
     Activations* stash;        // one slot per micro-batch that can be in flight at once
     int num_slots;
     size_t stash_bytes;        // what the slots allocated
+    int recompute;             // -rc (Recompute): the slots share `work` for all but their own part
+    Activations work;
+    size_t work_bytes;
+    int work_mb;               // the micro-batch whose forward `work` holds, -1 for none
     BackwardScratch scratch;
 } Stage;
 
@@ -503,9 +507,15 @@ typedef struct {
 
 // The stash of one micro-batch: the sizes of its 23 float tensors, in the order of Activations' fields. One
 // table for allocating and for the memory the trainer prints. A split backward (I and W actions) also keeps
-// the output gradients W needs.
+// the output gradients W needs. With recomputation (-rc) a slot keeps only its part (SLOT_PART: the stage's
+// input, losses, what comes back from the next stage, what I keeps for W, the tokens) and every slot shares
+// one stage-wide copy of the rest (WORK_PART), which the forward fills again before a backward.
 #define NUM_ACTIVATION_TENSORS 23
-static void activation_sizes(const GPT2Config* c, const StageLayout* s, int B, int T, int split, size_t* sizes) {
+enum { SLOT_PART = 1, WORK_PART = 2, ALL_PARTS = 3 };
+static int activation_part(int i) { return i == 0 || i >= 20 ? SLOT_PART : WORK_PART; }
+
+static void activation_sizes(const GPT2Config* c, const StageLayout* s, int B, int T, int split, int parts,
+                             size_t* sizes) {
     size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels, NH = c->num_heads;
     size_t head = s->has_head, body = !s->has_head;  // dout: what the next stage sends back
     size_t kept = split ? (nl * KEPT_PER_LAYER + s->has_head + s->has_embed) * BT * C : 0;
@@ -513,35 +523,52 @@ static void activation_sizes(const GPT2Config* c, const StageLayout* s, int B, i
         BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 3 * C, nl * B * NH * T * T, nl * BT * C, nl * BT * C,
         nl * BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 4 * C, nl * BT * 4 * C, nl * BT * C, nl * BT * C,
         head * BT * C, head * BT, head * BT, head * BT * c->padded_vocab_size, head * BT, body * BT * C, kept};
-    memcpy(sizes, table, sizeof(table));
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { sizes[i] = activation_part(i) & parts ? table[i] : 0; }
 }
 
-// bytes of one stash slot: its floats and its two token arrays
-static size_t activations_bytes(const GPT2Config* c, const StageLayout* s, int B, int T, int split) {
+// bytes of one stash slot (or of the parts asked for): its floats and, in the slot part, its two token arrays
+static size_t activations_bytes(const GPT2Config* c, const StageLayout* s, int B, int T, int split, int parts) {
     size_t sizes[NUM_ACTIVATION_TENSORS], floats = 0;
-    activation_sizes(c, s, B, T, split, sizes);
+    activation_sizes(c, s, B, T, split, parts, sizes);
     for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { floats += sizes[i]; }
-    return floats * sizeof(float) + 2 * (size_t)B * T * sizeof(int);
+    return floats * sizeof(float) + (parts & SLOT_PART ? 2 * (size_t)B * T * sizeof(int) : 0);
 }
 
-// allocates one stash slot; returns the bytes it took
-static size_t activations_alloc(Activations* a, const GPT2Config* c, const StageLayout* s, int B, int T, int split) {
-    size_t sizes[NUM_ACTIVATION_TENSORS], total = 0;
-    activation_sizes(c, s, B, T, split, sizes);
-    float** ptrs[NUM_ACTIVATION_TENSORS] = {
+static void activation_ptrs(Activations* a, float*** ptrs) {
+    float** p[NUM_ACTIVATION_TENSORS] = {
         &a->x, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->att, &a->atty, &a->attproj, &a->residual2, &a->ln2,
         &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu, &a->fcproj, &a->residual3, &a->lnf, &a->lnf_mean,
         &a->lnf_rstd, &a->logits, &a->losses, &a->dout, &a->kept};
+    memcpy(ptrs, p, sizeof(p));
+}
+
+// allocates the parts of one stash slot; returns the bytes it took
+static size_t activations_alloc(Activations* a, const GPT2Config* c, const StageLayout* s, int B, int T, int split,
+                                int parts) {
+    size_t sizes[NUM_ACTIVATION_TENSORS], total = 0;
+    activation_sizes(c, s, B, T, split, parts, sizes);
+    float** ptrs[NUM_ACTIVATION_TENSORS];
+    activation_ptrs(a, ptrs);
     for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { total += sizes[i]; }
     a->memory = (float*)calloc_check(total, sizeof(float));
     float* p = a->memory;
-    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { *ptrs[i] = sizes[i] ? p : NULL; p += sizes[i]; }
-    a->inputs = (int*)calloc_check((size_t)B * T, sizeof(int));
-    a->targets = (int*)calloc_check((size_t)B * T, sizeof(int));
-    return total * sizeof(float) + 2 * (size_t)B * T * sizeof(int);
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) {
+        if (activation_part(i) & parts) { *ptrs[i] = sizes[i] ? p : NULL; }
+        p += sizes[i];
+    }
+    if (parts & SLOT_PART) {
+        a->inputs = (int*)calloc_check((size_t)B * T, sizeof(int));
+        a->targets = (int*)calloc_check((size_t)B * T, sizeof(int));
+    }
+    return activations_bytes(c, s, B, T, split, parts);
 }
 
-static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots, int split) {
+// -rc: never (stash everything), except_last (rerun a micro-batch's forward before its backward unless the
+// stage's work copy still holds it), always (rerun it before every backward)
+typedef enum { RC_NEVER, RC_EXCEPT_LAST, RC_ALWAYS } Recompute;
+
+static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots, int split,
+                       int recompute) {
     memset(st, 0, sizeof(*st));
     st->config = *c;
     st->layout = *s;
@@ -557,7 +584,19 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     if (s->has_head) { st->grad_wte_head = (float*)calloc_check(s->sizes[WTE], sizeof(float)); }
     st->num_slots = num_slots;
     st->stash = (Activations*)calloc_check(num_slots, sizeof(Activations));
-    for (int i = 0; i < num_slots; i++) { st->stash_bytes += activations_alloc(&st->stash[i], c, s, B, T, split); }
+    st->recompute = recompute;
+    st->work_mb = -1;
+    int slot_parts = recompute ? SLOT_PART : ALL_PARTS;
+    if (recompute) { st->work_bytes = activations_alloc(&st->work, c, s, B, T, split, WORK_PART); }
+    for (int i = 0; i < num_slots; i++) {
+        st->stash_bytes += activations_alloc(&st->stash[i], c, s, B, T, split, slot_parts);
+        if (!recompute) { continue; }
+        float** mine[NUM_ACTIVATION_TENSORS];
+        float** shared[NUM_ACTIVATION_TENSORS];
+        activation_ptrs(&st->stash[i], mine);
+        activation_ptrs(&st->work, shared);
+        for (int k = 0; k < NUM_ACTIVATION_TENSORS; k++) { if (activation_part(k) == WORK_PART) { *mine[k] = *shared[k]; } }
+    }
     size_t BT = (size_t)B * T, C = c->channels;
     size_t sizes[8] = {BT * C, BT * C, BT * 3 * C, (size_t)B * c->num_heads * T, BT * C, BT * 4 * C, BT * 4 * C, BT * C};
     float** ptrs[8] = {&st->scratch.dresidual, &st->scratch.dln, &st->scratch.dqkv, &st->scratch.datt,
@@ -576,6 +615,7 @@ static void stage_free(Stage* st) {
         free(st->stash[i].targets);
     }
     free(st->stash);
+    free(st->work.memory);
     free(st->scratch.memory);
     free(st->params_memory);
     free(st->grads_memory);
@@ -639,6 +679,17 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, int forward_o
 static float* stage_output(Stage* st, Activations* a) {
     if (st->layout.num_layers == 0) { return a->x; }
     return a->residual3 + (size_t)(st->layout.num_layers - 1) * st->B * st->T * st->config.channels;
+}
+
+// With recomputation (-rc), puts micro-batch m's activations back into the stage's work copy before its
+// backward: the same forward on the same input, so the same bits. except_last skips it while the work copy
+// still holds m (a backward right after its forward); always reruns it before B and I regardless.
+// `backward` is 0 where only the activations are needed (W, a send).
+static void stage_restore(Stage* st, Activations* a, int m, float dloss, int backward) {
+    int there = st->work_mb == m;
+    if (!st->recompute || (there && !(backward && st->recompute == RC_ALWAYS))) { return; }
+    stage_forward(st, a, st->B, st->T, 0, dloss);
+    st->work_mb = m;
 }
 
 // What a split backward keeps from I for W: the gradient at the output of each matmul and layernorm, per
@@ -920,7 +971,7 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         RankStage* ls = &pp->local[pp->local_of[s]];
         StageLayout lay = pipeline_stage_layout(c, pp->layers, S, s);
         int slots = schedule_stage_slots(&pp->schedule, s), inbox = schedule_stage_inbox(&pp->schedule, s);
-        stage_init(&ls->stage, c, &lay, pp->B, pp->T, slots, split);
+        stage_init(&ls->stage, c, &lay, pp->B, pp->T, slots, split, args->recompute);
         stash_init(&ls->slots, pp->M, slots);
         stash_init(&ls->inbox, pp->M, inbox);
         ls->inbox_memory = (float*)calloc_check((size_t)inbox * nBTC, sizeof(float));
@@ -986,12 +1037,14 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
             stash_release(&ls->inbox, m);
         }
         stage_forward(st, act, B, T, forward_only, dloss);
+        st->work_mb = forward_only ? -1 : m;
         if (last) { *loss_sum += microbatch_loss(act, B, T); }
         if (next) { memcpy(inbox_buffer(next, stash_acquire(&next->inbox, m)), stage_output(st, act), bytes); }
         if (forward_only && (last || next)) { stash_release(&ls->slots, m); }
         break;
     }
     case PP_SEND_F:
+        if (!forward_only) { stage_restore(st, &st->stash[stash_slot(&ls->slots, m)], m, dloss, 0); }
         transport_send(pp->tp, a->peer, TAG_ACTIVATION, stage_output(st, &st->stash[stash_slot(&ls->slots, m)]), bytes);
         if (forward_only) { stash_release(&ls->slots, m); }
         trace_add(&pp->trace, "send", s, m, t0, now_seconds());
@@ -1003,6 +1056,7 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
     case PP_B:
     case PP_I: {
         Activations* act = &st->stash[stash_slot(&ls->slots, m)];
+        stage_restore(st, act, m, dloss, 1);
         stage_backward_input(st, act, a->type == PP_I);
         if (a->type == PP_B) { stash_release(&ls->slots, m); }
         if (prev) {
@@ -1012,6 +1066,7 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
         break;
     }
     case PP_W:
+        stage_restore(st, &st->stash[stash_slot(&ls->slots, m)], m, dloss, 0);
         stage_backward_weight(st, &st->stash[stash_slot(&ls->slots, m)]);
         stash_release(&ls->slots, m);
         break;
@@ -1299,6 +1354,7 @@ static void write_trace(Pipeline* pp, const char* path) {
 typedef struct {
     int* slots;
     size_t* stash_bytes;
+    size_t* work_bytes;  // -rc: the one copy of the rest of the activations each stage recomputes into
     SimResult sim;
 } Plan;
 
@@ -1306,20 +1362,28 @@ static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
     int split = schedule_splits_backward(&pp->schedule);
     plan->slots = (int*)malloc_check(pp->S * sizeof(int));
     plan->stash_bytes = (size_t*)malloc_check(pp->S * sizeof(size_t));
+    plan->work_bytes = (size_t*)malloc_check(pp->S * sizeof(size_t));
     for (int s = 0; s < pp->S; s++) {
         StageLayout lay = pipeline_stage_layout(&pp->config, pp->layers, pp->S, s);
         plan->slots[s] = schedule_stage_slots(&pp->schedule, s);
-        plan->stash_bytes[s] = activations_bytes(&pp->config, &lay, pp->B, pp->T, split);
+        plan->stash_bytes[s] = activations_bytes(&pp->config, &lay, pp->B, pp->T, split, args->recompute ? SLOT_PART : ALL_PARTS);
+        plan->work_bytes[s] = args->recompute ? activations_bytes(&pp->config, &lay, pp->B, pp->T, split, WORK_PART) : 0;
     }
     schedule_simulate(&pp->schedule, 1.0, 2.0, 0.0, &plan->sim);
     if (pp->rank == 0) {
         print_pipeline_plan(&pp->config, args, &pp->schedule, pp->layers, plan->slots, plan->stash_bytes, plan->sim.bubble);
+        for (int s = 0; s < pp->S && args->recompute; s++) {
+            printf("stage %d: -rc %s: the stash keeps each micro-batch's input; one %.1f MiB copy of the rest is "
+                   "recomputed before each backward\n", s, args->recompute == RC_ALWAYS ? "always" : "except_last",
+                   plan->work_bytes[s] / 1048576.0);
+        }
     }
 }
 
 static void plan_free(Plan* plan) {
     free(plan->slots);
     free(plan->stash_bytes);
+    free(plan->work_bytes);
     sim_result_free(&plan->sim);
 }
 
@@ -1401,7 +1465,8 @@ static void print_schedule(const TrainArgs* args, int P) {
     StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
     for (int s = 0; s < P; s++) {
         double f = partition_stage_cost(&pc, P, s, layers[s]) / 3.0 / 1e9;  // GFLOP
-        cost[s] = (StageCosts){f, 2 * f, f, f};
+        double again = args->recompute ? f : 0.0;  // -rc reruns the forward before B or I
+        cost[s] = (StageCosts){f, 2 * f + again, f + again, f};
     }
     f = open_memstream(&timeline, &len);
     if (f == NULL) { fatal("out of memory printing the schedule"); }

@@ -41,6 +41,7 @@ typedef struct {
     int print_schedule;          // -ps
     int max_nonfinite;
     int shuffle;                 // -sh: llm.c's shuffled order of shards and micro-batches
+    int recompute;               // -rc: 0 never, 1 except_last, 2 always (activation recomputation)
     float beta2;                 // -b2: AdamW's second-moment decay           // -nf: consecutive steps with a non-finite loss or grad norm skipped, then stop
     float lr, final_frac, weight_decay, grad_clip;  // -l -q -c -cl
     float loss_scale;            // -ls (CUDA trainer): initial loss scale, 0 = no scaler
@@ -95,6 +96,7 @@ static void train_args_usage(int cuda) {
         "  -c <float>   weight decay (2-D weights only) [0.0]\n"
         "  -cl <float>  clip the global gradient norm to this; 0 disables [1.0]\n"
         "  -b2 <float>  AdamW beta2 [0.95, GPT-3's and llm.c's GPU trainer's; llm.c's CPU trainer uses 0.999]\n"
+        "  -rc <mode>   activation recomputation: never | except_last | always (stash only each stage's input) [never]\n"
         "  -sh <0|1>    shuffle the training data as llm.c does: shards, then each shard's micro-batches [0]\n"
         "  -nf <int>    steps in a row with a non-finite loss or gradient norm that are skipped before the run stops [3]\n"
         "  -v <int>     validation loss every N steps and at the end; 0: never [10]\n"
@@ -110,8 +112,11 @@ static void train_args_usage(int cuda) {
         cuda ? "mpirun -np P ./train_gpt2_pp [options]  (one GPU per rank and stage)\n"
                "       ./train_gpt2_pp -pp P [options]           (one process, one thread per GPU)\n"
                "       srun -n P ./train_gpt2_pp -pf <dir> [options]  (Slurm without MPI)"
-             : "./train_gpt2_pp_cpu [options]                 (one process: all stages)\n"
-               "       mpirun -np P ./train_gpt2_pp_cpu [options]  (one MPI rank per stage)",
+             : "./train_gpt2_pp_cpu [options]                 (one process, every rank a thread)"
+#ifdef USE_MPI
+               "\n       mpirun -np P ./train_gpt2_pp_cpu [options]  (one MPI process per rank)"
+#endif
+               ,
         cuda ? "  -ls <float>  initial loss scale, 0: none [65536 in FP16, 0 otherwise]\n"
                "  -li <int>    clean steps before the loss scale doubles [2000]\n"
                "  -pf <dir>    NCCL rendezvous through a shared directory (SLURM_PROCID/SLURM_NTASKS)\n"
@@ -172,6 +177,10 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         else if (strcmp(f, "-u") == 0) { a->warmup = int_flag_in(f, v, 0, S, "warmup steps"); }
         else if (strcmp(f, "-q") == 0) { a->final_frac = float_flag_in(f, v, 0.0f, 0, 1.0f, "final learning-rate fraction"); }
         else if (strcmp(f, "-b2") == 0) { a->beta2 = float_flag_in(f, v, 0.0f, 0, 0.99999f, "AdamW beta2"); }
+        else if (strcmp(f, "-rc") == 0) {
+            a->recompute = strcmp(v, "never") == 0 ? 0 : strcmp(v, "except_last") == 0 ? 1 : strcmp(v, "always") == 0 ? 2 : -1;
+            if (a->recompute < 0) { fatal("flag -rc expects never, except_last or always, got '%s'", v); }
+        }
         else if (strcmp(f, "-sh") == 0) { a->shuffle = int_flag_in(f, v, 0, 1, "shuffle"); }
         else if (strcmp(f, "-c") == 0) { a->weight_decay = float_flag_in(f, v, 0.0f, 0, 10.0f, "weight decay"); }
         else if (strcmp(f, "-cl") == 0) { a->grad_clip = float_flag_in(f, v, 0.0f, 0, 1e30f, "gradient clip, 0: off"); }

@@ -11,7 +11,9 @@ set -u
 export OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 SAN="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -std=c11 -D_GNU_SOURCE -fopenmp -I."
-BLAS=$(printf '#include <cblas.h>\n' | gcc -E -x c - > /dev/null 2>&1 && echo "-DUSE_BLAS -lopenblas")
+# OpenBLAS when it links (libblas-dev's cblas.h alone proves nothing), as the Makefile decides
+BLAS=$(echo 'char cblas_sgemm(void); char openblas_set_num_threads(void); int main(void) { return cblas_sgemm() + openblas_set_num_threads(); }' |
+       gcc -x c - -lopenblas -o /dev/null 2> /dev/null && echo "-DUSE_BLAS -lopenblas")
 mkdir -p build/asan
 # the two builds in parallel (2 cores): the plain one for most cases, the MPI one for the rank faults
 if [ -z "${MPI_BIN:-}" ] && command -v mpicc > /dev/null && command -v mpirun > /dev/null; then
