@@ -1,7 +1,9 @@
 // flash_attention.cuh -- causal multi-head self-attention that never stores the T x T matrix (FlashAttention-2
 // style): tiles of FLASH_TILE queries x FLASH_TILE keys through shared memory, an online softmax, and a backward
 // pass that recomputes the probabilities tile by tile from the per-row logsumexp. Same qkv/out layout as
-// attention.cuh. HS = C/NH must be a multiple of 16 and at most 256; scale = 1/sqrtf(HS).
+// attention.cuh. HS = C/NH must be a multiple of 16 and at most 256; scale = 1/sqrtf(HS). Every tensor argument
+// must be 16-byte aligned (128-bit loads and stores). Shared memory per block: at most 82 KiB at HS = 128 in BF16/FP16,
+// 121 KiB in FP32 (the dkdv kernel; FP32 at HS = 256 needs 217 KiB, more than sm_80's 163 KiB).
 //
 // void flash_attention_forward(floatX* out, float* lse, const floatX* inp, int B, int T, int C, int NH,
 //                              cudaStream_t stream);
@@ -84,20 +86,27 @@ __device__ void flash_mm(float* c, int ldc, const floatX* a, int lda, const floa
 #endif
 }
 
-// dst (FLASH_TILE x HS, ld) = rows t0.. of one (b, h) slice of src (row stride `stride`); rows >= T are zeros
+// dst (FLASH_TILE x HS, ld) = rows t0.. of one (b, h) slice of src (row stride `stride`); rows >= T are zeros.
+// 16 bytes per access: HS, ld and stride are multiples of 8 elements and the tensors 16-byte aligned.
+#define FLASH_VEC ((int)(16 / sizeof(floatX)))
 __device__ void flash_load(floatX* dst, int ld, const floatX* src, size_t stride, int t0, int T, int HS) {
-    for (int i = threadIdx.x; i < FLASH_TILE * HS; i += blockDim.x) {
-        int r = i / HS, d = i % HS;
-        dst[r * ld + d] = t0 + r < T ? src[(size_t)(t0 + r) * stride + d] : to_fX(0.0f);
+    for (int i = threadIdx.x; i < FLASH_TILE * HS / FLASH_VEC; i += blockDim.x) {
+        int r = i / (HS / FLASH_VEC), d = i % (HS / FLASH_VEC) * FLASH_VEC;
+        int4 x = make_int4(0, 0, 0, 0);
+        if (t0 + r < T) { x = *(const int4*)(src + (size_t)(t0 + r) * stride + d); }
+        *(int4*)(dst + r * ld + d) = x;
     }
 }
 
 // the opposite, for the rows < T, from an fp32 accumulator scaled per row by 1/div[r] (div NULL: 1)
 __device__ void flash_store(floatX* dst, size_t stride, const float* acc, int ld, const float* div, int t0, int T,
                             int HS) {
-    for (int i = threadIdx.x; i < FLASH_TILE * HS; i += blockDim.x) {
-        int r = i / HS, d = i % HS;
-        if (t0 + r < T) { dst[(size_t)(t0 + r) * stride + d] = to_fX(div ? acc[r * ld + d] / div[r] : acc[r * ld + d]); }
+    for (int i = threadIdx.x; i < FLASH_TILE * HS / FLASH_VEC; i += blockDim.x) {
+        int r = i / (HS / FLASH_VEC), d = i % (HS / FLASH_VEC) * FLASH_VEC;
+        if (t0 + r >= T) { continue; }
+        alignas(16) floatX x[FLASH_VEC];
+        for (int j = 0; j < FLASH_VEC; j++) { x[j] = to_fX(div ? acc[r * ld + d + j] / div[r] : acc[r * ld + d + j]); }
+        *(int4*)(dst + (size_t)(t0 + r) * stride + d) = *(const int4*)x;
     }
 }
 
