@@ -56,6 +56,7 @@ SIMT_FLAGS_asan := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all
 SIMT_FLAGS_PREC = -ffp-contract=off -DENABLE_$(1)
 
 SIMT_HEADERS := $(SIMT_DIR)/simt.h $(SIMT_DIR)/simt_host.h $(SIMT_DIR)/simt_compat.h $(SIMT_DIR)/simt_test_util.h
+SIMT_HEADERS += $(SIMT_DIR)/simt_wmma.h
 SIMT_PP      := $(SIMT_DIR)/simt_pp.py
 
 $(SIMT_BUILD)/pp/%.cu.cpp: %.cu $(SIMT_PP)

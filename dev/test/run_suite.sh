@@ -57,6 +57,12 @@ test_cuda_kernels)  # every dev/cuda test in every precision and three thread or
     for t in $CUDA_TESTS; do
         run "$t BF16 [asan]" OPENBLAS_NUM_THREADS=1 SIMT_SCHED=random:$SEED build/simt/asan-BF16/bin/dev/cuda/$t
     done
+    # the tensor-core kernels under the runtime's other WMMA element mapping (the thread orders above ran
+    # mapping 0; one order per precision suffices: the mapping, not the order, is what a kernel may not assume)
+    for p in $CUDA_PRECISIONS; do
+        run "flash_attention $p [wmma mapping 1]" OPENBLAS_NUM_THREADS=1 SIMT_SCHED=random:$SEED SIMT_WMMA_MAPPING=1 \
+            build/simt/rel-$p/bin/dev/cuda/flash_attention
+    done
     ;;
 test_cuda_sim)  # the CUDA trainer's test under SIMT in every precision against both references; then the
                 # sim-mode trainer on the shipped data against the CPU trainer
