@@ -1272,7 +1272,7 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
         float coin = random_f32(rng);  // drawn on every rank: the sampler's RNG stays the same everywhere
         int next = 0;
         if (pp->rank == last) {
-            Activations* a = &pp->stage.stash[0];
+            Activations* a = &pp->stage.stash[0];  // forward only: F took slot 0 (all were free) and freed it, logits stay
             cast_to_float(row_dev, a->logits + (size_t)(n - 1) * Vp, Vp, cm->stream);
             cudaCheck(cudaMemcpyAsync(row_host, row_dev, Vp * sizeof(float), cudaMemcpyDeviceToHost, cm->stream));
             comm_wait(cm);

@@ -24,4 +24,6 @@ ${CC:-gcc} -O3 -std=c11 -D_GNU_SOURCE -fopenmp -I. train_gpt2_pp.c -o "$OUT/bin/
 cp build/ref_a.bin build/ref_b.bin "$OUT/"
 cp -r data "$OUT/"
 cp scripts/gpu_check.sh "$OUT/"
-echo "$OUT: $(du -sh "$OUT" | cut -f1); on the GPU machine: bash $OUT/gpu_check.sh (--plan: the steps)"
+# one file to copy (27 MB instead of 66): tar xzf gpu_bundle.tgz && bash gpu_bundle/gpu_check.sh
+tar -C "$(dirname "$OUT")" -czf "$OUT.tgz" "$(basename "$OUT")"
+echo "$OUT: $(du -sh "$OUT" | cut -f1), $OUT.tgz: $(du -sh "$OUT.tgz" | cut -f1); on the GPU machine: bash $OUT/gpu_check.sh (--plan: the steps)"
