@@ -862,6 +862,15 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* l
     if (rc != 0 || schedule_validate(&pp->schedule, err, sizeof(err)) != 0) {
         fatal("schedule %s for P=%d M=%d is invalid: %s", schedule_name, P, M, rc ? "bad arguments" : err);
     }
+    // one stage per rank, whole backwards: interleaved and zero-bubble schedules are the CPU trainer's for now
+    int split = 0;
+    for (int r = 0; r < P; r++) {
+        for (int i = 0; i < pp->schedule.ranks[r].n; i++) {
+            ActionType t = pp->schedule.ranks[r].a[i].type;
+            split |= t == PP_I || t == PP_W;
+        }
+    }
+    if (pp->schedule.S != P || split) { fatal("flag -sc %s: the CUDA trainer runs gpipe and 1f1b (one stage per rank)", schedule_name); }
     int rank = pp->rank, slots = schedule_rank_slots(&pp->schedule, rank);
     stage_init(&pp->stage, c, &pp->layouts[rank], B, T, slots, stream);
     pp->stage.gelu_fusion = gelu_fusion;
@@ -1544,6 +1553,7 @@ int main(int argc, char** argv) {
     }
     process_world = world;
     args.P = train_args_stages(&args, world);
+    if (args.recompute || args.schedule_file) { fatal("flags -rc and -sf belong to the CPU trainer for now"); }
     if (args.print_schedule) {  // needs no GPU
         Schedule sc;
         if (schedule_build(args.schedule_name, args.P, args.M, &sc) != 0) {
