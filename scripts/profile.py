@@ -8,8 +8,9 @@ The trace nests by time on each stage's track (pid): step > action (F3, B3, I3, 
 > op (matmul, attention, layernorm, gelu, residual, classifier, encoder, adamw); send/recv (cat "comm")
 sit beside the actions. An op's self time is its duration less that of anything nested in it. Ops directly
 inside an action are the embeddings (encoder) on the first stage and lnf/LM head (layernorm, matmul,
-classifier) on the last. A stage's compute is the sum of its actions plus its optimizer step ("optim");
-whatever of it is inside no op is printed as "(outside any op)" so the table always adds up.
+classifier) on the last. A stage's compute is the sum of its actions plus its optimizer step ("optim"),
+less any send/recv nested in them; whatever of it is inside no op is printed as "(outside any op)" so the
+table always adds up.
 
 The flame graph has one panel per stage on a common scale: x is time summed over identical stacks
 (F0..F7 merge into F), y the nesting depth; the wider a stage's compute, the slower it is.
@@ -89,7 +90,9 @@ def analyse(stages):
     rows = {}
     for s, roots in stages.items():
         evs = list(walk(roots))
-        compute = sum(dur(e) for e in evs if e["cat"] == "action")
+        # send/recv nested in an action (e.g. the optimizer's all-reduce, if traced) is waiting, not compute
+        waits = sum(dur(e) for e in evs if e["cat"] == "comm" and e["parent"] and e["parent"]["cat"] != "step")
+        compute = sum(dur(e) for e in evs if e["cat"] == "action") - waits
         comm = sum(dur(e) for e in evs if e["cat"] == "comm")
         ops, outside = defaultdict(float), defaultdict(float)
         for e in evs:
@@ -98,7 +101,7 @@ def analyse(stages):
             elif e["cat"] in ("action", "layer"):
                 outside["optimizer" if e["name"] == "optim" else "F/B" if e["cat"] == "action" else "layers"] += self_time(e)
         step = max((dur(e) for e in evs if e["cat"] == "step" and e["name"] == "step"), default=0.0)
-        optim = sum(dur(e) for e in evs if e["cat"] == "action" and e["name"] == "optim")
+        optim = sum(dur(e) for e in evs if e["cat"] == "action" and e["name"] == "optim") - waits
         in_optim = sum(t for (name, part), t in ops.items() if part == "optimizer")
         rows[s] = dict(compute=compute, comm=comm, ops=ops, outside=outside, step=step, op_total=sum(ops.values()),
                        optim=optim, in_optim=in_optim)
