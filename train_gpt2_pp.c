@@ -1119,16 +1119,20 @@ static void pipeline_sync_tied_wte(Pipeline* pp) {
     const float* head = head_st ? head_st->grad_wte_head : pp->wte_peer;
     if (!embed_st || !head_st) {
         int peer = pp->schedule.stage_rank[embed_st ? last : 0];
+        double t0 = now_seconds();
         transport_send(pp->tp, peer, TAG_TIED_WTE, embed_st ? embed : head, n * sizeof(float));
         transport_recv(pp->tp, peer, TAG_TIED_WTE, pp->wte_peer, n * sizeof(float));
         transport_wait_sends(pp->tp);
+        trace_add(&pp->trace, "recv", -1, -1, t0, now_seconds());
     }
+    double t0 = op_begin();
     if (head_st && head_st != embed_st) {  // the head's copy first: the embedding's sum overwrites `embed`
         for (size_t i = 0; i < n; i++) { head_st->grads.wte[i] = embed[i] + head[i]; }
     }
     if (embed_st) {
         for (size_t i = 0; i < n; i++) { embed_st->grads.wte[i] = embed[i] + head[i]; }
     }
+    op_end("op", "tied_wte", t0);
 }
 
 static float pipeline_grad_norm(Pipeline* pp) {
@@ -1136,6 +1140,7 @@ static float pipeline_grad_norm(Pipeline* pp) {
     int n = num_norm_slots(c);
     double* slots = (double*)calloc_check(n, sizeof(double));
     NormSlot* owned = (NormSlot*)malloc_check(n * sizeof(NormSlot));
+    double t0 = op_begin();
     for (int l = 0; l < pp->num_local; l++) {
         const Stage* st = &pp->local[l].stage;
         int k = stage_norm_slots(c, &st->layout, owned);
@@ -1146,7 +1151,10 @@ static float pipeline_grad_norm(Pipeline* pp) {
             slots[owned[i].slot] = sum;
         }
     }
+    op_end("op", "grad_norm", t0);
+    t0 = now_seconds();
     transport_allreduce_sum(pp->tp, slots, n);
+    trace_add(&pp->trace, "recv", -1, -1, t0, now_seconds());
     float norm = norm_from_slots(slots, n);
     free(slots);
     free(owned);

@@ -1572,7 +1572,7 @@ int main(int argc, char** argv) {
                   err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount found 0 devices");
         }
         if (world == 1) {
-            run_ranks_as_threads(args.P, 0, args.timeout, train_rank_main, &args);
+            run_ranks_as_threads(args.P, args.one_device, args.timeout, train_rank_main, &args);
         } else {
             if (local_rank >= devices) {
                 fatal("rank %d is rank %d on its node, which has %d GPU(s): NCCL needs one GPU per rank (one process "

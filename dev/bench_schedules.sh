@@ -27,7 +27,7 @@ for S in gpipe 1f1b interleaved zbh1 zbh2 zbv; do
         printf "%-12s %s\n" $S "$(grep -m1 '^error' "$W/$S.txt")"; continue
     fi
     TS=$(mean ms < "$W/$S.txt"); OPT=$(mean optimizer < "$W/$S.txt")
-    PRED=$(awk -v s=$S '$1 == s && $2 ~ /^[0-9.]+$/ { print $2 }' "$W/auto.txt")
+    PRED=$(awk -v s=$S '$1 == s && $2 ~ /^[0-9.e+]+$/ { print $2 + 0 }' "$W/auto.txt")
     BUB=$(grep '^step' "$W/$S.txt" | tail -n +2 | sed -n 's/.*bubble \([0-9.]*\) (theory \([0-9.]*\)).*/\1 \2/p' |
           awk '{ b += $1; t = $2; n++ } END { printf "%.3f %.3f", b / n, t }')
     awk -v s=$S -v ts=$TS -v opt=$OPT -v t1=$T1 -v pred="${PRED:-0}" -v bub="$BUB" 'BEGIN { split(bub, b, " ");

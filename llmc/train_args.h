@@ -47,6 +47,7 @@ typedef struct {
     float loss_scale;            // -ls (CUDA trainer): initial loss scale, 0 = no scaler
     int scale_interval;          // -li (CUDA trainer)
     int gelu_fusion;             // -ge (CUDA trainer): GELU in cuBLASLt's epilogues
+    int one_device;              // -1g (CUDA trainer): every stage on one GPU
     float timeout;               // -to: seconds a rank waits for a peer before the job stops
     int quiet;                   // tests: no per-step lines
     float* losses_out;           // tests: receives the train loss of every step
@@ -120,7 +121,9 @@ static void train_args_usage(int cuda) {
         cuda ? "  -ls <float>  initial loss scale, 0: none [65536 in FP16, 0 otherwise]\n"
                "  -li <int>    clean steps before the loss scale doubles [2000]\n"
                "  -pf <dir>    NCCL rendezvous through a shared directory (SLURM_PROCID/SLURM_NTASKS)\n"
-               "  -ge <0|1>    GELU fused into the fc GEMM (cuBLASLt GELU_AUX/DGELU epilogues) or separate kernels [1]\n"
+               "  -ge <0|1>    GELU fused into the fc GEMM (cuBLASLt GELU_AUX/DGELU epilogues) or separate kernels\n"
+               "               [0 in FP32: the epilogue's tanh approximation is unmeasured against FP32's tolerances; 1 in BF16/FP16]\n"
+               "  -1g <0|1>    every stage on one GPU, device copies as the messages (chosen by itself with fewer GPUs than stages) [0]\n"
              : "");
 }
 
@@ -151,7 +154,8 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         }
         if (f[0] != '-' || i + 1 >= argc) { fatal("%s: expected a flag followed by a value (see -h)", f); }
         const char* v = argv[++i];
-        int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0 || strcmp(f, "-ge") == 0;
+        int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0 || strcmp(f, "-ge") == 0 ||
+                        strcmp(f, "-1g") == 0;
         if (!cuda && cuda_only) { fatal("flag %s belongs to the CUDA trainer (see -h)", f); }
         if (v[0] == '\0') { fatal("flag %s expects a value, got an empty string", f); }
         if (strcmp(f, "-i") == 0) { a->train_pattern = v; }
@@ -193,6 +197,7 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         else if (strcmp(f, "-ls") == 0) { a->loss_scale = float_flag_in(f, v, 0.0f, 0, 1e30f, "loss scale, 0: none"); }
         else if (strcmp(f, "-li") == 0) { a->scale_interval = int_flag_in(f, v, 1, 1 << 30, "loss-scale interval"); }
         else if (strcmp(f, "-ge") == 0) { a->gelu_fusion = int_flag_in(f, v, 0, 1, "GELU fusion"); }
+        else if (strcmp(f, "-1g") == 0) { a->one_device = int_flag_in(f, v, 0, 1, "every stage on one GPU"); }
         else { fatal("unknown flag %s (see -h)", f); }
     }
     if ((int64_t)a->B * a->T > TRAIN_MAX_B * 256) {

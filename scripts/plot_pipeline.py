@@ -112,7 +112,10 @@ def load(path):
 
 def plot_panel(ax, events, unit, title, xmax=None, measured=False):
     t0 = min(e["ts"] for e in events)
-    sched = [e for e in events if e["kind"] != "optim"] or events
+    # the schedule: everything but the optimizer step and the messages inside it (tied wte, grad norm)
+    opt = [(e["rank"], e["ts"], e["ts"] + e["dur"]) for e in events if e["kind"] == "optim"]
+    inside = lambda e: any(r == e["rank"] and a <= e["ts"] < b for r, a, b in opt)
+    sched = [e for e in events if e["kind"] != "optim" and not inside(e)] or events
     span = max(e["ts"] + e["dur"] for e in sched) - min(e["ts"] for e in sched)
     if measured:  # the trainer's definition: each rank's own schedule span, averaged
         ranks = {e["rank"] for e in sched}
