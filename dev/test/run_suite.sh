@@ -70,6 +70,7 @@ test_cuda_sim)  # the CUDA trainer's test under SIMT in every precision against 
         run "test_gpt2_pp $p ref_$r" build/sim/$p/test_gpt2_pp build/ref_$r.bin
     done; done
     runs=$((runs + 1)); bash dev/test/test_sim_trainer.sh || fails=$((fails + 1))  # prints its table of losses
+    run "test_rendezvous (-pf)" bash dev/test/test_rendezvous.sh
     ;;
 nvcc_check)  # without a GPU, the real trainer must say so and fail, not crash
     if ! command -v nvidia-smi > /dev/null; then
