@@ -120,7 +120,7 @@ test_profile: build/schedule_tool
 
 SIM_PRECISIONS = FP32 BF16 FP16
 test_cuda_sim: $(foreach p,$(SIM_PRECISIONS),build/sim/$(p)/train_gpt2_pp build/sim/$(p)/test_gpt2_pp) \
-               build/ref_a.bin build/ref_b.bin train_gpt2_pp_cpu
+               build/ref_a.bin build/ref_b.bin build/ref_v.bin train_gpt2_pp_cpu
 	bash dev/test/run_suite.sh $@
 
 nvcc_check: train_gpt2_pp $(foreach p,$(SIM_PRECISIONS),build/nvcc/$(p)/train_gpt2_pp build/nvcc/$(p)/test_gpt2_pp)

@@ -66,7 +66,7 @@ test_cuda_kernels)  # every dev/cuda test in every precision and three thread or
     ;;
 test_cuda_sim)  # the CUDA trainer's test under SIMT in every precision against both references; then the
                 # sim-mode trainer on the shipped data against the CPU trainer
-    for p in FP32 BF16 FP16; do for r in a b; do
+    for p in FP32 BF16 FP16; do for r in a b v; do  # v: the fused classifier at the full vocabulary
         run "test_gpt2_pp $p ref_$r" build/sim/$p/test_gpt2_pp build/ref_$r.bin
     done; done
     runs=$((runs + 1)); bash dev/test/test_sim_trainer.sh || fails=$((fails + 1))  # prints its table of losses
