@@ -456,7 +456,7 @@ mkdir -p $FA/nan
 bad faults "$C/nanpad.bin: parameter wte" $T -e $C/nanpad.bin -o $FA/nan
 if ! ls $FA/nan | grep -q 'model_'; then report faults 1; else report faults 0 "NaN weight" "a checkpoint was written"; fi
 # MPI: one bad input gives one error line (not one per rank); a frozen rank (SIGSTOP) is detected by the
-# watchdog (-to 5), a killed one (SIGKILL) named by the survivors, each within 15 s
+# watchdog (-to 5) at 2 and 4 ranks, a killed one (SIGKILL) named by the survivors, each within 15 s
 if [ -n "${MPI_BIN:-}" ]; then
     mpi() { timeout -k 2 ${TO:-10} mpirun -np 2 $MPI_BIN "$@" > "$W/out" 2> "$W/err" < /dev/null; RC=$?; }
     for c in "$S/magic.bin -i" "$K/eot101.bin -tk" "$C/nan0.bin -e"; do
@@ -465,9 +465,10 @@ if [ -n "${MPI_BIN:-}" ]; then
         if [ $RC -ne 0 ] && [ $RC -ne 124 ] && [ "$n" = 1 ] && ! sanitizer_report; then report faults 1
         else report faults 0 "mpirun -np 2, bad $2" "rc=$RC, $n error lines"; fi
     done
-    for SIG in STOP KILL; do
-        OUTD=$W/mpi_$SIG
-        timeout -k 2 40 mpirun -np 2 $MPI_BIN $T -x 100000 -to 5 -o $OUTD > $W/out 2> $W/err < /dev/null &
+    for CASE in STOP:2 STOP:4 KILL:2; do
+        SIG=${CASE%:*}; NP=${CASE#*:}
+        OUTD=$W/mpi_$SIG$NP
+        timeout -k 2 40 mpirun -np $NP $MPI_BIN $T -pl $([ $NP = 2 ] && echo 1,1 || echo 1,1,0,0) -x 100000 -to 5 -o $OUTD > $W/out 2> $W/err < /dev/null &
         JOB=$!
         for i in $(seq 1 50); do grep -q '^step *2/' $W/out 2> /dev/null && break; sleep 0.2; done
         PID=
@@ -481,7 +482,7 @@ if [ -n "${MPI_BIN:-}" ]; then
         [ -n "$PID" ] && kill -9 $PID 2> /dev/null
         if [ -n "$PID" ] && [ $RC -ne 0 ] && [ $took -le 15 ] && grep -q 'rank 1' $W/out $W/err && ! sanitizer_report; then
             report faults 1
-        else report faults 0 "SIG$SIG of rank 1 with -to 5" "rc=$RC after ${took}s, peer named: $(grep -c 'rank 1' $W/err)"; fi
+        else report faults 0 "SIG$SIG of rank 1 of $NP with -to 5" "rc=$RC after ${took}s, peer named: $(grep -c 'rank 1' $W/err)"; fi
     done
 else
     echo "(no MPI: the 5 MPI fault cases are skipped)"

@@ -14,6 +14,12 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 MPI=$(command -v mpirun > /dev/null && $BIN -h 2>&1 | grep -q mpirun && echo 1 || echo 0)
 ARGS="-e d4:c64:h4 -b 2 -t 16 -x 3 -v 0 -g 0 -l 3e-3 -u 1"
 
+# same_as_base <dir> <label>: the run's checkpoint after 3 steps is the baseline's, byte for byte
+same_as_base() {
+    check "$2: model identical" "cmp -s '$W/base/model_00000003.bin' '$1/model_00000003.bin'"
+    check "$2: optimizer state identical" "cmp -s '$W/base/state_00000003.bin' '$1/state_00000003.bin'"
+}
+
 run() {  # run <dir> <P> <schedule> <M> <mode>
     if [ "$5" = mpi ]; then
         OMP_NUM_THREADS=1 timeout 120 mpirun -np "$2" $BIN $ARGS -pp "$2" -sc "$3" -pm "$4" -o "$1" > "$1.txt" 2>&1
@@ -29,8 +35,7 @@ for M in 1 2 3 4 8; do
             for MODE in local $( [ $MPI = 1 ] && echo mpi ); do
                 D="$W/p${P}_${S}_${MODE}"
                 run "$D" $P $S $M $MODE
-                check "M=$M P=$P $S $MODE: model identical" "cmp -s '$W/base/model_00000003.bin' '$D/model_00000003.bin'"
-                check "M=$M P=$P $S $MODE: optimizer state identical" "cmp -s '$W/base/state_00000003.bin' '$D/state_00000003.bin'"
+                same_as_base "$D" "M=$M P=$P $S $MODE"
                 rm -rf "$D"
             done
         done
@@ -54,8 +59,7 @@ for M in 1 2 3 4 8; do
                     check "M=$M P=$P $S: refused with one error line" "grep -q '^error: flag -sc $S cannot run P=$P, M=$M' '$D.txt'"
                     continue
                 fi
-                check "M=$M P=$P $S $MODE: model identical" "cmp -s '$W/base/model_00000003.bin' '$D/model_00000003.bin'"
-                check "M=$M P=$P $S $MODE: optimizer state identical" "cmp -s '$W/base/state_00000003.bin' '$D/state_00000003.bin'"
+                same_as_base "$D" "M=$M P=$P $S $MODE"
                 check "M=$M P=$P $S $MODE: peak stash = the schedule's count" \
                     "diff <(sed -n 's/^stage \([0-9]*\):.* activation stash \([0-9]*\) micro-batches.*/\1 \2/p' '$D.txt') \
                           <(sed -n 's/^stage \([0-9]*\): peak stash \([0-9]*\) micro-batches.*/\1 \2/p' '$D.txt')"
@@ -72,7 +76,7 @@ ARGS="-e d4:c64:h4 -b 2 -t 16 -x 3 -v 0 -g 0 -l 3e-3 -u 1 -pm 4"
 $BIN $ARGS -pp 1 -o "$W/base" > /dev/null
 for S in 1f1b zbh1; do for RC in except_last always; do
     $BIN $ARGS -pp 2 -sc $S -rc $RC -o "$W/rc" > /dev/null
-    check "-rc $RC $S: model and state identical" "cmp -s '$W/base/model_00000003.bin' '$W/rc/model_00000003.bin' && cmp -s '$W/base/state_00000003.bin' '$W/rc/state_00000003.bin'"
+    same_as_base "$W/rc" "-rc $RC $S"
     rm -rf "$W/rc"
 done; done
 rm -rf "$W/base"
