@@ -5,6 +5,7 @@
 # Usage: bash dev/fuzz/run.sh [harness...]   (from the repo root; default: all)
 set -u
 SECONDS_EACH=${FUZZ_SECONDS:-30}
+# FUZZ_SEED: libFuzzer's seed (make test fixes it, so a CI run explores the same way each time)
 CC=${FUZZ_CC:-clang}
 OUT=build/fuzz
 mkdir -p "$OUT"
@@ -66,7 +67,7 @@ for h in $HARNESSES; do
     mkdir -p "$OUT/corpus_$h"
     # -close_fd_mask=3: the parsers' "error:" lines stay quiet (libFuzzer and sanitizer reports still print)
     ASAN_OPTIONS=detect_leaks=0 "$bin" "$OUT/corpus_$h" "$OUT/seeds_$h" -max_total_time="$SECONDS_EACH" \
-        -timeout=10 -rss_limit_mb=2048 -max_len=16384 -close_fd_mask=3 -print_final_stats=1 \
+        ${FUZZ_SEED:+-seed=$FUZZ_SEED} -timeout=10 -rss_limit_mb=2048 -max_len=16384 -close_fd_mask=3 -print_final_stats=1 \
         -artifact_prefix="$OUT/crash_${h}_" > "$OUT/fuzz_$h.log" 2>&1
     rc=$?
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$OUT/fuzz_$h.log" | grep -o '[0-9]*$')
