@@ -398,6 +398,10 @@ static void test_dynamic_smem() {
   big_smem<<<1, 256, nf * 4>>>(dy, nf);
   CHECK(cudaGetLastError() == cudaSuccess, "64 KiB smem with opt-in");
   CHECK(from_device(dy, 1)[0] == (float)nf * (nf - 1) / 2, "big smem sum %f", from_device(dy, 1)[0]);  // < 2^24*8: exact
+  // 200 KiB fits an H100 (227 KiB) but not an A100 (163 KiB): refused, as on the smallest target CI builds for
+  CHECK(cudaFuncSetAttribute(big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024) == cudaErrorInvalidValue,
+        "a 200 KiB opt-in is refused (sm_80's limit)");
+  cudaGetLastError();
   cudaFree(dx); cudaFree(dy);
 }
 
@@ -583,7 +587,7 @@ static void test_runtime_api() {
   cudaDeviceProp p; int v = 0, count = 0;
   CHECK(cudaGetDeviceProperties(&p, 0) == cudaSuccess && p.major == 9 && p.maxThreadsPerBlock == 1024 && p.warpSize == 32, "props");
   CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, 0) == cudaSuccess && v == 132, "SM count %d", v);
-  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) == cudaSuccess && v == 227 * 1024, "optin smem");
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) == cudaSuccess && v == 163 * 1024, "optin smem (sm_80's, the smallest target)");
   CHECK(cudaGetDeviceCount(&count) == cudaSuccess && count == 1 && cudaSetDevice(0) == cudaSuccess, "one device");
   CHECK(cudaSetDevice(1) == cudaErrorInvalidDevice, "device 1 does not exist");
   (void)cudaGetLastError();
