@@ -20,11 +20,14 @@
 //   scale_inplace(float* a, float s, size_t n, stream)               a[i] *= s
 //
 // Launch shape of the elementwise kernels: ELEMENTWISE_BLOCK threads per block, at most
-// ELEMENTWISE_MAX_BLOCKS blocks, a grid-stride loop. The grid depends on n only. Elementwise results do
+// ELEMENTWISE_MAX_BLOCKS blocks, a grid-stride loop over groups of one 128-bit vector per array (for_each_group;
+// 128-bit accesses when every pointer is 16-byte aligned, scalar ones otherwise and for a tail of n that is
+// not a multiple of the vector width). The grid depends on n only. Elementwise results do
 // not depend on the grid anyway; the cap keeps the number of CUDA threads (each one a fiber under the
 // SIMT CPU runtime) bounded for large tensors.
 #pragma once
 #include "cuda_common.h"
+#include "packed128.cuh"
 
 #define ELEMENTWISE_BLOCK 256
 #define ELEMENTWISE_MAX_BLOCKS 1024
@@ -76,37 +79,65 @@ __device__ inline double block_reduce_sum_d(double v, double* smem32) {
 }
 
 // ----------------------------------------------------------------------------
-// elementwise kernels
+// elementwise kernels: each thread takes groups of N consecutive elements (N = one 128-bit vector of the
+// narrowest type involved), whole vectors when every pointer is 16-byte aligned, else element by element
 
-__global__ void cast_to_floatX_kernel(floatX* out, const float* in, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        out[i] = to_fX(in[i]);
+#define X128 Packed128<floatX>::size  // floatX elements per 128-bit vector
+
+// The grid-stride loop over groups of N elements: f(i, count) for the group starting at element i, count = N
+// except for the last group of an n that is not a multiple of N.
+template <int N, class F>
+__device__ inline void for_each_group(size_t n, F f) {
+    size_t stride = (size_t)gridDim.x * blockDim.x * N;
+    for (size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * N; i < n; i += stride) {
+        f(i, n - i < (size_t)N ? (int)(n - i) : N);
     }
 }
 
-__global__ void cast_to_float_kernel(float* out, const floatX* in, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        out[i] = to_f32(in[i]);
-    }
+inline int elementwise_blocks_groups(size_t n, int N) { return elementwise_blocks(CEIL_DIV(n, (size_t)N)); }
+
+__global__ void cast_to_floatX_kernel(floatX* out, const float* in, size_t n, bool vec) {
+    for_each_group<X128>(n, [&](size_t i, int count) {
+        float x[X128];
+        load_f32<X128>(x, in + i, count, vec);
+        store_f32<X128>(out + i, x, count, vec);
+    });
+}
+
+__global__ void cast_to_float_kernel(float* out, const floatX* in, size_t n, bool vec) {
+    for_each_group<X128>(n, [&](size_t i, int count) {
+        float x[X128];
+        load_f32<X128>(x, in + i, count, vec);
+        store_f32<X128>(out + i, x, count, vec);
+    });
 }
 
 template <class T>
-__global__ void fill_kernel(T* p, T value, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        p[i] = value;
-    }
+__global__ void fill_kernel(T* p, float value, size_t n, bool vec) {
+    constexpr int N = Packed128<T>::size;
+    float x[N];
+    for (int k = 0; k < N; k++) { x[k] = value; }
+    for_each_group<N>(n, [&](size_t i, int count) { store_f32<N>(p + i, x, count, vec); });
 }
 
-__global__ void add_inplace_kernel(float* a, const float* b, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        a[i] = a[i] + b[i];
-    }
+// a == b is allowed (each element is read before it is written, by the same thread)
+__global__ void add_inplace_kernel(float* a, const float* b, size_t n, bool vec) {
+    for_each_group<4>(n, [&](size_t i, int count) {
+        float x[4], y[4];
+        load_f32<4>(x, a + i, count, vec);
+        load_f32<4>(y, b + i, count, vec);
+        for (int k = 0; k < 4; k++) { x[k] = x[k] + y[k]; }
+        store_f32<4>(a + i, x, count, vec);
+    });
 }
 
-__global__ void scale_inplace_kernel(float* a, float s, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        a[i] = a[i] * s;
-    }
+__global__ void scale_inplace_kernel(float* a, float s, size_t n, bool vec) {
+    for_each_group<4>(n, [&](size_t i, int count) {
+        float x[4];
+        load_f32<4>(x, a + i, count, vec);
+        for (int k = 0; k < 4; k++) { x[k] = x[k] * s; }
+        store_f32<4>(a + i, x, count, vec);
+    });
 }
 
 // ----------------------------------------------------------------------------
@@ -142,38 +173,42 @@ __device__ inline void warp_softmax_state_merge(float* m, float* s) {
 
 inline void cast_to_floatX(floatX* out, const float* in, size_t n, cudaStream_t stream) {
     if (n == 0) { return; }
-    cast_to_floatX_kernel<<<elementwise_blocks(n), ELEMENTWISE_BLOCK, 0, stream>>>(out, in, n);
+    cast_to_floatX_kernel<<<elementwise_blocks_groups(n, X128), ELEMENTWISE_BLOCK, 0, stream>>>(
+        out, in, n, is_aligned16(out) && is_aligned16(in));
     cudaKernelCheck();
 }
 
 inline void cast_to_float(float* out, const floatX* in, size_t n, cudaStream_t stream) {
     if (n == 0) { return; }
-    cast_to_float_kernel<<<elementwise_blocks(n), ELEMENTWISE_BLOCK, 0, stream>>>(out, in, n);
+    cast_to_float_kernel<<<elementwise_blocks_groups(n, X128), ELEMENTWISE_BLOCK, 0, stream>>>(
+        out, in, n, is_aligned16(out) && is_aligned16(in));
     cudaKernelCheck();
 }
 
 // value is rounded once to T (to nearest even)
 inline void fill(float* p, float value, size_t n, cudaStream_t stream) {
     if (n == 0) { return; }
-    fill_kernel<float><<<elementwise_blocks(n), ELEMENTWISE_BLOCK, 0, stream>>>(p, value, n);
+    fill_kernel<float><<<elementwise_blocks_groups(n, 4), ELEMENTWISE_BLOCK, 0, stream>>>(p, value, n, is_aligned16(p));
     cudaKernelCheck();
 }
 #if !defined(ENABLE_FP32)
 inline void fill(floatX* p, float value, size_t n, cudaStream_t stream) {
     if (n == 0) { return; }
-    fill_kernel<floatX><<<elementwise_blocks(n), ELEMENTWISE_BLOCK, 0, stream>>>(p, to_fX(value), n);
+    fill_kernel<floatX><<<elementwise_blocks_groups(n, X128), ELEMENTWISE_BLOCK, 0, stream>>>(p, value, n,
+                                                                                           is_aligned16(p));
     cudaKernelCheck();
 }
 #endif
 
 inline void add_inplace(float* a, const float* b, size_t n, cudaStream_t stream) {
     if (n == 0) { return; }
-    add_inplace_kernel<<<elementwise_blocks(n), ELEMENTWISE_BLOCK, 0, stream>>>(a, b, n);
+    add_inplace_kernel<<<elementwise_blocks_groups(n, 4), ELEMENTWISE_BLOCK, 0, stream>>>(
+        a, b, n, is_aligned16(a) && is_aligned16(b));
     cudaKernelCheck();
 }
 
 inline void scale_inplace(float* a, float s, size_t n, cudaStream_t stream) {
     if (n == 0) { return; }
-    scale_inplace_kernel<<<elementwise_blocks(n), ELEMENTWISE_BLOCK, 0, stream>>>(a, s, n);
+    scale_inplace_kernel<<<elementwise_blocks_groups(n, 4), ELEMENTWISE_BLOCK, 0, stream>>>(a, s, n, is_aligned16(a));
     cudaKernelCheck();
 }
