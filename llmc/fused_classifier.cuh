@@ -9,7 +9,8 @@
 //     targets (N) in [0, V). dloss is each position's weight in the total loss: the caller folds in
 //     1/(M*B*T) and, in FP16, the loss scale.
 //     One 512-thread block per row: each thread keeps an online (max, sum of exp) over its columns
-//     (i = tid, tid+512, ...), the pairs are merged by a warp butterfly and then warp by warp in order, so every
+//     (groups of X128 columns i = X128 tid, X128 (tid+512), ...: one 128-bit load each when Vp is a multiple
+//     of X128 and logits 16-byte aligned), the pairs are merged by a warp butterfly and then warp by warp in order, so every
 //     thread holds the same row max M and sum S; then each column is rewritten once. The probabilities are never
 //     stored. Deterministic: nothing depends on anything but N, V, Vp.
 //
@@ -23,7 +24,7 @@
 #define FUSED_CLASSIFIER_BLOCK 512
 
 __global__ void fused_classifier_kernel(floatX* logits, float* losses, float dloss, const int* targets,
-                                        int V, int Vp) {
+                                        int V, int Vp, bool vec) {
     __shared__ float s_max[FUSED_CLASSIFIER_BLOCK / WARP_SIZE];
     __shared__ float s_sum[FUSED_CLASSIFIER_BLOCK / WARP_SIZE];
     int row = blockIdx.x;
@@ -34,7 +35,12 @@ __global__ void fused_classifier_kernel(floatX* logits, float* losses, float dlo
     // read before the barrier below: after it, other threads overwrite the row
     float x_target = threadIdx.x == 0 ? to_f32(x[y]) : 0.0f;
     float m = -INFINITY, s = 0.0f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) { softmax_state_add(&m, &s, to_f32(x[i])); }
+    for (int i = threadIdx.x * X128; i < V; i += blockDim.x * X128) {
+        int count = V - i < X128 ? V - i : X128;
+        float v[X128];
+        load_f32<X128>(v, x + i, count, vec);
+        for (int k = 0; k < count; k++) { softmax_state_add(&m, &s, v[k]); }
+    }
     warp_softmax_state_merge(&m, &s);
     if (lane == 0) {
         s_max[warp] = m;
@@ -47,10 +53,14 @@ __global__ void fused_classifier_kernel(floatX* logits, float* losses, float dlo
     if (threadIdx.x == 0 && losses) { losses[row] = logf(s) - (x_target - m); }
     if (dloss != 0.0f) {
         float inv = 1.0f / s;
-        for (int i = threadIdx.x; i < Vp; i += blockDim.x) {
-            float g = 0.0f;
-            if (i < V) { g = (expf(to_f32(x[i]) - m) * inv - (i == y ? 1.0f : 0.0f)) * dloss; }
-            x[i] = to_fX(g);
+        for (int i = threadIdx.x * X128; i < Vp; i += blockDim.x * X128) {
+            int count = Vp - i < X128 ? Vp - i : X128;
+            float v[X128];
+            load_f32<X128>(v, x + i, count, vec);
+            for (int k = 0; k < X128; k++) {
+                v[k] = i + k < V ? (expf(v[k] - m) * inv - (i + k == y ? 1.0f : 0.0f)) * dloss : 0.0f;
+            }
+            store_f32<X128>(x + i, v, count, vec);
         }
     }
 }
@@ -58,7 +68,8 @@ __global__ void fused_classifier_kernel(floatX* logits, float* losses, float dlo
 inline void fused_classifier(floatX* logits, float* losses, float dloss, const int* targets,
                              int N, int V, int Vp, cudaStream_t stream) {
     if (N == 0) { return; }
-    fused_classifier_kernel<<<N, FUSED_CLASSIFIER_BLOCK, 0, stream>>>(logits, losses, dloss, targets, V, Vp);
+    bool vec = Vp % X128 == 0 && is_aligned16(logits);  // every row starts 16-byte aligned
+    fused_classifier_kernel<<<N, FUSED_CLASSIFIER_BLOCK, 0, stream>>>(logits, losses, dloss, targets, V, Vp, vec);
     cudaKernelCheck();
 }
 

@@ -11,8 +11,9 @@
 //     -inf), so one finiteness test on the norm (is_finite_norm) is the loss scaler's found_inf.
 //     scratch: GLOBAL_NORM_SCRATCH_DOUBLES = 256 doubles of device memory, clobbered.
 //     Deterministic and independent of the device: a grid of G = min(256, ceil(n/4096)) blocks of 256
-//     threads (a function of n only); thread j of block b visits the elements b*256 + j + k*G*256 in k
-//     order, into four double accumulators (k mod 4) summed as (a0 + a1) + (a2 + a3); the block sums its
+//     threads (a function of n only); thread j of block b visits the groups of four elements 4 (b*256 + j +
+//     k*G*256) + e (e = 0..3, one 128-bit load when grads is 16-byte aligned) in k order, element e into double
+//     accumulator e; the four are summed as (a0 + a1) + (a2 + a3) (the same bits at any alignment); the block sums its
 //     threads by a fixed tree into scratch[b], and one more block sums scratch[0..G) by the same tree. To combine several tensors in a fixed order (e.g. the CPU trainer's
 //     per-slot sums), call it once per tensor into consecutive floats and sum them on the host or with
 //     global_norm_squared again over that array (scale 1).
@@ -28,25 +29,19 @@
 #define GLOBAL_NORM_SCRATCH_DOUBLES GLOBAL_NORM_MAX_BLOCKS
 #define GLOBAL_NORM_ELEMS_PER_BLOCK 4096
 
-__global__ void global_norm_squared_kernel(double* partial, const float* grads, size_t n, float scale) {
+__global__ void global_norm_squared_kernel(double* partial, const float* grads, size_t n, float scale, bool vec) {
     __shared__ double smem[32];
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    // four independent loads and accumulators per iteration keep more memory requests in flight
-    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-    for (; i + 3 * stride < n; i += 4 * stride) {
-        double g0 = (double)grads[i] * scale, g1 = (double)grads[i + stride] * scale;
-        double g2 = (double)grads[i + 2 * stride] * scale, g3 = (double)grads[i + 3 * stride] * scale;
-        a0 += g0 * g0;
-        a1 += g1 * g1;
-        a2 += g2 * g2;
-        a3 += g3 * g3;
-    }
-    for (; i < n; i += stride) {
-        double g = (double)grads[i] * scale;
-        a0 += g * g;
-    }
-    double acc = block_reduce_sum_d((a0 + a1) + (a2 + a3), smem);
+    // one 128-bit load of four gradients per iteration, each into its own accumulator
+    double a[4] = {0.0, 0.0, 0.0, 0.0};
+    for_each_group<4>(n, [&](size_t i, int count) {
+        float g[4];
+        load_f32<4>(g, grads + i, count, vec);
+        for (int k = 0; k < 4; k++) {
+            double x = (double)g[k] * scale;
+            a[k] += x * x;
+        }
+    });
+    double acc = block_reduce_sum_d((a[0] + a[1]) + (a[2] + a[3]), smem);
     if (threadIdx.x == 0) { partial[blockIdx.x] = acc; }
 }
 
@@ -66,7 +61,7 @@ inline int global_norm_blocks(size_t n) {
 inline void global_norm_squared(float* out, const float* grads, size_t n, float scale, double* scratch,
                                 cudaStream_t stream) {
     int blocks = global_norm_blocks(n);
-    global_norm_squared_kernel<<<blocks, GLOBAL_NORM_BLOCK, 0, stream>>>(scratch, grads, n, scale);
+    global_norm_squared_kernel<<<blocks, GLOBAL_NORM_BLOCK, 0, stream>>>(scratch, grads, n, scale, is_aligned16(grads));
     cudaKernelCheck();
     global_norm_finish_kernel<<<1, GLOBAL_NORM_MAX_BLOCKS, 0, stream>>>(out, scratch, blocks);
     cudaKernelCheck();
