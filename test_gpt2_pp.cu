@@ -70,34 +70,39 @@ typedef struct {
     int one_device_used;
 } Run;
 
-// copies this stage's slices into the whole-model buffer; wte only from stage 0, so threads never write the
+// copies a stage's slices into the whole-model buffer; wte only from stage 0, so threads never write the
 // same memory
-static void scatter_owned(const Pipeline* pp, const float* local, float* global) {
-    StageLayout lay = pp->stage.layout;
+static void scatter_owned(const Pipeline* pp, const Stage* st, const float* local, float* global) {
+    StageLayout lay = st->layout;
     if (!lay.has_embed) { lay.sizes[WTE] = 0; }
     size_t off = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        if (pp->stage.layout.sizes[i] == 0) { continue; }
+        if (st->layout.sizes[i] == 0) { continue; }
         if (lay.sizes[i]) {
             size_t g = tensor_global_offset(&pp->config, i, tensor_is_per_layer(i) ? lay.layer_begin : 0);
             memcpy(global + g, local + off, lay.sizes[i] * sizeof(float));
         }
-        off += pp->stage.layout.sizes[i];
+        off += st->layout.sizes[i];
     }
 }
 
-// the bytes of a stage's optimizer-visible state: parameters, master weights, m, v (with the layout's padding)
+// the bytes of this rank's optimizer-visible state: parameters, master weights, m, v (with the layout's
+// padding) of each of its stages
 static void* snapshot_state(Pipeline* pp, size_t* bytes) {
-    Stage* st = &pp->stage;
     cudaStream_t stream = pp->comm->stream;
-    size_t n = st->dl.total;
-    *bytes = n * (sizeof(floatX) + 3 * sizeof(float));
+    *bytes = 0;
+    for (int l = 0; l < pp->num_local; l++) { *bytes += pp->local[l].stage.dl.total * (sizeof(floatX) + 3 * sizeof(float)); }
     char* h = (char*)malloc_check(*bytes);
-    cudaCheck(cudaMemcpyAsync(h, st->params_memory, n * sizeof(floatX), cudaMemcpyDeviceToHost, stream));
-    const float* parts[3] = {st->master_memory ? st->master_memory : st->m_memory, st->m_memory, st->v_memory};
-    for (int k = 0; k < 3; k++) {
-        cudaCheck(cudaMemcpyAsync(h + n * sizeof(floatX) + k * n * sizeof(float), parts[k], n * sizeof(float),
-                                  cudaMemcpyDeviceToHost, stream));
+    char* at = h;
+    for (int l = 0; l < pp->num_local; l++) {
+        Stage* st = &pp->local[l].stage;
+        size_t n = st->dl.total;
+        cudaCheck(cudaMemcpyAsync(at, st->params_memory, n * sizeof(floatX), cudaMemcpyDeviceToHost, stream));
+        at += n * sizeof(floatX);
+        const float* parts[3] = {st->master_memory ? st->master_memory : st->m_memory, st->m_memory, st->v_memory};
+        for (int k = 0; k < 3; k++, at += n * sizeof(float)) {
+            cudaCheck(cudaMemcpyAsync(at, parts[k], n * sizeof(float), cudaMemcpyDeviceToHost, stream));
+        }
     }
     cudaCheck(cudaStreamSynchronize(stream));
     return h;
@@ -118,16 +123,35 @@ static int step_api_ok(const Run* run, int rank, int k) {
     return n.malloc_calls == 0 && n.free_calls == 0 && n.device_syncs == 0 && n.pageable_copies == 0;
 }
 
-// the stash slot allocation is exactly what the plan prints (under SIMT, which knows each allocation's size)
+// every stash slot allocation of this rank is exactly what the plan prints (under SIMT, which knows each
+// allocation's size); with a split backward that includes what I keeps for W
 static int stash_alloc_ok(Pipeline* pp) {
-    size_t printed = activation_slot_bytes(&pp->config, &pp->layouts[pp->rank], pp->B, pp->T);
+    int ok = 1, split = schedule_has_split_backward(&pp->schedule);
+    for (int l = 0; l < pp->num_local; l++) {
+        const Stage* st = &pp->local[l].stage;
+        size_t printed = activation_slot_bytes(&pp->config, &pp->layouts[pp->local[l].index], pp->B, pp->T, split);
 #ifdef SIMT_CPU  // simt.h (force-included) declares simt::device_range_ok
-    const void* base = pp->stage.stash[0].inputs;
-    return simt::device_range_ok(base, printed) && !simt::device_range_ok(base, printed + 1);
+        const void* base = st->stash[0].inputs;
+        ok &= simt::device_range_ok(base, printed) && !simt::device_range_ok(base, printed + 1);
 #else
-    return pp->stage.slot_bytes == printed;
+        ok &= st->slot_bytes == printed;
 #endif
+    }
+    return ok;
 }
+
+// each local stage's fp32 buffer (grads, or params/m/v through stage_buffer) into the whole-model buffer
+static void collect(Pipeline* pp, const float* (*which)(Stage*), float scale, float* local, float* global) {
+    for (int l = 0; l < pp->num_local; l++) {
+        Stage* st = &pp->local[l].stage;
+        layout_copy(&st->dl, (float*)which(st), local, 0, pp->comm->stream);
+        for (size_t i = 0; scale != 1.0f && i < st->layout.num_parameters; i++) { local[i] /= scale; }
+        scatter_owned(pp, st, local, global);
+    }
+}
+
+static const float* grads_of(Stage* st) { return st->grads_memory; }
+static const float* params_of(Stage* st) { return stage_buffer(st, BUF_PARAMS); }
 
 static void rank_job(void* ctx, Comm* cm) {
     Run* run = (Run*)ctx;
@@ -136,18 +160,21 @@ static void rank_job(void* ctx, Comm* cm) {
     const GPT2Config* c = &rf->config;
     TrainArgs args;
     train_args_default(&args, 0.0f);
-    args.B = rf->B; args.T = rf->T;
-    int* layers = (int*)malloc_check(P * sizeof(int));
-    pipeline_split(&args, c, P, layers);
+    args.B = rf->B; args.T = rf->T; args.M = rf->M; args.P = P;
+    args.schedule_name = run->schedule;
+    args.gelu_fusion = run->gelu_fusion;
     Pipeline pp;
-    pipeline_init(&pp, c, P, layers, rf->M, rf->B, rf->T, run->schedule, run->gelu_fusion, cm);
+    pipeline_init(&pp, c, &args, cm);
     pp.opt = (OptimizerConfig){rf->lr, rf->beta1, rf->beta2, rf->eps, rf->weight_decay, rf->grad_clip};
     pp.scaler = (LossScaler){run->loss_scale, 2.0f, 0.5f, 2000, 0};
     if (!stash_alloc_ok(&pp)) { run->stash_ok = 0; }
     if (cm->hub && P > 1) { run->one_device_used = 1; }
-    float* local = (float*)malloc_check(pp.stage.layout.num_parameters * sizeof(float));
-    stage_copy_global(c, &pp.stage.layout, local, (float*)run->params0, 0);
-    stage_set_params(&pp.stage, local, cm->stream);
+    float* local = (float*)malloc_check(model_num_parameters(c) * sizeof(float));  // room for any stage
+    for (int l = 0; l < pp.num_local; l++) {
+        Stage* st = &pp.local[l].stage;
+        stage_copy_global(c, &st->layout, local, (float*)run->params0, 0);
+        stage_set_params(st, local, cm->stream);
+    }
     FixedBatches fb = {run->inputs, run->targets, rf->M, 0};
     for (int k = 0; k < rf->K; k++) {
         if (run->do_overflow && k == 1) {
@@ -158,9 +185,10 @@ static void rank_job(void* ctx, Comm* cm) {
             void* before = snapshot_state(&pp, &before_bytes);
             float scale = pp.scaler.scale;
             int adam_t = pp.adam_t;
-            if (rank == P - 1) {
+            RankStage* head = local_or_null(&pp, pp.S - 1);
+            if (head) {
                 float inf = INFINITY;
-                float* g = pp.stage.grads_memory + pp.owned[pp.num_owned / 2].offset;
+                float* g = head->stage.grads_memory + head->owned[head->num_owned / 2].offset;
                 cudaCheck(cudaMemcpyAsync(g, &inf, sizeof(float), cudaMemcpyHostToDevice, cm->stream));
             }
             pipeline_update(&pp, rf->lr);
@@ -178,18 +206,12 @@ static void rank_job(void* ctx, Comm* cm) {
         float loss = pipeline_train_step(&pp, next_fixed_batch, &fb, rf->lr);
         if (!step_api_ok(run, rank, k)) { run->api_ok = 0; }
         if (run->do_overflow && k == 1 && pp.last_skipped) { run->overflow_ok = 0; }
-        if (k == 0) {  // the gradients of the first step: AdamW reads them, it does not change them
-            layout_copy(&pp.stage.dl, pp.stage.grads_memory, local, 0, cm->stream);
-            for (size_t i = 0; i < pp.stage.layout.num_parameters; i++) { local[i] /= step_scale; }
-            scatter_owned(&pp, local, run->grads0);
-        }
+        if (k == 0) { collect(&pp, grads_of, step_scale, local, run->grads0); }  // AdamW reads them, changes nothing
         if (rank == 0) { run->losses[k] = loss; run->norms[k] = pp.last_norm; }
-        stage_download(&pp, BUF_PARAMS, local);
-        scatter_owned(&pp, local, run->params + (size_t)k * rf->N);
+        collect(&pp, params_of, 1.0f, local, run->params + (size_t)k * rf->N);
     }
     free(local);
     pipeline_free(&pp);
-    free(layers);
 }
 
 // runs the pipeline of run->P ranks (threads) on the reference's micro-batches, into fresh result buffers
@@ -299,8 +321,9 @@ int main(int argc, char** argv) {
     float loss_rtol = PRECISION_FP32 ? 1e-5f : UNIT_ROUNDOFF / 4;
     int depths[3] = {1, 2, 4};
     const char* schedules[2] = {"gpipe", "1f1b"};
-    Run first;
+    Run first, f1b[5];  // P=1 GPipe; 1F1B at each depth (on P GPUs where there are)
     memset(&first, 0, sizeof(first));
+    memset(f1b, 0, sizeof(f1b));
     char name[200], tag[64];
     for (int d = 0; d < 3; d++) {
         if (depths[d] > c->num_layers) { continue; }
@@ -326,9 +349,51 @@ int main(int argc, char** argv) {
             snprintf(name, sizeof(name), "%s: losses and parameters bitwise equal to P=1 gpipe", tag);
             check(memcmp(first.losses, run.losses, rf.K * sizeof(float)) == 0 &&
                   memcmp(first.params, run.params, (size_t)rf.K * N * sizeof(float)) == 0, name);
+            if (v == 1) { f1b[run.P] = run; } else { run_free(&run); }
+        }
+    }
+
+    // Split backward (I, W) and several stages per rank: the same bits as 1F1B at the same depth (P=1: GPipe,
+    // which is 1F1B there). What can go wrong differently, and the run that shows it:
+    //   - W from what I kept, the layernorm grads in I, B = I+W (zbh1; P=1 zbh1: the LM head's W on the stage
+    //     that also embeds, where I sends nothing);
+    //   - W late, after later micro-batches' I's and F's, with more slots in flight (zbh2, at P=2 and at P=4,
+    //     where the middle ranks both receive and send d(input));
+    //   - two stages on one rank: hand-offs by device copy both ways, each stage's own stash and inbox
+    //     (interleaved:2, whose stage 0 and last stage are on different ranks: the tied wte travels);
+    //   - ZB-V: the first and the last stage on rank 0 (the tied wte sum without a message; the loss, the
+    //     sample and the grad norm's head slots on rank 0), split backward across local hand-offs; at P=1
+    //     both stages of the V on the one rank; and once more on one GPU when there are two (NCCL and device
+    //     copies give the same bits).
+    // Each builder needs S = v·P <= L stages (every stage holds a layer by default) and its M (interleaved:
+    // a multiple of P); a combination the reference's shape cannot hold is left out.
+    struct { int P; const char* name; } split_runs[] = {{1, "zbh1"}, {1, "zbv"}, {2, "interleaved:2"}, {2, "zbh1"},
+                                                        {2, "zbh2"}, {2, "zbv"}, {4, "zbh2"}};
+    for (size_t i = 0; i < sizeof(split_runs) / sizeof(split_runs[0]); i++) {
+        const char* sc = split_runs[i].name;
+        int P = split_runs[i].P, stages_per_rank = strncmp(sc, "zbh", 3) == 0 ? 1 : 2;
+        if (stages_per_rank * P > c->num_layers || (strncmp(sc, "interleaved", 11) == 0 && rf.M % P != 0)) { continue; }
+        const Run* same_p = P == 1 ? &first : &f1b[P];
+        int variants = strcmp(sc, "zbv") == 0 && P > 1 && devices >= P ? 2 : 1;
+        for (int v = 0; v < variants; v++) {
+            Run run = base;
+            run.P = P;
+            run.schedule = sc;
+            run.one_device = v == 1;
+            run_pipeline(&run);
+            snprintf(tag, sizeof(tag), "P=%d %s%s", P, run.schedule, run.one_device_used && devices >= P ? " on one GPU" : "");
+            check_against_reference(&run, tag, ref_step_loss, ref_grads, ref_norm, ref_params);
+            snprintf(name, sizeof(name), "%s: no cudaMalloc, cudaFree, cudaDeviceSynchronize or pageable copy in a step", tag);
+            check(run.api_ok, name);
+            snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints", tag);
+            check(run.stash_ok, name);
+            snprintf(name, sizeof(name), "%s: losses and parameters bitwise equal to P=%d %s", tag, P, P == 1 ? "gpipe" : "1f1b");
+            check(same_p->params && memcmp(same_p->losses, run.losses, rf.K * sizeof(float)) == 0 &&
+                  memcmp(same_p->params, run.params, (size_t)rf.K * N * sizeof(float)) == 0, name);
             run_free(&run);
         }
     }
+    for (int p = 0; p < 5; p++) { if (f1b[p].params) { run_free(&f1b[p]); } }
 
     // GELU the other way (the trainer's default is the epilogue in BF16/FP16, the kernels in FP32): same checks
     if (c->num_layers >= 2) {

@@ -175,7 +175,16 @@ typedef struct {
     float* lnf_rstd;   // (B,T)
     floatX* logits;    // (B,T,Vp) -> d(logits) when training
     float* losses;     // (B,T)
+    floatX* kept;      // split backward only: (nl, KEPT_PER_LAYER,B,T,C) what I keeps for W (kept_layer)
 } Activations;
+
+// What a split backward keeps from I for W, per layer: the gradient at the output of each matmul (their
+// inputs are in the stash already), in units of the aligned (B,T,C) stride: fcproj C, fc 4C, attproj C,
+// qkv 3C. The LM head needs none (d(logits) stays in place of the logits), nor do the layernorms and the
+// encoder, whose weight gradients I computes (they are cheap, and layernorm.cuh computes d(input) and
+// d(weight) in one pass).
+#define KEPT_PER_LAYER 9
+typedef struct { floatX *dfcproj, *dfc, *dattproj, *dqkv; } LayerOutputGrads;
 
 // per-layer strides of the stash, in elements
 typedef struct { size_t BTC, BT, att; } ActStrides;
@@ -216,11 +225,10 @@ typedef struct {
     float* v_memory;
     Activations* stash;
     int num_slots;
+    int split;                   // the slots also keep what W needs (kept_layer)
     size_t slot_bytes;           // what each stash slot allocated: activation_slot_bytes
     Scratch scratch;
     int gelu_fusion;             // GELU through cuBLASLt's GELU_AUX / DGELU epilogues (-ge 1) or its own kernels
-    float* norm_slots;           // (num_norm_slots) squared norms per (tensor, layer) slot, device
-    double* norm_scratch;
 } Stage;
 
 // device memory, zeroed on `stream` (the padding of DeviceLayout, and AdamW's moments, must start at 0)
@@ -241,7 +249,8 @@ static void* arena_take(Arena* a, size_t bytes) {
 
 // lays out one stash slot in `a` (pointers into it in *act) and returns its bytes: the one source of truth
 // for what a slot allocates and for what the plan and the stash report print
-static size_t activations_carve(const GPT2Config* c, const StageLayout* s, int B, int T, Arena* a, Activations* act) {
+static size_t activations_carve(const GPT2Config* c, const StageLayout* s, int B, int T, int split, Arena* a,
+                                Activations* act) {
     size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels, X = sizeof(floatX), F = sizeof(float);
     size_t head = s->has_head;
     ActStrides st = act_strides(c, B, T);
@@ -266,14 +275,15 @@ static size_t activations_carve(const GPT2Config* c, const StageLayout* s, int B
     act->lnf_rstd = (float*)arena_take(a, head * BT * F);
     act->logits = (floatX*)arena_take(a, head * BT * c->padded_vocab_size * X);
     act->losses = (float*)arena_take(a, head * BT * F);
+    act->kept = (floatX*)arena_take(a, (size_t)split * nl * KEPT_PER_LAYER * st.BTC * X);
     return a->used;
 }
 
-// the bytes one stash slot of stage layout s allocates
-static size_t activation_slot_bytes(const GPT2Config* c, const StageLayout* s, int B, int T) {
+// the bytes one stash slot of stage layout s allocates (split: the schedule splits backwards into I and W)
+static size_t activation_slot_bytes(const GPT2Config* c, const StageLayout* s, int B, int T, int split) {
     Arena dry = {NULL, 0};
     Activations unused;
-    return activations_carve(c, s, B, T, &dry, &unused);
+    return activations_carve(c, s, B, T, split, &dry, &unused);
 }
 
 static void scratch_carve(const GPT2Config* c, int B, int T, Arena* a, Scratch* sc) {
@@ -297,7 +307,7 @@ static void point_tensors(void** ptrs, char* memory, const DeviceLayout* d, size
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) { ptrs[i] = d->units[i] ? memory + d->offset[i] * elem_size : NULL; }
 }
 
-static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots,
+static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots, int split,
                        cudaStream_t stream) {
     memset(st, 0, sizeof(*st));
     st->config = *c;
@@ -317,17 +327,16 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     if (s->has_head) { st->grad_wte_head = (float*)cuda_alloc(s->sizes[WTE] * sizeof(float), stream); }
     st->num_slots = num_slots;
     st->stash = (Activations*)calloc_check(num_slots, sizeof(Activations));
-    st->slot_bytes = activation_slot_bytes(c, s, B, T);
+    st->split = split;
+    st->slot_bytes = activation_slot_bytes(c, s, B, T, split);
     for (int k = 0; k < num_slots; k++) {
         Arena a = {(char*)cuda_alloc(st->slot_bytes, stream), 0};
-        activations_carve(c, s, B, T, &a, &st->stash[k]);
+        activations_carve(c, s, B, T, split, &a, &st->stash[k]);
     }
     Arena dry = {NULL, 0};
     scratch_carve(c, B, T, &dry, &st->scratch);
     Arena real = {(char*)cuda_alloc(dry.used, stream), 0};
     scratch_carve(c, B, T, &real, &st->scratch);
-    st->norm_slots = (float*)cuda_alloc(num_norm_slots(c) * sizeof(float), stream);
-    st->norm_scratch = (double*)cuda_alloc(GLOBAL_NORM_SCRATCH_DOUBLES * sizeof(double), stream);
 }
 
 // loads the stage's fp32 parameters (packed, checkpoint layout) into master weights and floatX params; the
@@ -361,8 +370,6 @@ static void stage_free(Stage* st) {
     if (st->grad_wte_head) { cudaCheck(cudaFree(st->grad_wte_head)); }
     cudaCheck(cudaFree(st->m_memory));
     cudaCheck(cudaFree(st->v_memory));
-    cudaCheck(cudaFree(st->norm_slots));
-    cudaCheck(cudaFree(st->norm_scratch));
 }
 
 // ----------------------------------------------------------------------------
@@ -420,8 +427,20 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, float dloss, 
     }
 }
 
-// d(loss)/d(stage input) ends in scratch.dresidual; dout is d(stage output) (NULL on the last stage)
-static void stage_backward(Stage* st, Activations* a, const floatX* dout, cudaStream_t stream) {
+static LayerOutputGrads kept_layer(const Stage* st, const Activations* a, int l) {
+    size_t n = st->as.BTC;
+    floatX* p = a->kept + (size_t)l * KEPT_PER_LAYER * n;
+    return (LayerOutputGrads){p, p + n, p + 5 * n, p + 6 * n};
+}
+
+// The d(input) half of the backward of one micro-batch (train_gpt2_pp.c's stage_backward_input): d(loss)/d(stage
+// input) ends in scratch.dresidual; dout is d(stage output) (NULL on the last stage, which starts from the
+// d(logits) its forward left in place of the logits). With keep (the I action) each matmul's output gradient
+// goes to the stash slot for W and no matmul weight gradient is touched; without it (B) they are accumulated
+// on the way. Either way every weight gradient gets the same float operations on the same operands, so B and
+// I+W give the same bits. The layernorm and encoder weight gradients are computed here in both cases (see
+// KEPT_PER_LAYER); they are accumulated in the order of the I's, which pipeline_init checks is micro-batch order.
+static void stage_backward_input(Stage* st, Activations* a, const floatX* dout, int keep, cudaStream_t stream) {
     const GPT2Config* c = &st->config;
     const ParameterTensors* p = &st->params;
     GradTensors* g = &st->grads;
@@ -430,8 +449,9 @@ static void stage_backward(Stage* st, Activations* a, const floatX* dout, cudaSt
     size_t sC = st->as.BTC, sBT = st->as.BT;
     int B = st->B, T = st->T, C = c->channels, NH = c->num_heads, BT = B * T;
     size_t nBTC = (size_t)BT * C;
+#define GRAD(x) (keep ? NULL : (x))  // a matmul weight gradient: W's when the backward is split
     if (st->layout.has_head) {
-        matmul_backward(sc->dln, st->grad_wte_head, NULL, NULL, a->logits, a->lnf, p->wte, BT, C,
+        matmul_backward(sc->dln, GRAD(st->grad_wte_head), NULL, NULL, a->logits, a->lnf, p->wte, BT, C,
                         c->padded_vocab_size, NULL, stream);
         cudaCheck(cudaMemsetAsync(sc->dresidual, 0, nBTC * sizeof(floatX), stream));
         layernorm_backward(sc->dresidual, g->lnfw, g->lnfb, sc->ln_scratch, sc->dln, stage_output(st, a), p->lnfw,
@@ -442,34 +462,65 @@ static void stage_backward(Stage* st, Activations* a, const floatX* dout, cudaSt
     for (int l = st->layout.num_layers - 1; l >= 0; l--) {
         floatX* residual = l == 0 ? a->x : a->residual3 + (l - 1) * sC;
         float* bs = sc->bias_scratch;
+        LayerOutputGrads k = keep ? kept_layer(st, a, l) : (LayerOutputGrads){sc->dresidual, sc->dfch, sc->dresidual2, sc->dqkv};
         // the MLP branch
         const floatX* fch = a->fch + l * 4 * sC;
+        if (keep) { cudaCheck(cudaMemcpyAsync(k.dfcproj, sc->dresidual, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream)); }
         if (st->gelu_fusion) {  // the DGELU epilogue turns d(fch_gelu) into d(fch) inside the GEMM
-            matmul_backward(sc->dfch, g->fcprojw + l * w[FCPROJW], g->fcprojb + l * w[FCPROJB], bs, sc->dresidual,
+            matmul_backward(k.dfc, GRAD(g->fcprojw + l * w[FCPROJW]), GRAD(g->fcprojb + l * w[FCPROJB]), bs, k.dfcproj,
                             a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, fch, stream);
         } else {
-            matmul_backward(sc->dfch_gelu, g->fcprojw + l * w[FCPROJW], g->fcprojb + l * w[FCPROJB], bs, sc->dresidual,
-                            a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, NULL, stream);
-            gelu_backward(sc->dfch, fch, sc->dfch_gelu, nBTC * 4, stream);
+            matmul_backward(sc->dfch_gelu, GRAD(g->fcprojw + l * w[FCPROJW]), GRAD(g->fcprojb + l * w[FCPROJB]), bs,
+                            k.dfcproj, a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, NULL, stream);
+            gelu_backward(k.dfc, fch, sc->dfch_gelu, nBTC * 4, stream);
         }
-        matmul_backward(sc->dln, g->fcw + l * w[FCW], g->fcb + l * w[FCB], bs, sc->dfch, a->ln2 + l * sC,
+        matmul_backward(sc->dln, GRAD(g->fcw + l * w[FCW]), GRAD(g->fcb + l * w[FCB]), bs, k.dfc, a->ln2 + l * sC,
                         p->fcw + l * w[FCW], BT, C, 4 * C, NULL, stream);
         cudaCheck(cudaMemcpyAsync(sc->dresidual2, sc->dresidual, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
         layernorm_backward(sc->dresidual2, g->ln2w + l * w[LN2W], g->ln2b + l * w[LN2B], sc->ln_scratch, sc->dln,
                            a->residual2 + l * sC, p->ln2w + l * w[LN2W], a->ln2_mean + l * sBT, a->ln2_rstd + l * sBT,
                            BT, C, stream);
         // the attention branch
-        matmul_backward(sc->datty, g->attprojw + l * w[ATTPROJW], g->attprojb + l * w[ATTPROJB], bs, sc->dresidual2,
-                        a->atty + l * sC, p->attprojw + l * w[ATTPROJW], BT, C, C, NULL, stream);
-        attention_backward(sc->dqkv, sc->datt, sc->att_scratch, sc->datty, a->qkv + l * 3 * sC, a->att + l * st->as.att,
+        if (keep) { cudaCheck(cudaMemcpyAsync(k.dattproj, sc->dresidual2, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream)); }
+        matmul_backward(sc->datty, GRAD(g->attprojw + l * w[ATTPROJW]), GRAD(g->attprojb + l * w[ATTPROJB]), bs,
+                        k.dattproj, a->atty + l * sC, p->attprojw + l * w[ATTPROJW], BT, C, C, NULL, stream);
+        attention_backward(k.dqkv, sc->datt, sc->att_scratch, sc->datty, a->qkv + l * 3 * sC, a->att + l * st->as.att,
                            B, T, C, NH, stream);
-        matmul_backward(sc->dln, g->qkvw + l * w[QKVW], g->qkvb + l * w[QKVB], bs, sc->dqkv, a->ln1 + l * sC,
+        matmul_backward(sc->dln, GRAD(g->qkvw + l * w[QKVW]), GRAD(g->qkvb + l * w[QKVB]), bs, k.dqkv, a->ln1 + l * sC,
                         p->qkvw + l * w[QKVW], BT, C, 3 * C, NULL, stream);
         cudaCheck(cudaMemcpyAsync(sc->dresidual, sc->dresidual2, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
         layernorm_backward(sc->dresidual, g->ln1w + l * w[LN1W], g->ln1b + l * w[LN1B], sc->ln_scratch, sc->dln, residual,
                            p->ln1w + l * w[LN1W], a->ln1_mean + l * sBT, a->ln1_rstd + l * sBT, BT, C, stream);
     }
+#undef GRAD
     if (st->layout.has_embed) { encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C, stream); }
+}
+
+// The weight half (W) of a split backward: the matmul weight gradients from what stage_backward_input kept, the
+// same calls on the same operands as in B
+static void stage_backward_weight(Stage* st, Activations* a, cudaStream_t stream) {
+    const GPT2Config* c = &st->config;
+    const ParameterTensors* p = &st->params;
+    GradTensors* g = &st->grads;
+    const size_t* w = st->dl.stride;
+    size_t sC = st->as.BTC;
+    int BT = st->B * st->T, C = c->channels;
+    float* bs = st->scratch.bias_scratch;
+    if (st->layout.has_head) {
+        matmul_backward(NULL, st->grad_wte_head, NULL, NULL, a->logits, a->lnf, p->wte, BT, C, c->padded_vocab_size,
+                        NULL, stream);
+    }
+    for (int l = st->layout.num_layers - 1; l >= 0; l--) {
+        LayerOutputGrads k = kept_layer(st, a, l);
+        matmul_backward(NULL, g->fcprojw + l * w[FCPROJW], g->fcprojb + l * w[FCPROJB], bs, k.dfcproj,
+                        a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, NULL, stream);
+        matmul_backward(NULL, g->fcw + l * w[FCW], g->fcb + l * w[FCB], bs, k.dfc, a->ln2 + l * sC, p->fcw + l * w[FCW],
+                        BT, C, 4 * C, NULL, stream);
+        matmul_backward(NULL, g->attprojw + l * w[ATTPROJW], g->attprojb + l * w[ATTPROJB], bs, k.dattproj,
+                        a->atty + l * sC, p->attprojw + l * w[ATTPROJW], BT, C, C, NULL, stream);
+        matmul_backward(NULL, g->qkvw + l * w[QKVW], g->qkvb + l * w[QKVB], bs, k.dqkv, a->ln1 + l * sC,
+                        p->qkvw + l * w[QKVW], BT, C, 3 * C, NULL, stream);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -796,21 +847,34 @@ typedef struct {
     int good_steps;
 } LossScaler;
 
+// one of this rank's stages (several under interleaved and ZB-V schedules): its layers, the stash slot of each
+// micro-batch in flight, and its message buffers. Between two stages of this rank a message is a device copy
+// into the receiving stage's buffer.
 typedef struct {
-    GPT2Config config;
-    int P, M, B, T;
-    int rank;
-    Comm* comm;
-    Stage stage;             // this rank's stage (stage == rank)
-    StageLayout* layouts;    // (P) every stage's layout: checkpoints, the plan, the stash report
-    Schedule schedule;
-    StashSlots stash;        // micro-batch -> stash slot, between its forward and its backward
-    StashSlots inbox;        // -> act_in buffer, between RECV_F and F
-    StashSlots grad_inbox;   // -> grad_in buffer, between RECV_B and B
-    StashSlots outbox;       // -> send_buf, between B and SEND_B (the next backward reuses the scratch)
+    Stage stage;
+    int index;               // its stage number
+    StashSlots stash;        // micro-batch -> stash slot, between its forward and its backward (W when split)
+    StashSlots inbox;        // -> act_in buffer, between its arrival (RECV_F, or F of the previous stage) and F
+    StashSlots grad_inbox;   // -> grad_in buffer, between its arrival (RECV_B, or I/B of the next stage) and I/B
+    StashSlots outbox;       // -> send_buf, between I/B and SEND_B (the next backward reuses the scratch)
     floatX** act_in;         // received activations (B,T,C)
     floatX** grad_in;        // received gradients of the stage's output
-    floatX** send_buf;       // d(stage input) waiting to be sent
+    floatX** send_buf;       // d(stage input) waiting to be sent to another rank
+    NormSlot* owned;         // the norm slots this stage computes, device offsets
+    int num_owned;
+} RankStage;
+
+typedef struct {
+    GPT2Config config;
+    int P, S, M, B, T;       // ranks, stages (S = P, or v*P with several stages per rank), micro-batches
+    int rank;
+    Comm* comm;
+    int* layers;             // (S) layers per stage
+    StageLayout* layouts;    // (S) every stage's layout: checkpoints, the plan, the stash report
+    Schedule schedule;
+    RankStage* local;        // this rank's stages, in increasing stage order
+    int num_local;
+    int* local_of;           // (S) index into local, -1 for another rank's stage
     OptimizerConfig opt;
     LossScaler scaler;
     int step, adam_t;
@@ -822,17 +886,27 @@ typedef struct {
     int* tokens;             // pinned (M, 2, B*T): the step's inputs and targets
     double* loss_dev;        // (M) device: each micro-batch's mean loss (last stage)
     double* loss_host;       // (M) pinned
+    float* norm_slots;       // (num_norm_slots) device: squared norms per (tensor, layer) slot
+    double* norm_scratch;    // device
     float* norm_host;        // (num_norm_slots) pinned
     double* norm_sums;       // (num_norm_slots)
-    NormSlot* owned;         // the norm slots this stage computes, device offsets
-    int num_owned;
-    float* wte_other;        // (Vp*C) device: the other tied-wte half (first and last stage)
+    float* wte_other;        // (Vp*C) device: the other end stage's tied-wte half, when it runs on another rank
     // timing of a training step: events around every action of the list, the step's start, the optimizer
     cudaEvent_t* ev_begin;   // (list length)
     cudaEvent_t* ev_end;
     cudaEvent_t ev_step, ev_optim_begin, ev_optim_end;
     int timed;               // record them (training steps, not evaluation or sampling)
 } Pipeline;
+
+static RankStage* local_stage(Pipeline* pp, int s) {
+    if (pp->local_of[s] < 0) { fatal("rank %d: stage %d runs on rank %d (schedule bug)", pp->rank, s, pp->schedule.stage_rank[s]); }
+    return &pp->local[pp->local_of[s]];
+}
+
+// this rank's stage s, or NULL when s is out of range or on another rank
+static RankStage* local_or_null(Pipeline* pp, int s) {
+    return s >= 0 && s < pp->S && pp->local_of[s] >= 0 ? &pp->local[pp->local_of[s]] : NULL;
+}
 
 static void buffers_alloc(floatX*** bufs, StashSlots* slots, int M, int n, size_t elems, cudaStream_t stream) {
     stash_init(slots, M, n);
@@ -846,51 +920,73 @@ static void buffers_free(floatX** bufs, StashSlots* slots) {
     stash_free(slots);
 }
 
-static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* layers, int M, int B, int T,
-                          const char* schedule_name, int gelu_fusion, Comm* cm) {
+// The layernorm and encoder weight gradients accumulate in I (stage_backward_input), so on every stage the
+// I's (or B's) must come in micro-batch order too for the bits of 1F1B; every builder's do, a file's may not.
+static void check_input_backward_order(const Schedule* sc, const TrainArgs* args) {
+    for (int st = 0; st < sc->S; st++) {
+        const ActionList* list = &sc->ranks[sc->stage_rank[st]];
+        for (int i = 0, last = -1; i < list->n; i++) {
+            const Action* a = &list->a[i];
+            if (a->stage != st || !pp_is_bwd_input(a->type)) { continue; }
+            if (a->mb < last) {
+                char tok[48];
+                fatal("%s: '%s' comes after the backward of micro-batch %d: the CUDA trainer needs each stage's I (or B) "
+                      "actions in micro-batch order as well (its layernorm weight gradients accumulate in I)",
+                      args->schedule_file ? args->schedule_file : args->schedule_name,
+                      schedule_action_str(a, tok, sizeof(tok)), last);
+            }
+            last = a->mb;
+        }
+    }
+}
+
+static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* args, Comm* cm) {
     memset(pp, 0, sizeof(*pp));
+    int P = args->P, M = args->M, B = args->B, T = args->T;
     pp->config = *c;
     pp->P = P; pp->M = M; pp->B = B; pp->T = T;
     pp->rank = cm->rank;
     pp->comm = cm;
     cudaStream_t stream = cm->stream;
-    pp->layouts = (StageLayout*)malloc_check(P * sizeof(StageLayout));
-    for (int s = 0; s < P; s++) { pp->layouts[s] = pipeline_stage_layout(c, layers, P, s); }
-    int rc = schedule_build(schedule_name, P, M, &pp->schedule);
-    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, schedule_name); }
-    char err[512];
-    if (rc != 0 || schedule_validate(&pp->schedule, err, sizeof(err)) != 0) {
-        fatal("schedule %s for P=%d M=%d is invalid: %s", schedule_name, P, M, rc ? "bad arguments" : err);
-    }
-    // one stage per rank, whole backwards: interleaved and zero-bubble schedules are the CPU trainer's for now
-    int split = 0;
-    for (int r = 0; r < P; r++) {
-        for (int i = 0; i < pp->schedule.ranks[r].n; i++) {
-            ActionType t = pp->schedule.ranks[r].a[i].type;
-            split |= t == PP_I || t == PP_W;
+    pipeline_load_schedule(&pp->schedule, args, P);
+    check_input_backward_order(&pp->schedule, args);
+    int S = pp->S = pp->schedule.S, rank = pp->rank;
+    pp->layers = (int*)malloc_check(S * sizeof(int));
+    pipeline_split(args, c, S, pp->layers);
+    pp->layouts = (StageLayout*)malloc_check(S * sizeof(StageLayout));
+    for (int s = 0; s < S; s++) { pp->layouts[s] = pipeline_stage_layout(c, pp->layers, S, s); }
+    int split = schedule_has_split_backward(&pp->schedule), nslots = num_norm_slots(c);
+    size_t nBTC = (size_t)B * T * c->channels;
+    pp->local_of = (int*)malloc_check(S * sizeof(int));
+    pp->local = (RankStage*)calloc_check(S, sizeof(RankStage));
+    for (int s = 0; s < S; s++) {
+        pp->local_of[s] = pp->schedule.stage_rank[s] == rank ? pp->num_local++ : -1;
+        if (pp->local_of[s] < 0) { continue; }
+        RankStage* ls = &pp->local[pp->local_of[s]];
+        ls->index = s;
+        int slots = schedule_stage_slots(&pp->schedule, s);
+        stage_init(&ls->stage, c, &pp->layouts[s], B, T, slots, split, stream);
+        ls->stage.gelu_fusion = args->gelu_fusion;
+        stash_init(&ls->stash, M, slots);
+        int prev_remote = s > 0 && pp->schedule.stage_rank[s - 1] != rank;
+        buffers_alloc(&ls->act_in, &ls->inbox, M, schedule_stage_inbox(&pp->schedule, s), nBTC, stream);
+        buffers_alloc(&ls->grad_in, &ls->grad_inbox, M, s < S - 1 ? slots : 0, nBTC, stream);
+        buffers_alloc(&ls->send_buf, &ls->outbox, M, prev_remote ? slots : 0, nBTC, stream);
+        ls->owned = (NormSlot*)malloc_check(nslots * sizeof(NormSlot));
+        ls->num_owned = stage_norm_slots(c, &ls->stage.layout, ls->owned);
+        for (int i = 0; i < ls->num_owned; i++) {
+            ls->owned[i].offset = device_offset(&ls->stage.dl, &ls->stage.layout, ls->owned[i].offset);
         }
     }
-    if (pp->schedule.S != P || split) { fatal("flag -sc %s: the CUDA trainer runs gpipe and 1f1b (one stage per rank)", schedule_name); }
-    int rank = pp->rank, slots = schedule_rank_slots(&pp->schedule, rank);
-    stage_init(&pp->stage, c, &pp->layouts[rank], B, T, slots, stream);
-    pp->stage.gelu_fusion = gelu_fusion;
-    stash_init(&pp->stash, M, slots);
-    size_t nBTC = (size_t)B * T * c->channels;
-    buffers_alloc(&pp->act_in, &pp->inbox, M, schedule_rank_inbox(&pp->schedule, rank), nBTC, stream);
-    buffers_alloc(&pp->grad_in, &pp->grad_inbox, M, rank < P - 1 ? slots : 0, nBTC, stream);
-    buffers_alloc(&pp->send_buf, &pp->outbox, M, rank > 0 ? slots : 0, nBTC, stream);
     cudaCheck(cudaMallocHost(&pp->tokens, (size_t)M * 2 * B * T * sizeof(int)));
     pp->loss_dev = (double*)cuda_alloc(M * sizeof(double), stream);
     cudaCheck(cudaMallocHost(&pp->loss_host, M * sizeof(double)));
-    int nslots = num_norm_slots(c);
+    pp->norm_slots = (float*)cuda_alloc(nslots * sizeof(float), stream);
+    pp->norm_scratch = (double*)cuda_alloc(GLOBAL_NORM_SCRATCH_DOUBLES * sizeof(double), stream);
     cudaCheck(cudaMallocHost(&pp->norm_host, nslots * sizeof(float)));
     pp->norm_sums = (double*)malloc_check(nslots * sizeof(double));
-    pp->owned = (NormSlot*)malloc_check(nslots * sizeof(NormSlot));
-    pp->num_owned = stage_norm_slots(c, &pp->stage.layout, pp->owned);
-    for (int i = 0; i < pp->num_owned; i++) {
-        pp->owned[i].offset = device_offset(&pp->stage.dl, &pp->stage.layout, pp->owned[i].offset);
-    }
-    if (P > 1 && (rank == 0 || rank == P - 1)) {
+    int ends_apart = pp->schedule.stage_rank[0] != pp->schedule.stage_rank[S - 1];
+    if (ends_apart && (pp->local_of[0] >= 0 || pp->local_of[S - 1] >= 0)) {
         pp->wte_other = (float*)cuda_alloc(tensor_unit_size(c, WTE) * sizeof(float), stream);
     }
     int n = pp->schedule.ranks[rank].n;
@@ -903,23 +999,30 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, int P, const int* l
     cudaCheck(cudaEventCreate(&pp->ev_step));
     cudaCheck(cudaEventCreate(&pp->ev_optim_begin));
     cudaCheck(cudaEventCreate(&pp->ev_optim_end));
-    comm_reserve(cm, nslots > 2 * P + 8 ? nslots : 2 * P + 8);
+    comm_reserve(cm, nslots > 2 * S + 8 ? nslots : 2 * S + 8);
     comm_wait(cm);
 }
 
 static void pipeline_free(Pipeline* pp) {
     comm_barrier(pp->comm);  // no rank frees while a peer may still read its buffers
-    stage_free(&pp->stage);
-    stash_free(&pp->stash);
-    buffers_free(pp->act_in, &pp->inbox);
-    buffers_free(pp->grad_in, &pp->grad_inbox);
-    buffers_free(pp->send_buf, &pp->outbox);
+    for (int i = 0; i < pp->num_local; i++) {
+        RankStage* ls = &pp->local[i];
+        stage_free(&ls->stage);
+        stash_free(&ls->stash);
+        buffers_free(ls->act_in, &ls->inbox);
+        buffers_free(ls->grad_in, &ls->grad_inbox);
+        buffers_free(ls->send_buf, &ls->outbox);
+        free(ls->owned);
+    }
+    free(pp->local);
+    free(pp->local_of);
     cudaCheck(cudaFreeHost(pp->tokens));
     cudaCheck(cudaFree(pp->loss_dev));
     cudaCheck(cudaFreeHost(pp->loss_host));
+    cudaCheck(cudaFree(pp->norm_slots));
+    cudaCheck(cudaFree(pp->norm_scratch));
     cudaCheck(cudaFreeHost(pp->norm_host));
     free(pp->norm_sums);
-    free(pp->owned);
     if (pp->wte_other) { cudaCheck(cudaFree(pp->wte_other)); }
     for (int i = 0; i < pp->schedule.ranks[pp->rank].n; i++) {
         cudaCheck(cudaEventDestroy(pp->ev_begin[i]));
@@ -931,56 +1034,71 @@ static void pipeline_free(Pipeline* pp) {
     cudaCheck(cudaEventDestroy(pp->ev_optim_begin));
     cudaCheck(cudaEventDestroy(pp->ev_optim_end));
     free(pp->layouts);
+    free(pp->layers);
     schedule_free(&pp->schedule);
+}
+
+static void device_copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+    cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
 }
 
 // One action of this rank's list. Everything is queued on the rank's stream in list order.
 static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_only) {
-    int m = a->mb, last = pp->rank == pp->P - 1;
-    Stage* st = &pp->stage;
+    int m = a->mb, s = a->stage, last = s == pp->S - 1;
+    RankStage* ls = local_stage(pp, s);
+    RankStage* next = local_or_null(pp, s + 1);
+    RankStage* prev = local_or_null(pp, s - 1);
+    Stage* st = &ls->stage;
     Comm* cm = pp->comm;
     cudaStream_t stream = cm->stream;
     size_t bytes = (size_t)B * T * pp->config.channels * sizeof(floatX);
     switch (a->type) {
     case PP_F: {
-        Activations* act = &st->stash[stash_acquire(&pp->stash, m)];
+        Activations* act = &st->stash[stash_acquire(&ls->stash, m)];
         const int* tokens = pp->tokens + (size_t)m * 2 * B * T;
         cudaCheck(cudaMemcpyAsync(act->inputs, tokens, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice, stream));
         cudaCheck(cudaMemcpyAsync(act->targets, tokens + B * T, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice, stream));
-        if (pp->rank > 0) {
-            cudaCheck(cudaMemcpyAsync(act->x, pp->act_in[stash_slot(&pp->inbox, m)], bytes, cudaMemcpyDeviceToDevice, stream));
-            stash_release(&pp->inbox, m);
+        if (s > 0) {
+            device_copy(act->x, ls->act_in[stash_slot(&ls->inbox, m)], bytes, stream);
+            stash_release(&ls->inbox, m);
         }
         float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
         float dloss = forward_only ? 0.0f : scale / ((float)pp->M * pp->B * pp->T);
         stage_forward(st, act, B, T, dloss, pp->loss_dev + m, stream);
-        if (forward_only && last) { stash_release(&pp->stash, m); }
+        if (next) { device_copy(next->act_in[stash_acquire(&next->inbox, m)], stage_output(st, act), bytes, stream); }
+        if (forward_only && (last || next)) { stash_release(&ls->stash, m); }
         return;
     }
-    case PP_B: {
-        const floatX* dout = last ? NULL : pp->grad_in[stash_slot(&pp->grad_inbox, m)];
-        stage_backward(st, &st->stash[stash_slot(&pp->stash, m)], dout, stream);
-        stash_release(&pp->stash, m);
-        if (!last) { stash_release(&pp->grad_inbox, m); }
-        if (pp->rank > 0) {
-            floatX* out = pp->send_buf[stash_acquire(&pp->outbox, m)];
-            cudaCheck(cudaMemcpyAsync(out, st->scratch.dresidual, bytes, cudaMemcpyDeviceToDevice, stream));
+    case PP_B:
+    case PP_I: {
+        const floatX* dout = last ? NULL : ls->grad_in[stash_slot(&ls->grad_inbox, m)];
+        stage_backward_input(st, &st->stash[stash_slot(&ls->stash, m)], dout, a->type == PP_I, stream);
+        if (a->type == PP_B) { stash_release(&ls->stash, m); }
+        if (!last) { stash_release(&ls->grad_inbox, m); }
+        if (prev) {  // d(input) goes upstream at once: to this rank's previous stage, or to the outbox
+            device_copy(prev->grad_in[stash_acquire(&prev->grad_inbox, m)], st->scratch.dresidual, bytes, stream);
+        } else if (s > 0) {
+            device_copy(ls->send_buf[stash_acquire(&ls->outbox, m)], st->scratch.dresidual, bytes, stream);
         }
         return;
     }
+    case PP_W:
+        stage_backward_weight(st, &st->stash[stash_slot(&ls->stash, m)], stream);
+        stash_release(&ls->stash, m);  // the slot, with what I kept, is free for the next forward
+        return;
     case PP_SEND_F:
-        comm_send(cm, stage_output(st, &st->stash[stash_slot(&pp->stash, m)]), bytes, a->peer);
-        if (forward_only) { stash_release(&pp->stash, m); }  // the slot is free once sent
+        comm_send(cm, stage_output(st, &st->stash[stash_slot(&ls->stash, m)]), bytes, a->peer);
+        if (forward_only) { stash_release(&ls->stash, m); }  // the slot is free once sent
         return;
     case PP_SEND_B:
-        comm_send(cm, pp->send_buf[stash_slot(&pp->outbox, m)], bytes, a->peer);
-        stash_release(&pp->outbox, m);
+        comm_send(cm, ls->send_buf[stash_slot(&ls->outbox, m)], bytes, a->peer);
+        stash_release(&ls->outbox, m);
         return;
     case PP_RECV_F:
-        comm_recv(cm, pp->act_in[stash_acquire(&pp->inbox, m)], bytes, a->peer);
+        comm_recv(cm, ls->act_in[stash_acquire(&ls->inbox, m)], bytes, a->peer);
         return;
     case PP_RECV_B:
-        comm_recv(cm, pp->grad_in[stash_acquire(&pp->grad_inbox, m)], bytes, a->peer);
+        comm_recv(cm, ls->grad_in[stash_acquire(&ls->grad_inbox, m)], bytes, a->peer);
         return;
     default: {
         char tok[48];
@@ -1008,7 +1126,7 @@ static void run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int for
 static double pipeline_read_losses(Pipeline* pp, int m) {
     Comm* cm = pp->comm;
     double sum = 0.0;
-    if (pp->rank == pp->P - 1) {
+    if (pp->local_of[pp->S - 1] >= 0) {
         cudaCheck(cudaMemcpyAsync(pp->loss_host, pp->loss_dev, m * sizeof(double), cudaMemcpyDeviceToHost, cm->stream));
         comm_wait(cm);
         for (int i = 0; i < m; i++) { sum += pp->loss_host[i]; }
@@ -1019,36 +1137,39 @@ static double pipeline_read_losses(Pipeline* pp, int m) {
 
 // forward and backward of the step's M micro-batches; returns the mean (unscaled) training loss on every rank
 static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx) {
-    Stage* st = &pp->stage;
     cudaStream_t stream = pp->comm->stream;
     if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_step, stream)); }
-    cudaCheck(cudaMemsetAsync(st->grads_memory, 0, st->dl.total * sizeof(float), stream));
-    if (st->grad_wte_head) { cudaCheck(cudaMemsetAsync(st->grad_wte_head, 0, st->layout.sizes[WTE] * sizeof(float), stream)); }
+    for (int i = 0; i < pp->num_local; i++) {
+        Stage* st = &pp->local[i].stage;
+        cudaCheck(cudaMemsetAsync(st->grads_memory, 0, st->dl.total * sizeof(float), stream));
+        if (st->grad_wte_head) { cudaCheck(cudaMemsetAsync(st->grad_wte_head, 0, st->layout.sizes[WTE] * sizeof(float), stream)); }
+    }
     load_step_tokens(pp->tokens, pp->M, pp->B, pp->T, next, ctx);
     run_schedule(pp, &pp->schedule, pp->B, pp->T, 0);
     return (float)(pipeline_read_losses(pp, pp->M) / pp->M);
 }
 
-// The tied wte: stage 0 holds the embedding side of the gradient, the last stage the LM-head side. They swap
-// halves and both compute embed + head, so both copies of wte get the same gradient and stay equal.
+// The tied wte: stage 0 holds the embedding side of the gradient, the last stage the LM-head side. Both compute
+// embed + head, so both copies of wte get the same gradient and stay equal. The halves travel only when the
+// two stages run on different ranks (not at P=1, nor under ZB-V, where rank 0 holds both).
 static void pipeline_sync_tied_wte(Pipeline* pp) {
-    Stage* st = &pp->stage;
     cudaStream_t stream = pp->comm->stream;
-    int last = pp->P - 1;
+    int last = pp->S - 1;
     size_t n = tensor_unit_size(&pp->config, WTE);
+    RankStage* e = local_or_null(pp, 0);
+    RankStage* h = local_or_null(pp, last);
+    Stage* embed = e ? &e->stage : NULL;
+    Stage* head = h ? &h->stage : NULL;
     activity_set("tied wte", NULL, pp->step + 1);
-    if (pp->P == 1) {
-        add_inplace(st->grads.wte, st->grad_wte_head, n, stream);
-        return;
+    if (!embed && !head) { return; }
+    if (!embed || !head) {
+        const float* mine = embed ? embed->grads.wte : head->grad_wte_head;
+        comm_exchange(pp->comm, mine, pp->wte_other, n * sizeof(float), pp->schedule.stage_rank[embed ? last : 0]);
     }
-    if (pp->rank != 0 && pp->rank != last) { return; }
-    const float* mine = pp->rank == 0 ? st->grads.wte : st->grad_wte_head;
-    comm_exchange(pp->comm, mine, pp->wte_other, n * sizeof(float), last - pp->rank);
-    if (pp->rank == 0) {
-        add_inplace(st->grads.wte, pp->wte_other, n, stream);  // embed += head
-    } else {
-        cudaCheck(cudaMemcpyAsync(st->grads.wte, pp->wte_other, n * sizeof(float), cudaMemcpyDeviceToDevice, stream));
-        add_inplace(st->grads.wte, st->grad_wte_head, n, stream);  // embed, then += head
+    if (embed) { add_inplace(embed->grads.wte, head ? head->grad_wte_head : pp->wte_other, n, stream); }  // embed += head
+    if (head && head != embed) {  // embed, then += head; or the embedding stage's sum when it is on this rank
+        device_copy(head->grads.wte, embed ? embed->grads.wte : pp->wte_other, n * sizeof(float), stream);
+        if (!embed) { add_inplace(head->grads.wte, head->grad_wte_head, n, stream); }
     }
 }
 
@@ -1056,15 +1177,18 @@ static void pipeline_sync_tied_wte(Pipeline* pp) {
 // over ranks (one owner per slot: exact), then added in slot order: the same number at every pipeline depth.
 // `unscale` removes the loss scale. An inf/nan gradient on any rank makes the result inf/nan everywhere.
 static float pipeline_grad_norm(Pipeline* pp, float unscale) {
-    Stage* st = &pp->stage;
     cudaStream_t stream = pp->comm->stream;
     int nslots = num_norm_slots(&pp->config);
-    cudaCheck(cudaMemsetAsync(st->norm_slots, 0, nslots * sizeof(float), stream));
-    for (int i = 0; i < pp->num_owned; i++) {
-        const NormSlot* s = &pp->owned[i];
-        global_norm_squared(st->norm_slots + s->slot, st->grads_memory + s->offset, s->count, unscale, st->norm_scratch, stream);
+    cudaCheck(cudaMemsetAsync(pp->norm_slots, 0, nslots * sizeof(float), stream));
+    for (int l = 0; l < pp->num_local; l++) {
+        const RankStage* ls = &pp->local[l];
+        for (int i = 0; i < ls->num_owned; i++) {
+            const NormSlot* s = &ls->owned[i];
+            global_norm_squared(pp->norm_slots + s->slot, ls->stage.grads_memory + s->offset, s->count, unscale,
+                                pp->norm_scratch, stream);
+        }
     }
-    cudaCheck(cudaMemcpyAsync(pp->norm_host, st->norm_slots, nslots * sizeof(float), cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaMemcpyAsync(pp->norm_host, pp->norm_slots, nslots * sizeof(float), cudaMemcpyDeviceToHost, stream));
     comm_wait(pp->comm);
     for (int i = 0; i < nslots; i++) { pp->norm_sums[i] = pp->norm_host[i]; }
     comm_allreduce_sum(pp->comm, pp->norm_sums, nslots);
@@ -1073,7 +1197,6 @@ static float pipeline_grad_norm(Pipeline* pp, float unscale) {
 
 // The optimizer half of a step: norm, overflow check, clipping, AdamW, loss-scale update.
 static void pipeline_update(Pipeline* pp, float lr) {
-    Stage* st = &pp->stage;
     cudaStream_t stream = pp->comm->stream;
     activity_set("optimizer", NULL, pp->step + 1);
     if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_optim_begin, stream)); }
@@ -1105,13 +1228,16 @@ static void pipeline_update(Pipeline* pp, float lr) {
     pp->adam_t++;
     float bc1 = 1.0f - powf(pp->opt.beta1, (float)pp->adam_t);
     float bc2 = 1.0f - powf(pp->opt.beta2, (float)pp->adam_t);
-    const DeviceLayout* d = &st->dl;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        size_t off = d->offset[i], n = d->units[i] * d->stride[i];  // with the zero padding
-        float wd = tensor_is_decayed(i) ? pp->opt.weight_decay : 0.0f;
-        adamw_update(st->params_memory + off, st->master_memory ? st->master_memory + off : NULL, st->grads_memory + off,
-                     st->m_memory + off, st->v_memory + off, n, lr, pp->opt.beta1, pp->opt.beta2, bc1, bc2,
-                     pp->opt.eps, wd, grad_scale, stream);
+    for (int l = 0; l < pp->num_local; l++) {
+        Stage* st = &pp->local[l].stage;
+        const DeviceLayout* d = &st->dl;
+        for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+            size_t off = d->offset[i], n = d->units[i] * d->stride[i];  // with the zero padding
+            float wd = tensor_is_decayed(i) ? pp->opt.weight_decay : 0.0f;
+            adamw_update(st->params_memory + off, st->master_memory ? st->master_memory + off : NULL,
+                         st->grads_memory + off, st->m_memory + off, st->v_memory + off, n, lr, pp->opt.beta1,
+                         pp->opt.beta2, bc1, bc2, pp->opt.eps, wd, grad_scale, stream);
+        }
     }
     if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_optim_end, stream)); }
     comm_wait(pp->comm);
@@ -1135,7 +1261,7 @@ static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
     for (int done = 0; done < batches; done += pp->M) {
         int m = batches - done < pp->M ? batches - done : pp->M;
         Schedule fwd;
-        schedule_build_forward(pp->P, m, &fwd);
+        schedule_build_forward_placed(&pp->schedule, m, &fwd);
         load_step_tokens(pp->tokens, m, pp->B, pp->T, next_batch_from_loader, dl);
         run_schedule(pp, &fwd, pp->B, pp->T, 1);
         sum += pipeline_read_losses(pp, m);
@@ -1144,7 +1270,7 @@ static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
     return (float)(sum / batches);
 }
 
-// Seconds of the last timed step, from its events: busy = forward and backward compute of this rank,
+// Seconds of the last timed step, from its events: busy = the compute actions (F, B, I, W) of this rank,
 // schedule = from the step's start to the end of its last action; with a trace on, every action as an event.
 static void pipeline_step_times(Pipeline* pp, double* busy, double* schedule, Trace* tr) {
     const ActionList* list = &pp->schedule.ranks[pp->rank];
@@ -1154,11 +1280,11 @@ static void pipeline_step_times(Pipeline* pp, double* busy, double* schedule, Tr
         const Action* a = &list->a[i];
         cudaCheck(cudaEventElapsedTime(&ms0, pp->ev_step, pp->ev_begin[i]));
         cudaCheck(cudaEventElapsedTime(&ms1, pp->ev_step, pp->ev_end[i]));
-        if (a->type == PP_F || a->type == PP_B) {
+        if (pp_is_compute(a->type)) {
             *busy += (ms1 - ms0) * 1e-3;
             trace_action(tr, a, ms0 * 1e-3, ms1 * 1e-3);
         } else {
-            trace_add(tr, pp_is_send(a->type) ? "send" : "recv", pp->rank, a->mb, ms0 * 1e-3, ms1 * 1e-3);
+            trace_add(tr, pp_is_send(a->type) ? "send" : "recv", a->stage, a->mb, ms0 * 1e-3, ms1 * 1e-3);
         }
     }
     cudaCheck(cudaEventElapsedTime(&ms1, pp->ev_step, pp->ev_end[list->n - 1]));
@@ -1196,28 +1322,28 @@ static void pipeline_write_trace(Pipeline* pp, const Trace* tr, const char* path
 // ----------------------------------------------------------------------------
 // 5. checkpoints (the CPU trainer's format), sampling
 
-// this stage's fp32 params (master weights), m or v, as a packed host buffer in the checkpoint's stage layout
-static void stage_download(Pipeline* pp, StageBuffer which, float* host) {
-    layout_copy(&pp->stage.dl, stage_buffer(&pp->stage, which), host, 0, pp->comm->stream);
+// a stage's fp32 params (master weights), m or v, as a packed host buffer in the checkpoint's stage layout
+static void stage_download(Pipeline* pp, Stage* st, StageBuffer which, float* host) {
+    layout_copy(&st->dl, stage_buffer(st, which), host, 0, pp->comm->stream);
 }
 
-// rank 0 collects every stage's slices into the whole-model layout (other ranks pass global = NULL)
+// rank 0 collects every stage's slices into the whole-model layout (other ranks pass global = NULL); the
+// stages go last to first, so each rank sends its own in the order rank 0 receives them
 static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
-    size_t n = pp->stage.layout.num_parameters;
-    float* mine = (float*)malloc_check(n * sizeof(float));
-    stage_download(pp, which, mine);
-    if (pp->rank != 0) {
-        comm_host_p2p(pp->comm, mine, n * sizeof(float), 0, 1);
-    } else {
-        for (int s = pp->P - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
-            size_t ns = pp->layouts[s].num_parameters;
-            float* part = s == 0 ? mine : (float*)malloc_check(ns * sizeof(float));
-            if (s > 0) { comm_host_p2p(pp->comm, part, ns * sizeof(float), s, 0); }
+    for (int s = pp->S - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
+        int owner = pp->schedule.stage_rank[s];
+        if (pp->rank != 0 && owner != pp->rank) { continue; }
+        size_t ns = pp->layouts[s].num_parameters;
+        float* part = (float*)malloc_check(ns * sizeof(float));
+        if (owner == pp->rank) { stage_download(pp, &local_stage(pp, s)->stage, which, part); }
+        if (pp->rank != 0) {
+            comm_host_p2p(pp->comm, part, ns * sizeof(float), 0, 1);
+        } else {
+            if (owner != 0) { comm_host_p2p(pp->comm, part, ns * sizeof(float), owner, 0); }
             stage_copy_global(&pp->config, &pp->layouts[s], part, global, 1);
-            if (s > 0) { free(part); }
         }
+        free(part);
     }
-    free(mine);
 }
 
 static void gather_for_checkpoint(void* ctx, int which, float* global) {
@@ -1226,10 +1352,13 @@ static void gather_for_checkpoint(void* ctx, int which, float* global) {
 
 static void scatter_from_checkpoint(void* ctx, int which, float* global) {
     Pipeline* pp = (Pipeline*)ctx;
-    float* local = (float*)malloc_check(pp->stage.layout.num_parameters * sizeof(float));
-    stage_copy_global(&pp->config, &pp->stage.layout, local, global, 0);
-    layout_copy(&pp->stage.dl, stage_buffer(&pp->stage, which == 1 ? BUF_M : BUF_V), local, 1, pp->comm->stream);
-    free(local);
+    for (int l = 0; l < pp->num_local; l++) {
+        Stage* st = &pp->local[l].stage;
+        float* local = (float*)malloc_check(st->layout.num_parameters * sizeof(float));
+        stage_copy_global(&pp->config, &st->layout, local, global, 0);
+        layout_copy(&st->dl, stage_buffer(st, which == 1 ? BUF_M : BUF_V), local, 1, pp->comm->stream);
+        free(local);
+    }
 }
 
 static void save_checkpoint(Pipeline* pp, const TrainArgs* args, const DataLoader* dl, uint64_t sample_rng) {
@@ -1265,7 +1394,7 @@ static void load_state(Pipeline* pp, const TrainArgs* args, const char* path, Da
 static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint64_t* rng) {
     const GPT2Config* c = &pp->config;
     Comm* cm = pp->comm;
-    int Vp = c->padded_vocab_size, last = pp->P - 1;
+    int Vp = c->padded_vocab_size, last = pp->schedule.stage_rank[pp->S - 1];  // the rank of the LM head
     int* seq = (int*)malloc_check((size_t)(gen_tokens + 1) * sizeof(int));
     seq[0] = tok->eot_token;
     float* probs = (float*)malloc_check(Vp * sizeof(float));
@@ -1273,7 +1402,7 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
     cudaCheck(cudaMallocHost(&row_host, Vp * sizeof(float)));
     float* row_dev = (float*)cuda_alloc(Vp * sizeof(float), cm->stream);
     Schedule one;
-    schedule_build_forward(pp->P, 1, &one);
+    schedule_build_forward_placed(&pp->schedule, 1, &one);
     if (pp->rank == 0) { printf("generating:\n---\n"); }
     for (int t = 1; t <= gen_tokens; t++) {
         int n = sample_window(seq, t, pp->T, pp->tokens);
@@ -1281,7 +1410,7 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
         float coin = random_f32(rng);  // drawn on every rank: the sampler's RNG stays the same everywhere
         int next = 0;
         if (pp->rank == last) {
-            Activations* a = &pp->stage.stash[0];  // forward only: F took slot 0 (all were free) and freed it, logits stay
+            Activations* a = &local_stage(pp, pp->S - 1)->stage.stash[0];  // forward only: F took slot 0 (all were free) and freed it, logits stay
             cast_to_float(row_dev, a->logits + (size_t)(n - 1) * Vp, Vp, cm->stream);
             cudaCheck(cudaMemcpyAsync(row_host, row_dev, Vp * sizeof(float), cudaMemcpyDeviceToHost, cm->stream));
             comm_wait(cm);
@@ -1326,23 +1455,25 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
     LRSchedule lrs = {lr_schedule_parse(args->lr_schedule_name), args->lr, args->warmup, args->max_steps, args->final_frac};
     int from_file;
     GPT2Config config = pipeline_model_config(args, &from_file);
-    int* layers = (int*)malloc_check(P * sizeof(int));
-    pipeline_split(args, &config, P, layers);
     char resume_model[1100], resume_state[1100];
     if (args->out_dir && rank == 0) { mkdir_p(args->out_dir); }
     if (args->resume) { pipeline_resume_paths(args, &config, resume_model, resume_state, sizeof(resume_model)); }
 
     Pipeline pp;
-    pipeline_init(&pp, &config, P, layers, M, B, T, args->schedule_name, args->gelu_fusion, cm);
+    pipeline_init(&pp, &config, args, cm);
+    int S = pp.S;
     pp.opt = (OptimizerConfig){args->lr, 0.9f, args->beta2, 1e-8f, args->weight_decay, args->grad_clip};
     pp.scaler = (LossScaler){args->loss_scale, 2.0f, 0.5f, args->scale_interval, 0};
     pp.max_nonfinite = args->max_nonfinite;
-    float* host = (float*)malloc_check(pp.stage.layout.num_parameters * sizeof(float));
     const char* src = args->resume ? resume_model : from_file ? args->model_arg : NULL;
-    if (src) { model_read_stage(src, &config, &pp.stage.layout, host); }
-    else { stage_random_init(&config, &pp.stage.layout, host); }
-    stage_set_params(&pp.stage, host, cm->stream);
-    free(host);
+    for (int l = 0; l < pp.num_local; l++) {
+        Stage* st = &pp.local[l].stage;
+        float* host = (float*)malloc_check(st->layout.num_parameters * sizeof(float));
+        if (src) { model_read_stage(src, &config, &st->layout, host); }
+        else { stage_random_init(&config, &st->layout, host); }
+        stage_set_params(st, host, cm->stream);
+        free(host);
+    }
 
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, args->train_pattern, B, T, config.vocab_size);
@@ -1359,11 +1490,11 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
     logger_init(&logger, rank == 0 ? args->out_dir : NULL, args->resume);
 
     // the plan: the stash per stage from the same function that sized this rank's slots
-    int* slots = (int*)malloc_check(P * sizeof(int));
-    size_t* stash_bytes = (size_t*)malloc_check(P * sizeof(size_t));
-    for (int s = 0; s < P; s++) {
-        slots[s] = schedule_rank_slots(&pp.schedule, s);
-        stash_bytes[s] = activation_slot_bytes(&config, &pp.layouts[s], B, T);
+    int* slots = (int*)malloc_check(S * sizeof(int));
+    size_t* stash_bytes = (size_t*)malloc_check(S * sizeof(size_t));
+    for (int s = 0; s < S; s++) {
+        slots[s] = schedule_stage_slots(&pp.schedule, s);
+        stash_bytes[s] = activation_slot_bytes(&config, &pp.layouts[s], B, T, schedule_has_split_backward(&pp.schedule));
     }
     SimResult sim;
     schedule_simulate(&pp.schedule, 1.0, 2.0, 0.0, &sim);
@@ -1374,7 +1505,7 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
             pp.scaler.scale > 0 ? ", dynamic loss scaling" : "", args->gelu_fusion ? "in cuBLASLt's epilogue" : "kernels");
     printf0("devices: %s\n", cm->hub ? (P > 1 ? "every stage on GPU 0, one thread each, device copies between them"
                                               : "one GPU") : "one GPU per stage, NCCL between them");
-    if (rank == 0 && !args->quiet) { print_pipeline_plan(&config, args, &pp.schedule, layers, slots, stash_bytes, sim.bubble); }
+    if (rank == 0 && !args->quiet) { print_pipeline_plan(&config, args, &pp.schedule, pp.layers, slots, stash_bytes, sim.bubble); }
     double simulated_bubble = sim.bubble;
     sim_result_free(&sim);
 
@@ -1422,10 +1553,10 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
         }
     }
     // the stash each stage actually used (counted as slots were taken), reported by rank 0
-    double* peaks = (double*)calloc_check(P, sizeof(double));
-    peaks[rank] = pp.stash.peak;
-    comm_allreduce_sum(cm, peaks, P);
-    if (rank == 0 && !args->quiet) { print_peak_stash(P, peaks, stash_bytes); }
+    double* peaks = (double*)calloc_check(S, sizeof(double));
+    for (int l = 0; l < pp.num_local; l++) { peaks[pp.local[l].index] = pp.local[l].stash.peak; }
+    comm_allreduce_sum(cm, peaks, S);
+    if (rank == 0 && !args->quiet) { print_peak_stash(S, peaks, stash_bytes); }
     free(peaks);
     free(trace.events);
     free(slots);
@@ -1435,7 +1566,6 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
     dataloader_free(&train_loader);
     dataloader_free(&val_loader);
     pipeline_free(&pp);
-    free(layers);
 }
 
 // Runs fn(ctx, comm) for P ranks, each on a host thread of this process: rank r on GPU r through NCCL, or, with
@@ -1553,12 +1683,14 @@ int main(int argc, char** argv) {
     }
     process_world = world;
     args.P = train_args_stages(&args, world);
-    if (args.recompute || args.schedule_file) { fatal("flags -rc and -sf belong to the CPU trainer for now"); }
+    if (args.recompute) { fatal("flag -rc belongs to the CPU trainer for now"); }
+    if (!args.schedule_file && strcmp(args.schedule_name, "auto") == 0) {
+        fatal("flag -sc auto: the CUDA trainer does not yet switch schedules after timing the first step (the CPU "
+              "trainer does); name one: -sc %s", SCHEDULE_NAMES);
+    }
     if (args.print_schedule) {  // needs no GPU
         Schedule sc;
-        if (schedule_build(args.schedule_name, args.P, args.M, &sc) != 0) {
-            fatal("flag -sc expects %s, got '%s'", SCHEDULE_NAMES, args.schedule_name);
-        }
+        pipeline_load_schedule(&sc, &args, args.P);
         if (rank == 0) {  // the list of each rank, then the unit-time timeline and its simulated bubble
             schedule_fprint(&sc, stdout);
             schedule_print_ascii_timeline(&sc, stdout);

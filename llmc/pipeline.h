@@ -22,10 +22,14 @@ train_gpt2_pp.cu on GPUs), which then differ only in device work and transport:
 #include "model.h"
 // defines: Schedule, Action, schedule_action_str
 #include "schedule.h"
+// defines: schedule_load_file
+#include "schedule_text.h"
 // defines: PartitionCosts, partition_balance, partition_parse, partition_stage_cost
 #include "partition.h"
 // defines: NextBatchFn
 #include "dataloader.h"
+// defines: ShardPiece, stage_shard_pieces
+#include "data_parallel.h"
 // defines: TrainArgs
 #include "train_args.h"
 // defines: checkpoint_find_latest
@@ -137,9 +141,36 @@ static inline int schedule_stage_inbox(const Schedule* sc, int stage) {
     return peak;
 }
 
-// one stage per rank (stage == rank), as the CUDA trainer runs today
-static inline int schedule_rank_slots(const Schedule* sc, int rank) { return schedule_stage_slots(sc, rank); }
-static inline int schedule_rank_inbox(const Schedule* sc, int rank) { return schedule_stage_inbox(sc, rank); }
+// does any rank split a backward into I and W (the stash then also keeps what W needs)
+static inline int schedule_has_split_backward(const Schedule* sc) {
+    for (int r = 0; r < sc->P; r++) {
+        for (int i = 0; i < sc->ranks[r].n; i++) { if (sc->ranks[r].a[i].type == PP_I) { return 1; } }
+    }
+    return 0;
+}
+
+// the schedule of -sf or -sc (a builder's name; -sc auto is the caller's), loaded or built, and proven before
+// anything runs; one error line naming the file or the flag otherwise
+static inline void pipeline_load_schedule(Schedule* sc, const TrainArgs* args, int P) {
+    char err[512];
+    if (args->schedule_file) {
+        const char* path = args->schedule_file;
+        check_regular_file(path);  // a FIFO would block the read forever
+        if (schedule_load_file(path, sc, err, sizeof(err)) != 0) { fatal("%s", err); }
+        if (sc->P != P) { fatal("%s: the schedule has %d ranks (rows), the job P=%d", path, sc->P, P); }
+        if (sc->M != args->M) { fatal("%s: the schedule has M=%d micro-batches, -pm is %d", path, sc->M, args->M); }
+        return;
+    }
+    int rc = schedule_build(args->schedule_name, P, args->M, sc);
+    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s|auto, got '%s'", SCHEDULE_NAMES, args->schedule_name); }
+    if (rc != 0) {
+        fatal("flag -sc %s cannot run P=%d, M=%d (-pm): it needs %s", args->schedule_name, P, args->M,
+              schedule_requires(args->schedule_name));
+    }
+    if (schedule_validate(sc, err, sizeof(err)) != 0) {
+        fatal("schedule %s for P=%d M=%d is invalid: %s", args->schedule_name, P, args->M, err);
+    }
+}
 
 // ----------------------------------------------------------------------------
 // the global grad norm: squared sums per "slot", one tensor of one layer (or a whole non-layer tensor),
@@ -155,20 +186,13 @@ static inline int num_norm_slots(const GPT2Config* c) { return 4 + 12 * c->num_l
 
 // the slots this stage owns (out: room for num_norm_slots); returns how many
 static inline int stage_norm_slots(const GPT2Config* c, const StageLayout* s, NormSlot* out) {
-    int n = 0, slot = 0;
-    size_t off = 0;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        int units = tensor_is_per_layer(i) ? c->num_layers : 1;
-        size_t unit = tensor_unit_size(c, i);
-        for (int u = 0; u < units; u++, slot++) {
-            int owned = tensor_is_per_layer(i) ? (u >= s->layer_begin && u < s->layer_begin + s->num_layers)
-                                               : (s->sizes[i] > 0 && (i != WTE || s->has_embed));  // wte: embedding stage
-            if (!owned) { continue; }
-            size_t within = tensor_is_per_layer(i) ? (size_t)(u - s->layer_begin) * unit : 0;
-            out[n++] = (NormSlot){slot, off + within, unit};
-        }
-        off += s->sizes[i];
+    ShardPiece* whole = (ShardPiece*)malloc_check(max_shard_pieces(c) * sizeof(ShardPiece));
+    size_t floats;
+    int pieces = stage_shard_pieces(c, s, 1, 0, whole, &floats), n = 0;
+    for (int i = 0; i < pieces; i++) {
+        if (whole[i].slot >= 0) { out[n++] = (NormSlot){whole[i].slot, whole[i].offset, whole[i].count}; }
     }
+    free(whole);
     return n;
 }
 
