@@ -1691,10 +1691,7 @@ int main(int argc, char** argv) {
     if (args.print_schedule) {  // needs no GPU
         Schedule sc;
         pipeline_load_schedule(&sc, &args, args.P);
-        if (rank == 0) {  // the list of each rank, then the unit-time timeline and its simulated bubble
-            schedule_fprint(&sc, stdout);
-            schedule_print_ascii_timeline(&sc, stdout);
-        }
+        if (rank == 0) { print_schedule_loadable(&sc, stdout); }
         schedule_free(&sc);
     } else {
         int devices = 0;
