@@ -88,7 +88,7 @@ static void check_activations(RefFile* rf, Activations* a, int mb) {
 
 static void check_params(RefFile* rf, Pipeline* pp, const float* ref, const char* when, float lr_steps) {
     float* mine = (float*)malloc_check(rf->N * sizeof(float));
-    pipeline_gather(pp, BUF_PARAMS, mine);
+    pipeline_gather(pp, BUF_PARAMS, mine, 0);
     size_t off = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS && pp->rank == 0; i++) {
         size_t n = tensor_global_size(&rf->config, i);
@@ -119,7 +119,7 @@ static void* test_rank(void* arg) {
     RefFile* rf = run->rf;
     const GPT2Config* c = &rf->config;
     size_t N = rf->N, BT = (size_t)rf->B * rf->T;
-    Transport tp = {.rank = rank, .world = P, .timeout = 60.0f, .boxes = run->boxes};
+    Transport tp = transport_job(rank, P, 60.0f, run->boxes), dp = transport_group(&tp, rank, P, 1);
     TrainArgs args;
     train_args_default(&args, 0.0f);
     args.B = rf->B;
@@ -127,7 +127,7 @@ static void* test_rank(void* arg) {
     args.M = rf->M;
     args.schedule_name = run->schedule_name;
     Pipeline pp;
-    pipeline_init(&pp, c, &args, P, rank, &tp);
+    pipeline_init(&pp, c, &args, &tp, &dp, &tp);
     pp.opt = (OptimizerConfig){rf->lr, rf->beta1, rf->beta2, rf->eps, rf->weight_decay, rf->grad_clip};
 
     // llm.c's random init must reproduce the reference's initial parameters
@@ -135,7 +135,7 @@ static void* test_rank(void* arg) {
         stage_random_init(c, &pp.local[l].stage.layout, pp.local[l].stage.params_memory);
     }
     float* mine = (float*)malloc_check(N * sizeof(float));
-    pipeline_gather(&pp, BUF_PARAMS, mine);
+    pipeline_gather(&pp, BUF_PARAMS, mine, 0);
     size_t off = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS && checker; i++) {
         size_t n = tensor_global_size(c, i);
@@ -174,7 +174,7 @@ static void* test_rank(void* arg) {
         float loss = pipeline_forward_backward(&pp, next_fixed_batch, &fb);
         pipeline_sync_tied_wte(&pp);
         float norm = pipeline_grad_norm(&pp);
-        if (k == 0) { pipeline_gather(&pp, BUF_GRADS, g); }
+        if (k == 0) { pipeline_gather(&pp, BUF_GRADS, g, 0); }
         char name[128];
         if (checker) {
             snprintf(name, sizeof(name), "step %d loss %.7f vs %.7f", k, loss, ref_step_loss[0]);
@@ -197,7 +197,7 @@ static void* test_rank(void* arg) {
         float scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
         pp.step++;
         pp.adam_t++;
-        for (int l = 0; l < pp.num_local; l++) { stage_adamw(&pp.local[l].stage, &pp.opt, pp.opt.lr, scale, pp.adam_t); }
+        pipeline_adamw(&pp, pp.opt.lr, scale);
         snprintf(name, sizeof(name), "after step %d", k);
         check_params(rf, &pp, ref_params, name, pp.opt.lr * (k + 1));
         free(ref_step_loss);
@@ -208,6 +208,7 @@ static void* test_rank(void* arg) {
     free(ref_grads);
     free(ref_norm);
     pipeline_free(&pp);
+    transport_free(&dp);
     transport_free(&tp);
     return NULL;
 }
@@ -230,7 +231,7 @@ static void check_stash_accounting(void) {
                 int slots = 1 + (s + i) % 3;
                 int split = (s + i) % 2;  // with and without what a split backward keeps for W
                 int rc = (s + P) % 3;     // and with each recompute mode
-                stage_init(&st, &c, &lay, shapes[i][0], shapes[i][1], slots, split, rc);
+                stage_init(&st, &c, &lay, shapes[i][0], shapes[i][1], slots, split, rc, lay.num_parameters);
                 char name[200];
                 size_t printed = slots * activations_bytes(&c, &lay, shapes[i][0], shapes[i][1], split,
                                                            rc ? SLOT_PART : ALL_PARTS);

@@ -491,8 +491,8 @@ typedef struct {
     float* params_memory;
     float* grads_memory;
     float* grad_wte_head;      // (Vp,C) the LM head's half of the tied wte gradient (last stage), see top
-    float* m_memory;           // AdamW first moment
-    float* v_memory;           // AdamW second moment
+    float* m_memory;           // AdamW first moment: of the whole stage, or of this rank's shard under ZeRO-1
+    float* v_memory;           // AdamW second moment, likewise
     Activations* stash;        // one slot per micro-batch that can be in flight at once
     int num_slots;
     size_t stash_bytes;        // what the slots allocated
@@ -568,7 +568,7 @@ static size_t activations_alloc(Activations* a, const GPT2Config* c, const Stage
 typedef enum { RC_NEVER, RC_EXCEPT_LAST, RC_ALWAYS } Recompute;
 
 static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots, int split,
-                       int recompute) {
+                       int recompute, size_t moment_floats) {
     memset(st, 0, sizeof(*st));
     st->config = *c;
     st->layout = *s;
@@ -577,8 +577,8 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     size_t n = s->num_parameters;
     st->params_memory = (float*)calloc_check(n, sizeof(float));
     st->grads_memory = (float*)calloc_check(n, sizeof(float));
-    st->m_memory = (float*)calloc_check(n, sizeof(float));
-    st->v_memory = (float*)calloc_check(n, sizeof(float));
+    st->m_memory = (float*)calloc_check(moment_floats, sizeof(float));
+    st->v_memory = (float*)calloc_check(moment_floats, sizeof(float));
     point_parameters(&st->params, st->params_memory, s);
     point_parameters(&st->grads, st->grads_memory, s);
     if (s->has_head) { st->grad_wte_head = (float*)calloc_check(s->sizes[WTE], sizeof(float)); }
@@ -835,18 +835,20 @@ typedef struct {
     float lr, beta1, beta2, eps, weight_decay, grad_clip;
 } OptimizerConfig;
 
-static void stage_adamw(Stage* st, const OptimizerConfig* opt, float lr, float grad_scale, int t) {
+// AdamW on the pieces this rank updates (llmc/data_parallel.h): the whole stage, or its shard under ZeRO-1,
+// whose moments are packed piece after piece. Elementwise, so a shard's update is the same bits as the whole's.
+static void stage_adamw(Stage* st, const ShardPiece* pieces, int num_pieces, int packed_moments,
+                        const OptimizerConfig* opt, float lr, float grad_scale, int t) {
     float bc1 = 1.0f - powf(opt->beta1, (float)t);
     float bc2 = 1.0f - powf(opt->beta2, (float)t);
-    size_t off = 0;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        size_t n = st->layout.sizes[i];
-        float wd = tensor_is_decayed(i) ? opt->weight_decay : 0.0f;
-        float* p = st->params_memory + off;
-        float* g = st->grads_memory + off;
-        float* m = st->m_memory + off;
-        float* v = st->v_memory + off;
-        #pragma omp parallel for
+    for (int i = 0; i < num_pieces; i++) {
+        size_t n = pieces[i].count, moment = packed_moments ? pieces[i].packed : pieces[i].offset;
+        float wd = tensor_is_decayed(pieces[i].tensor) ? opt->weight_decay : 0.0f;
+        float* p = st->params_memory + pieces[i].offset;
+        float* g = st->grads_memory + pieces[i].offset;
+        float* m = st->m_memory + moment;
+        float* v = st->v_memory + moment;
+        #pragma omp parallel for if (n > 4096)
         for (size_t j = 0; j < n; j++) {
             float grad = g[j] * grad_scale;
             m[j] = opt->beta1 * m[j] + (1.0f - opt->beta1) * grad;
@@ -855,7 +857,6 @@ static void stage_adamw(Stage* st, const OptimizerConfig* opt, float lr, float g
             float v_hat = v[j] / bc2;
             p[j] -= lr * (m_hat / (sqrtf(v_hat) + opt->eps) + wd * p[j]);
         }
-        off += n;
     }
 }
 
@@ -884,13 +885,21 @@ typedef struct {
     StashSlots slots;
     StashSlots inbox;
     float* inbox_memory;      // (inbox.num_slots, B*T*C)
+    ShardPiece* pieces;       // (D, max_shard_pieces) the stage's D data-parallel shards (llmc/data_parallel.h)
+    int* num_pieces;          // (D)
+    size_t* shard_floats;     // (D)
+    float* packed;            // (num_parameters) a buffer reordered shard after shard, for the D > 1 collectives
 } RankStage;
 
 typedef struct {
     GPT2Config config;
     int P, S, M, B, T;        // ranks, stages (S = P, or v*P with several stages per rank), micro-batches
-    int rank;
-    Transport* tp;
+    int rank;                 // this rank in its pipeline
+    Transport* tp;            // this rank's pipeline: the schedule's messages
+    Grid grid;                // D replicas of the pipeline (llmc/data_parallel.h)
+    Transport* dp;            // this pipeline rank's data-parallel group: the gradient reduction
+    Transport* job;           // every rank: the loss, the grad norm, who prints
+    int zero;                 // -z 1: this rank keeps the AdamW moments of its shard only
     int* layers;              // (S) layers per stage
     Schedule schedule;        // the training schedule: which rank runs which stage, and every rank's actions
     char schedule_name[32];   // its builder
@@ -946,8 +955,10 @@ static int schedule_splits_backward(const Schedule* sc) {
     return 0;
 }
 
-static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* args, int P, int rank, Transport* tp) {
+static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* args, Transport* tp, Transport* dp,
+                          Transport* job) {
     memset(pp, 0, sizeof(*pp));
+    int P = tp->world, rank = tp->rank;
     pp->config = *c;
     pp->P = P;
     pp->M = args->M;
@@ -955,6 +966,10 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     pp->T = args->T;
     pp->rank = rank;
     pp->tp = tp;
+    pp->dp = dp;
+    pp->job = job;
+    pp->grid = grid_of(job->rank, dp->world, P);
+    pp->zero = args->zero;
     pp->max_nonfinite = args->max_nonfinite;
     pipeline_schedule(&pp->schedule, args, P);
     snprintf(pp->schedule_name, sizeof(pp->schedule_name), "%s", args->schedule_name);
@@ -971,7 +986,16 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         RankStage* ls = &pp->local[pp->local_of[s]];
         StageLayout lay = pipeline_stage_layout(c, pp->layers, S, s);
         int slots = schedule_stage_slots(&pp->schedule, s), inbox = schedule_stage_inbox(&pp->schedule, s);
-        stage_init(&ls->stage, c, &lay, pp->B, pp->T, slots, split, args->recompute);
+        int D = pp->grid.D, maxp = max_shard_pieces(c);
+        ls->pieces = (ShardPiece*)malloc_check((size_t)D * maxp * sizeof(ShardPiece));
+        ls->num_pieces = (int*)malloc_check(D * sizeof(int));
+        ls->shard_floats = (size_t*)malloc_check(D * sizeof(size_t));
+        for (int k = 0; k < D; k++) {
+            ls->num_pieces[k] = stage_shard_pieces(c, &lay, D, k, ls->pieces + (size_t)k * maxp, &ls->shard_floats[k]);
+        }
+        if (D > 1) { ls->packed = (float*)malloc_check(lay.num_parameters * sizeof(float)); }
+        size_t moments = pp->zero ? ls->shard_floats[pp->grid.d] : lay.num_parameters;
+        stage_init(&ls->stage, c, &lay, pp->B, pp->T, slots, split, args->recompute, moments);
         stash_init(&ls->slots, pp->M, slots);
         stash_init(&ls->inbox, pp->M, inbox);
         ls->inbox_memory = (float*)calloc_check((size_t)inbox * nBTC, sizeof(float));
@@ -993,6 +1017,10 @@ static void pipeline_free(Pipeline* pp) {
         stash_free(&pp->local[i].slots);
         stash_free(&pp->local[i].inbox);
         free(pp->local[i].inbox_memory);
+        free(pp->local[i].pieces);
+        free(pp->local[i].num_pieces);
+        free(pp->local[i].shard_floats);
+        free(pp->local[i].packed);
     }
     free(pp->local);
     free(pp->local_of);
@@ -1093,7 +1121,7 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
 // on the others.
 static double run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int forward_only) {
     double loss_sum = 0.0;
-    float dloss = 1.0f / ((float)pp->M * pp->B * pp->T);
+    float dloss = 1.0f / ((float)pp->grid.D * pp->M * pp->B * pp->T);  // the mean over every replica's tokens
     pp->busy = 0.0;
     if (!forward_only) {
         memset(pp->action_secs, 0, (size_t)pp->S * 4 * sizeof(double));
@@ -1135,40 +1163,110 @@ static void pipeline_sync_tied_wte(Pipeline* pp) {
     op_end("op", "tied_wte", t0);
 }
 
+// ----------------------------------------------------------------------------
+// data parallelism (-dp D): every stage's buffers cut into D shards of pieces (llmc/data_parallel.h); the
+// collectives move them packed shard after shard.
+
+static const ShardPiece* shard_pieces(const Pipeline* pp, const RankStage* ls, int k) {
+    return ls->pieces + (size_t)k * max_shard_pieces(&pp->config);
+}
+
+// shards first..last of a stage-layout buffer into ls->packed (to_packed), or back
+static void shards_pack(const Pipeline* pp, RankStage* ls, float* buf, int first, int last, int to_packed) {
+    size_t base = 0;
+    for (int k = 0; k <= last; base += ls->shard_floats[k], k++) {
+        if (k < first) { continue; }
+        const ShardPiece* pc = shard_pieces(pp, ls, k);
+        for (int i = 0; i < ls->num_pieces[k]; i++) {
+            float* packed = ls->packed + base + pc[i].packed;
+            float* at = buf + pc[i].offset;
+            memcpy(to_packed ? packed : at, to_packed ? at : packed, pc[i].count * sizeof(float));
+        }
+    }
+}
+
+// The gradients summed over the data-parallel group: rank k of it sums shard k, adding the replicas in order
+// (transport_reduce_scatter); without ZeRO-1 the sums are all-gathered so every replica updates the whole
+// stage. Under ZeRO-1 only this rank's shard of the gradient is summed, and only it is read after.
+static void pipeline_reduce_gradients(Pipeline* pp) {
+    int D = pp->grid.D, d = pp->grid.d;
+    if (D == 1) { return; }
+    double t0 = now_seconds();
+    for (int l = 0; l < pp->num_local; l++) {
+        RankStage* ls = &pp->local[l];
+        shards_pack(pp, ls, ls->stage.grads_memory, 0, D - 1, 1);
+        transport_reduce_scatter(pp->dp, ls->packed, ls->shard_floats);
+        if (pp->zero) {
+            shards_pack(pp, ls, ls->stage.grads_memory, d, d, 0);
+        } else {
+            transport_all_gather(pp->dp, ls->packed, ls->shard_floats);
+            shards_pack(pp, ls, ls->stage.grads_memory, 0, D - 1, 0);
+        }
+    }
+    trace_add(&pp->trace, "recv", -1, -1, t0, now_seconds());
+}
+
+// ZeRO-1: each rank updated its shard; every replica gets the whole stage back
+static void pipeline_gather_parameters(Pipeline* pp) {
+    int D = pp->grid.D, d = pp->grid.d;
+    double t0 = now_seconds();
+    for (int l = 0; l < pp->num_local; l++) {
+        RankStage* ls = &pp->local[l];
+        shards_pack(pp, ls, ls->stage.params_memory, d, d, 1);
+        transport_all_gather(pp->dp, ls->packed, ls->shard_floats);
+        shards_pack(pp, ls, ls->stage.params_memory, 0, D - 1, 0);
+    }
+    trace_add(&pp->trace, "recv", -1, -1, t0, now_seconds());
+}
+
+// AdamW on every local stage: all of it, or under ZeRO-1 this rank's shard, then the shards all-gathered
+static void pipeline_adamw(Pipeline* pp, float lr, float grad_scale) {
+    int first = pp->zero ? pp->grid.d : 0, last = pp->zero ? pp->grid.d : pp->grid.D - 1;
+    for (int l = 0; l < pp->num_local; l++) {
+        RankStage* ls = &pp->local[l];
+        for (int k = first; k <= last; k++) {
+            OP("adamw", stage_adamw(&ls->stage, shard_pieces(pp, ls, k), ls->num_pieces[k], pp->zero, &pp->opt, lr,
+                                    grad_scale, pp->adam_t));
+        }
+    }
+    if (pp->zero) { pipeline_gather_parameters(pp); }
+}
+
+// The global grad norm: each rank squares its shard of each norm slot (its whole stage when D = 1), and the
+// slots are summed over the job in rank order and added in slot order: the same bits at any P for a fixed D.
 static float pipeline_grad_norm(Pipeline* pp) {
-    const GPT2Config* c = &pp->config;
-    int n = num_norm_slots(c);
+    int n = num_norm_slots(&pp->config);
     double* slots = (double*)calloc_check(n, sizeof(double));
-    NormSlot* owned = (NormSlot*)malloc_check(n * sizeof(NormSlot));
     double t0 = op_begin();
     for (int l = 0; l < pp->num_local; l++) {
-        const Stage* st = &pp->local[l].stage;
-        int k = stage_norm_slots(c, &st->layout, owned);
-        for (int i = 0; i < k; i++) {
-            const float* g = st->grads_memory + owned[i].offset;
+        const RankStage* ls = &pp->local[l];
+        const ShardPiece* pc = shard_pieces(pp, ls, pp->grid.d);
+        for (int i = 0; i < ls->num_pieces[pp->grid.d]; i++) {
+            if (pc[i].slot < 0) { continue; }
+            const float* g = ls->stage.grads_memory + pc[i].offset;
             double sum = 0.0;
-            for (size_t j = 0; j < owned[i].count; j++) { sum += (double)g[j] * g[j]; }
-            slots[owned[i].slot] = sum;
+            for (size_t j = 0; j < pc[i].count; j++) { sum += (double)g[j] * g[j]; }
+            slots[pc[i].slot] = sum;
         }
     }
     op_end("op", "grad_norm", t0);
     t0 = now_seconds();
-    transport_allreduce_sum(pp->tp, slots, n);
+    transport_allreduce_sum(pp->job, slots, n);
     trace_add(&pp->trace, "recv", -1, -1, t0, now_seconds());
     float norm = norm_from_slots(slots, n);
     free(slots);
-    free(owned);
     return norm;
 }
 
 // the forward and backward of M micro-batches under the training schedule; returns the mean loss
 static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx) {
     for (int l = 0; l < pp->num_local; l++) { stage_zero_grads(&pp->local[l].stage); }
-    load_step_tokens(pp->tokens, pp->M, pp->B, pp->T, next, ctx);
+    int D = pp->grid.D, M = pp->M;
+    load_replica_tokens(pp->tokens, pp->grid.d * M, M, D * M, pp->B, pp->T, next, ctx);
     double t0 = now_seconds();
     double loss = run_schedule(pp, &pp->schedule, pp->B, pp->T, 0);
     pp->schedule_secs = now_seconds() - t0;
-    return (float)(transport_sum(pp->tp, loss) / pp->M);
+    return (float)(transport_sum(pp->job, loss) / ((double)D * M));
 }
 
 // One optimizer step over M micro-batches; returns the mean training loss. A non-finite loss or grad norm
@@ -1180,6 +1278,7 @@ static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, floa
     activity_set("optimizer", NULL, pp->step + 1);
     pp->trace.stage = -1;
     pipeline_sync_tied_wte(pp);
+    pipeline_reduce_gradients(pp);
     float norm = pipeline_grad_norm(pp);
     pp->step++;
     pp->last_norm = norm;
@@ -1190,7 +1289,7 @@ static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, floa
                   "diverged; no checkpoint of it is written", pp->step, loss, norm, pp->nonfinite_in_a_row,
                   pp->max_nonfinite);
         }
-        if (pp->rank == 0) {
+        if (pp->job->rank == 0) {
             fprintf(stderr, "warning: step %d: the loss is %g and the gradient norm %g; the update is skipped on "
                     "every rank (%d in a row, -nf %d)\n", pp->step, loss, norm, pp->nonfinite_in_a_row, pp->max_nonfinite);
         }
@@ -1200,28 +1299,32 @@ static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, floa
     float clip = pp->opt.grad_clip;
     float grad_scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
     pp->adam_t++;
-    for (int l = 0; l < pp->num_local; l++) {
-        OP("adamw", stage_adamw(&pp->local[l].stage, &pp->opt, lr, grad_scale, pp->adam_t));
-    }
+    pipeline_adamw(pp, lr, grad_scale);
     trace_add(&pp->trace, "optim", -1, -1, t0, now_seconds());
     return loss;
 }
 
-// mean loss over `batches` micro-batches of a loader, forward only, at most M at a time
+// mean loss over `batches` micro-batches of a loader, forward only, at most D*M at a time, M per replica
 static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
     int tracing = pp->trace.on;
     pp->trace.on = 0;
     double sum = 0.0;
-    for (int done = 0; done < batches; done += pp->M) {
-        int m = batches - done < pp->M ? batches - done : pp->M;
+    int D = pp->grid.D, M = pp->M;
+    for (int done = 0; done < batches; done += D * M) {
+        int round = batches - done < D * M ? batches - done : D * M;
+        int first = pp->grid.d * M, m = round - first < M ? round - first : M;
+        if (m <= 0) {  // this replica has none of the last round: read past it all the same
+            load_replica_tokens(pp->tokens, 0, 0, round, pp->B, pp->T, next_batch_from_loader, dl);
+            continue;
+        }
         Schedule fwd;
         schedule_build_forward_placed(&pp->schedule, m, &fwd);
-        load_step_tokens(pp->tokens, m, pp->B, pp->T, next_batch_from_loader, dl);
+        load_replica_tokens(pp->tokens, first, m, round, pp->B, pp->T, next_batch_from_loader, dl);
         sum += run_schedule(pp, &fwd, pp->B, pp->T, 1);
         schedule_free(&fwd);
     }
     pp->trace.on = tracing;
-    return (float)(transport_sum(pp->tp, sum) / batches);
+    return (float)(transport_sum(pp->job, sum) / batches);
 }
 
 // ----------------------------------------------------------------------------
@@ -1239,37 +1342,66 @@ static float* stage_buffer(Stage* st, StageBuffer which) {
     }
 }
 
-// every stage's slices into `global` on rank 0 (collective: every rank calls it; global is unused elsewhere)
-static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
+// The stage's whole buffer: its own, or under ZeRO-1 the moments all-gathered from the data-parallel group's
+// shards into `whole` (collective over the group)
+static float* stage_whole_buffer(Pipeline* pp, RankStage* ls, StageBuffer which, float* whole) {
+    float* mine = stage_buffer(&ls->stage, which);
+    if (!pp->zero || which == BUF_PARAMS || which == BUF_GRADS) { return mine; }
+    int d = pp->grid.d;
+    size_t base = 0;
+    for (int k = 0; k < d; k++) { base += ls->shard_floats[k]; }
+    memcpy(ls->packed + base, mine, ls->shard_floats[d] * sizeof(float));
+    transport_all_gather(pp->dp, ls->packed, ls->shard_floats);
+    shards_pack(pp, ls, whole, 0, pp->grid.D - 1, 0);
+    return whole;
+}
+
+// Every stage's slices into `global` on pipeline rank 0 of each replica that gathers (collective: every rank
+// calls it; global is unused elsewhere). All replicas hold the same bits, so a checkpoint gathers replica 0.
+static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global, int every_replica) {
     activity_set("checkpoint gather", NULL, pp->step);
+    int gathers = every_replica || pp->grid.d == 0;
     for (int s = pp->S - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
         int owner = pp->schedule.stage_rank[s];
         if (owner != pp->rank && pp->rank != 0) { continue; }
         StageLayout lay = pipeline_stage_layout(&pp->config, pp->layers, pp->S, s);
         size_t bytes = lay.num_parameters * sizeof(float);
-        if (owner == pp->rank && pp->rank != 0) {
-            transport_send(pp->tp, 0, TAG_GATHER, stage_buffer(&local_stage(pp, s)->stage, which), bytes);
-            continue;
+        float* buf = (float*)malloc_check(bytes);
+        if (owner == pp->rank) {
+            float* whole = stage_whole_buffer(pp, local_stage(pp, s), which, buf);
+            if (whole != buf) { memcpy(buf, whole, bytes); }
         }
-        float* buf = owner == 0 ? stage_buffer(&local_stage(pp, s)->stage, which) : (float*)malloc_check(bytes);
-        if (owner != 0) { transport_recv(pp->tp, owner, TAG_GATHER, buf, bytes); }
-        stage_copy_global(&pp->config, &lay, buf, global, 1);
-        if (owner != 0) { free(buf); }
+        if (gathers && owner != pp->rank) { transport_recv(pp->tp, owner, TAG_GATHER, buf, bytes); }
+        if (gathers && pp->rank != 0) { transport_send(pp->tp, 0, TAG_GATHER, buf, bytes); }
+        if (gathers && pp->rank == 0) { stage_copy_global(&pp->config, &lay, buf, global, 1); }
+        free(buf);
     }
     transport_wait_sends(pp->tp);
 }
 
+// a whole-model buffer into this rank's stages (the moments' shard only, under ZeRO-1)
 static void pipeline_scatter(Pipeline* pp, StageBuffer which, float* global) {
     for (int l = 0; l < pp->num_local; l++) {
-        Stage* st = &pp->local[l].stage;
-        stage_copy_global(&pp->config, &st->layout, stage_buffer(st, which), global, 0);
+        RankStage* ls = &pp->local[l];
+        Stage* st = &ls->stage;
+        if (!pp->zero || which == BUF_PARAMS || which == BUF_GRADS) {
+            stage_copy_global(&pp->config, &st->layout, stage_buffer(st, which), global, 0);
+            continue;
+        }
+        float* whole = (float*)malloc_check(st->layout.num_parameters * sizeof(float));
+        stage_copy_global(&pp->config, &st->layout, whole, global, 0);
+        const ShardPiece* pc = shard_pieces(pp, ls, pp->grid.d);
+        for (int i = 0; i < ls->num_pieces[pp->grid.d]; i++) {
+            memcpy(stage_buffer(st, which) + pc[i].packed, whole + pc[i].offset, pc[i].count * sizeof(float));
+        }
+        free(whole);
     }
 }
 
 // Checkpoints (llmc/train_state.h): the whole model and its AdamW moments in checkpoint layout, so a run
 // saved at one pipeline depth resumes at any other.
 static void gather_for_checkpoint(void* ctx, int which, float* global) {
-    pipeline_gather((Pipeline*)ctx, which == 0 ? BUF_PARAMS : which == 1 ? BUF_M : BUF_V, global);
+    pipeline_gather((Pipeline*)ctx, which == 0 ? BUF_PARAMS : which == 1 ? BUF_M : BUF_V, global, 0);
 }
 
 static void scatter_from_checkpoint(void* ctx, int which, float* global) {
@@ -1282,13 +1414,13 @@ static void save_checkpoint(Pipeline* pp, const TrainArgs* args, const DataLoade
     dataloader_state(dl, &ts.shard, &ts.position);
     train_state_set_args(&ts, args);
     activity_set("checkpoint", NULL, pp->step);
-    checkpoint_save(args->out_dir, &pp->config, &ts, pp->rank == 0, gather_for_checkpoint, pp);
+    checkpoint_save(args->out_dir, &pp->config, &ts, pp->job->rank == 0, gather_for_checkpoint, pp);
 }
 
 // every rank reads the state file and keeps its own slices of the moments; rank 0 says what changed since
 static void load_state(Pipeline* pp, const TrainArgs* args, const char* path, DataLoader* dl, uint64_t* sample_rng) {
     TrainState ts = checkpoint_load_state(path, &pp->config, scatter_from_checkpoint, pp);
-    train_state_resume_check(&ts, args, path, pp->rank == 0 ? stdout : NULL);
+    train_state_resume_check(&ts, args, path, pp->job->rank == 0 ? stdout : NULL);
     pp->step = ts.step;
     pp->adam_t = ts.adam_t;
     dataloader_seek(dl, (size_t)ts.shard, ts.position);
@@ -1378,7 +1510,7 @@ static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
         plan->work_bytes[s] = args->recompute ? activations_bytes(&pp->config, &lay, pp->B, pp->T, split, WORK_PART) : 0;
     }
     schedule_simulate(&pp->schedule, 1.0, 2.0, 0.0, &plan->sim);
-    if (pp->rank == 0) {
+    if (pp->job->rank == 0) {
         print_pipeline_plan(&pp->config, args, &pp->schedule, pp->layers, plan->slots, plan->stash_bytes, plan->sim.bubble);
         for (int s = 0; s < pp->S && args->recompute; s++) {
             printf("stage %d: -rc %s: the stash keeps each micro-batch's input; one %.1f MiB copy of the rest is "
@@ -1403,7 +1535,7 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
     int P = pp->P, n = 4 * pp->S;
     double* secs = (double*)malloc_check(2 * n * sizeof(double));
     for (int i = 0; i < n; i++) { secs[i] = pp->action_secs[i]; secs[n + i] = pp->action_count[i]; }
-    transport_allreduce_sum(pp->tp, secs, 2 * n);
+    transport_allreduce_sum(pp->job, secs, 2 * n);  // over every replica: all of them choose alike
     StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
     for (int s = 0; s < P; s++) {
         double f = secs[4 * s] / secs[n + 4 * s], b = secs[4 * s + 1] / secs[n + 4 * s + 1];
@@ -1411,7 +1543,7 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
     }
     ScheduleEstimate est[SCHEDULE_NUM_BUILDERS];
     int best = schedule_compare(P, pp->M, cost, 0.0, est);
-    if (pp->rank == 0) {
+    if (pp->job->rank == 0) {
         printf("-sc auto: measured on step %d (1f1b), ms per micro-batch; predicted schedule times:\n", pp->step);
         schedule_compare_print(P, pp->M, cost, 0.0, stdout);
         printf("-sc auto: %s\n", strcmp(est[best].name, "1f1b") == 0 ? "staying with 1f1b" : est[best].name);
@@ -1422,13 +1554,13 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
         float* global[3];
         for (int k = 0; k < 3; k++) {
             global[k] = (float*)malloc_check(N * sizeof(float));
-            pipeline_gather(pp, which[k], global[k]);
+            pipeline_gather(pp, which[k], global[k], 1);
             transport_broadcast(pp->tp, 0, global[k], N * sizeof(float));
         }
         TrainArgs a = *args;
         a.schedule_name = est[best].name;
         Pipeline next;
-        pipeline_init(&next, &pp->config, &a, P, pp->rank, pp->tp);
+        pipeline_init(&next, &pp->config, &a, pp->tp, pp->dp, pp->job);
         next.opt = pp->opt;
         next.step = pp->step;
         next.adam_t = pp->adam_t;
@@ -1488,10 +1620,12 @@ static void print_schedule(const TrainArgs* args, int P) {
 
 #define printf0(...) do { if (rank == 0) { printf(__VA_ARGS__); } } while (0)
 
-static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
-    int P = tp->world;
+static void train_rank(const TrainArgs* args, Transport* job) {
+    int rank = job->rank, D = args->D, P = job->world / D;
     // One bad input, one error line: rank 0 reads and checks every input first, the others once it is done.
-    if (rank != 0) { transport_sum(tp, 0.0); }
+    if (rank != 0) { transport_sum(job, 0.0); }
+    Grid grid = grid_of(rank, D, P);
+    Transport pipe = transport_group(job, grid.d * P, 1, P), dp = transport_group(job, grid.p, P, D);
     int B = args->B, T = args->T, M = args->M, max_steps = args->max_steps;
     LRSchedule lrs = {lr_schedule_parse(args->lr_schedule_name), args->lr, args->warmup, max_steps, args->final_frac};
     int from_file;
@@ -1507,7 +1641,7 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
     TrainArgs first_args = *args;
     if (autoschedule) { first_args.schedule_name = "1f1b"; }
     Pipeline pp;
-    pipeline_init(&pp, &config, &first_args, P, rank, tp);
+    pipeline_init(&pp, &config, &first_args, &pipe, &dp, job);
     pp.opt = (OptimizerConfig){args->lr, 0.9f, args->beta2, 1e-8f, args->weight_decay, args->grad_clip};
     const char* src = args->resume ? resume_model : from_file ? args->model_arg : NULL;
     for (int l = 0; l < pp.num_local; l++) {
@@ -1529,7 +1663,11 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
     if (args->resume) { load_state(&pp, args, resume_state, &train_loader, &sample_rng); }
     Logger logger;
     logger_init(&logger, rank == 0 ? args->out_dir : NULL, args->resume);
-    if (rank == 0) { transport_sum(tp, 0.0); }
+    if (rank == 0) { transport_sum(job, 0.0); }
+    if (dataloader_num_batches(&train_loader) < (int64_t)D * M) {
+        fatal("flags -pm %d -dp %d: a step takes %d micro-batches of -b %d -t %d, the train data %s has only %lld",
+              M, D, D * M, B, T, args->train_pattern, (long long)dataloader_num_batches(&train_loader));
+    }
 
     int threads = 1;
 #ifdef _OPENMP
@@ -1539,8 +1677,14 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
         printf("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters\n", config.num_layers,
                config.channels, config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
                model_num_parameters(&config));
-        printf("batch: B=%d T=%d M=%d -> %d tokens per step; %s, %d threads each\n", B, T, M, B * T * M,
-               tp->boxes ? "ranks are threads of this process" : "one MPI process per rank", threads);
+        char replicas[40] = "";
+        if (D > 1) { snprintf(replicas, sizeof(replicas), " per replica x D=%d", D); }
+        printf("batch: B=%d T=%d M=%d%s -> %d tokens per step; %s, %d threads each\n", B, T, M, replicas, B * T * M * D,
+               job->boxes ? "ranks are threads of this process" : "one MPI process per rank", threads);
+        grid_print(&grid, stdout);
+        if (args->zero) {
+            printf("ZeRO-1: each rank keeps the AdamW moments of 1/%d of its stages' parameters\n", D);
+        }
         printf("train: %s, %lld micro-batches per epoch; val: %s, using %d micro-batches\n", args->train_pattern,
                (long long)dataloader_num_batches(&train_loader), args->val_pattern, val_batches);
         if (args->resume) { printf("resumed from %s at step %d\n", resume_model, pp.step); }
@@ -1556,21 +1700,22 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
             printf0("step %4d | val loss %.6f\n", step, val_loss);
             logger_log_val(&logger, step, val_loss);
         }
-        if (args->gen_tokens > 0 && ((args->sample_every > 0 && step > 0 && step % args->sample_every == 0) || last)) {
+        int sampling = args->gen_tokens > 0 && grid.d == 0;  // one replica is enough: they all hold the same model
+        if (sampling && ((args->sample_every > 0 && step > 0 && step % args->sample_every == 0) || last)) {
             sample_text(&pp, &tokenizer, args->gen_tokens, &sample_rng);
         }
         if (last) { break; }
         pp.trace.on = args->trace_path != NULL && step + 1 == max_steps;
-        transport_sum(tp, 0.0);  // a common start, so idle time is measured fairly
+        transport_sum(job, 0.0);  // a common start, so idle time is measured fairly
         double t0 = now_seconds();
         pp.trace.origin = t0;
         float lr = lr_at(&lrs, step);
         float loss = pipeline_train_step(&pp, next_batch_from_loader, &train_loader, lr);
         double secs = now_seconds() - t0;
         trace_add_cat(&pp.trace, "step", "step", -1, -1, t0, t0 + secs);
-        StepReport report = {step + 1, max_steps, P, M, B * T * M, loss, pp.last_norm, lr,
-                             transport_sum(tp, secs) / P, transport_sum(tp, pp.schedule_secs) / P,
-                             transport_sum(tp, pp.busy), plan.sim.bubble, NULL};
+        StepReport report = {step + 1, max_steps, P, M, B * T * M * D, loss, pp.last_norm, lr,
+                             transport_sum(job, secs) / (D * P), transport_sum(job, pp.schedule_secs) / (D * P),
+                             transport_sum(job, pp.busy) / D, plan.sim.bubble, NULL};
         if (rank == 0) { print_step_line(&report); }
         if (autoschedule && step == first_step) {
             pipeline_auto_schedule(&pp, args);
@@ -1582,7 +1727,7 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
         if (args->out_dir && due(args->ckpt_every, step + 1, step + 1 == max_steps)) {
             save_checkpoint(&pp, args, &train_loader, sample_rng);
         }
-        if (pp.trace.on) {
+        if (pp.trace.on && grid.d == 0) {  // replica 0's pipeline
             write_trace(&pp, args->trace_path);
             printf0("wrote trace %s (draw it: python3 scripts/plot_pipeline.py %s)\n", args->trace_path, args->trace_path);
         }
@@ -1591,9 +1736,11 @@ static void train_rank(const TrainArgs* args, int rank, Transport* tp) {
     int S = pp.S;
     double* peak = (double*)calloc_check(S, sizeof(double));
     for (int s = 0; s < S; s++) { if (pp.local_of[s] >= 0) { peak[s] = local_stage(&pp, s)->slots.peak; } }
-    transport_allreduce_sum(tp, peak, S);
+    transport_allreduce_sum(&pipe, peak, S);
     if (rank == 0) { print_peak_stash(S, peak, plan.stash_bytes); }
     free(peak);
+    transport_free(&pipe);
+    transport_free(&dp);
     plan_free(&plan);
     logger_free(&logger);
     tokenizer_free(&tokenizer);
@@ -1637,26 +1784,26 @@ static void* rank_thread(void* arg) {
 #ifdef _OPENMP
     omp_set_num_threads(r->omp_threads);
 #endif
-    train_rank(r->args, r->tp.rank, &r->tp);
+    train_rank(r->args, &r->tp);
     return NULL;
 }
 
-static void run_ranks_as_threads(const TrainArgs* args, int P) {
+static void run_ranks_as_threads(const TrainArgs* args, int ranks_in_job) {
     fatal_first_only = 1;
-    Mailboxes* boxes = mailboxes_new(P);
-    RankThread* ranks = (RankThread*)calloc_check(P, sizeof(RankThread));
-    pthread_t* threads = (pthread_t*)calloc_check(P, sizeof(pthread_t));
+    Mailboxes* boxes = mailboxes_new(ranks_in_job);
+    RankThread* ranks = (RankThread*)calloc_check(ranks_in_job, sizeof(RankThread));
+    pthread_t* threads = (pthread_t*)calloc_check(ranks_in_job, sizeof(pthread_t));
     int omp_threads = 1;
 #ifdef _OPENMP
-    omp_threads = omp_get_max_threads() / P > 1 ? omp_get_max_threads() / P : 1;
+    omp_threads = omp_get_max_threads() / ranks_in_job > 1 ? omp_get_max_threads() / ranks_in_job : 1;
 #endif
-    for (int r = 0; r < P; r++) {
-        ranks[r] = (RankThread){args, {.rank = r, .world = P, .timeout = args->timeout, .boxes = boxes}, omp_threads};
+    for (int r = 0; r < ranks_in_job; r++) {
+        ranks[r] = (RankThread){args, transport_job(r, ranks_in_job, args->timeout, boxes), omp_threads};
         if (pthread_create(&threads[r], NULL, rank_thread, &ranks[r]) != 0) { fatal("cannot start the thread of rank %d", r); }
     }
-    for (int r = 0; r < P; r++) { pthread_join(threads[r], NULL); }
-    for (int r = 0; r < P; r++) { transport_free(&ranks[r].tp); }
-    mailboxes_free(boxes, P);
+    for (int r = 0; r < ranks_in_job; r++) { pthread_join(threads[r], NULL); }
+    for (int r = 0; r < ranks_in_job; r++) { transport_free(&ranks[r].tp); }
+    mailboxes_free(boxes, ranks_in_job);
     free(ranks);
     free(threads);
 }
@@ -1679,18 +1826,21 @@ int main(int argc, char** argv) {
 #ifdef USE_BLAS
     openblas_set_num_threads(1);  // see BLAS_BLOCK
 #endif
+    // a bad flag fails every rank alike: rank 0 says so and takes the job down, the others wait for that
+    fatal_first_only = fatal_taken = world > 1 && rank != 0;
     TrainArgs args;
     train_args_default(&args, 0.0f);
     train_args_parse(&args, argc, argv, 0, rank == 0);
     int P = train_args_stages(&args, world);
+    fatal_first_only = fatal_taken = 0;
     if (args.print_schedule) {
         if (rank == 0) { print_schedule(&args, P); }
     } else if (world > 1) {
-        Transport tp = {.rank = rank, .world = world, .timeout = args.timeout};
-        train_rank(&args, rank, &tp);
-        transport_free(&tp);
+        Transport job = transport_job(rank, world, args.timeout, NULL);
+        train_rank(&args, &job);
+        transport_free(&job);
     } else {
-        run_ranks_as_threads(&args, P);
+        run_ranks_as_threads(&args, args.D * P);
     }
 #ifdef USE_MPI
     MPI_Finalize();

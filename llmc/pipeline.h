@@ -30,6 +30,8 @@ train_gpt2_pp.cu on GPUs), which then differ only in device work and transport:
 #include "partition.h"
 // defines: NextBatchFn
 #include "dataloader.h"
+// defines: ShardPiece, stage_shard_pieces
+#include "data_parallel.h"
 // defines: TrainArgs
 #include "train_args.h"
 // defines: checkpoint_find_latest
@@ -200,20 +202,13 @@ static inline int num_norm_slots(const GPT2Config* c) { return 4 + 12 * c->num_l
 
 // the slots this stage owns (out: room for num_norm_slots); returns how many
 static inline int stage_norm_slots(const GPT2Config* c, const StageLayout* s, NormSlot* out) {
-    int n = 0, slot = 0;
-    size_t off = 0;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        int units = tensor_is_per_layer(i) ? c->num_layers : 1;
-        size_t unit = tensor_unit_size(c, i);
-        for (int u = 0; u < units; u++, slot++) {
-            int owned = tensor_is_per_layer(i) ? (u >= s->layer_begin && u < s->layer_begin + s->num_layers)
-                                               : (s->sizes[i] > 0 && (i != WTE || s->has_embed));  // wte: embedding stage
-            if (!owned) { continue; }
-            size_t within = tensor_is_per_layer(i) ? (size_t)(u - s->layer_begin) * unit : 0;
-            out[n++] = (NormSlot){slot, off + within, unit};
-        }
-        off += s->sizes[i];
+    ShardPiece* whole = (ShardPiece*)malloc_check(max_shard_pieces(c) * sizeof(ShardPiece));
+    size_t floats;
+    int pieces = stage_shard_pieces(c, s, 1, 0, whole, &floats), n = 0;
+    for (int i = 0; i < pieces; i++) {
+        if (whole[i].slot >= 0) { out[n++] = (NormSlot){whole[i].slot, whole[i].offset, whole[i].count}; }
     }
+    free(whole);
     return n;
 }
 

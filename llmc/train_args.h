@@ -33,7 +33,8 @@ typedef struct {
     const char* trace_path;      // -tr
     const char* rendezvous_dir;  // -pf (CUDA trainer)
     const char* lr_schedule_name;// -k
-    int B, T, M, P;              // -b -t -pm -pp (P = 0: the number of ranks)
+    int B, T, M, P;              // -b -t -pm -pp (P = 0: the number of ranks / D)
+    int D, zero;                 // -dp: data-parallel replicas of the pipeline; -z 1: ZeRO-1 (optimizer sharded over them)
     int max_steps, warmup;       // -x -u
     int val_every, val_batches;  // -v -m
     int sample_every, gen_tokens;// -s -g
@@ -61,7 +62,7 @@ static void train_args_default(TrainArgs* a, float default_loss_scale) {
     a->model_arg = "d4";
     a->schedule_name = "1f1b";
     a->lr_schedule_name = "cosine";
-    a->B = 8; a->T = 64; a->M = 1;
+    a->B = 8; a->T = 64; a->M = 1; a->D = 1;
     a->max_steps = 40; a->val_every = 10; a->val_batches = 20; a->gen_tokens = 64;
     a->lr = 1e-3f; a->final_frac = 0.1f; a->grad_clip = 1.0f;
     a->loss_scale = default_loss_scale;
@@ -84,7 +85,8 @@ static void train_args_usage(int cuda) {
         "  -b <int>     micro-batch size B [8]\n"
         "  -t <int>     sequence length T, at most the model's maxT [64]\n"
         "  -pm <int>    micro-batches per step M (gradient accumulation) [1]\n"
-        "  -pp <int>    pipeline stages P [the number of ranks]\n"
+        "  -pp <int>    pipeline stages P [the number of ranks / D]\n"
+        "%s"
         "  -sc <name>   schedule: gpipe | 1f1b | interleaved[:v] | zbh1 | zbh2 | zbv [1f1b]\n"
         "  -sf <file>   the schedule from a file in text form (PyTorch's action grammar; -ps 1 writes it) [none]\n"
         "  -pl <list>   layers per stage, e.g. 3,3,3,3 [balanced by estimated compute]\n"
@@ -118,6 +120,8 @@ static void train_args_usage(int cuda) {
                "\n       mpirun -np P ./train_gpt2_pp_cpu [options]  (one MPI process per rank)"
 #endif
                ,
+        cuda ? "" : "  -dp <int>    data-parallel replicas D of the pipeline: D*P ranks, D*M micro-batches per step [1]\n"
+                    "  -z <0|1>     ZeRO-1: each replica keeps 1/D of the AdamW moments, parameters all-gathered [0]\n",
         cuda ? "  -ls <float>  initial loss scale, 0: none [65536 in FP16, 0 otherwise]\n"
                "  -li <int>    clean steps before the loss scale doubles [2000]\n"
                "  -pf <dir>    NCCL rendezvous through a shared directory (SLURM_PROCID/SLURM_NTASKS)\n"
@@ -157,6 +161,9 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0 || strcmp(f, "-ge") == 0 ||
                         strcmp(f, "-1g") == 0;
         if (!cuda && cuda_only) { fatal("flag %s belongs to the CUDA trainer (see -h)", f); }
+        if (cuda && (strcmp(f, "-dp") == 0 || strcmp(f, "-z") == 0)) {
+            fatal("flag %s: the CUDA trainer has no data parallelism yet (the CPU trainer has)", f);
+        }
         if (v[0] == '\0') { fatal("flag %s expects a value, got an empty string", f); }
         if (strcmp(f, "-i") == 0) { a->train_pattern = v; }
         else if (strcmp(f, "-j") == 0) { a->val_pattern = v; }
@@ -167,6 +174,8 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         else if (strcmp(f, "-t") == 0) { a->T = int_flag_in(f, v, 1, TRAIN_MAX_T, "sequence length"); }
         else if (strcmp(f, "-pm") == 0) { a->M = int_flag_in(f, v, 1, TRAIN_MAX_M, "micro-batches per step"); }
         else if (strcmp(f, "-pp") == 0) { a->P = int_flag_in(f, v, 1, TRAIN_MAX_P, "pipeline stages"); }
+        else if (strcmp(f, "-dp") == 0) { a->D = int_flag_in(f, v, 1, TRAIN_MAX_P, "data-parallel replicas"); }
+        else if (strcmp(f, "-z") == 0) { a->zero = int_flag_in(f, v, 0, 1, "ZeRO-1"); }
         else if (strcmp(f, "-sc") == 0) { a->schedule_name = v; }
         else if (strcmp(f, "-sf") == 0) { a->schedule_file = v; }
         else if (strcmp(f, "-pl") == 0) { a->layers_arg = v; }
@@ -204,22 +213,30 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         fatal("flags -b %d -t %d: %lld tokens per micro-batch, more than %d", a->B, a->T, (long long)a->B * a->T,
               TRAIN_MAX_B * 256);
     }
-    if ((int64_t)a->B * a->T * a->M > TRAIN_MAX_TOKENS_PER_STEP) {
-        fatal("flags -b %d -t %d -pm %d: %lld tokens per step, more than %d", a->B, a->T, a->M,
-              (long long)a->B * a->T * a->M, TRAIN_MAX_TOKENS_PER_STEP);
+    if ((int64_t)a->B * a->T * a->M * a->D > TRAIN_MAX_TOKENS_PER_STEP) {
+        fatal("flags -b %d -t %d -pm %d -dp %d: %lld tokens per step, more than %d", a->B, a->T, a->M, a->D,
+              (long long)a->B * a->T * a->M * a->D, TRAIN_MAX_TOKENS_PER_STEP);
     }
     if (a->out_dir != NULL && strlen(a->out_dir) > TRAIN_MAX_PATH) {
         fatal("flag -o: the directory name has %zu characters, more than %d", strlen(a->out_dir), TRAIN_MAX_PATH);
     }
     if (a->resume && a->out_dir == NULL) { fatal("flag -y 1 needs -o <dir> to find the checkpoint in"); }
+    if (a->zero && a->D == 1) {
+        fatal("flag -z 1 with -dp 1 is a no-op: ZeRO-1 shards the optimizer over data-parallel replicas (-dp 2 or more)");
+    }
     if (a->ckpt_every > 0 && a->out_dir == NULL) { fatal("flag -n needs -o <dir> to write checkpoints to"); }
 }
 
-// -pp against the number of ranks this launch has
+// -pp against the number of ranks this launch has: D*P of them (in-process: 1, the ranks become threads)
 static int train_args_stages(const TrainArgs* a, int world) {
-    int P = a->P > 0 ? a->P : world;
-    if (world > 1 && P != world) {
-        fatal("flag -pp %d does not match the %d ranks: run one rank per stage (mpirun -np %d)", P, world, P);
+    if (world > 1 && world % a->D != 0) {
+        fatal("flag -dp %d does not divide the %d ranks: run D*P ranks (mpirun -np D*P)", a->D, world);
+    }
+    int P = a->P > 0 ? a->P : world / a->D;
+    if ((int64_t)a->D * P > TRAIN_MAX_P) { fatal("flags -dp %d -pp %d: more than %d ranks", a->D, P, TRAIN_MAX_P); }
+    if (world > 1 && a->D * P != world) {
+        if (a->D == 1) { fatal("flag -pp %d does not match the %d ranks: run one rank per stage (mpirun -np %d)", P, world, P); }
+        fatal("flags -dp %d -pp %d need %d ranks (D*P), this launch has %d", a->D, P, a->D * P, world);
     }
     return P;
 }

@@ -50,7 +50,7 @@ static uint32_t str_hash(const char* s) {
 
 // records the settings that a resume compares against (train_state_resume_check)
 static void train_state_set_args(TrainState* s, const TrainArgs* a) {
-    s->B = a->B; s->T = a->T; s->M = a->M; s->warmup = a->warmup;
+    s->B = a->B; s->T = a->T; s->M = a->M * a->D; s->warmup = a->warmup;  // M: micro-batches per step, all replicas
     s->lr = a->lr; s->final_frac = a->final_frac; s->weight_decay = a->weight_decay; s->grad_clip = a->grad_clip;
     s->lr_schedule_hash = str_hash(a->lr_schedule_name);
     s->train_data_hash = str_hash(a->train_pattern);
@@ -240,7 +240,7 @@ static void train_state_resume_check(const TrainState* s, const TrainArgs* a, co
     if ((cond) && n < sizeof(line)) { n += snprintf(line + n, sizeof(line) - n, __VA_ARGS__); }
     RESUME_DIFF(s->B != now.B, " -b %d->%d", s->B, now.B)
     RESUME_DIFF(s->T != now.T, " -t %d->%d", s->T, now.T)
-    RESUME_DIFF(s->M != now.M, " -pm %d->%d", s->M, now.M)
+    RESUME_DIFF(s->M != now.M, " micro-batches per step (-pm x -dp) %d->%d", s->M, now.M)
     RESUME_DIFF(s->warmup != now.warmup, " -u %d->%d", s->warmup, now.warmup)
     RESUME_DIFF(s->lr != now.lr, " -l %g->%g", s->lr, now.lr)
     RESUME_DIFF(s->final_frac != now.final_frac, " -q %g->%g", s->final_frac, now.final_frac)

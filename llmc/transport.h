@@ -21,9 +21,9 @@ under both backends.
 // defines: fatal, malloc_check, calloc_check
 #include "utils.h"
 
-typedef enum { TAG_ACTIVATION, TAG_GRADIENT, TAG_TIED_WTE, TAG_GATHER, TAG_COLLECTIVE } MessageTag;
+typedef enum { TAG_ACTIVATION, TAG_GRADIENT, TAG_TIED_WTE, TAG_GATHER, TAG_COLLECTIVE, TAG_DATA_PARALLEL } MessageTag;
 static const char* const message_tag_names[] = {"activation", "gradient", "tied-wte gradient", "checkpoint gather",
-                                                "collective"};
+                                                "collective", "data-parallel"};
 
 // a message in flight between two threads of this process
 typedef struct Message {
@@ -40,8 +40,11 @@ typedef struct {
     Message** inbox;  // (world) FIFO lists, oldest first
 } Mailboxes;
 
+// A transport speaks for one group of ranks: member r of the group is world rank base + stride * r, so the
+// same calls serve a whole job (base 0, stride 1), one pipeline, or one data-parallel group (llmc/data_parallel.h).
 typedef struct {
-    int rank, world;
+    int rank, world;     // this rank's place in the group, and the group's size
+    int base, stride;    // the group's members in the job (transport_group)
     double timeout;      // seconds a receive may wait
     Mailboxes* boxes;    // threads backend, shared by every rank; NULL under MPI
 #ifdef USE_MPI
@@ -50,6 +53,22 @@ typedef struct {
     int num_pending, cap_pending;
 #endif
 } Transport;
+
+// the job's rank of the group's member r
+static inline int transport_job_rank(const Transport* t, int r) { return t->base + t->stride * r; }
+
+// a transport of the whole job (every rank)
+static inline Transport transport_job(int rank, int world, double timeout, Mailboxes* boxes) {
+    return (Transport){.rank = rank, .world = world, .base = 0, .stride = 1, .timeout = timeout, .boxes = boxes};
+}
+
+// the group of `size` ranks base, base + stride, ... of which this job rank is one; free it like any transport
+static inline Transport transport_group(const Transport* job, int base, int stride, int size) {
+    Transport g = transport_job((job->rank - base) / stride, size, job->timeout, job->boxes);
+    g.base = base;
+    g.stride = stride;
+    return g;
+}
 
 static inline Mailboxes* mailboxes_new(int world) {
     Mailboxes* mb = (Mailboxes*)calloc_check(1, sizeof(Mailboxes));
@@ -73,12 +92,12 @@ static inline void transport_send(Transport* t, int peer, MessageTag tag, const 
     if (t->boxes) {
         Message* msg = (Message*)malloc_check(sizeof(Message) + bytes);
         msg->next = NULL;
-        msg->src = t->rank;
+        msg->src = transport_job_rank(t, t->rank);
         msg->tag = tag;
         msg->bytes = bytes;
         memcpy(msg->data, buf, bytes);
         pthread_mutex_lock(&t->boxes->lock);
-        Message** tail = &t->boxes->inbox[peer];
+        Message** tail = &t->boxes->inbox[transport_job_rank(t, peer)];
         while (*tail) { tail = &(*tail)->next; }
         *tail = msg;
         pthread_cond_broadcast(&t->boxes->arrived);
@@ -96,7 +115,7 @@ static inline void transport_send(Transport* t, int peer, MessageTag tag, const 
     void* copy = malloc_check(bytes ? bytes : 1);
     memcpy(copy, buf, bytes);
     t->pending_bufs[t->num_pending] = copy;
-    MPI_Isend(copy, (int)bytes, MPI_BYTE, peer, tag, MPI_COMM_WORLD, &t->pending[t->num_pending++]);
+    MPI_Isend(copy, (int)bytes, MPI_BYTE, transport_job_rank(t, peer), tag, MPI_COMM_WORLD, &t->pending[t->num_pending++]);
 #endif
 }
 
@@ -108,8 +127,8 @@ static inline double transport_clock(void) {
 }
 
 static inline void transport_timeout(const Transport* t, int peer, MessageTag tag, double waited) {
-    fatal("rank %d: no %s message from rank %d within %.0f s (-to): that rank is stuck or gone", t->rank,
-          message_tag_names[tag], peer, waited);
+    fatal("rank %d: no %s message from rank %d within %.0f s (-to): that rank is stuck or gone",
+          transport_job_rank(t, t->rank), message_tag_names[tag], transport_job_rank(t, peer), waited);
 }
 
 // receives within `waited` seconds
@@ -121,14 +140,14 @@ static inline void transport_recv_within(Transport* t, int peer, MessageTag tag,
         until.tv_sec += (time_t)waited;
         pthread_mutex_lock(&t->boxes->lock);
         for (;;) {
-            for (Message** p = &t->boxes->inbox[t->rank]; *p; p = &(*p)->next) {
+            for (Message** p = &t->boxes->inbox[transport_job_rank(t, t->rank)]; *p; p = &(*p)->next) {
                 Message* msg = *p;
-                if (msg->src != peer || msg->tag != (int)tag) { continue; }
+                if (msg->src != transport_job_rank(t, peer) || msg->tag != (int)tag) { continue; }
                 *p = msg->next;
                 pthread_mutex_unlock(&t->boxes->lock);
                 if (msg->bytes != bytes) {
-                    fatal("rank %d: %s message from rank %d has %zu bytes, expected %zu", t->rank,
-                          message_tag_names[tag], peer, msg->bytes, bytes);
+                    fatal("rank %d: %s message from rank %d has %zu bytes, expected %zu", transport_job_rank(t, t->rank),
+                          message_tag_names[tag], msg->src, msg->bytes, bytes);
                 }
                 memcpy(buf, msg->data, bytes);
                 free(msg);
@@ -143,7 +162,7 @@ static inline void transport_recv_within(Transport* t, int peer, MessageTag tag,
 #ifdef USE_MPI
     // polled, not MPI_Recv: a blocking receive would wait forever on a frozen peer
     MPI_Request req;
-    MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, tag, MPI_COMM_WORLD, &req);
+    MPI_Irecv(buf, (int)bytes, MPI_BYTE, transport_job_rank(t, peer), tag, MPI_COMM_WORLD, &req);
     for (long polls = 0;; polls++) {
         int done = 0;
         MPI_Test(&req, &done, MPI_STATUS_IGNORE);
@@ -175,7 +194,9 @@ static inline void transport_wait_sends(Transport* t) {
             if (done) { break; }
             struct timespec nap = {0, 100000};
             nanosleep(&nap, NULL);
-            if (transport_clock() > deadline) { fatal("rank %d: a send was not received within %.0f s (-to)", t->rank, t->timeout); }
+            if (transport_clock() > deadline) {
+                fatal("rank %d: a send was not received within %.0f s (-to)", transport_job_rank(t, t->rank), t->timeout);
+            }
         }
         free(t->pending_bufs[i]);
     }
@@ -216,6 +237,47 @@ static inline void transport_broadcast(Transport* t, int root, void* buf, size_t
         for (int r = 0; r < t->world; r++) { if (r != root) { transport_send(t, r, TAG_COLLECTIVE, buf, bytes); } }
     } else {
         transport_recv_within(t, root, TAG_COLLECTIVE, buf, bytes, 2 * t->timeout);
+    }
+    transport_wait_sends(t);
+}
+
+// Data-parallel collectives over float buffers cut into `world` consecutive segments, segment k of counts[k]
+// floats. reduce_scatter: member k ends with the sum of every member's segment k in its own, added in member
+// order (m0 + m1 + m2 ...), so the bits do not depend on who runs where. all_gather: member k's segment k
+// to every member.
+static inline void transport_reduce_scatter(Transport* t, float* buf, const size_t* counts) {
+    size_t mine = 0, n = counts[t->rank];
+    for (int k = 0; k < t->rank; k++) { mine += counts[k]; }
+    size_t off = 0;
+    for (int k = 0; k < t->world; off += counts[k], k++) {
+        if (k != t->rank) { transport_send(t, k, TAG_DATA_PARALLEL, buf + off, counts[k] * sizeof(float)); }
+    }
+    float* sum = (float*)malloc_check((n ? n : 1) * sizeof(float));
+    float* other = (float*)malloc_check((n ? n : 1) * sizeof(float));
+    for (int e = 0; e < t->world; e++) {
+        const float* part = buf + mine;
+        if (e != t->rank) {
+            transport_recv(t, e, TAG_DATA_PARALLEL, other, n * sizeof(float));
+            part = other;
+        }
+        if (e == 0) { memcpy(sum, part, n * sizeof(float)); }
+        else { for (size_t i = 0; i < n; i++) { sum[i] += part[i]; } }
+    }
+    memcpy(buf + mine, sum, n * sizeof(float));
+    free(sum);
+    free(other);
+    transport_wait_sends(t);
+}
+
+static inline void transport_all_gather(Transport* t, float* buf, const size_t* counts) {
+    size_t mine = 0;
+    for (int k = 0; k < t->rank; k++) { mine += counts[k]; }
+    for (int k = 0; k < t->world; k++) {
+        if (k != t->rank) { transport_send(t, k, TAG_DATA_PARALLEL, buf + mine, counts[t->rank] * sizeof(float)); }
+    }
+    size_t off = 0;
+    for (int k = 0; k < t->world; off += counts[k], k++) {
+        if (k != t->rank) { transport_recv(t, k, TAG_DATA_PARALLEL, buf + off, counts[k] * sizeof(float)); }
     }
     transport_wait_sends(t);
 }
