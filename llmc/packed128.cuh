@@ -8,7 +8,7 @@
 //                              during this kernel (layernorm_backward's partial sums)
 //   is_aligned16(p)            whether p may be used with the above
 //   from_f32<T>(f)             float -> T, round to nearest even (identity for float)
-//   load_f32<N>(out, p, count, vec) / store_f32<N>(p, in, count, vec)
+//   load_f32<N[, L2_ONLY]>(out, p, count, vec) / store_f32<N>(p, in, count, vec)
 //                              N consecutive elements p[0..N) as floats, N*sizeof(T) a multiple of 16: with
 //                              `vec` and count == N through N*sizeof(T)/16 128-bit accesses, else element
 //                              by element for the first `count` (< N at a row's or an array's end; loads
@@ -58,20 +58,20 @@ template <> __device__ inline float from_f32<float>(float f) { return f; }
 template <> __device__ inline __nv_bfloat16 from_f32<__nv_bfloat16>(float f) { return __float2bfloat16_rn(f); }
 template <> __device__ inline __half from_f32<__half>(float f) { return __float2half_rn(f); }
 
-template <int N, class T>
+template <int N, bool L2_ONLY = false, class T>
 __device__ inline void load_f32(float* out, const T* p, int count, bool vec) {
     constexpr int W = Packed128<T>::size;
     static_assert(N % W == 0, "N elements must fill whole 128-bit vectors");
     if (vec && count == N) {
 #pragma unroll
         for (int j = 0; j < N; j += W) {
-            Packed128<T> x = load128(p + j);
+            Packed128<T> x = L2_ONLY ? load128cg(p + j) : load128(p + j);
 #pragma unroll
             for (int k = 0; k < W; k++) { out[j + k] = to_f32(x.v[k]); }
         }
     } else {
 #pragma unroll
-        for (int k = 0; k < N; k++) { out[k] = k < count ? to_f32(p[k]) : 0.0f; }
+        for (int k = 0; k < N; k++) { out[k] = k < count ? to_f32(L2_ONLY ? __ldcg(p + k) : p[k]) : 0.0f; }
     }
 }
 

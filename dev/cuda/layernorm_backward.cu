@@ -12,13 +12,15 @@
 //   dinp        g = (w d - mean(w d) - norm * mean(w d norm)) * s with both means fp32 sums over C:
 //               (C + 8) u * s * (|w d| + mean|w d| + |norm| mean|w d norm| + |norm mean(w d norm)|),
 //               then dinp_old + g in fp32 (u) and ONE rounding to floatX:  + u |dinp_old + g| + uX |result|
-// Slices: N = 64 (one slice), 600 (3 slices of 200 rows), 2000 (8 slices): the partial sums and their
-// fixed-order reduction are exercised; a second run from the same state must give identical bits.
+// Blocks: N = 64 (4 blocks), 600 (38), 2000 (125), 3000 (the cap of 128, 24 rows each, the last ones empty):
+// the partial rows and the last block's fixed-order reduction are exercised; C = 50 is not a multiple of the
+// 128-bit width (the scalar path), C = 1600 (GPT-2 XL) has several warps per row; a second run from the same
+// state must give identical bits.
 #include "common.h"
 #include "../../llmc/layernorm.cuh"
 
 static void run_case(int N, int C, uint64_t seed) {
-    printf(" case N=%d C=%d (%d slices)\n", N, C, layernorm_backward_slices(N));
+    printf(" case N=%d C=%d (%d blocks)\n", N, C, layernorm_backward_blocks(N));
     Rng rng(seed);
     std::vector<float> x = rng.vec((size_t)N * C, -2.0f, 2.0f), dout = rng.vec((size_t)N * C, -1.0f, 1.0f);
     std::vector<float> w = rng.vec(C, 0.5f, 1.5f);
@@ -107,6 +109,9 @@ int main(void) {
     run_case(600, 64, 2);
     run_case(2000, 40, 3);
     run_case(16, 768, 4);
+    run_case(3000, 16, 5);
+    run_case(70, 50, 6);
+    run_case(24, 1600, 7);
 
 #if defined(SIMT_CPU)
     int bN = 64, bC = 128;
@@ -133,8 +138,8 @@ int main(void) {
     float ms = benchmark_ms(BENCH_REPEATS, [&]() {
         layernorm_backward(dinp, dw, db, scratch, dout, x, w, mean, rstd, bN, bC, 0);
     });
-    printf("  bench N=%d C=%d: %.4f ms, %.1f GB/s (dout and inp read twice, dinp read and written)\n", bN, bC, ms,
-           6.0 * bN * bC * sizeof(floatX) / (ms * 1e6));
+    printf("  bench N=%d C=%d: %.4f ms, %.1f GB/s (dout and inp read, dinp read and written)\n", bN, bC, ms,
+           4.0 * bN * bC * sizeof(floatX) / (ms * 1e6));
     cudaCheck(cudaFree(x)); cudaCheck(cudaFree(dout)); cudaCheck(cudaFree(dinp)); cudaCheck(cudaFree(w));
     cudaCheck(cudaFree(mean)); cudaCheck(cudaFree(rstd)); cudaCheck(cudaFree(dw)); cudaCheck(cudaFree(db));
     cudaCheck(cudaFree(scratch));

@@ -99,6 +99,8 @@ int main(void) {
     run_case(64, 128, 1);  // B=2, T=32
     run_case(74, 96, 2);   // rows not a multiple of 8, C not a multiple of 32
     run_case(13, 768, 3);  // GPT-2 small's width
+    run_case(9, 100, 4);   // C not a multiple of the 128-bit width: the scalar path
+    run_case(11, 1600, 5); // GPT-2 XL's width: 8 (BF16/FP16) or 16 (FP32) vectors per lane
 
 #if defined(SIMT_CPU)
     int bN = 64, bC = 128;
