@@ -496,6 +496,7 @@ typedef struct {
     Activations* stash;        // one slot per micro-batch that can be in flight at once
     int num_slots;
     size_t stash_bytes;        // what the slots allocated
+    size_t allocated[MEM_CATEGORIES];  // every buffer of the stage, by category
     int recompute;             // -rc (Recompute): the slots share `work` for all but their own part
     Activations work;
     size_t work_bytes;
@@ -542,25 +543,38 @@ static void activation_ptrs(Activations* a, float*** ptrs) {
     memcpy(ptrs, p, sizeof(p));
 }
 
-// allocates the parts of one stash slot; returns the bytes it took
-static size_t activations_alloc(Activations* a, const GPT2Config* c, const StageLayout* s, int B, int T, int split,
-                                int parts) {
+// Every buffer of a stage is allocated through here and counted in its category (MemoryCategory, llmc/
+// pipeline.h): what a run prints as allocated, set against what -plan computes without allocating.
+static void* calloc_counted(size_t* counter, size_t n, size_t size) {
+    *counter += n * size;
+    return calloc_check(n, size);
+}
+
+// allocates the parts of one stash slot, counted in *counter
+static void activations_alloc(Activations* a, const GPT2Config* c, const StageLayout* s, int B, int T, int split,
+                              int parts, size_t* counter) {
     size_t sizes[NUM_ACTIVATION_TENSORS], total = 0;
     activation_sizes(c, s, B, T, split, parts, sizes);
     float** ptrs[NUM_ACTIVATION_TENSORS];
     activation_ptrs(a, ptrs);
     for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { total += sizes[i]; }
-    a->memory = (float*)calloc_check(total, sizeof(float));
+    a->memory = (float*)calloc_counted(counter, total, sizeof(float));
     float* p = a->memory;
     for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) {
         if (activation_part(i) & parts) { *ptrs[i] = sizes[i] ? p : NULL; }
         p += sizes[i];
     }
     if (parts & SLOT_PART) {
-        a->inputs = (int*)calloc_check((size_t)B * T, sizeof(int));
-        a->targets = (int*)calloc_check((size_t)B * T, sizeof(int));
+        a->inputs = (int*)calloc_counted(counter, (size_t)B * T, sizeof(int));
+        a->targets = (int*)calloc_counted(counter, (size_t)B * T, sizeof(int));
     }
-    return activations_bytes(c, s, B, T, split, parts);
+}
+
+// the floats of BackwardScratch's eight buffers, in the order of its fields
+static void scratch_sizes(const GPT2Config* c, int B, int T, size_t* sizes) {
+    size_t BT = (size_t)B * T, C = c->channels;
+    size_t table[8] = {BT * C, BT * C, BT * 3 * C, (size_t)B * c->num_heads * T, BT * C, BT * 4 * C, BT * 4 * C, BT * C};
+    memcpy(sizes, table, sizeof(table));
 }
 
 // -rc: never (stash everything), except_last (rerun a micro-batch's forward before its backward unless the
@@ -574,22 +588,22 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     st->layout = *s;
     st->B = B;
     st->T = T;
-    size_t n = s->num_parameters;
-    st->params_memory = (float*)calloc_check(n, sizeof(float));
-    st->grads_memory = (float*)calloc_check(n, sizeof(float));
-    st->m_memory = (float*)calloc_check(moment_floats, sizeof(float));
-    st->v_memory = (float*)calloc_check(moment_floats, sizeof(float));
+    size_t n = s->num_parameters, *mem = st->allocated;
+    st->params_memory = (float*)calloc_counted(&mem[MEM_PARAMETERS], n, sizeof(float));
+    st->grads_memory = (float*)calloc_counted(&mem[MEM_GRADIENTS], n, sizeof(float));
+    st->m_memory = (float*)calloc_counted(&mem[MEM_OPTIMIZER], moment_floats, sizeof(float));
+    st->v_memory = (float*)calloc_counted(&mem[MEM_OPTIMIZER], moment_floats, sizeof(float));
     point_parameters(&st->params, st->params_memory, s);
     point_parameters(&st->grads, st->grads_memory, s);
-    if (s->has_head) { st->grad_wte_head = (float*)calloc_check(s->sizes[WTE], sizeof(float)); }
+    if (s->has_head) { st->grad_wte_head = (float*)calloc_counted(&mem[MEM_GRADIENTS], s->sizes[WTE], sizeof(float)); }
     st->num_slots = num_slots;
     st->stash = (Activations*)calloc_check(num_slots, sizeof(Activations));
     st->recompute = recompute;
     st->work_mb = -1;
     int slot_parts = recompute ? SLOT_PART : ALL_PARTS;
-    if (recompute) { st->work_bytes = activations_alloc(&st->work, c, s, B, T, split, WORK_PART); }
+    if (recompute) { activations_alloc(&st->work, c, s, B, T, split, WORK_PART, &st->work_bytes); }
     for (int i = 0; i < num_slots; i++) {
-        st->stash_bytes += activations_alloc(&st->stash[i], c, s, B, T, split, slot_parts);
+        activations_alloc(&st->stash[i], c, s, B, T, split, slot_parts, &st->stash_bytes);
         if (!recompute) { continue; }
         float** mine[NUM_ACTIVATION_TENSORS];
         float** shared[NUM_ACTIVATION_TENSORS];
@@ -597,13 +611,14 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
         activation_ptrs(&st->work, shared);
         for (int k = 0; k < NUM_ACTIVATION_TENSORS; k++) { if (activation_part(k) == WORK_PART) { *mine[k] = *shared[k]; } }
     }
-    size_t BT = (size_t)B * T, C = c->channels;
-    size_t sizes[8] = {BT * C, BT * C, BT * 3 * C, (size_t)B * c->num_heads * T, BT * C, BT * 4 * C, BT * 4 * C, BT * C};
+    size_t sizes[8];
+    scratch_sizes(c, B, T, sizes);
     float** ptrs[8] = {&st->scratch.dresidual, &st->scratch.dln, &st->scratch.dqkv, &st->scratch.datt,
                        &st->scratch.datty, &st->scratch.dfch, &st->scratch.dfch_gelu, &st->scratch.dresidual2};
     size_t total = 0;
     for (int i = 0; i < 8; i++) { total += sizes[i]; }
-    st->scratch.memory = (float*)calloc_check(total, sizeof(float));
+    mem[MEM_STASH] = st->stash_bytes + st->work_bytes;
+    st->scratch.memory = (float*)calloc_counted(&mem[MEM_SCRATCH], total, sizeof(float));
     float* p = st->scratch.memory;
     for (int i = 0; i < 8; i++) { *ptrs[i] = p; p += sizes[i]; }
 }
@@ -993,12 +1008,13 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         for (int k = 0; k < D; k++) {
             ls->num_pieces[k] = stage_shard_pieces(c, &lay, D, k, ls->pieces + (size_t)k * maxp, &ls->shard_floats[k]);
         }
-        if (D > 1) { ls->packed = (float*)malloc_check(lay.num_parameters * sizeof(float)); }
         size_t moments = pp->zero ? ls->shard_floats[pp->grid.d] : lay.num_parameters;
         stage_init(&ls->stage, c, &lay, pp->B, pp->T, slots, split, args->recompute, moments);
+        size_t* comm = &ls->stage.allocated[MEM_COMMUNICATION];
+        if (D > 1) { ls->packed = (float*)calloc_counted(comm, lay.num_parameters, sizeof(float)); }
         stash_init(&ls->slots, pp->M, slots);
         stash_init(&ls->inbox, pp->M, inbox);
-        ls->inbox_memory = (float*)calloc_check((size_t)inbox * nBTC, sizeof(float));
+        ls->inbox_memory = (float*)calloc_counted(comm, (size_t)inbox * nBTC, sizeof(float));
     }
     pp->tokens = (int*)calloc_check((size_t)pp->M * 2 * pp->B * pp->T, sizeof(int));
     pp->action_secs = (double*)calloc_check((size_t)S * 4, sizeof(double));
@@ -1006,8 +1022,10 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     pp->trace.rank = rank;
     op_trace = &pp->trace;  // this thread runs this rank
     int ends_apart = pp->schedule.stage_rank[0] != pp->schedule.stage_rank[S - 1];
-    if (ends_apart && (pp->local_of[0] >= 0 || pp->local_of[S - 1] >= 0)) {
-        pp->wte_peer = (float*)malloc_check(tensor_unit_size(c, WTE) * sizeof(float));
+    if (ends_apart && (pp->local_of[0] >= 0 || pp->local_of[S - 1] >= 0)) {  // counted on the lower end stage here
+        int end = pp->local_of[0] >= 0 ? 0 : S - 1;
+        pp->wte_peer = (float*)calloc_counted(&local_stage(pp, end)->stage.allocated[MEM_COMMUNICATION],
+                                              tensor_unit_size(c, WTE), sizeof(float));
     }
 }
 
@@ -1527,6 +1545,20 @@ static void plan_free(Plan* plan) {
     sim_result_free(&plan->sim);
 }
 
+// what every stage of replica 0 allocated, printed by rank 0 in -plan's form
+static void print_allocated_memory(Pipeline* pp) {
+    int S = pp->S;
+    double* bytes = (double*)calloc_check((size_t)S * MEM_CATEGORIES, sizeof(double));
+    for (int s = 0; s < S; s++) {
+        for (int i = 0; i < MEM_CATEGORIES && pp->local_of[s] >= 0; i++) {
+            bytes[s * MEM_CATEGORIES + i] = local_stage(pp, s)->stage.allocated[i];
+        }
+    }
+    transport_allreduce_sum(pp->tp, bytes, S * MEM_CATEGORIES);
+    for (int s = 0; s < S && pp->job->rank == 0; s++) { print_stage_memory(s, "allocated", bytes + s * MEM_CATEGORIES); }
+    free(bytes);
+}
+
 // -sc auto: the first step runs 1F1B and times each stage's F and B. The simulator, calibrated with those
 // times (1F1B never splits a backward: I and W are taken as half of B each, as in the cost model), predicts
 // every builder's step; the run moves to the fastest. Parameters and AdamW moments move through a
@@ -1580,6 +1612,60 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
 
 // -ps 1: the schedule as text (what -sf loads), then its unit-time timeline with the simulated bubble as
 // comment lines, so the output loads back as it is
+// What stage s of the job allocates on its rank, by category, computed from the flags alone (-plan). A run
+// prints what it counted as it allocated (stage_init, pipeline_init) in the same form; dev/test compares them.
+// Under ZeRO-1 the optimizer's shard is replica 0's (shards differ by at most one float per tensor).
+static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* layers, int s,
+                              double* bytes) {
+    StageLayout lay = pipeline_stage_layout(c, layers, sc->S, s);
+    int split = schedule_splits_backward(sc), B = args->B, T = args->T, D = args->D;
+    size_t n = lay.num_parameters, f = sizeof(float), scratch[8], moments = n;
+    if (args->zero) {
+        ShardPiece* pieces = (ShardPiece*)malloc_check(max_shard_pieces(c) * sizeof(ShardPiece));
+        stage_shard_pieces(c, &lay, D, 0, pieces, &moments);
+        free(pieces);
+    }
+    scratch_sizes(c, B, T, scratch);
+    int ends_apart = sc->stage_rank[0] != sc->stage_rank[sc->S - 1];
+    size_t stash = schedule_stage_slots(sc, s) * activations_bytes(c, &lay, B, T, split, args->recompute ? SLOT_PART : ALL_PARTS);
+    bytes[MEM_PARAMETERS] = n * f;
+    bytes[MEM_GRADIENTS] = (n + (lay.has_head ? lay.sizes[WTE] : 0)) * f;
+    bytes[MEM_OPTIMIZER] = 2 * moments * f;
+    bytes[MEM_STASH] = stash + (args->recompute ? activations_bytes(c, &lay, B, T, split, WORK_PART) : 0);
+    bytes[MEM_SCRATCH] = 0;
+    for (int i = 0; i < 8; i++) { bytes[MEM_SCRATCH] += scratch[i] * f; }
+    bytes[MEM_COMMUNICATION] = ((D > 1 ? n : 0) + schedule_stage_inbox(sc, s) * (size_t)B * T * c->channels +
+                                (ends_apart && (s == 0 || s == sc->S - 1) ? tensor_unit_size(c, WTE) : 0)) * f;
+}
+
+// -plan 1: every stage's memory for these flags, nothing allocated
+static void print_memory_plan(const TrainArgs* args, int P) {
+    Schedule sc;
+    TrainArgs shown = *args;
+    if (strcmp(args->schedule_name, "auto") == 0) { shown.schedule_name = "1f1b"; }
+    pipeline_schedule(&sc, &shown, P);
+    int from_file;
+    GPT2Config c = pipeline_model_config(args, &from_file);
+    int* layers = (int*)malloc_check(sc.S * sizeof(int));
+    pipeline_split(args, &c, sc.S, layers);
+    Grid grid = grid_of(0, args->D, P);
+    grid_print(&grid, stdout);
+    printf("plan: %s, P=%d, M=%d, B=%d, T=%d, -rc %s%s; per rank, fp32\n", shown.schedule_name, P, args->M, args->B,
+           args->T, args->recompute == RC_ALWAYS ? "always" : args->recompute ? "except_last" : "never",
+           args->zero ? ", ZeRO-1" : "");
+    double* rank_total = (double*)calloc_check(P, sizeof(double));
+    for (int s = 0; s < sc.S; s++) {
+        double bytes[MEM_CATEGORIES];
+        stage_memory_plan(&c, &shown, &sc, layers, s, bytes);
+        print_stage_memory(s, "plan", bytes);
+        for (int i = 0; i < MEM_CATEGORIES; i++) { rank_total[sc.stage_rank[s]] += bytes[i]; }
+    }
+    for (int r = 0; r < P; r++) { printf("rank %d memory (plan): total %.1f MiB\n", r, rank_total[r] / 1048576.0); }
+    free(rank_total);
+    free(layers);
+    schedule_free(&sc);
+}
+
 static void print_schedule(const TrainArgs* args, int P) {
     Schedule sc;
     TrainArgs shown = *args;
@@ -1691,6 +1777,7 @@ static void train_rank(const TrainArgs* args, Transport* job) {
     }
     Plan plan;
     plan_make(&plan, &pp, &first_args);
+    print_allocated_memory(&pp);
     int first_step = pp.step;
     for (int step = pp.step; step <= max_steps; step++) {
         int last = step == max_steps;
@@ -1833,8 +1920,9 @@ int main(int argc, char** argv) {
     train_args_parse(&args, argc, argv, 0, rank == 0);
     int P = train_args_stages(&args, world);
     fatal_first_only = fatal_taken = 0;
-    if (args.print_schedule) {
-        if (rank == 0) { print_schedule(&args, P); }
+    if (args.print_schedule || args.print_memory) {
+        if (rank == 0 && args.print_schedule) { print_schedule(&args, P); }
+        if (rank == 0 && args.print_memory) { print_memory_plan(&args, P); }
     } else if (world > 1) {
         Transport job = transport_job(rank, world, args.timeout, NULL);
         train_rank(&args, &job);

@@ -400,6 +400,24 @@ static inline void print_step_line(const StepReport* r) {
     printf("%s\n", r->extra ? r->extra : "");
 }
 
+// What a stage's memory goes to. -plan computes it from the flags without allocating; a run counts what it
+// allocates and prints the same lines, so the two can be compared.
+typedef enum { MEM_PARAMETERS, MEM_GRADIENTS, MEM_OPTIMIZER, MEM_STASH, MEM_SCRATCH, MEM_COMMUNICATION, MEM_CATEGORIES } MemoryCategory;
+static const char* const memory_category_names[MEM_CATEGORIES] = {"parameters", "gradients", "optimizer", "stash",
+                                                                  "scratch", "communication"};
+
+static inline void print_stage_memory(int stage, const char* how, const double* bytes) {
+    double total = 0.0;
+    printf("stage %d memory (%s):", stage, how);
+    for (int i = 0; i < MEM_CATEGORIES; i++) {
+        printf(" %s %.1f MiB |", memory_category_names[i], bytes[i] / 1048576.0);
+        total += bytes[i];
+    }
+    printf(" total %.1f MiB (bytes:", total / 1048576.0);
+    for (int i = 0; i < MEM_CATEGORIES; i++) { printf(" %.0f", bytes[i]); }
+    printf(")\n");
+}
+
 // the stash each stage actually used, counted as slots were taken
 static inline void print_peak_stash(int P, const double* peak_slots, const size_t* stash_bytes) {
     for (int s = 0; s < P; s++) {

@@ -40,6 +40,7 @@ typedef struct {
     int sample_every, gen_tokens;// -s -g
     int ckpt_every, resume;      // -n -y
     int print_schedule;          // -ps
+    int print_memory;            // -plan: each stage's memory by category, without allocating
     int max_nonfinite;
     int shuffle;                 // -sh: llm.c's shuffled order of shards and micro-batches
     int recompute;               // -rc: 0 never, 1 except_last, 2 always (activation recomputation)
@@ -91,6 +92,7 @@ static void train_args_usage(int cuda) {
         "  -sf <file>   the schedule from a file in text form (PyTorch's action grammar; -ps 1 writes it) [none]\n"
         "  -pl <list>   layers per stage, e.g. 3,3,3,3 [balanced by estimated compute]\n"
         "  -ps <0|1>    print the schedule (one row per rank) and its simulated timeline, then exit [0]\n"
+        "  -plan <0|1>  print each stage's memory by category (parameters, gradients, ...) without allocating, then exit [0]\n"
         "  -x <int>     optimizer steps to run in total [40]\n"
         "  -l <float>   peak learning rate [1e-3]\n"
         "  -k <name>    learning-rate schedule: constant | cosine | noam [cosine]\n"
@@ -161,8 +163,8 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0 || strcmp(f, "-ge") == 0 ||
                         strcmp(f, "-1g") == 0;
         if (!cuda && cuda_only) { fatal("flag %s belongs to the CUDA trainer (see -h)", f); }
-        if (cuda && (strcmp(f, "-dp") == 0 || strcmp(f, "-z") == 0)) {
-            fatal("flag %s: the CUDA trainer has no data parallelism yet (the CPU trainer has)", f);
+        if (cuda && (strcmp(f, "-dp") == 0 || strcmp(f, "-z") == 0 || strcmp(f, "-plan") == 0)) {
+            fatal("flag %s belongs to the CPU trainer: the CUDA trainer has no data parallelism or memory plan yet", f);
         }
         if (v[0] == '\0') { fatal("flag %s expects a value, got an empty string", f); }
         if (strcmp(f, "-i") == 0) { a->train_pattern = v; }
@@ -180,6 +182,7 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         else if (strcmp(f, "-sf") == 0) { a->schedule_file = v; }
         else if (strcmp(f, "-pl") == 0) { a->layers_arg = v; }
         else if (strcmp(f, "-ps") == 0) { a->print_schedule = int_flag_in(f, v, 0, 1, "print the schedule"); }
+        else if (strcmp(f, "-plan") == 0) { a->print_memory = int_flag_in(f, v, 0, 1, "print the memory plan"); }
         else if (strcmp(f, "-to") == 0) { a->timeout = float_flag_in(f, v, 0.0f, 1, 86400.0f, "peer timeout in seconds"); }
         else if (strcmp(f, "-nf") == 0) { a->max_nonfinite = int_flag_in(f, v, 1, 1000, "non-finite steps skipped in a row"); }
         else if (strcmp(f, "-tr") == 0) { a->trace_path = v; }
