@@ -112,7 +112,7 @@ test_cpu: test_gpt2_pp_cpu build/test_gpt2_pp_cpu_noblas build/ref_a.bin build/r
 # dev/test/NAME.sh, the trainer's command line: bad and hostile input, resume, equivalence across splits,
 # profiles, rank failures
 TEST_SCRIPTS = test_bad_input test_hostile_input test_resume test_pipeline_equiv test_profile
-TEST_SCRIPTS_MPI = test_rank_failure
+TEST_SCRIPTS_MPI = test_rank_failure test_data_parallel
 test_scripts: $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI)
 $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI): train_gpt2_pp_cpu
 	bash dev/test/$@.sh
@@ -128,7 +128,7 @@ nvcc_check: train_gpt2_pp $(foreach p,$(SIM_PRECISIONS),build/nvcc/$(p)/train_gp
 
 # `make test` runs every suite whose tools are here and prints one line per suite it skips; CI runs them all.
 SIMT_SUITES = test_simt test_cuda_kernels test_cuda_sim
-NVCC_SUITES = nvcc_check_simt nvcc_check
+NVCC_SUITES = nvcc_check_simt nvcc_check check_sass
 SIMT_HEADERS_FOUND := $(shell $(SIMT_CXX) -x c++ -E -I$(CUDA_HOME)/include -include cuda_runtime.h /dev/null > /dev/null 2>&1 && echo 1)
 SIMT_MISSING := $(if $(SIMT_HEADERS_FOUND),,needs $(SIMT_CXX) and the CUDA headers (no cuda_runtime.h in $(CUDA_HOME)/include))
 NVCC_MISSING := $(if $(shell command -v $(NVCC) 2> /dev/null),,needs nvcc (no $(NVCC); set CUDA_HOME or NVCC))

@@ -235,7 +235,7 @@ static int train_args_stages(const TrainArgs* a, int world) {
     if (world > 1 && world % a->D != 0) {
         fatal("flag -dp %d does not divide the %d ranks: run D*P ranks (mpirun -np D*P)", a->D, world);
     }
-    int P = a->P > 0 ? a->P : world / a->D;
+    int P = a->P > 0 ? a->P : world > 1 ? world / a->D : 1;
     if ((int64_t)a->D * P > TRAIN_MAX_P) { fatal("flags -dp %d -pp %d: more than %d ranks", a->D, P, TRAIN_MAX_P); }
     if (world > 1 && a->D * P != world) {
         if (a->D == 1) { fatal("flag -pp %d does not match the %d ranks: run one rank per stage (mpirun -np %d)", P, world, P); }

@@ -1,5 +1,5 @@
 #!/bin/bash
-# A rank that dies mid-step must take the whole job down within 10 s, non-zero, with a message naming the
+# A rank that dies mid-step (in a pipeline, or in one replica of several) must take the whole job down within 10 s, non-zero, with a message naming the
 # failing rank (and, when it can still speak, the action it was on) — never a hang.
 set -u
 BIN=${BIN:-./train_gpt2_pp_cpu}
@@ -19,13 +19,15 @@ rank_pid() {
     done
 }
 
-for SIG in TERM KILL; do
-    OUT="$W/job_$SIG"
-    mpirun -np 2 $BIN -e d4:c64:h4 -b 2 -t 16 -pm 8 -x 100000 -v 0 -g 0 -o "$OUT" > "$OUT.txt" 2>&1 &
+# SIGTERM and SIGKILL of rank 1 of a 2-stage pipeline; SIGKILL of rank 3, in the second replica of D=2 x P=2
+for CASE in "TERM 2 1" "KILL 2 1" "KILL 4 3"; do
+    read SIG NP VICTIM <<< "$CASE"
+    OUT="$W/job_${SIG}_$NP"
+    mpirun -np $NP $BIN -e d4:c64:h4 -b 2 -t 16 -pm 8 -dp $((NP / 2)) -x 100000 -v 0 -g 0 -o "$OUT" > "$OUT.txt" 2>&1 &
     JOB=$!
     for i in $(seq 1 100); do grep -q "^step *2/" "$OUT.txt" 2> /dev/null && break; sleep 0.2; done
-    PID=$(rank_pid "$OUT" 1)
-    check "SIG$SIG: found rank 1 running" "[ -n '$PID' ]"
+    PID=$(rank_pid "$OUT" $VICTIM)
+    check "SIG$SIG: found rank $VICTIM running" "[ -n '$PID' ]"
     [ -n "$PID" ] && kill -$SIG $PID
     START=$(date +%s.%N)
     for i in $(seq 1 150); do kill -0 $JOB 2> /dev/null || break; sleep 0.1; done
@@ -41,7 +43,7 @@ for SIG in TERM KILL; do
     if [ $SIG = TERM ]; then
         check "SIGTERM: message names rank 1 and its action" "grep -q 'error: rank 1 died on signal 15 during 1[A-Z_]*[0-9]* (step [0-9]*)' '$OUT.txt'"
     else
-        check "SIGKILL: message names rank 1" "grep -q 'rank 1' '$OUT.txt'"
+        check "SIGKILL: message names rank $VICTIM" "grep -q 'rank $VICTIM' '$OUT.txt'"
     fi
 done
 
