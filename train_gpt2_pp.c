@@ -1800,9 +1800,9 @@ static void train_rank(const TrainArgs* args, Transport* job) {
         float loss = pipeline_train_step(&pp, next_batch_from_loader, &train_loader, lr);
         double secs = now_seconds() - t0;
         trace_add_cat(&pp.trace, "step", "step", -1, -1, t0, t0 + secs);
-        StepReport report = {step + 1, max_steps, P, M, B * T * M * D, loss, pp.last_norm, lr,
+        StepReport report = {step + 1, max_steps, D * P, M, B * T * M * D, loss, pp.last_norm, lr,  // every rank's
                              transport_sum(job, secs) / (D * P), transport_sum(job, pp.schedule_secs) / (D * P),
-                             transport_sum(job, pp.busy) / D, plan.sim.bubble, NULL};
+                             transport_sum(job, pp.busy), plan.sim.bubble, NULL};
         if (rank == 0) { print_step_line(&report); }
         if (autoschedule && step == first_step) {
             pipeline_auto_schedule(&pp, args);

@@ -383,7 +383,7 @@ static inline void print_pipeline_plan(const GPT2Config* c, const TrainArgs* arg
 }
 
 typedef struct {
-    int step, max_steps, P, M, tokens;
+    int step, max_steps, P, M, tokens;  // P: ranks in the job (D*P with data parallelism)
     float loss, norm, lr;
     double wall, schedule_wall, busy_all_ranks;  // seconds; busy summed over ranks
     double theory;                                // the schedule's simulated bubble (llmc/schedule_sim.h)
