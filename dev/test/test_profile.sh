@@ -2,7 +2,7 @@
 # scripts/profile.py, plot_pipeline.py and plot_split.py on a short real run: each stage's op self times add
 # up to its compute time (its actions plus its optimizer step) within 5%, the bottleneck is named, and every
 # picture is written (a measured timeline, a grid of simulated schedules from -ps 1 text and from the
-# simulator's trace, the model split).
+# simulator's trace, the model split), and plot_memory.py's memory plan picture.
 set -u
 BIN=${BIN:-./train_gpt2_pp_cpu}
 TOOL=${TOOL:-./build/schedule_tool}
@@ -54,6 +54,19 @@ fi
 python3 scripts/plot_split.py "$W/run.txt" -o "$W/split.png" > "$W/split.txt" 2>&1 || cat "$W/split.txt"
 check "split picture written" "[ -s '$W/split.png' ]"
 check "split shares read from the plan" "grep -q '^stage 1: 1 layers, [0-9]*% of the compute' '$W/split.txt'"
+
+# plot_memory.py over -plan 1 on a small model: a PNG, a line per point, the refused points (zbv at P=4 wants 8
+# stages of d4's 4 layers) skipped and named; a bad binary path: one error: line and a non-zero exit
+python3 scripts/plot_memory.py --bin "$BIN" -e d4 -b 4 -t 64 -pm 4 --pp 1,2,4 --schedules 1f1b,zbv --rc never,always \
+    -o "$W/memory.png" > "$W/memory.txt" 2>&1 || cat "$W/memory.txt"
+check "memory picture written" "[ -s '$W/memory.png' ] && [ \"\$(head -c 4 '$W/memory.png' | tail -c 3)\" = PNG ]"
+check "a line per point drawn (1f1b: 3 P x 2 rc x 3 variants, zbv: 2 P x 2 rc x 3)" \
+    "[ \$(grep -cE '^(1f1b|zbv) +(never|always) +[0-9]+ D' '$W/memory.txt') -eq 30 ]"
+check "zbv at P=4 skipped, with the trainer's reason" "[ \$(grep -c '^skipped zbv -rc [a-z]* P=4 .*: flags -pp' '$W/memory.txt') -eq 6 ]"
+python3 scripts/plot_memory.py --bin "$W/no_such_trainer" -o "$W/bad.png" > "$W/bad.txt" 2>&1
+rc=$?
+check "bad binary: non-zero exit ($rc)" "[ $rc -ne 0 ]"
+check "bad binary: one error: line" "[ \$(grep -c '^error: ' '$W/bad.txt') -eq 1 ] && [ ! -e '$W/bad.png' ]"
 
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
