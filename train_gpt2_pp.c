@@ -729,6 +729,12 @@ static float* kept_embed(const Stage* st, const Activations* a) {
     return kept_head(st, a) + (size_t)st->layout.has_head * st->B * st->T * st->config.channels;
 }
 
+// The seconds a fused backward (B) spends on weight gradients, what a split backward defers to W: -sc auto
+// splits the measured B into I and W with it.
+static PP_THREAD_LOCAL double weight_grad_secs = 0.0;
+#define WEIGHT_OP(name, call) \
+    do { double w_t0_ = now_seconds(); OP(name, call); weight_grad_secs += now_seconds() - w_t0_; } while (0)
+
 // The d(input) half of the backward of one micro-batch at full shape (B,T). The last stage starts from the
 // d(logits) its forward left in place; the others start from a->dout, the gradient of their output sent back
 // by the next stage. Afterwards st->scratch.dresidual holds the gradient of the stage's input (sent to the
@@ -748,11 +754,11 @@ static void stage_backward_input(Stage* st, Activations* a, int keep) {
         memset(dlnf, 0, nBTC * sizeof(float));
         memset(sc->dresidual, 0, nBTC * sizeof(float));
         OP("matmul", matmul_backward_input(dlnf, a->logits, p->wte, BT, C, c->padded_vocab_size));
-        if (!keep) { OP("matmul", matmul_backward_weight(st->grad_wte_head, NULL, a->logits, a->lnf, BT, C, c->padded_vocab_size)); }
+        if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(st->grad_wte_head, NULL, a->logits, a->lnf, BT, C, c->padded_vocab_size)); }
         OP("layernorm", layernorm_backward_input(sc->dresidual, dlnf, stage_output(st, a), p->lnfw, a->lnf_mean,
                                                  a->lnf_rstd, BT, C));
         if (!keep) {
-            OP("layernorm", layernorm_backward_weight(g->lnfw, g->lnfb, dlnf, stage_output(st, a), a->lnf_mean,
+            WEIGHT_OP("layernorm", layernorm_backward_weight(g->lnfw, g->lnfb, dlnf, stage_output(st, a), a->lnf_mean,
                                                       a->lnf_rstd, BT, C));
         }
     } else {
@@ -776,38 +782,38 @@ static void stage_backward_input(Stage* st, Activations* a, int keep) {
         if (keep) { memcpy(k.dfcproj, sc->dresidual, nBTC * sizeof(float)); }
         memset(sc->dfch_gelu, 0, nBTC * 4 * sizeof(float));
         OP("matmul", matmul_backward_input(sc->dfch_gelu, k.dfcproj, p->fcprojw + w4, BT, 4 * C, C));
-        if (!keep) { OP("matmul", matmul_backward_weight(g->fcprojw + w4, g->fcprojb + l * C, k.dfcproj, fch_gelu, BT, 4 * C, C)); }
+        if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->fcprojw + w4, g->fcprojb + l * C, k.dfcproj, fch_gelu, BT, 4 * C, C)); }
         OP("gelu", gelu_backward(k.dfc, fch, sc->dfch_gelu, nBTC * 4));
         memset(k.dln2, 0, nBTC * sizeof(float));
         OP("matmul", matmul_backward_input(k.dln2, k.dfc, p->fcw + w4, BT, C, 4 * C));
-        if (!keep) { OP("matmul", matmul_backward_weight(g->fcw + w4, g->fcb + l * 4 * C, k.dfc, ln2, BT, C, 4 * C)); }
+        if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->fcw + w4, g->fcb + l * 4 * C, k.dfc, ln2, BT, C, 4 * C)); }
         memcpy(sc->dresidual2, sc->dresidual, nBTC * sizeof(float));  // the skip connection
         OP("layernorm", layernorm_backward_input(sc->dresidual2, k.dln2, residual2, p->ln2w + l * C,
                                                  a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
         if (!keep) {
-            OP("layernorm", layernorm_backward_weight(g->ln2w + l * C, g->ln2b + l * C, k.dln2, residual2,
+            WEIGHT_OP("layernorm", layernorm_backward_weight(g->ln2w + l * C, g->ln2b + l * C, k.dln2, residual2,
                                                       a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
         }
         // the attention branch: residual2 = residual + attproj(attention(qkv(ln1(residual))))
         if (keep) { memcpy(k.dattproj, sc->dresidual2, nBTC * sizeof(float)); }
         memset(sc->datty, 0, nBTC * sizeof(float));
         OP("matmul", matmul_backward_input(sc->datty, k.dattproj, p->attprojw + w1, BT, C, C));
-        if (!keep) { OP("matmul", matmul_backward_weight(g->attprojw + w1, g->attprojb + l * C, k.dattproj, atty, BT, C, C)); }
+        if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->attprojw + w1, g->attprojb + l * C, k.dattproj, atty, BT, C, C)); }
         OP("attention", attention_backward(k.dqkv, sc->datt, sc->datty, qkv, att, B, T, C, NH));
         memset(k.dln1, 0, nBTC * sizeof(float));
         OP("matmul", matmul_backward_input(k.dln1, k.dqkv, p->qkvw + w3, BT, C, 3 * C));
-        if (!keep) { OP("matmul", matmul_backward_weight(g->qkvw + w3, g->qkvb + l * 3 * C, k.dqkv, ln1, BT, C, 3 * C)); }
+        if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->qkvw + w3, g->qkvb + l * 3 * C, k.dqkv, ln1, BT, C, 3 * C)); }
         memcpy(sc->dresidual, sc->dresidual2, nBTC * sizeof(float));
         OP("layernorm", layernorm_backward_input(sc->dresidual, k.dln1, residual, p->ln1w + l * C, a->ln1_mean + l * BT,
                                                  a->ln1_rstd + l * BT, BT, C));
         if (!keep) {
-            OP("layernorm", layernorm_backward_weight(g->ln1w + l * C, g->ln1b + l * C, k.dln1, residual,
+            WEIGHT_OP("layernorm", layernorm_backward_weight(g->ln1w + l * C, g->ln1b + l * C, k.dln1, residual,
                                                       a->ln1_mean + l * BT, a->ln1_rstd + l * BT, BT, C));
         }
         op_end_layer(s->layer_begin + l, layer_t0);
     }
     if (s->has_embed && keep) { memcpy(kept_embed(st, a), sc->dresidual, nBTC * sizeof(float)); }
-    if (s->has_embed && !keep) { OP("encoder", encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C)); }
+    if (s->has_embed && !keep) { WEIGHT_OP("encoder", encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C)); }
 }
 
 // The weight half (W) of a split backward, from what stage_backward_input kept: the same float operations
@@ -930,8 +936,9 @@ typedef struct {
     int* tokens;              // (M, 2, B*T) the step's inputs and targets, read before the schedule runs
     float* wte_peer;          // (Vp*C) the other end stage's half of the tied wte gradient, when on another rank
     double busy;              // compute seconds in the last schedule
-    double* action_secs;      // (S, 4) seconds of F, B, I, W on each local stage in the last training schedule
-    int* action_count;        // (S, 4) how many
+    double* action_secs;      // (S, 5) seconds of F, B, I, W on each local stage in the last training schedule,
+                              // and of B's weight-gradient part
+    int* action_count;        // (S, 5) how many
     double schedule_secs;     // wall seconds of the last step's schedule (forward and backward, no optimizer)
     Trace trace;
 } Pipeline;
@@ -1017,8 +1024,8 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         ls->inbox_memory = (float*)calloc_counted(comm, (size_t)inbox * nBTC, sizeof(float));
     }
     pp->tokens = (int*)calloc_check((size_t)pp->M * 2 * pp->B * pp->T, sizeof(int));
-    pp->action_secs = (double*)calloc_check((size_t)S * 4, sizeof(double));
-    pp->action_count = (int*)calloc_check((size_t)S * 4, sizeof(int));
+    pp->action_secs = (double*)calloc_check((size_t)S * 5, sizeof(double));
+    pp->action_count = (int*)calloc_check((size_t)S * 5, sizeof(int));
     pp->trace.rank = rank;
     op_trace = &pp->trace;  // this thread runs this rank
     int ends_apart = pp->schedule.stage_rank[0] != pp->schedule.stage_rank[S - 1];
@@ -1067,7 +1074,7 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
     size_t bytes = (size_t)B * T * pp->config.channels * sizeof(float);
     activity_set("schedule", a, pp->step + 1);
     pp->trace.stage = s;  // the stage of the op and layer events to come
-    double t0 = now_seconds();
+    double t0 = now_seconds(), weight0 = weight_grad_secs;
     switch (a->type) {
     case PP_RECV_F:
         transport_recv(pp->tp, a->peer, TAG_ACTIVATION, inbox_buffer(ls, stash_acquire(&ls->inbox, m)), bytes);
@@ -1129,8 +1136,9 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
     pp->busy += t1 - t0;
     if (!forward_only) {
         int kind = a->type == PP_F ? 0 : a->type == PP_B ? 1 : a->type == PP_I ? 2 : 3;
-        pp->action_secs[s * 4 + kind] += t1 - t0;
-        pp->action_count[s * 4 + kind]++;
+        pp->action_secs[s * 5 + kind] += t1 - t0;
+        pp->action_count[s * 5 + kind]++;
+        if (a->type == PP_B) { pp->action_secs[s * 5 + 4] += weight_grad_secs - weight0; }
     }
     trace_action(&pp->trace, a, t0, t1);
 }
@@ -1142,8 +1150,8 @@ static double run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int f
     float dloss = 1.0f / ((float)pp->grid.D * pp->M * pp->B * pp->T);  // the mean over every replica's tokens
     pp->busy = 0.0;
     if (!forward_only) {
-        memset(pp->action_secs, 0, (size_t)pp->S * 4 * sizeof(double));
-        memset(pp->action_count, 0, (size_t)pp->S * 4 * sizeof(int));
+        memset(pp->action_secs, 0, (size_t)pp->S * 5 * sizeof(double));
+        memset(pp->action_count, 0, (size_t)pp->S * 5 * sizeof(int));
     }
     const ActionList* list = &sc->ranks[pp->rank];
     for (int i = 0; i < list->n; i++) { run_action(pp, &list->a[i], B, T, forward_only, dloss, &loss_sum); }
@@ -1559,19 +1567,20 @@ static void print_allocated_memory(Pipeline* pp) {
     free(bytes);
 }
 
-// -sc auto: the first step runs 1F1B and times each stage's F and B. The simulator, calibrated with those
-// times (1F1B never splits a backward: I and W are taken as half of B each, as in the cost model), predicts
-// every builder's step; the run moves to the fastest. Parameters and AdamW moments move through a
+// -sc auto: 1F1B runs first and times each stage's F and B, and within B its weight-gradient ops, which a
+// split backward defers to W (I is the rest). The simulator, calibrated with those times, predicts every
+// builder's step; the run moves to the fastest. Parameters and AdamW moments move through a
 // whole-model copy, as a checkpoint would, so the run goes on with the same bits.
 static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
-    int P = pp->P, n = 4 * pp->S;
+    int P = pp->P, n = 5 * pp->S;
     double* secs = (double*)malloc_check(2 * n * sizeof(double));
     for (int i = 0; i < n; i++) { secs[i] = pp->action_secs[i]; secs[n + i] = pp->action_count[i]; }
     transport_allreduce_sum(pp->job, secs, 2 * n);  // over every replica: all of them choose alike
     StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
-    for (int s = 0; s < P; s++) {
-        double f = secs[4 * s] / secs[n + 4 * s], b = secs[4 * s + 1] / secs[n + 4 * s + 1];
-        cost[s] = (StageCosts){f * 1e3, b * 1e3, b * 0.5e3, b * 0.5e3};  // ms
+    for (int s = 0; s < P; s++) {  // ms; W: B's weight-gradient part, I: the rest of B
+        double f = secs[5 * s] / secs[n + 5 * s], b = secs[5 * s + 1] / secs[n + 5 * s + 1];
+        double w = secs[5 * s + 4] / secs[n + 5 * s + 1];
+        cost[s] = (StageCosts){f * 1e3, b * 1e3, (b - w) * 1e3, w * 1e3};
     }
     ScheduleEstimate est[SCHEDULE_NUM_BUILDERS];
     int best = schedule_compare(P, pp->M, cost, 0.0, est);
@@ -1804,7 +1813,8 @@ static void train_rank(const TrainArgs* args, Transport* job) {
                              transport_sum(job, secs) / (D * P), transport_sum(job, pp.schedule_secs) / (D * P),
                              transport_sum(job, pp.busy), plan.sim.bubble, NULL};
         if (rank == 0) { print_step_line(&report); }
-        if (autoschedule && step == first_step) {
+        // -sc auto times the second 1F1B step when there is one: the first pays for first touches of memory
+        if (autoschedule && step == (max_steps - first_step > 2 ? first_step + 1 : first_step)) {
             pipeline_auto_schedule(&pp, args);
             first_args.schedule_name = pp.schedule_name;
             plan_free(&plan);
