@@ -4,6 +4,8 @@
 #   make test_cuda_kernels   every test in FP32, BF16 and FP16 under the SIMT CPU runtime (dev/simt), each in three
 #                            thread orders, plus a BF16 build with ASan + UBSan (dev/test/run_suite.sh runs them).
 #                            Binaries: build/simt/rel-<PREC>/bin/dev/cuda/<test>, build/simt/asan-BF16/bin/dev/cuda/<test>
+#   make check_sass          the nvcc builds' SASS (dev/cuda/check_sass.sh): 128-bit global loads in every memory-bound
+#                            kernel, HMMA in flash attention, no local memory or spills; needs cuobjdump (see there)
 #   make nvcc_kernels        every test compiled by nvcc for sm_80 and sm_90 in every precision, linked against the
 #                            real cuBLAS/cuBLASLt (build/cuda/nvcc/<PREC>/<test>, runnable on a GPU). Fails on any
 #                            register spill; registers, shared memory and spills of every kernel are summarised in
@@ -47,4 +49,11 @@ nvcc_kernels: $(CUDA_NVCC_BINS)
 	@echo "nvcc_kernels: $(words $(CUDA_NVCC_BINS)) binaries for sm_80 + sm_90, no register spills;" \
 	  "registers per kernel: $(CUDA_BUILD)/nvcc/ptxas_summary.txt"
 
-.PHONY: test_cuda_kernels nvcc_kernels
+# SASS checks of the nvcc builds (dev/cuda/check_sass.sh's table of binaries and kernels), every precision; the
+# binaries are built only where cuobjdump is found (run_suite.sh prints the skip, or fails under CI=true)
+CUDA_SASS_TESTS := $(shell bash dev/cuda/check_sass.sh --list)
+CUDA_SASS_TOOL := $(shell bash dev/cuda/check_sass.sh --probe > /dev/null 2>&1 && echo 1)
+check_sass: $(if $(CUDA_SASS_TOOL),$(foreach p,$(CUDA_PRECISIONS),$(CUDA_SASS_TESTS:%=$(CUDA_BUILD)/nvcc/$(p)/%)))
+	CUDA_PRECISIONS="$(CUDA_PRECISIONS)" bash dev/test/run_suite.sh $@
+
+.PHONY: test_cuda_kernels nvcc_kernels check_sass

@@ -5,6 +5,7 @@
 # "N passed, 0 failed". One line per run; a failing run also prints the end of its log. All runs go on
 # after a failure; the suite fails if any run failed.
 #   SIMT_SEED (1): the seed of the random thread order. CUDA_TESTS, CUDA_PRECISIONS: set by dev/cuda/cuda.mk.
+#   CI=true: a suite that would skip for a missing tool fails instead.
 set -u
 SUITE=$1
 LOGS=build/logs/$SUITE
@@ -64,6 +65,15 @@ test_cuda_kernels)  # every dev/cuda test in every precision and three thread or
             build/simt/rel-$p/bin/dev/cuda/flash_attention
     done
     ;;
+check_sass)  # the nvcc builds' SASS: 128-bit loads in the memory-bound kernels, HMMA in flash attention, no local
+            # memory anywhere (dev/cuda/check_sass.sh); without cuobjdump one line says so, and CI fails
+    if why=$(bash dev/cuda/check_sass.sh --probe); then
+        for p in $CUDA_PRECISIONS; do run "check_sass $p" bash dev/cuda/check_sass.sh --all build/cuda/nvcc/$p; done
+    else
+        echo "check_sass: skipped, $why"
+        if [ "${CI:-}" = true ]; then echo "error: CI must run every suite"; fails=1; fi
+    fi
+    ;;
 test_cuda_sim)  # the CUDA trainer's test under SIMT in every precision against both references; then the
                 # sim-mode trainer on the shipped data against the CPU trainer
     for p in FP32 BF16 FP16; do for r in a b v; do  # v: the fused classifier at the full vocabulary
@@ -81,7 +91,7 @@ nvcc_check)  # without a GPU, the real trainer must say so and fail, not crash
     fi
     ;;
 *)
-    echo "usage: bash dev/test/run_suite.sh test_cpu|test_simt|test_cuda_kernels|test_cuda_sim|nvcc_check"; exit 2
+    echo "usage: bash dev/test/run_suite.sh test_cpu|test_simt|test_cuda_kernels|check_sass|test_cuda_sim|nvcc_check"; exit 2
     ;;
 esac
 echo "$SUITE: $runs runs, $fails failed, $(( $(date +%s) - start )) s"
