@@ -53,6 +53,14 @@ int main(void) {
     copy_to_device_x(d_x, x);
     gelu_forward(d_out, d_x, n, 0);
     bitwise_equal("gelu_forward, run 2", out_bits, from_device(d_out, n));
+    // the scalar path (pointers not 16-byte aligned, a length not a multiple of the vector width): the same bits
+    copy_to_device_x(d_dout, dout);
+    gelu_forward(d_out + 1, d_x + 1, n - 3, 0);
+    gelu_backward(d_din + 1, d_x + 1, d_dout + 1, n - 3, 0);
+    bitwise_equal("gelu_forward, unaligned, odd n", std::vector<floatX>(out_bits.begin() + 1, out_bits.end() - 2),
+                  from_device(d_out + 1, n - 3));
+    bitwise_equal("gelu_backward, unaligned, odd n", std::vector<floatX>(din_bits.begin() + 1, din_bits.end() - 2),
+                  from_device(d_din + 1, n - 3));
 
 #if defined(SIMT_CPU)
     size_t bn = 64 * 256;
