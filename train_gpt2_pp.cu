@@ -896,6 +896,8 @@ typedef struct {
     cudaEvent_t* ev_end;
     cudaEvent_t ev_step, ev_optim_begin, ev_optim_end;
     int timed;               // record them (training steps, not evaluation or sampling)
+    double* action_secs;     // (S, 4) seconds of F, B, I, W on each local stage in the last timed step
+    int* action_count;       // (S, 4) how many
 } Pipeline;
 
 static RankStage* local_stage(Pipeline* pp, int s) {
@@ -999,7 +1001,9 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     cudaCheck(cudaEventCreate(&pp->ev_step));
     cudaCheck(cudaEventCreate(&pp->ev_optim_begin));
     cudaCheck(cudaEventCreate(&pp->ev_optim_end));
-    comm_reserve(cm, nslots > 2 * S + 8 ? nslots : 2 * S + 8);
+    pp->action_secs = (double*)calloc_check((size_t)S * 4, sizeof(double));
+    pp->action_count = (int*)calloc_check((size_t)S * 4, sizeof(int));
+    comm_reserve(cm, nslots > 8 * S + 8 ? nslots : 8 * S + 8);
     comm_wait(cm);
 }
 
@@ -1035,6 +1039,8 @@ static void pipeline_free(Pipeline* pp) {
     cudaCheck(cudaEventDestroy(pp->ev_optim_end));
     free(pp->layouts);
     free(pp->layers);
+    free(pp->action_secs);
+    free(pp->action_count);
     schedule_free(&pp->schedule);
 }
 
@@ -1271,17 +1277,23 @@ static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
 }
 
 // Seconds of the last timed step, from its events: busy = the compute actions (F, B, I, W) of this rank,
-// schedule = from the step's start to the end of its last action; with a trace on, every action as an event.
+// schedule = from the step's start to the end of its last action, and each stage's F, B, I and W seconds
+// (-sc auto); with a trace on, every action as an event.
 static void pipeline_step_times(Pipeline* pp, double* busy, double* schedule, Trace* tr) {
     const ActionList* list = &pp->schedule.ranks[pp->rank];
     float ms0, ms1;
     *busy = 0.0;
+    memset(pp->action_secs, 0, (size_t)pp->S * 4 * sizeof(double));
+    memset(pp->action_count, 0, (size_t)pp->S * 4 * sizeof(int));
     for (int i = 0; i < list->n; i++) {
         const Action* a = &list->a[i];
         cudaCheck(cudaEventElapsedTime(&ms0, pp->ev_step, pp->ev_begin[i]));
         cudaCheck(cudaEventElapsedTime(&ms1, pp->ev_step, pp->ev_end[i]));
         if (pp_is_compute(a->type)) {
+            int kind = a->type == PP_F ? 0 : a->type == PP_B ? 1 : a->type == PP_I ? 2 : 3;
             *busy += (ms1 - ms0) * 1e-3;
+            pp->action_secs[a->stage * 4 + kind] += (ms1 - ms0) * 1e-3;
+            pp->action_count[a->stage * 4 + kind]++;
             trace_action(tr, a, ms0 * 1e-3, ms1 * 1e-3);
         } else {
             trace_add(tr, pp_is_send(a->type) ? "send" : "recv", a->stage, a->mb, ms0 * 1e-3, ms1 * 1e-3);
@@ -1291,8 +1303,8 @@ static void pipeline_step_times(Pipeline* pp, double* busy, double* schedule, Tr
     *schedule = ms1 * 1e-3;
     cudaCheck(cudaEventElapsedTime(&ms0, pp->ev_step, pp->ev_optim_begin));
     cudaCheck(cudaEventElapsedTime(&ms1, pp->ev_step, pp->ev_optim_end));
-    trace_add(tr, "optim", pp->rank, -1, ms0 * 1e-3, ms1 * 1e-3);
-    trace_add(tr, "step", pp->rank, -1, 0.0, ms1 * 1e-3);
+    trace_add(tr, "optim", -1, -1, ms0 * 1e-3, ms1 * 1e-3);
+    trace_add(tr, "step", -1, -1, 0.0, ms1 * 1e-3);
 }
 
 // every rank's trace events to rank 0, which writes the file
@@ -1350,15 +1362,78 @@ static void gather_for_checkpoint(void* ctx, int which, float* global) {
     pipeline_gather((Pipeline*)ctx, which == 0 ? BUF_PARAMS : which == 1 ? BUF_M : BUF_V, global);
 }
 
-static void scatter_from_checkpoint(void* ctx, int which, float* global) {
-    Pipeline* pp = (Pipeline*)ctx;
+// each local stage's slice of a whole-model buffer into its params (master weights and floatX), m or v
+static void pipeline_scatter(Pipeline* pp, StageBuffer which, float* global) {
     for (int l = 0; l < pp->num_local; l++) {
         Stage* st = &pp->local[l].stage;
         float* local = (float*)malloc_check(st->layout.num_parameters * sizeof(float));
         stage_copy_global(&pp->config, &st->layout, local, global, 0);
-        layout_copy(&st->dl, stage_buffer(st, which == 1 ? BUF_M : BUF_V), local, 1, pp->comm->stream);
+        if (which == BUF_PARAMS) { stage_set_params(st, local, pp->comm->stream); }
+        else { layout_copy(&st->dl, stage_buffer(st, which), local, 1, pp->comm->stream); }
         free(local);
     }
+}
+
+static void scatter_from_checkpoint(void* ctx, int which, float* global) {
+    pipeline_scatter((Pipeline*)ctx, which == 1 ? BUF_M : BUF_V, global);
+}
+
+// -sc auto, as in the CPU trainer: the first step ran 1F1B and timed each stage's F and B. The simulator,
+// calibrated with those times (I and W taken as half of B each), predicts every builder's step; the run moves
+// to the fastest. Master weights and AdamW moments move through whole-model copies, as a checkpoint would (the
+// floatX parameters are the master weights rounded to nearest, so they come back the same), and the run goes
+// on with the same bits. Returns the name of the schedule that runs on.
+static const char* pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
+    int P = pp->P, n = 4 * pp->S;
+    double* secs = (double*)malloc_check(2 * n * sizeof(double));
+    for (int i = 0; i < n; i++) { secs[i] = pp->action_secs[i]; secs[n + i] = pp->action_count[i]; }
+    comm_allreduce_sum(pp->comm, secs, 2 * n);
+    StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
+    for (int s = 0; s < P; s++) {
+        double f = secs[4 * s] / secs[n + 4 * s], b = secs[4 * s + 1] / secs[n + 4 * s + 1];
+        cost[s] = (StageCosts){f * 1e3, b * 1e3, b * 0.5e3, b * 0.5e3};  // ms
+    }
+    ScheduleEstimate est[SCHEDULE_NUM_BUILDERS];
+    int best = schedule_compare(P, pp->M, cost, 0.0, est);
+    if (pp->rank == 0 && !args->quiet) {
+        printf("-sc auto: measured on step %d (1f1b), ms per micro-batch; predicted schedule times:\n", pp->step);
+        schedule_compare_print(P, pp->M, cost, 0.0, stdout);
+        printf("-sc auto: %s\n", strcmp(est[best].name, "1f1b") == 0 ? "staying with 1f1b" : est[best].name);
+    }
+    if (strcmp(est[best].name, "1f1b") != 0) {
+        size_t N = model_num_parameters(&pp->config);
+        StageBuffer which[3] = {BUF_PARAMS, BUF_M, BUF_V};
+        float* global[3];
+        for (int k = 0; k < 3; k++) {
+            global[k] = (float*)malloc_check(N * sizeof(float));
+            pipeline_gather(pp, which[k], global[k]);
+            if (pp->rank == 0) {  // to every other rank
+                for (int r = 1; r < P; r++) { comm_host_p2p(pp->comm, global[k], N * sizeof(float), r, 1); }
+            } else {
+                comm_host_p2p(pp->comm, global[k], N * sizeof(float), 0, 0);
+            }
+        }
+        TrainArgs a = *args;
+        a.schedule_name = est[best].name;
+        Pipeline next;
+        pipeline_init(&next, &pp->config, &a, pp->comm);
+        next.opt = pp->opt;
+        next.scaler = pp->scaler;
+        next.step = pp->step;
+        next.adam_t = pp->adam_t;
+        next.last_norm = pp->last_norm;
+        next.nonfinite_in_a_row = pp->nonfinite_in_a_row;
+        next.max_nonfinite = pp->max_nonfinite;
+        for (int k = 0; k < 3; k++) {
+            pipeline_scatter(&next, which[k], global[k]);
+            free(global[k]);
+        }
+        pipeline_free(pp);
+        *pp = next;
+    }
+    free(cost);
+    free(secs);
+    return est[best].name;
 }
 
 static void save_checkpoint(Pipeline* pp, const TrainArgs* args, const DataLoader* dl, uint64_t sample_rng) {
@@ -1449,6 +1524,37 @@ static void on_fatal(void) {
 #endif
 }
 
+// The plan of the schedule that runs: every stage's stash slots and the bytes one slot allocates (the functions
+// that sized them), and the schedule's bubble in unit time (F = 1, B = 2), what each step's measured one is set
+// against. Rank 0 prints it.
+typedef struct {
+    int* slots;
+    size_t* stash_bytes;
+    double bubble;
+} Plan;
+
+static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
+    int split = schedule_has_split_backward(&pp->schedule);
+    plan->slots = (int*)malloc_check(pp->S * sizeof(int));
+    plan->stash_bytes = (size_t*)malloc_check(pp->S * sizeof(size_t));
+    for (int s = 0; s < pp->S; s++) {
+        plan->slots[s] = schedule_stage_slots(&pp->schedule, s);
+        plan->stash_bytes[s] = activation_slot_bytes(&pp->config, &pp->layouts[s], pp->B, pp->T, split);
+    }
+    SimResult sim;
+    schedule_simulate(&pp->schedule, 1.0, 2.0, 0.0, &sim);
+    plan->bubble = sim.bubble;
+    sim_result_free(&sim);
+    if (pp->rank == 0 && !args->quiet) {
+        print_pipeline_plan(&pp->config, args, &pp->schedule, pp->layers, plan->slots, plan->stash_bytes, plan->bubble);
+    }
+}
+
+static void plan_free(Plan* plan) {
+    free(plan->slots);
+    free(plan->stash_bytes);
+}
+
 // one rank's whole run: build its stage, train, validate, sample, checkpoint
 static void train_rank(const TrainArgs* args, Comm* cm) {
     int rank = cm->rank, P = args->P, B = args->B, T = args->T, M = args->M;
@@ -1459,9 +1565,11 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
     if (args->out_dir && rank == 0) { mkdir_p(args->out_dir); }
     if (args->resume) { pipeline_resume_paths(args, &config, resume_model, resume_state, sizeof(resume_model)); }
 
+    int autoschedule = !args->schedule_file && strcmp(args->schedule_name, "auto") == 0;
+    TrainArgs first_args = *args;
+    if (autoschedule) { first_args.schedule_name = "1f1b"; }  // for the first step, which times the stages
     Pipeline pp;
-    pipeline_init(&pp, &config, args, cm);
-    int S = pp.S;
+    pipeline_init(&pp, &config, &first_args, cm);
     pp.opt = (OptimizerConfig){args->lr, 0.9f, args->beta2, 1e-8f, args->weight_decay, args->grad_clip};
     pp.scaler = (LossScaler){args->loss_scale, 2.0f, 0.5f, args->scale_interval, 0};
     pp.max_nonfinite = args->max_nonfinite;
@@ -1489,15 +1597,6 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
     Logger logger;
     logger_init(&logger, rank == 0 ? args->out_dir : NULL, args->resume);
 
-    // the plan: the stash per stage from the same function that sized this rank's slots
-    int* slots = (int*)malloc_check(S * sizeof(int));
-    size_t* stash_bytes = (size_t*)malloc_check(S * sizeof(size_t));
-    for (int s = 0; s < S; s++) {
-        slots[s] = schedule_stage_slots(&pp.schedule, s);
-        stash_bytes[s] = activation_slot_bytes(&config, &pp.layouts[s], B, T, schedule_has_split_backward(&pp.schedule));
-    }
-    SimResult sim;
-    schedule_simulate(&pp.schedule, 1.0, 2.0, 0.0, &sim);
     printf0("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters, %s\n", config.num_layers, config.channels,
             config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
             model_num_parameters(&config), PRECISION_NAME);
@@ -1505,14 +1604,13 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
             pp.scaler.scale > 0 ? ", dynamic loss scaling" : "", args->gelu_fusion ? "in cuBLASLt's epilogue" : "kernels");
     printf0("devices: %s\n", cm->hub ? (P > 1 ? "every stage on GPU 0, one thread each, device copies between them"
                                               : "one GPU") : "one GPU per stage, NCCL between them");
-    if (rank == 0 && !args->quiet) { print_pipeline_plan(&config, args, &pp.schedule, pp.layers, slots, stash_bytes, sim.bubble); }
-    double simulated_bubble = sim.bubble;
-    sim_result_free(&sim);
+    Plan plan;
+    plan_make(&plan, &pp, &first_args);
 
     Trace trace;  // the actions, messages and optimizer of the last step, timed by CUDA events on the GPU
     memset(&trace, 0, sizeof(trace));
     trace.rank = rank;
-    int max_steps = args->max_steps;
+    int max_steps = args->max_steps, first_step = pp.step;
     for (int step = pp.step; step <= max_steps; step++) {
         int last = step == max_steps;
         if (val_batches > 0 && due(args->val_every, step, last)) {
@@ -1541,8 +1639,13 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
             snprintf(extra, sizeof(extra), "%s | loss scale %g", pp.last_skipped ? " | overflow: step skipped" : "", pp.scaler.scale);
         }
         StepReport report = {step + 1, max_steps, P, M, B * T * M, loss, pp.last_norm, lr, secs[1] / P, secs[2] / P,
-                             secs[0], simulated_bubble, extra};
+                             secs[0], plan.bubble, extra};
         if (rank == 0 && !args->quiet) { print_step_line(&report); }
+        if (autoschedule && step == first_step) {
+            first_args.schedule_name = pipeline_auto_schedule(&pp, args);
+            plan_free(&plan);
+            plan_make(&plan, &pp, &first_args);
+        }
         if (rank == 0) { logger_log_train(&logger, step + 1, loss, lr, pp.last_norm); }
         if (args->out_dir && ((args->ckpt_every > 0 && (step + 1) % args->ckpt_every == 0) || step + 1 == max_steps)) {
             save_checkpoint(&pp, args, &train_loader, sample_rng);
@@ -1553,14 +1656,13 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
         }
     }
     // the stash each stage actually used (counted as slots were taken), reported by rank 0
-    double* peaks = (double*)calloc_check(S, sizeof(double));
+    double* peaks = (double*)calloc_check(pp.S, sizeof(double));
     for (int l = 0; l < pp.num_local; l++) { peaks[pp.local[l].index] = pp.local[l].stash.peak; }
-    comm_allreduce_sum(cm, peaks, S);
-    if (rank == 0 && !args->quiet) { print_peak_stash(S, peaks, stash_bytes); }
+    comm_allreduce_sum(cm, peaks, pp.S);
+    if (rank == 0 && !args->quiet) { print_peak_stash(pp.S, peaks, plan.stash_bytes); }
     free(peaks);
     free(trace.events);
-    free(slots);
-    free(stash_bytes);
+    plan_free(&plan);
     logger_free(&logger);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);
@@ -1684,13 +1786,11 @@ int main(int argc, char** argv) {
     process_world = world;
     args.P = train_args_stages(&args, world);
     if (args.recompute) { fatal("flag -rc belongs to the CPU trainer for now"); }
-    if (!args.schedule_file && strcmp(args.schedule_name, "auto") == 0) {
-        fatal("flag -sc auto: the CUDA trainer does not yet switch schedules after timing the first step (the CPU "
-              "trainer does); name one: -sc %s", SCHEDULE_NAMES);
-    }
     if (args.print_schedule) {  // needs no GPU
         Schedule sc;
-        pipeline_load_schedule(&sc, &args, args.P);
+        TrainArgs shown = args;
+        if (strcmp(args.schedule_name, "auto") == 0) { shown.schedule_name = "1f1b"; }  // what auto starts with
+        pipeline_load_schedule(&sc, &shown, args.P);
         if (rank == 0) { print_schedule_loadable(&sc, stdout); }
         schedule_free(&sc);
     } else {
