@@ -909,7 +909,7 @@ typedef struct {
     ShardPiece* pieces;       // (D, max_shard_pieces) the stage's D data-parallel shards (llmc/data_parallel.h)
     int* num_pieces;          // (D)
     size_t* shard_floats;     // (D)
-    float* packed;            // (num_parameters) a buffer reordered shard after shard, for the D > 1 collectives
+    float* shard_message;     // (largest shard) one shard's pieces one after another: a D > 1 message
 } RankStage;
 
 typedef struct {
@@ -1018,7 +1018,9 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         size_t moments = pp->zero ? ls->shard_floats[pp->grid.d] : lay.num_parameters;
         stage_init(&ls->stage, c, &lay, pp->B, pp->T, slots, split, args->recompute, moments);
         size_t* comm = &ls->stage.allocated[MEM_COMMUNICATION];
-        if (D > 1) { ls->packed = (float*)calloc_counted(comm, lay.num_parameters, sizeof(float)); }
+        size_t largest = 0;
+        for (int k = 0; k < D; k++) { largest = ls->shard_floats[k] > largest ? ls->shard_floats[k] : largest; }
+        if (D > 1) { ls->shard_message = (float*)calloc_counted(comm, largest, sizeof(float)); }
         stash_init(&ls->slots, pp->M, slots);
         stash_init(&ls->inbox, pp->M, inbox);
         ls->inbox_memory = (float*)calloc_counted(comm, (size_t)inbox * nBTC, sizeof(float));
@@ -1045,7 +1047,7 @@ static void pipeline_free(Pipeline* pp) {
         free(pp->local[i].pieces);
         free(pp->local[i].num_pieces);
         free(pp->local[i].shard_floats);
-        free(pp->local[i].packed);
+        free(pp->local[i].shard_message);
     }
     free(pp->local);
     free(pp->local_of);
@@ -1190,58 +1192,70 @@ static void pipeline_sync_tied_wte(Pipeline* pp) {
 }
 
 // ----------------------------------------------------------------------------
-// data parallelism (-dp D): every stage's buffers cut into D shards of pieces (llmc/data_parallel.h); the
-// collectives move them packed shard after shard.
+// data parallelism (-dp D): every stage's buffers cut into D shards of pieces (llmc/data_parallel.h); a
+// message carries one shard, its pieces one after another.
 
 static const ShardPiece* shard_pieces(const Pipeline* pp, const RankStage* ls, int k) {
     return ls->pieces + (size_t)k * max_shard_pieces(&pp->config);
 }
 
-// shards first..last of a stage-layout buffer into ls->packed (to_packed), or back
-static void shards_pack(const Pipeline* pp, RankStage* ls, float* buf, int first, int last, int to_packed) {
-    size_t base = 0;
-    for (int k = 0; k <= last; base += ls->shard_floats[k], k++) {
-        if (k < first) { continue; }
-        const ShardPiece* pc = shard_pieces(pp, ls, k);
-        for (int i = 0; i < ls->num_pieces[k]; i++) {
-            float* packed = ls->packed + base + pc[i].packed;
-            float* at = buf + pc[i].offset;
-            memcpy(to_packed ? packed : at, to_packed ? at : packed, pc[i].count * sizeof(float));
-        }
+// shard k of a stage-layout buffer into ls->shard_message (to_message), or back; `add` adds it to buf instead
+static void shard_copy(const Pipeline* pp, RankStage* ls, int k, float* buf, int to_message, int add) {
+    const ShardPiece* pc = shard_pieces(pp, ls, k);
+    for (int i = 0; i < ls->num_pieces[k]; i++) {
+        float* msg = ls->shard_message + pc[i].packed;
+        float* at = buf + pc[i].offset;
+        if (to_message) { memcpy(msg, at, pc[i].count * sizeof(float)); }
+        else if (!add) { memcpy(at, msg, pc[i].count * sizeof(float)); }
+        else { for (size_t j = 0; j < pc[i].count; j++) { at[j] += msg[j]; } }
     }
 }
 
-// The gradients summed over the data-parallel group: rank k of it sums shard k, adding the replicas in order
-// (transport_reduce_scatter); without ZeRO-1 the sums are all-gathered so every replica updates the whole
-// stage. Under ZeRO-1 only this rank's shard of the gradient is summed, and only it is read after.
+// every rank's shard of a stage-layout buffer to every other rank of the data-parallel group
+static void shards_all_gather(Pipeline* pp, RankStage* ls, float* buf) {
+    int D = pp->grid.D, d = pp->grid.d;
+    shard_copy(pp, ls, d, buf, 1, 0);
+    for (int k = 0; k < D; k++) {
+        if (k != d) { transport_send(pp->dp, k, TAG_DATA_PARALLEL, ls->shard_message, ls->shard_floats[d] * sizeof(float)); }
+    }
+    for (int k = 0; k < D; k++) {
+        if (k == d) { continue; }
+        transport_recv(pp->dp, k, TAG_DATA_PARALLEL, ls->shard_message, ls->shard_floats[k] * sizeof(float));
+        shard_copy(pp, ls, k, buf, 0, 0);
+    }
+    transport_wait_sends(pp->dp);
+}
+
+// The gradients summed over the data-parallel group: rank k of it sums shard k, its own gradient first and
+// then the others' in rank order, one fixed order per shard whatever P is. Without ZeRO-1 the sums are
+// all-gathered so every replica updates the whole stage; under ZeRO-1 only this rank's shard is read after.
 static void pipeline_reduce_gradients(Pipeline* pp) {
     int D = pp->grid.D, d = pp->grid.d;
     if (D == 1) { return; }
     double t0 = now_seconds();
     for (int l = 0; l < pp->num_local; l++) {
         RankStage* ls = &pp->local[l];
-        shards_pack(pp, ls, ls->stage.grads_memory, 0, D - 1, 1);
-        transport_reduce_scatter(pp->dp, ls->packed, ls->shard_floats);
-        if (pp->zero) {
-            shards_pack(pp, ls, ls->stage.grads_memory, d, d, 0);
-        } else {
-            transport_all_gather(pp->dp, ls->packed, ls->shard_floats);
-            shards_pack(pp, ls, ls->stage.grads_memory, 0, D - 1, 0);
+        float* grads = ls->stage.grads_memory;
+        for (int k = 0; k < D; k++) {  // a send copies its message: the buffer is free again at once
+            if (k == d) { continue; }
+            shard_copy(pp, ls, k, grads, 1, 0);
+            transport_send(pp->dp, k, TAG_DATA_PARALLEL, ls->shard_message, ls->shard_floats[k] * sizeof(float));
         }
+        for (int e = 0; e < D; e++) {
+            if (e == d) { continue; }
+            transport_recv(pp->dp, e, TAG_DATA_PARALLEL, ls->shard_message, ls->shard_floats[d] * sizeof(float));
+            shard_copy(pp, ls, d, grads, 0, 1);
+        }
+        if (!pp->zero) { shards_all_gather(pp, ls, grads); }
     }
+    transport_wait_sends(pp->dp);
     trace_add(&pp->trace, "recv", -1, -1, t0, now_seconds());
 }
 
 // ZeRO-1: each rank updated its shard; every replica gets the whole stage back
 static void pipeline_gather_parameters(Pipeline* pp) {
-    int D = pp->grid.D, d = pp->grid.d;
     double t0 = now_seconds();
-    for (int l = 0; l < pp->num_local; l++) {
-        RankStage* ls = &pp->local[l];
-        shards_pack(pp, ls, ls->stage.params_memory, d, d, 1);
-        transport_all_gather(pp->dp, ls->packed, ls->shard_floats);
-        shards_pack(pp, ls, ls->stage.params_memory, 0, D - 1, 0);
-    }
+    for (int l = 0; l < pp->num_local; l++) { shards_all_gather(pp, &pp->local[l], pp->local[l].stage.params_memory); }
     trace_add(&pp->trace, "recv", -1, -1, t0, now_seconds());
 }
 
@@ -1374,11 +1388,9 @@ static float* stage_whole_buffer(Pipeline* pp, RankStage* ls, StageBuffer which,
     float* mine = stage_buffer(&ls->stage, which);
     if (!pp->zero || which == BUF_PARAMS || which == BUF_GRADS) { return mine; }
     int d = pp->grid.d;
-    size_t base = 0;
-    for (int k = 0; k < d; k++) { base += ls->shard_floats[k]; }
-    memcpy(ls->packed + base, mine, ls->shard_floats[d] * sizeof(float));
-    transport_all_gather(pp->dp, ls->packed, ls->shard_floats);
-    shards_pack(pp, ls, whole, 0, pp->grid.D - 1, 0);
+    memcpy(ls->shard_message, mine, ls->shard_floats[d] * sizeof(float));
+    shard_copy(pp, ls, d, whole, 0, 0);
+    shards_all_gather(pp, ls, whole);
     return whole;
 }
 
@@ -1628,12 +1640,15 @@ static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const 
                               double* bytes) {
     StageLayout lay = pipeline_stage_layout(c, layers, sc->S, s);
     int split = schedule_splits_backward(sc), B = args->B, T = args->T, D = args->D;
-    size_t n = lay.num_parameters, f = sizeof(float), scratch[8], moments = n;
-    if (args->zero) {
-        ShardPiece* pieces = (ShardPiece*)malloc_check(max_shard_pieces(c) * sizeof(ShardPiece));
-        stage_shard_pieces(c, &lay, D, 0, pieces, &moments);
-        free(pieces);
+    size_t n = lay.num_parameters, f = sizeof(float), scratch[8], moments = n, largest = 0;
+    ShardPiece* pieces = (ShardPiece*)malloc_check(max_shard_pieces(c) * sizeof(ShardPiece));
+    for (int k = 0; k < D && D > 1; k++) {  // ZeRO-1 keeps replica 0's shard; a message holds the largest
+        size_t floats;
+        stage_shard_pieces(c, &lay, D, k, pieces, &floats);
+        if (k == 0 && args->zero) { moments = floats; }
+        largest = floats > largest ? floats : largest;
     }
+    free(pieces);
     scratch_sizes(c, B, T, scratch);
     int ends_apart = sc->stage_rank[0] != sc->stage_rank[sc->S - 1];
     size_t stash = schedule_stage_slots(sc, s) * activations_bytes(c, &lay, B, T, split, args->recompute ? SLOT_PART : ALL_PARTS);
@@ -1643,7 +1658,7 @@ static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const 
     bytes[MEM_STASH] = stash + (args->recompute ? activations_bytes(c, &lay, B, T, split, WORK_PART) : 0);
     bytes[MEM_SCRATCH] = 0;
     for (int i = 0; i < 8; i++) { bytes[MEM_SCRATCH] += scratch[i] * f; }
-    bytes[MEM_COMMUNICATION] = ((D > 1 ? n : 0) + schedule_stage_inbox(sc, s) * (size_t)B * T * c->channels +
+    bytes[MEM_COMMUNICATION] = (largest + schedule_stage_inbox(sc, s) * (size_t)B * T * c->channels +
                                 (ends_apart && (s == 0 || s == sc->S - 1) ? tensor_unit_size(c, WTE) : 0)) * f;
 }
 

@@ -241,47 +241,6 @@ static inline void transport_broadcast(Transport* t, int root, void* buf, size_t
     transport_wait_sends(t);
 }
 
-// Data-parallel collectives over float buffers cut into `world` consecutive segments, segment k of counts[k]
-// floats. reduce_scatter: member k ends with the sum of every member's segment k in its own, added in member
-// order (m0 + m1 + m2 ...), so the bits do not depend on who runs where. all_gather: member k's segment k
-// to every member.
-static inline void transport_reduce_scatter(Transport* t, float* buf, const size_t* counts) {
-    size_t mine = 0, n = counts[t->rank];
-    for (int k = 0; k < t->rank; k++) { mine += counts[k]; }
-    size_t off = 0;
-    for (int k = 0; k < t->world; off += counts[k], k++) {
-        if (k != t->rank) { transport_send(t, k, TAG_DATA_PARALLEL, buf + off, counts[k] * sizeof(float)); }
-    }
-    float* sum = (float*)malloc_check((n ? n : 1) * sizeof(float));
-    float* other = (float*)malloc_check((n ? n : 1) * sizeof(float));
-    for (int e = 0; e < t->world; e++) {
-        const float* part = buf + mine;
-        if (e != t->rank) {
-            transport_recv(t, e, TAG_DATA_PARALLEL, other, n * sizeof(float));
-            part = other;
-        }
-        if (e == 0) { memcpy(sum, part, n * sizeof(float)); }
-        else { for (size_t i = 0; i < n; i++) { sum[i] += part[i]; } }
-    }
-    memcpy(buf + mine, sum, n * sizeof(float));
-    free(sum);
-    free(other);
-    transport_wait_sends(t);
-}
-
-static inline void transport_all_gather(Transport* t, float* buf, const size_t* counts) {
-    size_t mine = 0;
-    for (int k = 0; k < t->rank; k++) { mine += counts[k]; }
-    for (int k = 0; k < t->world; k++) {
-        if (k != t->rank) { transport_send(t, k, TAG_DATA_PARALLEL, buf + mine, counts[t->rank] * sizeof(float)); }
-    }
-    size_t off = 0;
-    for (int k = 0; k < t->world; off += counts[k], k++) {
-        if (k != t->rank) { transport_recv(t, k, TAG_DATA_PARALLEL, buf + off, counts[k] * sizeof(float)); }
-    }
-    transport_wait_sends(t);
-}
-
 static inline void transport_free(Transport* t) {
     transport_wait_sends(t);
 #ifdef USE_MPI

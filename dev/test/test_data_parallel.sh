@@ -33,8 +33,8 @@ same_as_base() {  # same_as_base <dir> <label> <step>
 }
 
 # 1. A replica's gradient is the same bits under every split and schedule (test_pipeline_equiv); the
-# reduction adds shard pieces cut per tensor and layer in replica order, so at a fixed D the sum cannot
-# depend on P either. P = 1, 2 cover one and two stages per rank pair; the builders differ in the order of
+# reduction adds shard pieces cut per tensor and layer in one fixed order per shard, so at a fixed D the
+# sum cannot depend on P either. P = 1, 2 cover one and two stages per rank pair; the builders differ in the order of
 # weight-gradient work, which the reduction must not see.
 ARGS="-e d4:c64:h4 -b 2 -t 16 -x 3 -v 0 -g 0 -l 3e-3 -u 1 -pm 4"
 run "$W/base" local -dp 2 -pp 1 -sc 1f1b
