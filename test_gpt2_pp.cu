@@ -12,7 +12,9 @@ default: every P on one device; 2 or 4: the NCCL path).
    parameters after every AdamW step.
 2. Equivalence: the losses and the final parameters (fp32 master weights) are bitwise identical for every
    (P, schedule, launch mode): the kernels reduce in fixed orders, every stage sees the same shapes at any
-   depth, and every GEMM operand the same alignment. Each run also checks that a step allocates, frees and
+   depth, and every GEMM operand the same alignment. Then the split-backward and several-stages-per-rank
+   builders (ZB-H1, ZB-H2, interleaved, ZB-V; which P and why in main) against the same references and
+   bitwise against 1F1B at the same P. Each run also checks that a step allocates, frees and
    synchronizes nothing (SIMT's per-thread API counts) and that a stash slot allocates what the plan prints.
 3. Overflow (when the loss scaler is on: FP16 by default; forced on here in every precision): an inf
    injected into one stage's gradient makes every rank skip the step and halve the scale, and leaves the

@@ -1,16 +1,18 @@
 /*
-GPT-2 training on GPUs, split into pipeline stages: one stage per rank, one GPU per rank, or every stage on
-one GPU.
+GPT-2 training on GPUs, split into pipeline stages: one or several stages per rank, one GPU per rank, or every
+rank on one GPU.
 
 Read train_gpt2_pp.c first: this file is the same trainer with the layer loops replaced by the CUDA kernels
 of llmc/ (the .cuh files) and the messages carried by NCCL. What stays the same, deliberately:
   - the model layout and checkpoints (llmc/model.h and llmc/train_state.h): a checkpoint written here resumes
     on the CPU trainer and the other way round;
-  - the schedules (llmc/schedule.h): each rank walks its list of actions (forward, backward, send, receive),
-    exactly the list the CPU trainer walks; GPipe and 1F1B, or any valid hand-made schedule;
+  - the schedules (llmc/schedule.h): each rank walks its list of actions (forward, backward or its two halves
+    I and W, send, receive), exactly the list the CPU trainer walks: every builder (-sc, also auto) or a
+    schedule file (-sf);
   - the host bookkeeping (llmc/pipeline.h): the split, the stash slots, the grad-norm slots, the step's tokens,
     the trace, the measured bubble and every line printed;
-  - the determinism rules: backwards in micro-batch order, the two halves of the tied wte gradient added once
+  - the determinism rules: backwards in micro-batch order on every stage (B and W; here I too, which adds the
+    layernorm and encoder weight gradients), I+W the float operations of B, the two halves of the tied wte gradient added once
     (embedding + head, in that order), the grad norm summed per (tensor, layer) slot in checkpoint order. With
     the kernels' fixed reduction orders and parameters laid out so that every GEMM operand has the same
     alignment at any depth (DeviceLayout), a run gives the same bits at every pipeline depth.
@@ -20,9 +22,9 @@ the last stage scales the loss, an overflow anywhere (an inf/nan gradient) shows
 norm on every rank, and then every rank skips the step and halves the scale; after 2000 clean steps it
 doubles (PyTorch GradScaler's defaults).
 
-Launch: mpirun -np P ./train_gpt2_pp [flags]        one process per stage, the node-local rank picks the GPU
-        ./train_gpt2_pp -pp P [flags]               one process, one thread per stage: on P GPUs through NCCL,
-                                                    or, with fewer GPUs than stages, every stage on GPU 0
+Launch: mpirun -np P ./train_gpt2_pp [flags]        one process per rank, the node-local rank picks the GPU
+        ./train_gpt2_pp -pp P [flags]               one process, one thread per rank: on P GPUs through NCCL,
+                                                    or, with fewer GPUs than ranks (or -1g 1), all on GPU 0
         srun -n P ./train_gpt2_pp -pf <dir> [flags] Slurm without MPI: the NCCL id through a file
 */
 #include <math.h>

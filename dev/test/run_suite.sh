@@ -74,8 +74,9 @@ check_sass)  # the nvcc builds' SASS: 128-bit loads in the memory-bound kernels,
         if [ "${CI:-}" = true ]; then echo "error: CI must run every suite"; fails=1; fi
     fi
     ;;
-test_cuda_sim)  # the CUDA trainer's test under SIMT in every precision against both references; then the
-                # sim-mode trainer on the shipped data against the CPU trainer
+test_cuda_sim)  # the CUDA trainer's test under SIMT in every precision against the three references (each also
+                # runs the split-backward and several-stages-per-rank builders its shape allows, bitwise against
+                # 1F1B: see test_gpt2_pp.cu); then the sim-mode trainer on the shipped data against the CPU trainer
     for p in FP32 BF16 FP16; do for r in a b v; do  # v: the fused classifier at the full vocabulary
         run "test_gpt2_pp $p ref_$r" build/sim/$p/test_gpt2_pp build/ref_$r.bin
     done; done
