@@ -62,6 +62,12 @@ check "-tr: I0-I3 and W0-W3 on both ranks, rank 0 on stages 0 and 3" \
       "python3 -c \"import json,sys; e=json.load(open('$W/zbv.json'))['traceEvents']; n=set((x['pid'],x['name']) for x in e); \
 st=set(x['args']['stage'] for x in e if x['pid']==0 and x['cat']=='action'); \
 sys.exit(not all((r,k+str(m)) in n for r in (0,1) for k in 'IW' for m in range(4)) or st != {0,3})\""
+# the layernorm weight gradients accumulate in I here, so a file whose I's break micro-batch order (which the
+# validator and the CPU trainer accept) is refused with one line
+printf '0F0 0F1 0I1 0I0 0W0 0W1\n' > "$W/i_order.txt"
+build/sim/FP32/train_gpt2_pp $SHORT -pm 2 -sf "$W/i_order.txt" > "$W/i_order.out" 2>&1; rc=$?
+check "-sf with I1 before I0: one error line (rc=$rc)" \
+      "[ $rc -ne 0 ] && [ \$(wc -l < '$W/i_order.out') -eq 1 ] && grep -q \"^error: $W/i_order.txt: '0I0' comes after\" '$W/i_order.out'"
 
 # test_gpt2_pp with 2 and 4 devices: the NCCL path (P <= devices) against NumPy, bitwise equal to P=1 and to
 # every stage on one GPU
