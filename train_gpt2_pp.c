@@ -1565,6 +1565,41 @@ static void plan_free(Plan* plan) {
     sim_result_free(&plan->sim);
 }
 
+// Each stage's mean F, B, I and W (ms per micro-batch) in the last training schedule, over the ranks of `tp`
+// (collective). A fused B also gives its weight-gradient part as W and the rest as I, so 1F1B's times
+// calibrate split-backward schedules.
+static void measured_costs(Pipeline* pp, Transport* tp, StageCosts* cost) {
+    int S = pp->S, n = 5 * S;
+    double* secs = (double*)malloc_check(2 * n * sizeof(double));
+    for (int i = 0; i < n; i++) { secs[i] = pp->action_secs[i]; secs[n + i] = pp->action_count[i]; }
+    transport_allreduce_sum(tp, secs, 2 * n);
+    for (int s = 0; s < S; s++) {
+        double* t = secs + 5 * s;
+        double* k = secs + n + 5 * s;
+        double f = k[0] ? t[0] / k[0] : 0.0, b = k[1] ? t[1] / k[1] : 0.0, i = k[2] ? t[2] / k[2] : 0.0;
+        double w = k[3] ? t[3] / k[3] : 0.0, b_weights = k[1] ? t[4] / k[1] : 0.0;
+        if (k[1] && !k[2]) { i = b - b_weights; w = b_weights; }
+        if (k[2] && !k[1]) { b = i + w; }
+        cost[s] = (StageCosts){f * 1e3, b * 1e3, i * 1e3, w * 1e3};
+    }
+    free(secs);
+}
+
+// The schedule that ran, simulated with this step's measured action times of each stage (replica 0's): what
+// the step line sets against the measured step, and what is left when the measured costs are right is
+// waiting on messages and noise.
+static void simulate_last_step(Pipeline* pp, StepReport* report) {
+    StageCosts* cost = (StageCosts*)malloc_check(pp->S * sizeof(StageCosts));
+    measured_costs(pp, pp->tp, cost);
+    SimResult res;
+    if (pp->P > 1 && schedule_simulate_stages(&pp->schedule, cost, 0.0, &res) == 0) {
+        report->sim_schedule_wall = res.makespan * 1e-3;
+        report->sim_bubble = res.bubble;
+    }
+    if (pp->P > 1) { sim_result_free(&res); }
+    free(cost);
+}
+
 // what every stage of replica 0 allocated, printed by rank 0 in -plan's form
 static void print_allocated_memory(Pipeline* pp) {
     int S = pp->S;
@@ -1584,16 +1619,9 @@ static void print_allocated_memory(Pipeline* pp) {
 // builder's step; the run moves to the fastest. Parameters and AdamW moments move through a
 // whole-model copy, as a checkpoint would, so the run goes on with the same bits.
 static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
-    int P = pp->P, n = 5 * pp->S;
-    double* secs = (double*)malloc_check(2 * n * sizeof(double));
-    for (int i = 0; i < n; i++) { secs[i] = pp->action_secs[i]; secs[n + i] = pp->action_count[i]; }
-    transport_allreduce_sum(pp->job, secs, 2 * n);  // over every replica: all of them choose alike
+    int P = pp->P;
     StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
-    for (int s = 0; s < P; s++) {  // ms; W: B's weight-gradient part, I: the rest of B
-        double f = secs[5 * s] / secs[n + 5 * s], b = secs[5 * s + 1] / secs[n + 5 * s + 1];
-        double w = secs[5 * s + 4] / secs[n + 5 * s + 1];
-        cost[s] = (StageCosts){f * 1e3, b * 1e3, (b - w) * 1e3, w * 1e3};
-    }
+    measured_costs(pp, pp->job, cost);  // over every replica: all of them choose alike
     ScheduleEstimate est[SCHEDULE_NUM_BUILDERS];
     int best = schedule_compare(P, pp->M, cost, 0.0, est);
     if (pp->job->rank == 0) {
@@ -1628,7 +1656,6 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
         op_trace = &pp->trace;
     }
     free(cost);
-    free(secs);
 }
 
 // -ps 1: the schedule as text (what -sf loads), then its unit-time timeline with the simulated bubble as
@@ -1826,7 +1853,8 @@ static void train_rank(const TrainArgs* args, Transport* job) {
         trace_add_cat(&pp.trace, "step", "step", -1, -1, t0, t0 + secs);
         StepReport report = {step + 1, max_steps, D * P, M, B * T * M * D, loss, pp.last_norm, lr,  // every rank's
                              transport_sum(job, secs) / (D * P), transport_sum(job, pp.schedule_secs) / (D * P),
-                             transport_sum(job, pp.busy), plan.sim.bubble, NULL};
+                             transport_sum(job, pp.busy), plan.sim.bubble, NULL, 0.0, 0.0};
+        simulate_last_step(&pp, &report);
         if (rank == 0) { print_step_line(&report); }
         // -sc auto times the second 1F1B step when there is one: the first pays for first touches of memory
         if (autoschedule && step == (max_steps - first_step > 2 ? first_step + 1 : first_step)) {

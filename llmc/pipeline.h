@@ -388,14 +388,22 @@ typedef struct {
     double wall, schedule_wall, busy_all_ranks;  // seconds; busy summed over ranks
     double theory;                                // the schedule's simulated bubble (llmc/schedule_sim.h)
     const char* extra;                            // e.g. the loss scale, or NULL
+    double sim_schedule_wall, sim_bubble;         // the schedule that ran, simulated with the step's measured
+                                                  // action times per stage; 0: not simulated
 } StepReport;
 
 static inline void print_step_line(const StepReport* r) {
     printf("step %4d/%d | train loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s", r->step, r->max_steps,
            r->loss, r->norm, r->lr, r->wall * 1e3, r->tokens / r->wall);
     if (r->P > 1) {
-        printf(" | bubble %.3f (theory %.3f) | optimizer %.0f ms", measured_bubble(r->busy_all_ranks, r->P, r->schedule_wall),
-               r->theory, (r->wall - r->schedule_wall) * 1e3);
+        printf(" | bubble %.3f (theory %.3f", measured_bubble(r->busy_all_ranks, r->P, r->schedule_wall), r->theory);
+        if (r->sim_schedule_wall > 0) {
+            printf(", simulated %.3f) | schedule %.0f ms (simulated %.0f)", r->sim_bubble, r->schedule_wall * 1e3,
+                   r->sim_schedule_wall * 1e3);
+        } else {
+            printf(")");
+        }
+        printf(" | optimizer %.0f ms", (r->wall - r->schedule_wall) * 1e3);
     }
     printf("%s\n", r->extra ? r->extra : "");
 }
