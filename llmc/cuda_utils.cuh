@@ -96,15 +96,9 @@ __device__ inline void for_each_group(size_t n, F f) {
 
 inline int elementwise_blocks_groups(size_t n, int N) { return elementwise_blocks(CEIL_DIV(n, (size_t)N)); }
 
-__global__ void cast_to_floatX_kernel(floatX* out, const float* in, size_t n, bool vec) {
-    for_each_group<X128>(n, [&](size_t i, int count) {
-        float x[X128];
-        load_f32<X128>(x, in + i, count, vec);
-        store_f32<X128>(out + i, x, count, vec);
-    });
-}
-
-__global__ void cast_to_float_kernel(float* out, const floatX* in, size_t n, bool vec) {
+// float <-> floatX, through float (exact one way, one rounding the other)
+template <class Tout, class Tin>
+__global__ void cast_kernel(Tout* out, const Tin* in, size_t n, bool vec) {
     for_each_group<X128>(n, [&](size_t i, int count) {
         float x[X128];
         load_f32<X128>(x, in + i, count, vec);
@@ -173,14 +167,14 @@ __device__ inline void warp_softmax_state_merge(float* m, float* s) {
 
 inline void cast_to_floatX(floatX* out, const float* in, size_t n, cudaStream_t stream) {
     if (n == 0) { return; }
-    cast_to_floatX_kernel<<<elementwise_blocks_groups(n, X128), ELEMENTWISE_BLOCK, 0, stream>>>(
+    cast_kernel<floatX, float><<<elementwise_blocks_groups(n, X128), ELEMENTWISE_BLOCK, 0, stream>>>(
         out, in, n, is_aligned16(out) && is_aligned16(in));
     cudaKernelCheck();
 }
 
 inline void cast_to_float(float* out, const floatX* in, size_t n, cudaStream_t stream) {
     if (n == 0) { return; }
-    cast_to_float_kernel<<<elementwise_blocks_groups(n, X128), ELEMENTWISE_BLOCK, 0, stream>>>(
+    cast_kernel<float, floatX><<<elementwise_blocks_groups(n, X128), ELEMENTWISE_BLOCK, 0, stream>>>(
         out, in, n, is_aligned16(out) && is_aligned16(in));
     cudaKernelCheck();
 }

@@ -27,7 +27,7 @@ adamw                 ldg128  adamw_kernel
 encoder_forward       ldg128  encoder_forward_kernel
 encoder_backward      ldg128  (wpe|wte)_backward_kernel
 fused_classifier      ldg128  fused_classifier_kernel
-cuda_utils            ldg128  (cast_to_floatX|cast_to_float|add_inplace|scale_inplace)_kernel
+cuda_utils            ldg128  (cast|add_inplace|scale_inplace)_kernel
 global_norm           ldg128  global_norm_squared_kernel
 '
 
