@@ -1565,6 +1565,54 @@ static void plan_free(Plan* plan) {
     sim_result_free(&plan->sim);
 }
 
+// What stage s of the job allocates on its rank, by category, computed from the flags alone (-plan). A run
+// prints what it counted as it allocated (stage_init, pipeline_init) in the same form; dev/test compares them.
+// Under ZeRO-1 the optimizer's shard is replica 0's (shards differ by at most one float per tensor).
+static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* layers, int s,
+                              double* bytes) {
+    StageLayout lay = pipeline_stage_layout(c, layers, sc->S, s);
+    int split = schedule_splits_backward(sc), B = args->B, T = args->T, D = args->D;
+    size_t n = lay.num_parameters, f = sizeof(float), scratch[8], moments = n, largest = 0;
+    ShardPiece* pieces = (ShardPiece*)malloc_check(max_shard_pieces(c) * sizeof(ShardPiece));
+    for (int k = 0; k < D && D > 1; k++) {  // ZeRO-1 keeps replica 0's shard; a message holds the largest
+        size_t floats;
+        stage_shard_pieces(c, &lay, D, k, pieces, &floats);
+        if (k == 0 && args->zero) { moments = floats; }
+        largest = floats > largest ? floats : largest;
+    }
+    free(pieces);
+    scratch_sizes(c, B, T, scratch);
+    int ends_apart = sc->stage_rank[0] != sc->stage_rank[sc->S - 1];
+    size_t stash = schedule_stage_slots(sc, s) * activations_bytes(c, &lay, B, T, split, args->recompute ? SLOT_PART : ALL_PARTS);
+    bytes[MEM_PARAMETERS] = n * f;
+    bytes[MEM_GRADIENTS] = (n + (lay.has_head ? lay.sizes[WTE] : 0)) * f;
+    bytes[MEM_OPTIMIZER] = 2 * moments * f;
+    bytes[MEM_STASH] = stash + (args->recompute ? activations_bytes(c, &lay, B, T, split, WORK_PART) : 0);
+    bytes[MEM_SCRATCH] = 0;
+    for (int i = 0; i < 8; i++) { bytes[MEM_SCRATCH] += scratch[i] * f; }
+    bytes[MEM_COMMUNICATION] = (largest + schedule_stage_inbox(sc, s) * (size_t)B * T * c->channels +
+                                (ends_apart && (s == 0 || s == sc->S - 1) ? tensor_unit_size(c, WTE) : 0)) * f;
+}
+
+// the largest rank's bytes under args' builder at P ranks, from the plan: what -mem limits
+static double largest_rank_bytes(const GPT2Config* c, const TrainArgs* args, int P) {
+    Schedule sc;
+    if (schedule_build(args->schedule_name, P, args->M, &sc) != 0) { fatal("schedule %s: cannot build", args->schedule_name); }
+    int* layers = (int*)malloc_check(sc.S * sizeof(int));
+    pipeline_split(args, c, sc.S, layers);
+    double* rank_total = (double*)calloc_check(P, sizeof(double)), largest = 0.0;
+    for (int s = 0; s < sc.S; s++) {
+        double bytes[MEM_CATEGORIES];
+        stage_memory_plan(c, args, &sc, layers, s, bytes);
+        for (int i = 0; i < MEM_CATEGORIES; i++) { rank_total[sc.stage_rank[s]] += bytes[i]; }
+    }
+    for (int r = 0; r < P; r++) { largest = rank_total[r] > largest ? rank_total[r] : largest; }
+    free(rank_total);
+    free(layers);
+    schedule_free(&sc);
+    return largest;
+}
+
 // Each stage's mean F, B, I and W (ms per micro-batch) in the last training schedule, over the ranks of `tp`
 // (collective). A fused B also gives its weight-gradient part as W and the rest as I, so 1F1B's times
 // calibrate split-backward schedules.
@@ -1627,7 +1675,27 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
     if (pp->job->rank == 0) {
         printf("-sc auto: measured on step %d (1f1b), ms per micro-batch; predicted schedule times:\n", pp->step);
         schedule_compare_print(P, pp->M, cost, 0.0, stdout);
-        printf("-sc auto: %s\n", strcmp(est[best].name, "1f1b") == 0 ? "staying with 1f1b" : est[best].name);
+        printf("-sc auto: the largest rank's memory (-plan):");
+    }
+    if (args->max_mib > 0) { best = -1; }
+    for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {  // -mem: the fastest that fits
+        if (!est[k].ok) { continue; }
+        TrainArgs a = *args;
+        a.schedule_name = est[k].name;
+        double mib = largest_rank_bytes(&pp->config, &a, P) / 1048576.0;
+        int fits = args->max_mib <= 0 || mib <= args->max_mib;
+        if (pp->job->rank == 0) { printf("%s %s %.1f MiB%s", k ? "," : "", est[k].name, mib, fits ? "" : " (over -mem)"); }
+        if (fits && (best < 0 || est[k].step < est[best].step)) { best = k; }
+    }
+    int none_fits = best < 0;
+    if (none_fits) { best = 1; }  // 1F1B, as the run started
+    if (pp->job->rank == 0) {
+        printf("\n-sc auto: %s", strcmp(est[best].name, "1f1b") == 0 ? "staying with 1f1b" : est[best].name);
+        if (args->max_mib > 0) {
+            printf(none_fits ? " (no schedule fits -mem %d MiB per rank)" : " (the fastest within -mem %d MiB per rank)",
+                   args->max_mib);
+        }
+        printf("\n");
     }
     if (strcmp(est[best].name, "1f1b") != 0) {
         size_t N = model_num_parameters(&pp->config);
@@ -1660,35 +1728,6 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
 
 // -ps 1: the schedule as text (what -sf loads), then its unit-time timeline with the simulated bubble as
 // comment lines, so the output loads back as it is
-// What stage s of the job allocates on its rank, by category, computed from the flags alone (-plan). A run
-// prints what it counted as it allocated (stage_init, pipeline_init) in the same form; dev/test compares them.
-// Under ZeRO-1 the optimizer's shard is replica 0's (shards differ by at most one float per tensor).
-static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* layers, int s,
-                              double* bytes) {
-    StageLayout lay = pipeline_stage_layout(c, layers, sc->S, s);
-    int split = schedule_splits_backward(sc), B = args->B, T = args->T, D = args->D;
-    size_t n = lay.num_parameters, f = sizeof(float), scratch[8], moments = n, largest = 0;
-    ShardPiece* pieces = (ShardPiece*)malloc_check(max_shard_pieces(c) * sizeof(ShardPiece));
-    for (int k = 0; k < D && D > 1; k++) {  // ZeRO-1 keeps replica 0's shard; a message holds the largest
-        size_t floats;
-        stage_shard_pieces(c, &lay, D, k, pieces, &floats);
-        if (k == 0 && args->zero) { moments = floats; }
-        largest = floats > largest ? floats : largest;
-    }
-    free(pieces);
-    scratch_sizes(c, B, T, scratch);
-    int ends_apart = sc->stage_rank[0] != sc->stage_rank[sc->S - 1];
-    size_t stash = schedule_stage_slots(sc, s) * activations_bytes(c, &lay, B, T, split, args->recompute ? SLOT_PART : ALL_PARTS);
-    bytes[MEM_PARAMETERS] = n * f;
-    bytes[MEM_GRADIENTS] = (n + (lay.has_head ? lay.sizes[WTE] : 0)) * f;
-    bytes[MEM_OPTIMIZER] = 2 * moments * f;
-    bytes[MEM_STASH] = stash + (args->recompute ? activations_bytes(c, &lay, B, T, split, WORK_PART) : 0);
-    bytes[MEM_SCRATCH] = 0;
-    for (int i = 0; i < 8; i++) { bytes[MEM_SCRATCH] += scratch[i] * f; }
-    bytes[MEM_COMMUNICATION] = (largest + schedule_stage_inbox(sc, s) * (size_t)B * T * c->channels +
-                                (ends_apart && (s == 0 || s == sc->S - 1) ? tensor_unit_size(c, WTE) : 0)) * f;
-}
-
 // -plan 1: every stage's memory for these flags, nothing allocated
 static void print_memory_plan(const TrainArgs* args, int P) {
     Schedule sc;

@@ -41,6 +41,7 @@ typedef struct {
     int ckpt_every, resume;      // -n -y
     int print_schedule;          // -ps
     int print_memory;            // -plan: each stage's memory by category, without allocating
+    int max_mib;                 // -mem: -sc auto picks the fastest schedule whose largest rank fits (MiB)
     int max_nonfinite;
     int shuffle;                 // -sh: llm.c's shuffled order of shards and micro-batches
     int recompute;               // -rc: 0 never, 1 except_last, 2 always (activation recomputation)
@@ -93,6 +94,7 @@ static void train_args_usage(int cuda) {
         "  -pl <list>   layers per stage, e.g. 3,3,3,3 [balanced by estimated compute]\n"
         "  -ps <0|1>    print the schedule (one row per rank) and its simulated timeline, then exit [0]\n"
         "  -plan <0|1>  print each stage's memory by category (parameters, gradients, ...) without allocating, then exit [0]\n"
+        "  -mem <MiB>   with -sc auto: the fastest schedule whose largest rank needs at most this much (-plan) [any]\n"
         "  -x <int>     optimizer steps to run in total [40]\n"
         "  -l <float>   peak learning rate [1e-3]\n"
         "  -k <name>    learning-rate schedule: constant | cosine | noam [cosine]\n"
@@ -163,7 +165,7 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0 || strcmp(f, "-ge") == 0 ||
                         strcmp(f, "-1g") == 0;
         if (!cuda && cuda_only) { fatal("flag %s belongs to the CUDA trainer (see -h)", f); }
-        if (cuda && (strcmp(f, "-dp") == 0 || strcmp(f, "-z") == 0 || strcmp(f, "-plan") == 0)) {
+        if (cuda && (strcmp(f, "-dp") == 0 || strcmp(f, "-z") == 0 || strcmp(f, "-plan") == 0 || strcmp(f, "-mem") == 0)) {
             fatal("flag %s belongs to the CPU trainer: the CUDA trainer has no data parallelism or memory plan yet", f);
         }
         if (v[0] == '\0') { fatal("flag %s expects a value, got an empty string", f); }
@@ -183,6 +185,7 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         else if (strcmp(f, "-pl") == 0) { a->layers_arg = v; }
         else if (strcmp(f, "-ps") == 0) { a->print_schedule = int_flag_in(f, v, 0, 1, "print the schedule"); }
         else if (strcmp(f, "-plan") == 0) { a->print_memory = int_flag_in(f, v, 0, 1, "print the memory plan"); }
+        else if (strcmp(f, "-mem") == 0) { a->max_mib = int_flag_in(f, v, 1, 1 << 30, "memory per rank in MiB"); }
         else if (strcmp(f, "-to") == 0) { a->timeout = float_flag_in(f, v, 0.0f, 1, 86400.0f, "peer timeout in seconds"); }
         else if (strcmp(f, "-nf") == 0) { a->max_nonfinite = int_flag_in(f, v, 1, 1000, "non-finite steps skipped in a row"); }
         else if (strcmp(f, "-tr") == 0) { a->trace_path = v; }
