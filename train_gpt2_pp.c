@@ -948,28 +948,6 @@ static RankStage* local_stage(Pipeline* pp, int s) {
     return &pp->local[pp->local_of[s]];
 }
 
-// the schedule of -sf or -sc, loaded or built, and proven before anything runs
-static void pipeline_schedule(Schedule* sc, const TrainArgs* args, int P) {
-    char err[512];
-    if (args->schedule_file) {
-        const char* path = args->schedule_file;
-        check_regular_file(path);  // a FIFO would block the read forever
-        if (schedule_load_file(path, sc, err, sizeof(err)) != 0) { fatal("%s", err); }
-        if (sc->P != P) { fatal("%s: the schedule has %d ranks (rows), the job P=%d", path, sc->P, P); }
-        if (sc->M != args->M) { fatal("%s: the schedule has M=%d micro-batches, -pm is %d", path, sc->M, args->M); }
-        return;
-    }
-    int rc = schedule_build(args->schedule_name, P, args->M, sc);
-    if (rc == SCHEDULE_ERR_NAME) { fatal("flag -sc expects %s|auto, got '%s'", SCHEDULE_NAMES, args->schedule_name); }
-    if (rc != 0) {
-        fatal("flag -sc %s cannot run P=%d, M=%d (-pm): it needs %s", args->schedule_name, P, args->M,
-              schedule_requires(args->schedule_name));
-    }
-    if (schedule_validate(sc, err, sizeof(err)) != 0) {
-        fatal("schedule %s for P=%d M=%d is invalid: %s", args->schedule_name, P, args->M, err);
-    }
-}
-
 static int schedule_splits_backward(const Schedule* sc) {
     for (int r = 0; r < sc->P; r++) {
         for (int i = 0; i < sc->ranks[r].n; i++) { if (sc->ranks[r].a[i].type == PP_I) { return 1; } }
@@ -993,7 +971,7 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     pp->grid = grid_of(job->rank, dp->world, P);
     pp->zero = args->zero;
     pp->max_nonfinite = args->max_nonfinite;
-    pipeline_schedule(&pp->schedule, args, P);
+    pipeline_load_schedule(&pp->schedule, args, P);
     snprintf(pp->schedule_name, sizeof(pp->schedule_name), "%s", args->schedule_name);
     int S = pp->S = pp->schedule.S;
     pp->layers = (int*)malloc_check(S * sizeof(int));
@@ -1733,7 +1711,7 @@ static void print_memory_plan(const TrainArgs* args, int P) {
     Schedule sc;
     TrainArgs shown = *args;
     if (strcmp(args->schedule_name, "auto") == 0) { shown.schedule_name = "1f1b"; }
-    pipeline_schedule(&sc, &shown, P);
+    pipeline_load_schedule(&sc, &shown, P);
     int from_file;
     GPT2Config c = pipeline_model_config(args, &from_file);
     int* layers = (int*)malloc_check(sc.S * sizeof(int));
@@ -1760,7 +1738,7 @@ static void print_schedule(const TrainArgs* args, int P) {
     Schedule sc;
     TrainArgs shown = *args;
     if (strcmp(args->schedule_name, "auto") == 0) { shown.schedule_name = "1f1b"; }  // what auto starts with
-    pipeline_schedule(&sc, &shown, P);
+    pipeline_load_schedule(&sc, &shown, P);
     schedule_fprint(&sc, stdout);
     char* timeline = NULL;
     size_t len = 0;
