@@ -93,7 +93,9 @@ static void scatter_owned(const Pipeline* pp, const Stage* st, const float* loca
 static void* snapshot_state(Pipeline* pp, size_t* bytes) {
     cudaStream_t stream = pp->comm->stream;
     *bytes = 0;
-    for (int l = 0; l < pp->num_local; l++) { *bytes += pp->local[l].stage.dl.total * (sizeof(floatX) + 3 * sizeof(float)); }
+    for (int l = 0; l < pp->num_local; l++) {
+        *bytes += pp->local[l].stage.dl.total * (sizeof(floatX) + 3 * sizeof(float));
+    }
     char* h = (char*)malloc_check(*bytes);
     char* at = h;
     for (int l = 0; l < pp->num_local; l++) {
@@ -383,13 +385,14 @@ int main(int argc, char** argv) {
             run.schedule = sc;
             run.one_device = v == 1;
             run_pipeline(&run);
-            snprintf(tag, sizeof(tag), "P=%d %s%s", P, run.schedule, run.one_device_used && devices >= P ? " on one GPU" : "");
+            snprintf(tag, sizeof(tag), "P=%d %s%s", P, sc, run.one_device_used && devices >= P ? " on one GPU" : "");
             check_against_reference(&run, tag, ref_step_loss, ref_grads, ref_norm, ref_params);
             snprintf(name, sizeof(name), "%s: no cudaMalloc, cudaFree, cudaDeviceSynchronize or pageable copy in a step", tag);
             check(run.api_ok, name);
             snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints", tag);
             check(run.stash_ok, name);
-            snprintf(name, sizeof(name), "%s: losses and parameters bitwise equal to P=%d %s", tag, P, P == 1 ? "gpipe" : "1f1b");
+            snprintf(name, sizeof(name), "%s: losses and parameters bitwise equal to P=%d %s", tag, P,
+                     P == 1 ? "gpipe" : "1f1b");
             check(same_p->params && memcmp(same_p->losses, run.losses, rf.K * sizeof(float)) == 0 &&
                   memcmp(same_p->params, run.params, (size_t)rf.K * N * sizeof(float)) == 0, name);
             run_free(&run);

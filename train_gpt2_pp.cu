@@ -12,8 +12,8 @@ of llmc/ (the .cuh files) and the messages carried by NCCL. What stays the same,
   - the host bookkeeping (llmc/pipeline.h): the split, the stash slots, the grad-norm slots, the step's tokens,
     the trace, the measured bubble and every line printed;
   - the determinism rules: backwards in micro-batch order on every stage (B and W; here I too, which adds the
-    layernorm and encoder weight gradients), I+W the float operations of B, the two halves of the tied wte gradient added once
-    (embedding + head, in that order), the grad norm summed per (tensor, layer) slot in checkpoint order. With
+    layernorm and encoder weight gradients), I+W the float operations of B, the two halves of the tied wte
+    gradient added once (embedding + head, in that order), the grad norm summed per (tensor, layer) slot in checkpoint order. With
     the kernels' fixed reduction orders and parameters laid out so that every GEMM operand has the same
     alignment at any depth (DeviceLayout), a run gives the same bits at every pipeline depth.
 What is new: mixed precision. Parameters and activations are floatX (PRECISION=FP32|BF16|FP16 at build time),
@@ -227,7 +227,6 @@ typedef struct {
     float* v_memory;
     Activations* stash;
     int num_slots;
-    int split;                   // the slots also keep what W needs (kept_layer)
     size_t slot_bytes;           // what each stash slot allocated: activation_slot_bytes
     Scratch scratch;
     int gelu_fusion;             // GELU through cuBLASLt's GELU_AUX / DGELU epilogues (-ge 1) or its own kernels
@@ -239,6 +238,10 @@ static void* cuda_alloc(size_t bytes, cudaStream_t stream) {
     cudaCheck(cudaMalloc(&p, bytes > 0 ? bytes : 1));
     cudaCheck(cudaMemsetAsync(p, 0, bytes > 0 ? bytes : 1, stream));
     return p;
+}
+
+static void device_copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+    cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
 }
 
 // carves typed pieces out of one allocation; with base NULL it only counts (a dry run)
@@ -329,7 +332,6 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     if (s->has_head) { st->grad_wte_head = (float*)cuda_alloc(s->sizes[WTE] * sizeof(float), stream); }
     st->num_slots = num_slots;
     st->stash = (Activations*)calloc_check(num_slots, sizeof(Activations));
-    st->split = split;
     st->slot_bytes = activation_slot_bytes(c, s, B, T, split);
     for (int k = 0; k < num_slots; k++) {
         Arena a = {(char*)cuda_alloc(st->slot_bytes, stream), 0};
@@ -459,38 +461,40 @@ static void stage_backward_input(Stage* st, Activations* a, const floatX* dout, 
         layernorm_backward(sc->dresidual, g->lnfw, g->lnfb, sc->ln_scratch, sc->dln, stage_output(st, a), p->lnfw,
                            a->lnf_mean, a->lnf_rstd, BT, C, stream);
     } else {
-        cudaCheck(cudaMemcpyAsync(sc->dresidual, dout, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
+        device_copy(sc->dresidual, dout, nBTC * sizeof(floatX), stream);
     }
     for (int l = st->layout.num_layers - 1; l >= 0; l--) {
         floatX* residual = l == 0 ? a->x : a->residual3 + (l - 1) * sC;
         float* bs = sc->bias_scratch;
-        LayerOutputGrads k = keep ? kept_layer(st, a, l) : (LayerOutputGrads){sc->dresidual, sc->dfch, sc->dresidual2, sc->dqkv};
+        LayerOutputGrads k = keep ? kept_layer(st, a, l)
+                                  : (LayerOutputGrads){sc->dresidual, sc->dfch, sc->dresidual2, sc->dqkv};
         // the MLP branch
         const floatX* fch = a->fch + l * 4 * sC;
-        if (keep) { cudaCheck(cudaMemcpyAsync(k.dfcproj, sc->dresidual, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream)); }
+        if (keep) { device_copy(k.dfcproj, sc->dresidual, nBTC * sizeof(floatX), stream); }
         if (st->gelu_fusion) {  // the DGELU epilogue turns d(fch_gelu) into d(fch) inside the GEMM
             matmul_backward(k.dfc, GRAD(g->fcprojw + l * w[FCPROJW]), GRAD(g->fcprojb + l * w[FCPROJB]), bs, k.dfcproj,
                             a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, fch, stream);
         } else {
             matmul_backward(sc->dfch_gelu, GRAD(g->fcprojw + l * w[FCPROJW]), GRAD(g->fcprojb + l * w[FCPROJB]), bs,
-                            k.dfcproj, a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, NULL, stream);
+                            k.dfcproj, a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, NULL,
+                            stream);
             gelu_backward(k.dfc, fch, sc->dfch_gelu, nBTC * 4, stream);
         }
         matmul_backward(sc->dln, GRAD(g->fcw + l * w[FCW]), GRAD(g->fcb + l * w[FCB]), bs, k.dfc, a->ln2 + l * sC,
                         p->fcw + l * w[FCW], BT, C, 4 * C, NULL, stream);
-        cudaCheck(cudaMemcpyAsync(sc->dresidual2, sc->dresidual, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
+        device_copy(sc->dresidual2, sc->dresidual, nBTC * sizeof(floatX), stream);
         layernorm_backward(sc->dresidual2, g->ln2w + l * w[LN2W], g->ln2b + l * w[LN2B], sc->ln_scratch, sc->dln,
                            a->residual2 + l * sC, p->ln2w + l * w[LN2W], a->ln2_mean + l * sBT, a->ln2_rstd + l * sBT,
                            BT, C, stream);
         // the attention branch
-        if (keep) { cudaCheck(cudaMemcpyAsync(k.dattproj, sc->dresidual2, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream)); }
+        if (keep) { device_copy(k.dattproj, sc->dresidual2, nBTC * sizeof(floatX), stream); }
         matmul_backward(sc->datty, GRAD(g->attprojw + l * w[ATTPROJW]), GRAD(g->attprojb + l * w[ATTPROJB]), bs,
                         k.dattproj, a->atty + l * sC, p->attprojw + l * w[ATTPROJW], BT, C, C, NULL, stream);
         attention_backward(k.dqkv, sc->datt, sc->att_scratch, sc->datty, a->qkv + l * 3 * sC, a->att + l * st->as.att,
                            B, T, C, NH, stream);
         matmul_backward(sc->dln, GRAD(g->qkvw + l * w[QKVW]), GRAD(g->qkvb + l * w[QKVB]), bs, k.dqkv, a->ln1 + l * sC,
                         p->qkvw + l * w[QKVW], BT, C, 3 * C, NULL, stream);
-        cudaCheck(cudaMemcpyAsync(sc->dresidual, sc->dresidual2, nBTC * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
+        device_copy(sc->dresidual, sc->dresidual2, nBTC * sizeof(floatX), stream);
         layernorm_backward(sc->dresidual, g->ln1w + l * w[LN1W], g->ln1b + l * w[LN1B], sc->ln_scratch, sc->dln, residual,
                            p->ln1w + l * w[LN1W], a->ln1_mean + l * sBT, a->ln1_rstd + l * sBT, BT, C, stream);
     }
@@ -903,7 +907,9 @@ typedef struct {
 } Pipeline;
 
 static RankStage* local_stage(Pipeline* pp, int s) {
-    if (pp->local_of[s] < 0) { fatal("rank %d: stage %d runs on rank %d (schedule bug)", pp->rank, s, pp->schedule.stage_rank[s]); }
+    if (pp->local_of[s] < 0) {
+        fatal("rank %d: stage %d runs on rank %d (schedule bug)", pp->rank, s, pp->schedule.stage_rank[s]);
+    }
     return &pp->local[pp->local_of[s]];
 }
 
@@ -934,8 +940,8 @@ static void check_input_backward_order(const Schedule* sc, const TrainArgs* args
             if (a->stage != st || !pp_is_bwd_input(a->type)) { continue; }
             if (a->mb < last) {
                 char tok[48];
-                fatal("%s: '%s' comes after the backward of micro-batch %d: the CUDA trainer needs each stage's I (or B) "
-                      "actions in micro-batch order as well (its layernorm weight gradients accumulate in I)",
+                fatal("%s: '%s' comes after the backward of micro-batch %d: the CUDA trainer needs each stage's I "
+                      "(or B) actions in micro-batch order as well (its layernorm weight gradients accumulate in I)",
                       args->schedule_file ? args->schedule_file : args->schedule_name,
                       schedule_action_str(a, tok, sizeof(tok)), last);
             }
@@ -1046,10 +1052,6 @@ static void pipeline_free(Pipeline* pp) {
     schedule_free(&pp->schedule);
 }
 
-static void device_copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
-    cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
-}
-
 // One action of this rank's list. Everything is queued on the rank's stream in list order.
 static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_only) {
     int m = a->mb, s = a->stage, last = s == pp->S - 1;
@@ -1150,7 +1152,9 @@ static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx
     for (int i = 0; i < pp->num_local; i++) {
         Stage* st = &pp->local[i].stage;
         cudaCheck(cudaMemsetAsync(st->grads_memory, 0, st->dl.total * sizeof(float), stream));
-        if (st->grad_wte_head) { cudaCheck(cudaMemsetAsync(st->grad_wte_head, 0, st->layout.sizes[WTE] * sizeof(float), stream)); }
+        if (st->grad_wte_head) {
+            cudaCheck(cudaMemsetAsync(st->grad_wte_head, 0, st->layout.sizes[WTE] * sizeof(float), stream));
+        }
     }
     load_step_tokens(pp->tokens, pp->M, pp->B, pp->T, next, ctx);
     run_schedule(pp, &pp->schedule, pp->B, pp->T, 0);
@@ -1174,7 +1178,7 @@ static void pipeline_sync_tied_wte(Pipeline* pp) {
         const float* mine = embed ? embed->grads.wte : head->grad_wte_head;
         comm_exchange(pp->comm, mine, pp->wte_other, n * sizeof(float), pp->schedule.stage_rank[embed ? last : 0]);
     }
-    if (embed) { add_inplace(embed->grads.wte, head ? head->grad_wte_head : pp->wte_other, n, stream); }  // embed += head
+    if (embed) { add_inplace(embed->grads.wte, head ? head->grad_wte_head : pp->wte_other, n, stream); }  // += head
     if (head && head != embed) {  // embed, then += head; or the embedding stage's sum when it is on this rank
         device_copy(head->grads.wte, embed ? embed->grads.wte : pp->wte_other, n * sizeof(float), stream);
         if (!embed) { add_inplace(head->grads.wte, head->grad_wte_head, n, stream); }
@@ -1487,7 +1491,8 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
         float coin = random_f32(rng);  // drawn on every rank: the sampler's RNG stays the same everywhere
         int next = 0;
         if (pp->rank == last) {
-            Activations* a = &local_stage(pp, pp->S - 1)->stage.stash[0];  // forward only: F took slot 0 (all were free) and freed it, logits stay
+            // forward only: F took slot 0 (all were free) and freed it, the logits stay
+            Activations* a = &local_stage(pp, pp->S - 1)->stage.stash[0];
             cast_to_float(row_dev, a->logits + (size_t)(n - 1) * Vp, Vp, cm->stream);
             cudaCheck(cudaMemcpyAsync(row_host, row_dev, Vp * sizeof(float), cudaMemcpyDeviceToHost, cm->stream));
             comm_wait(cm);
