@@ -1400,10 +1400,21 @@ static const char* pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
         cost[s] = (StageCosts){f * 1e3, b * 1e3, b * 0.5e3, b * 0.5e3};  // ms
     }
     ScheduleEstimate est[SCHEDULE_NUM_BUILDERS];
-    int best = schedule_compare(P, pp->M, cost, 0.0, est);
+    int fastest = schedule_compare(P, pp->M, cost, 0.0, est), best = -1;
+    for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {  // the fastest whose stages the split can hold
+        Schedule probe;
+        if (!est[k].ok || schedule_build(est[k].name, P, pp->M, &probe) != 0) { continue; }
+        int fits = probe.S <= pp->config.num_layers && (!args->layers_arg || probe.S == P);  // -pl names P stages
+        schedule_free(&probe);
+        if (fits && (best < 0 || est[k].step < est[best].step)) { best = k; }
+    }
     if (pp->rank == 0 && !args->quiet) {
         printf("-sc auto: measured on step %d (1f1b), ms per micro-batch; predicted schedule times:\n", pp->step);
         schedule_compare_print(P, pp->M, cost, 0.0, stdout);
+        if (best != fastest) {
+            printf("-sc auto: %s needs more stages than %s\n", est[fastest].name,
+                   args->layers_arg ? "-pl gives" : "the model has layers");
+        }
         printf("-sc auto: %s\n", strcmp(est[best].name, "1f1b") == 0 ? "staying with 1f1b" : est[best].name);
     }
     if (strcmp(est[best].name, "1f1b") != 0) {
