@@ -15,7 +15,8 @@ default: every P on one device; 2 or 4: the NCCL path).
    depth, and every GEMM operand the same alignment. Then the split-backward and several-stages-per-rank
    builders (ZB-H1, ZB-H2, interleaved, ZB-V; which P and why in main) against the same references and
    bitwise against 1F1B at the same P. Each run also checks that a step allocates, frees and
-   synchronizes nothing (SIMT's per-thread API counts) and that a stash slot allocates what the plan prints.
+   synchronizes nothing (SIMT's per-thread API counts), that a stash slot allocates what the plan prints
+   and that each stage's peak use of its slots is the schedule's count.
 3. Overflow (when the loss scaler is on: FP16 by default; forced on here in every precision): an inf
    injected into one stage's gradient makes every rank skip the step and halve the scale, and leaves the
    parameters and AdamW moments byte-identical; the next step trains normally.
@@ -68,7 +69,8 @@ typedef struct {
     int do_overflow;
     int gelu_fusion;
     int api_ok;       // no cudaMalloc, cudaFree or cudaDeviceSynchronize inside any step, on any rank
-    int stash_ok;     // every stash slot allocated exactly what the plan prints
+    int stash_ok;     // every stash slot allocated exactly what the plan prints, and each stage's peak use of
+                      // them was the schedule's count (schedule_peak_inflight)
     int one_device_used;
 } Run;
 
@@ -214,6 +216,9 @@ static void rank_job(void* ctx, Comm* cm) {
         if (rank == 0) { run->losses[k] = loss; run->norms[k] = pp.last_norm; }
         collect(&pp, params_of, 1.0f, local, run->params + (size_t)k * rf->N);
     }
+    for (int l = 0; l < pp.num_local; l++) {
+        if (pp.local[l].stash.peak != schedule_peak_inflight(&pp.schedule, pp.local[l].index)) { run->stash_ok = 0; }
+    }
     free(local);
     pipeline_free(&pp);
 }
@@ -343,7 +348,7 @@ int main(int argc, char** argv) {
             check_against_reference(&run, tag, ref_step_loss, ref_grads, ref_norm, ref_params);
             snprintf(name, sizeof(name), "%s: no cudaMalloc, cudaFree, cudaDeviceSynchronize or pageable copy in a step", tag);
             check(run.api_ok, name);
-            snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints", tag);
+            snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints, the peak in use is the schedule's", tag);
             check(run.stash_ok, name);
             // every depth, schedule and launch mode: the same bits
             if (first.params == NULL) {
@@ -389,7 +394,7 @@ int main(int argc, char** argv) {
             check_against_reference(&run, tag, ref_step_loss, ref_grads, ref_norm, ref_params);
             snprintf(name, sizeof(name), "%s: no cudaMalloc, cudaFree, cudaDeviceSynchronize or pageable copy in a step", tag);
             check(run.api_ok, name);
-            snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints", tag);
+            snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints, the peak in use is the schedule's", tag);
             check(run.stash_ok, name);
             snprintf(name, sizeof(name), "%s: losses and parameters bitwise equal to P=%d %s", tag, P,
                      P == 1 ? "gpipe" : "1f1b");
