@@ -1640,42 +1640,117 @@ static void print_allocated_memory(Pipeline* pp) {
     free(bytes);
 }
 
+// What one kind of action (F, B, I or W) costs per micro-batch, in ms: a layer, and the extra work of the
+// embedding stage and of the LM-head stage, taken from 1F1B's measured stage times. Middle stages are layers
+// only; with two stages the embedding (a gather and a scatter-add) is taken as free, so stage 0 gives the
+// layer cost.
+typedef struct { double layer, embed, head; } ComponentCosts;
+enum { SPLIT_TEXT = 4096 };  // a split as -pl text, "8,4": room for TRAIN_MAX_P stages
+
+static ComponentCosts component_costs(const double* stage_ms, const int* layers, int P) {
+    double sum = 0.0;
+    int n = 0;
+    for (int s = 1; s < P - 1; s++) { sum += stage_ms[s]; n += layers[s]; }
+    if (n == 0) { sum = stage_ms[0]; n = layers[0]; }
+    ComponentCosts cc = {n > 0 ? sum / n : 0.0, 0.0, 0.0};
+    cc.embed = fmax(0.0, stage_ms[0] - layers[0] * cc.layer);
+    cc.head = fmax(0.0, stage_ms[P - 1] - layers[P - 1] * cc.layer);
+    return cc;
+}
+
+static double component_stage_cost(const ComponentCosts* cc, int S, int s, int n_layers) {
+    return n_layers * cc->layer + (s == 0 ? cc->embed : 0.0) + (s == S - 1 ? cc->head : 0.0);
+}
+
 // -sc auto: 1F1B runs first and times each stage's F and B, and within B its weight-gradient ops, which a
-// split backward defers to W (I is the rest). The simulator, calibrated with those times, predicts every
-// builder's step; the run moves to the fastest. Parameters and AdamW moments move through a
-// whole-model copy, as a checkpoint would, so the run goes on with the same bits.
+// split backward defers to W (I is the rest). From those come the costs of a layer, the embedding and the
+// LM head; for every builder the layers are split over its S stages by those measured costs (unless -pl
+// fixes the split), the builder is simulated with them, and the run moves to the fastest, or the fastest
+// whose largest rank fits -mem. Parameters and AdamW moments move through a whole-model copy, as a
+// checkpoint would, so the run goes on with the same bits: neither the split nor the schedule changes them.
 static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
-    int P = pp->P;
-    StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
-    measured_costs(pp, pp->job, cost);  // over every replica: all of them choose alike
-    ScheduleEstimate est[SCHEDULE_NUM_BUILDERS];
-    int best = schedule_compare(P, pp->M, cost, 0.0, est);
-    if (pp->job->rank == 0) {
-        printf("-sc auto: measured on step %d (1f1b), ms per micro-batch; predicted schedule times:\n", pp->step);
-        schedule_compare_print(P, pp->M, cost, 0.0, stdout);
-        printf("-sc auto: the largest rank's memory (-plan):");
+    int P = pp->P, L = pp->config.num_layers, rank0 = pp->job->rank == 0;
+    StageCosts* measured = (StageCosts*)malloc_check(P * sizeof(StageCosts));
+    measured_costs(pp, pp->job, measured);  // over every replica: all of them choose alike
+    double* ms = (double*)malloc_check(P * sizeof(double));
+    ComponentCosts cc[4];  // f, b, i, w
+    for (int kind = 0; kind < 4; kind++) {
+        for (int s = 0; s < P; s++) {
+            const StageCosts* m = &measured[s];
+            ms[s] = kind == 0 ? m->f : kind == 1 ? m->b : kind == 2 ? m->i : m->w;
+        }
+        cc[kind] = component_costs(ms, pp->layers, P);
     }
-    if (args->max_mib > 0) { best = -1; }
-    for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {  // -mem: the fastest that fits
-        if (!est[k].ok) { continue; }
-        TrainArgs a = *args;
-        a.schedule_name = est[k].name;
-        double mib = largest_rank_bytes(&pp->config, &a, P) / 1048576.0;
-        int fits = args->max_mib <= 0 || mib <= args->max_mib;
-        if (pp->job->rank == 0) { printf("%s %s %.1f MiB%s", k ? "," : "", est[k].name, mib, fits ? "" : " (over -mem)"); }
-        if (fits && (best < 0 || est[k].step < est[best].step)) { best = k; }
+    PartitionCosts split_costs = {cc[0].layer + cc[1].layer, cc[0].embed + cc[1].embed, cc[0].head + cc[1].head};
+    if (rank0) {
+        printf("-sc auto: measured on step %d (1f1b), ms per micro-batch, F+B: a layer %.1f, the embedding %.1f, "
+               "the LM head %.1f (W: %.0f%% of a layer's B)\n", pp->step, split_costs.layer, split_costs.encoder,
+               split_costs.head, cc[1].layer > 0 ? 100.0 * cc[3].layer / cc[1].layer : 0.0);
+        printf("-sc auto: %-12s %-24s %12s %8s %14s\n", "schedule", "split", "predicted ms", "bubble", "largest rank");
+    }
+    static const char* const names[SCHEDULE_NUM_BUILDERS] = {"gpipe", "1f1b", "interleaved", "zbh1", "zbh2", "zbv"};
+    char splits[SCHEDULE_NUM_BUILDERS][SPLIT_TEXT];
+    double best_ms = 0.0;
+    int best = -1;
+    for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {
+        Schedule sc;
+        if (schedule_build(names[k], P, pp->M, &sc) != 0) {
+            if (rank0) { printf("-sc auto: %-12s needs %s\n", names[k], schedule_requires(names[k])); }
+            continue;
+        }
+        int S = sc.S;
+        int* layers = (int*)malloc_check(S * sizeof(int));
+        int* first = (int*)malloc_check(S * sizeof(int));
+        char err[256];
+        int ok = args->layers_arg ? S == P : partition_balance(L, S, &split_costs, layers, first, err, sizeof(err)) == 0;
+        if (args->layers_arg && ok) { memcpy(layers, pp->layers, P * sizeof(int)); }
+        if (ok) {
+            StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
+            for (int s = 0; s < S; s++) {
+                cost[s] = (StageCosts){component_stage_cost(&cc[0], S, s, layers[s]), component_stage_cost(&cc[1], S, s, layers[s]),
+                                       component_stage_cost(&cc[2], S, s, layers[s]), component_stage_cost(&cc[3], S, s, layers[s])};
+            }
+            SimResult res;
+            schedule_simulate_stages(&sc, cost, 0.0, &res);
+            partition_format(layers, S, splits[k], sizeof(splits[k]));
+            TrainArgs a = *args;
+            a.schedule_name = names[k];
+            a.layers_arg = splits[k];
+            double mib = largest_rank_bytes(&pp->config, &a, P) / 1048576.0;
+            int fits = args->max_mib <= 0 || mib <= args->max_mib;
+            if (rank0) {
+                printf("-sc auto: %-12s %-24s %12.1f %8.3f %9.1f MiB%s\n", names[k], splits[k], res.makespan,
+                       res.bubble, mib, fits ? "" : " (over -mem)");
+            }
+            if (fits && (best < 0 || res.makespan < best_ms)) { best = k; best_ms = res.makespan; }
+            sim_result_free(&res);
+            free(cost);
+        } else if (rank0) {
+            printf("-sc auto: %-12s needs a layer per stage: %d stages, %s\n", names[k], S,
+                   args->layers_arg ? "-pl names P" : "more than the layers");
+        }
+        free(layers);
+        free(first);
+        schedule_free(&sc);
     }
     int none_fits = best < 0;
-    if (none_fits) { best = 1; }  // 1F1B, as the run started
-    if (pp->job->rank == 0) {
-        printf("\n-sc auto: %s", strcmp(est[best].name, "1f1b") == 0 ? "staying with 1f1b" : est[best].name);
+    char current[SPLIT_TEXT];
+    partition_format(pp->layers, P, current, sizeof(current));
+    if (none_fits) {  // 1F1B as it runs: -mem allows nothing
+        best = 1;
+        snprintf(splits[best], sizeof(splits[best]), "%s", current);
+    }
+    int moves = best != 1 || strcmp(splits[best], current) != 0;
+    if (rank0) {
+        printf("-sc auto: %s %s", moves ? "moving to" : "staying with", names[best]);
+        printf(" split %s", splits[best]);
         if (args->max_mib > 0) {
             printf(none_fits ? " (no schedule fits -mem %d MiB per rank)" : " (the fastest within -mem %d MiB per rank)",
                    args->max_mib);
         }
         printf("\n");
     }
-    if (strcmp(est[best].name, "1f1b") != 0) {
+    if (moves) {
         size_t N = model_num_parameters(&pp->config);
         StageBuffer which[3] = {BUF_PARAMS, BUF_M, BUF_V};
         float* global[3];
@@ -1685,7 +1760,8 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
             transport_broadcast(pp->tp, 0, global[k], N * sizeof(float));
         }
         TrainArgs a = *args;
-        a.schedule_name = est[best].name;
+        a.schedule_name = names[best];
+        a.layers_arg = splits[best];
         Pipeline next;
         pipeline_init(&next, &pp->config, &a, pp->tp, pp->dp, pp->job);
         next.opt = pp->opt;
@@ -1701,7 +1777,8 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
         *pp = next;
         op_trace = &pp->trace;
     }
-    free(cost);
+    free(ms);
+    free(measured);
 }
 
 // -ps 1: the schedule as text (what -sf loads), then its unit-time timeline with the simulated bubble as

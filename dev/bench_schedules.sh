@@ -5,8 +5,9 @@
 #   step ms, speed-up of the whole step over one stage;
 #   sched ms: the schedule phase (forward and backward, what a schedule changes; the optimizer is apart);
 #   from 1F1B: the simulator's prediction before the schedule ran, calibrated by `-sc auto` on 1F1B's
-#     second step (F and B per stage, B split into I and W by timing its weight-gradient ops), and its ratio
-#     to the measured schedule phase;
+#     second step (F and B per stage, B split into I and W by timing its weight-gradient ops, hence the
+#     costs of a layer, the embedding and the LM head), and its ratio to the measured schedule phase. Each
+#     schedule runs with the split `-sc auto` chose for it from the same costs (PL= fixes one for all);
 #   own: the schedule simulated with its own measured action times each step (the step line), and ratio;
 #   the measured bubble, the simulated one (own costs) and the unit-time theory.
 set -euo pipefail
@@ -29,14 +30,15 @@ means() {
 ./train_gpt2_pp_cpu $ARGS -x "$STEPS" -pp 1 > "$W/one.txt"
 T1=$(grep "^step" "$W/one.txt" | tail -n +2 | awk '{ for (i = 1; i <= NF; i++) if ($i == "ms") { s += $(i-1); n++; break } } END { printf "%.1f", s / n }')
 mpirun -np 2 ./train_gpt2_pp_cpu $ARGS -x 2 -pp 2 -sc auto > "$W/auto.txt"
-grep -A 9 '^-sc auto: measured' "$W/auto.txt" | sed -n '2p'
+grep '^-sc auto: ' "$W/auto.txt"
 printf "%-12s %9s %8s %9s %9s %6s %9s %6s %7s %7s %7s\n" schedule "step ms" speedup "sched ms" "from 1F1B" ratio own ratio bubble "(sim)" "(unit)"
 printf "%-12s %9.1f\n" "one stage" "$T1"
 for S in gpipe 1f1b interleaved zbh1 zbh2 zbv; do
-    if ! mpirun -np 2 ./train_gpt2_pp_cpu $ARGS -x "$STEPS" -pp 2 -sc $S > "$W/$S.txt" 2>&1; then
+    SPLIT=$(awk -v s=$S '$1 == "-sc" && $3 == s && $8 == "MiB" { print $4 }' "$W/auto.txt")
+    if ! mpirun -np 2 ./train_gpt2_pp_cpu $ARGS -x "$STEPS" -pp 2 -sc $S ${SPLIT:+-pl $SPLIT} > "$W/$S.txt" 2>&1; then
         printf "%-12s %s\n" $S "$(grep -m1 '^error' "$W/$S.txt")"; continue
     fi
-    PRED=$(awk -v s=$S '$1 == s && $2 ~ /^[0-9.e+]+$/ { print $2 + 0 }' "$W/auto.txt")
+    PRED=$(awk -v s=$S '$1 == "-sc" && $3 == s && $8 == "MiB" { print $5 }' "$W/auto.txt")
     read STEP SCHED SIM BUB BSIM THEORY <<< "$(means < "$W/$S.txt")"
     awk -v s=$S -v step=$STEP -v sched=$SCHED -v sim=$SIM -v pred="${PRED:-0}" -v t1=$T1 -v b=$BUB -v bs=$BSIM -v th=$THEORY 'BEGIN {
         printf "%-12s %9.1f %7.2fx %9.1f %9.1f %6.2f %9.1f %6.2f %7.3f %7.3f %7.3f\n", s, step, t1 / step, sched, pred, pred / sched, sim, sim / sched, b, bs, th }'

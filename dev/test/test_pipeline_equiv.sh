@@ -70,6 +70,16 @@ for M in 1 2 3 4 8; do
     rm -rf "$W/base"
 done
 
+# -sc auto moves to another schedule, and to another split of the layers when the measured costs say so,
+# through a whole-model copy: the run ends with the bits of 1F1B all along
+ARGS="-e d8:c32:h2 -b 2 -t 16 -x 4 -v 0 -g 0 -l 3e-3 -u 1 -pm 4"
+run "$W/base" 2 1f1b 4 local
+$BIN $ARGS -pp 2 -sc auto -o "$W/auto" > "$W/auto.txt" 2>&1
+check "-sc auto: decided ($(grep -o 'moving to .*\|staying with .*' "$W/auto.txt"))" "grep -Eq '^-sc auto: (moving to|staying with) ' '$W/auto.txt'"
+check "-sc auto: model identical to 1F1B's" "cmp -s '$W/base/model_00000004.bin' '$W/auto/model_00000004.bin'"
+check "-sc auto: optimizer state identical to 1F1B's" "cmp -s '$W/base/state_00000004.bin' '$W/auto/state_00000004.bin'"
+rm -rf "$W/base" "$W/auto"
+
 # Activation recomputation (-rc) gives the same bits under a fused and a split backward, and at GPT-2 124M
 # (d12, B=4, T=64, 1F1B, P=2) -rc always stashes at most a quarter of what -rc never does (printed plan).
 ARGS="-e d4:c64:h4 -b 2 -t 16 -x 3 -v 0 -g 0 -l 3e-3 -u 1 -pm 4"
