@@ -312,8 +312,9 @@ static void point_tensors(void** ptrs, char* memory, const DeviceLayout* d, size
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) { ptrs[i] = d->units[i] ? memory + d->offset[i] * elem_size : NULL; }
 }
 
+// moments: floats of each AdamW moment (the whole DeviceLayout, or under ZeRO-1 this rank's shard, packed)
 static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots, int split,
-                       cudaStream_t stream) {
+                       size_t moments, cudaStream_t stream) {
     memset(st, 0, sizeof(*st));
     st->config = *c;
     st->layout = *s;
@@ -325,8 +326,8 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     st->params_memory = (floatX*)cuda_alloc(n * sizeof(floatX), stream);
     st->master_memory = PRECISION_FP32 ? NULL : (float*)cuda_alloc(n * sizeof(float), stream);
     st->grads_memory = (float*)cuda_alloc(n * sizeof(float), stream);
-    st->m_memory = (float*)cuda_alloc(n * sizeof(float), stream);
-    st->v_memory = (float*)cuda_alloc(n * sizeof(float), stream);
+    st->m_memory = (float*)cuda_alloc(moments * sizeof(float), stream);
+    st->v_memory = (float*)cuda_alloc(moments * sizeof(float), stream);
     point_tensors((void**)&st->params, (char*)st->params_memory, &st->dl, sizeof(floatX));
     point_tensors((void**)&st->grads, (char*)st->grads_memory, &st->dl, sizeof(float));
     if (s->has_head) { st->grad_wte_head = (float*)cuda_alloc(s->sizes[WTE] * sizeof(float), stream); }
@@ -677,12 +678,12 @@ static void comm_open(Comm* cm, int rank, int world, int device, LocalHub* hub, 
     }
 }
 
-// host collectives stage through buffers of n doubles, allocated before the first step
+// host collectives of up to n doubles stage through buffers of every rank's n, allocated before the first step
 static void comm_reserve(Comm* cm, int n) {
     if (n <= cm->cap) { return; }
     if (cm->host_buf) { cudaCheck(cudaFreeHost(cm->host_buf)); cudaCheck(cudaFree(cm->dev_buf)); }
-    cudaCheck(cudaMallocHost(&cm->host_buf, n * sizeof(double)));
-    cm->dev_buf = (double*)cuda_alloc(n * sizeof(double), cm->stream);
+    cudaCheck(cudaMallocHost(&cm->host_buf, (size_t)cm->world * n * sizeof(double)));
+    cm->dev_buf = (double*)cuda_alloc((size_t)(cm->world + 1) * n * sizeof(double), cm->stream);
     cm->cap = n;
 }
 
@@ -764,22 +765,32 @@ static void comm_recv(Comm* cm, void* buf, size_t bytes, int peer) {
     ncclCheck(ncclRecv(buf, bytes, ncclChar, peer, cm->nccl, cm->stream));
 }
 
-// both directions at once (the tied wte's gradient halves)
-static void comm_exchange(Comm* cm, const void* sendbuf, void* recvbuf, size_t bytes, int peer) {
+// Sends and receives that all run at once, none waiting for another (the tied wte's halves, the data-parallel
+// shards): one NCCL group, or through the hub every send posted before the receives (one message per pair of
+// ranks at a time).
+typedef struct { void* buf; size_t bytes; int peer; } Transfer;
+
+static void comm_exchange(Comm* cm, const Transfer* sends, int num_sends, const Transfer* recvs, int num_recvs) {
     if (cm->hub) {
-        Mailbox* b = mailbox_post(cm, sendbuf, bytes, peer);
-        mailbox_receive(cm, recvbuf, bytes, peer);
-        mailbox_complete(cm, b, peer);
+        Mailbox* posted[TRAIN_MAX_P];
+        for (int i = 0; i < num_sends; i++) { posted[i] = mailbox_post(cm, sends[i].buf, sends[i].bytes, sends[i].peer); }
+        for (int i = 0; i < num_recvs; i++) { mailbox_receive(cm, recvs[i].buf, recvs[i].bytes, recvs[i].peer); }
+        for (int i = 0; i < num_sends; i++) { mailbox_complete(cm, posted[i], sends[i].peer); }
         return;
     }
     ncclCheck(ncclGroupStart());
-    ncclCheck(ncclSend(sendbuf, bytes, ncclChar, peer, cm->nccl, cm->stream));
-    ncclCheck(ncclRecv(recvbuf, bytes, ncclChar, peer, cm->nccl, cm->stream));
+    for (int i = 0; i < num_sends; i++) {
+        ncclCheck(ncclSend(sends[i].buf, sends[i].bytes, ncclChar, sends[i].peer, cm->nccl, cm->stream));
+    }
+    for (int i = 0; i < num_recvs; i++) {
+        ncclCheck(ncclRecv(recvs[i].buf, recvs[i].bytes, ncclChar, recvs[i].peer, cm->nccl, cm->stream));
+    }
     ncclCheck(ncclGroupEnd());
 }
 
-// x[0..n) summed over the ranks, the same bits on every rank (comm_reserve(n) first). The trainer's sums have
-// at most one non-zero term per element (a loss on the last stage, a norm slot on its owner): exact.
+// x[0..n) summed over the ranks in rank order, the same bits on every rank (comm_reserve(n) first). With data
+// parallelism a loss or norm slot has one term per replica, and NCCL's reduction order depends on the topology:
+// so every rank all-gathers the rows and adds them on the host in rank order, as the hub does.
 static void comm_allreduce_sum(Comm* cm, double* x, int n) {
     if (n > cm->cap) { fatal("comm_allreduce_sum: %d values, %d reserved", n, cm->cap); }
     memcpy(cm->host_buf, x, n * sizeof(double));
@@ -795,11 +806,17 @@ static void comm_allreduce_sum(Comm* cm, double* x, int n) {
         hub_barrier(h);  // the rows stay put until every rank has read them
         return;
     }
-    cudaCheck(cudaMemcpyAsync(cm->dev_buf, cm->host_buf, n * sizeof(double), cudaMemcpyHostToDevice, cm->stream));
-    ncclCheck(ncclAllReduce(cm->dev_buf, cm->dev_buf, n, ncclDouble, ncclSum, cm->nccl, cm->stream));
-    cudaCheck(cudaMemcpyAsync(cm->host_buf, cm->dev_buf, n * sizeof(double), cudaMemcpyDeviceToHost, cm->stream));
+    double* row = cm->dev_buf + (size_t)cm->world * cm->cap;  // after the gathered rows
+    cudaCheck(cudaMemcpyAsync(row, cm->host_buf, n * sizeof(double), cudaMemcpyHostToDevice, cm->stream));
+    ncclCheck(ncclAllGather(row, cm->dev_buf, n, ncclDouble, cm->nccl, cm->stream));
+    cudaCheck(cudaMemcpyAsync(cm->host_buf, cm->dev_buf, (size_t)cm->world * n * sizeof(double),
+                              cudaMemcpyDeviceToHost, cm->stream));
     comm_wait(cm);
-    memcpy(x, cm->host_buf, n * sizeof(double));
+    for (int i = 0; i < n; i++) {
+        double s = 0.0;
+        for (int r = 0; r < cm->world; r++) { s += cm->host_buf[(size_t)r * n + i]; }
+        x[i] = s;
+    }
 }
 
 static void comm_barrier(Comm* cm) {
@@ -866,15 +883,24 @@ typedef struct {
     floatX** act_in;         // received activations (B,T,C)
     floatX** grad_in;        // received gradients of the stage's output
     floatX** send_buf;       // d(stage input) waiting to be sent to another rank
-    NormSlot* owned;         // the norm slots this stage computes, device offsets
-    int num_owned;
+    // data parallelism (llmc/data_parallel.h): the stage cut into D shards of pieces, offsets made device offsets.
+    // With D = 1 the one shard is the whole stage, and its pieces with a slot are the norm slots it computes.
+    ShardPiece* pieces;      // (D, max_shard_pieces)
+    int* num_pieces;         // (D)
+    size_t* shard_floats;    // (D)
+    size_t* shard_base;      // (D) where shard k sits in dp_send
+    size_t dp_slot;          // floats of the largest shard
+    float* dp_send;          // (D > 1) every shard packed, one after another: what goes out, and the all-gathers
+    float* dp_recv;          // (D > 1: D-1 slots of dp_slot) the other replicas' copies of this rank's shard
 } RankStage;
 
 typedef struct {
     GPT2Config config;
     int P, S, M, B, T;       // ranks, stages (S = P, or v*P with several stages per rank), micro-batches
-    int rank;
-    Comm* comm;
+    int rank;                // in its pipeline; the job's ranks are replica-major (Grid): job rank d*P + rank
+    Grid grid;               // D replicas of the pipeline (llmc/data_parallel.h)
+    int zero;                // -z 1: this rank keeps the AdamW moments of its shard only
+    Comm* comm;              // every rank of the job, addressed by job rank
     int* layers;             // (S) layers per stage
     StageLayout* layouts;    // (S) every stage's layout: checkpoints, the plan, the stash report
     Schedule schedule;
@@ -912,6 +938,10 @@ static RankStage* local_stage(Pipeline* pp, int s) {
     }
     return &pp->local[pp->local_of[s]];
 }
+
+// the job rank of pipeline rank p in this replica, and of data-parallel rank k in this pipeline rank's group
+static int pipe_peer(const Pipeline* pp, int p) { return pp->grid.d * pp->P + p; }
+static int dp_peer(const Pipeline* pp, int k) { return k * pp->P + pp->rank; }
 
 // this rank's stage s, or NULL when s is out of range or on another rank
 static RankStage* local_or_null(Pipeline* pp, int s) {
@@ -955,7 +985,9 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     int P = args->P, M = args->M, B = args->B, T = args->T;
     pp->config = *c;
     pp->P = P; pp->M = M; pp->B = B; pp->T = T;
-    pp->rank = cm->rank;
+    pp->grid = grid_of(cm->rank, args->D, P);
+    pp->rank = pp->grid.p;
+    pp->zero = args->zero;
     pp->comm = cm;
     cudaStream_t stream = cm->stream;
     pipeline_load_schedule(&pp->schedule, args, P);
@@ -974,19 +1006,33 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         if (pp->local_of[s] < 0) { continue; }
         RankStage* ls = &pp->local[pp->local_of[s]];
         ls->index = s;
-        int slots = schedule_stage_slots(&pp->schedule, s);
-        stage_init(&ls->stage, c, &pp->layouts[s], B, T, slots, split, stream);
+        int slots = schedule_stage_slots(&pp->schedule, s), D = pp->grid.D, maxp = max_shard_pieces(c);
+        ls->pieces = (ShardPiece*)malloc_check((size_t)D * maxp * sizeof(ShardPiece));
+        ls->num_pieces = (int*)malloc_check(D * sizeof(int));
+        ls->shard_floats = (size_t*)malloc_check(D * sizeof(size_t));
+        ls->shard_base = (size_t*)malloc_check(D * sizeof(size_t));
+        DeviceLayout dl = device_layout(c, &pp->layouts[s]);
+        size_t packed = 0;
+        for (int k = 0; k < D; k++) {
+            ShardPiece* pc = ls->pieces + (size_t)k * maxp;
+            ls->num_pieces[k] = stage_shard_pieces(c, &pp->layouts[s], D, k, pc, &ls->shard_floats[k]);
+            for (int i = 0; i < ls->num_pieces[k]; i++) { pc[i].offset = device_offset(&dl, &pp->layouts[s], pc[i].offset); }
+            ls->shard_base[k] = packed;
+            packed += ls->shard_floats[k];
+            if (ls->shard_floats[k] > ls->dp_slot) { ls->dp_slot = ls->shard_floats[k]; }
+        }
+        if (D > 1) {
+            ls->dp_send = (float*)cuda_alloc(packed * sizeof(float), stream);
+            ls->dp_recv = (float*)cuda_alloc((size_t)(D - 1) * ls->dp_slot * sizeof(float), stream);
+        }
+        stage_init(&ls->stage, c, &pp->layouts[s], B, T, slots, split,
+                   pp->zero ? ls->shard_floats[pp->grid.d] : dl.total, stream);
         ls->stage.gelu_fusion = args->gelu_fusion;
         stash_init(&ls->stash, M, slots);
         int prev_remote = s > 0 && pp->schedule.stage_rank[s - 1] != rank;
         buffers_alloc(&ls->act_in, &ls->inbox, M, schedule_stage_inbox(&pp->schedule, s), nBTC, stream);
         buffers_alloc(&ls->grad_in, &ls->grad_inbox, M, s < S - 1 ? slots : 0, nBTC, stream);
         buffers_alloc(&ls->send_buf, &ls->outbox, M, prev_remote ? slots : 0, nBTC, stream);
-        ls->owned = (NormSlot*)malloc_check(nslots * sizeof(NormSlot));
-        ls->num_owned = stage_norm_slots(c, &ls->stage.layout, ls->owned);
-        for (int i = 0; i < ls->num_owned; i++) {
-            ls->owned[i].offset = device_offset(&ls->stage.dl, &ls->stage.layout, ls->owned[i].offset);
-        }
     }
     cudaCheck(cudaMallocHost(&pp->tokens, (size_t)M * 2 * B * T * sizeof(int)));
     pp->loss_dev = (double*)cuda_alloc(M * sizeof(double), stream);
@@ -1024,7 +1070,11 @@ static void pipeline_free(Pipeline* pp) {
         buffers_free(ls->act_in, &ls->inbox);
         buffers_free(ls->grad_in, &ls->grad_inbox);
         buffers_free(ls->send_buf, &ls->outbox);
-        free(ls->owned);
+        free(ls->pieces);
+        free(ls->num_pieces);
+        free(ls->shard_floats);
+        free(ls->shard_base);
+        if (ls->dp_send) { cudaCheck(cudaFree(ls->dp_send)); cudaCheck(cudaFree(ls->dp_recv)); }
     }
     free(pp->local);
     free(pp->local_of);
@@ -1073,7 +1123,7 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
             stash_release(&ls->inbox, m);
         }
         float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
-        float dloss = forward_only ? 0.0f : scale / ((float)pp->M * pp->B * pp->T);
+        float dloss = forward_only ? 0.0f : scale / ((float)pp->grid.D * pp->M * pp->B * pp->T);  // every replica's tokens
         stage_forward(st, act, B, T, dloss, pp->loss_dev + m, stream);
         if (next) { device_copy(next->act_in[stash_acquire(&next->inbox, m)], stage_output(st, act), bytes, stream); }
         if (forward_only && (last || next)) { stash_release(&ls->stash, m); }
@@ -1097,18 +1147,18 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
         stash_release(&ls->stash, m);  // the slot, with what I kept, is free for the next forward
         return;
     case PP_SEND_F:
-        comm_send(cm, stage_output(st, &st->stash[stash_slot(&ls->stash, m)]), bytes, a->peer);
+        comm_send(cm, stage_output(st, &st->stash[stash_slot(&ls->stash, m)]), bytes, pipe_peer(pp, a->peer));
         if (forward_only) { stash_release(&ls->stash, m); }  // the slot is free once sent
         return;
     case PP_SEND_B:
-        comm_send(cm, ls->send_buf[stash_slot(&ls->outbox, m)], bytes, a->peer);
+        comm_send(cm, ls->send_buf[stash_slot(&ls->outbox, m)], bytes, pipe_peer(pp, a->peer));
         stash_release(&ls->outbox, m);
         return;
     case PP_RECV_F:
-        comm_recv(cm, ls->act_in[stash_acquire(&ls->inbox, m)], bytes, a->peer);
+        comm_recv(cm, ls->act_in[stash_acquire(&ls->inbox, m)], bytes, pipe_peer(pp, a->peer));
         return;
     case PP_RECV_B:
-        comm_recv(cm, ls->grad_in[stash_acquire(&ls->grad_inbox, m)], bytes, a->peer);
+        comm_recv(cm, ls->grad_in[stash_acquire(&ls->grad_inbox, m)], bytes, pipe_peer(pp, a->peer));
         return;
     default: {
         char tok[48];
@@ -1131,8 +1181,8 @@ static void run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int for
     activity_set("schedule", NULL, pp->step + 1);
 }
 
-// the summed mean losses of micro-batches 0..m-1 over all ranks (only the last stage computes them): the one
-// read of the losses per step
+// the summed mean losses of micro-batches 0..m-1 over the job (only the last stage of each replica computes
+// them; m may be 0): the one read of the losses per step
 static double pipeline_read_losses(Pipeline* pp, int m) {
     Comm* cm = pp->comm;
     double sum = 0.0;
@@ -1145,7 +1195,8 @@ static double pipeline_read_losses(Pipeline* pp, int m) {
     return sum;
 }
 
-// forward and backward of the step's M micro-batches; returns the mean (unscaled) training loss on every rank
+// forward and backward of the step's M micro-batches (this replica's of the D*M read); returns the mean
+// (unscaled) training loss of the job on every rank
 static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx) {
     cudaStream_t stream = pp->comm->stream;
     if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_step, stream)); }
@@ -1156,9 +1207,10 @@ static float pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx
             cudaCheck(cudaMemsetAsync(st->grad_wte_head, 0, st->layout.sizes[WTE] * sizeof(float), stream));
         }
     }
-    load_step_tokens(pp->tokens, pp->M, pp->B, pp->T, next, ctx);
+    int D = pp->grid.D, M = pp->M;
+    load_replica_tokens(pp->tokens, pp->grid.d * M, M, D * M, pp->B, pp->T, next, ctx);
     run_schedule(pp, &pp->schedule, pp->B, pp->T, 0);
-    return (float)(pipeline_read_losses(pp, pp->M) / pp->M);
+    return (float)(pipeline_read_losses(pp, M) / ((double)D * M));
 }
 
 // The tied wte: stage 0 holds the embedding side of the gradient, the last stage the LM-head side. Both compute
@@ -1175,8 +1227,10 @@ static void pipeline_sync_tied_wte(Pipeline* pp) {
     activity_set("tied wte", NULL, pp->step + 1);
     if (!embed && !head) { return; }
     if (!embed || !head) {
-        const float* mine = embed ? embed->grads.wte : head->grad_wte_head;
-        comm_exchange(pp->comm, mine, pp->wte_other, n * sizeof(float), pp->schedule.stage_rank[embed ? last : 0]);
+        int peer = pipe_peer(pp, pp->schedule.stage_rank[embed ? last : 0]);
+        Transfer out = {embed ? embed->grads.wte : head->grad_wte_head, n * sizeof(float), peer};
+        Transfer in = {pp->wte_other, n * sizeof(float), peer};
+        comm_exchange(pp->comm, &out, 1, &in, 1);
     }
     if (embed) { add_inplace(embed->grads.wte, head ? head->grad_wte_head : pp->wte_other, n, stream); }  // += head
     if (head && head != embed) {  // embed, then += head; or the embedding stage's sum when it is on this rank
@@ -1185,19 +1239,92 @@ static void pipeline_sync_tied_wte(Pipeline* pp) {
     }
 }
 
-// Squared norms per (tensor, layer) slot in checkpoint order, each computed on the stage that owns it, summed
-// over ranks (one owner per slot: exact), then added in slot order: the same number at every pipeline depth.
-// `unscale` removes the loss scale. An inf/nan gradient on any rank makes the result inf/nan everywhere.
+// ----------------------------------------------------------------------------
+// data parallelism (-dp D), as in train_gpt2_pp.c: every stage cut into D shards of pieces (llmc/data_parallel.h),
+// a message carries one shard, its pieces packed one after another by device copies. Every message buffer is
+// allocated in pipeline_init: nothing here allocates or waits for the device.
+
+static const ShardPiece* shard_of(const Pipeline* pp, const RankStage* ls, int k) {
+    return ls->pieces + (size_t)k * max_shard_pieces(&pp->config);
+}
+
+typedef enum { SHARD_PACK, SHARD_UNPACK, SHARD_ADD } ShardCopy;
+
+// shard k of a stage buffer (elements of `size` bytes in DeviceLayout) into `packed`, back from it, or, for
+// fp32 buffers, added from it
+static void shard_copy(const Pipeline* pp, const RankStage* ls, int k, void* buf, void* packed, size_t size, ShardCopy how) {
+    cudaStream_t stream = pp->comm->stream;
+    const ShardPiece* pc = shard_of(pp, ls, k);
+    for (int i = 0; i < ls->num_pieces[k]; i++) {
+        char* at = (char*)buf + pc[i].offset * size;
+        char* msg = (char*)packed + pc[i].packed * size;
+        if (how == SHARD_PACK) { device_copy(msg, at, pc[i].count * size, stream); }
+        else if (how == SHARD_UNPACK) { device_copy(at, msg, pc[i].count * size, stream); }
+        else { add_inplace((float*)at, (const float*)msg, pc[i].count, stream); }
+    }
+}
+
+// every rank's shard of a stage buffer to every other rank of the data-parallel group
+static void shards_all_gather(Pipeline* pp, RankStage* ls, void* buf, size_t size) {
+    int D = pp->grid.D, d = pp->grid.d, n = 0;
+    char* packed = (char*)ls->dp_send;
+    Transfer out[TRAIN_MAX_P], in[TRAIN_MAX_P];
+    shard_copy(pp, ls, d, buf, packed + ls->shard_base[d] * size, size, SHARD_PACK);
+    for (int k = 0; k < D; k++) {
+        if (k == d) { continue; }
+        out[n] = (Transfer){packed + ls->shard_base[d] * size, ls->shard_floats[d] * size, dp_peer(pp, k)};
+        in[n++] = (Transfer){packed + ls->shard_base[k] * size, ls->shard_floats[k] * size, dp_peer(pp, k)};
+    }
+    comm_exchange(pp->comm, out, n, in, n);
+    for (int k = 0; k < D; k++) {
+        if (k != d) { shard_copy(pp, ls, k, buf, packed + ls->shard_base[k] * size, size, SHARD_UNPACK); }
+    }
+}
+
+// The fp32 gradients summed over the data-parallel group with our own fixed order, not NCCL's (whose ring order
+// changes with the topology): rank k of the group sums shard k, its own gradient first, then the others' in
+// rank order, whatever P is. Without ZeRO-1 the sums are all-gathered so every replica updates the whole
+// stage; under ZeRO-1 only this rank's shard is read after. Both end stages' copies of the tied wte, equal
+// after pipeline_sync_tied_wte, get the same sums.
+static void pipeline_reduce_gradients(Pipeline* pp) {
+    int D = pp->grid.D, d = pp->grid.d;
+    if (D == 1) { return; }
+    activity_set("data-parallel reduction", NULL, pp->step + 1);
+    for (int l = 0; l < pp->num_local; l++) {
+        RankStage* ls = &pp->local[l];
+        float* grads = ls->stage.grads_memory;
+        Transfer out[TRAIN_MAX_P], in[TRAIN_MAX_P];
+        int n = 0;
+        for (int k = 0; k < D; k++) {
+            if (k == d) { continue; }
+            shard_copy(pp, ls, k, grads, ls->dp_send + ls->shard_base[k], sizeof(float), SHARD_PACK);
+            out[n] = (Transfer){ls->dp_send + ls->shard_base[k], ls->shard_floats[k] * sizeof(float), dp_peer(pp, k)};
+            in[n] = (Transfer){ls->dp_recv + (size_t)n * ls->dp_slot, ls->shard_floats[d] * sizeof(float), dp_peer(pp, k)};
+            n++;
+        }
+        comm_exchange(pp->comm, out, n, in, n);
+        for (int i = 0; i < n; i++) {  // in rank order
+            shard_copy(pp, ls, d, grads, ls->dp_recv + (size_t)i * ls->dp_slot, sizeof(float), SHARD_ADD);
+        }
+        if (!pp->zero) { shards_all_gather(pp, ls, grads, sizeof(float)); }
+    }
+}
+
+// Squared norms per (tensor, layer) slot in checkpoint order: each rank squares its own shard's piece of each
+// slot of its stages (the whole slot when D = 1), the slots are summed over the job in rank order, then added
+// in slot order: the same number at every pipeline depth for a fixed D. `unscale` removes the loss scale. An
+// inf/nan gradient on any rank makes the result inf/nan everywhere.
 static float pipeline_grad_norm(Pipeline* pp, float unscale) {
     cudaStream_t stream = pp->comm->stream;
     int nslots = num_norm_slots(&pp->config);
     cudaCheck(cudaMemsetAsync(pp->norm_slots, 0, nslots * sizeof(float), stream));
     for (int l = 0; l < pp->num_local; l++) {
         const RankStage* ls = &pp->local[l];
-        for (int i = 0; i < ls->num_owned; i++) {
-            const NormSlot* s = &ls->owned[i];
-            global_norm_squared(pp->norm_slots + s->slot, ls->stage.grads_memory + s->offset, s->count, unscale,
-                                pp->norm_scratch, stream);
+        const ShardPiece* pc = shard_of(pp, ls, pp->grid.d);
+        for (int i = 0; i < ls->num_pieces[pp->grid.d]; i++) {
+            if (pc[i].slot < 0) { continue; }  // the LM head's copy of the tied wte: counted on stage 0
+            global_norm_squared(pp->norm_slots + pc[i].slot, ls->stage.grads_memory + pc[i].offset, pc[i].count,
+                                unscale, pp->norm_scratch, stream);
         }
     }
     cudaCheck(cudaMemcpyAsync(pp->norm_host, pp->norm_slots, nslots * sizeof(float), cudaMemcpyDeviceToHost, stream));
@@ -1227,7 +1354,7 @@ static void pipeline_update(Pipeline* pp, float lr) {
         } else if (++pp->nonfinite_in_a_row >= pp->max_nonfinite) {
             fatal("step %d: the gradient norm is %g, %d steps in a row (-nf %d): the run has diverged; no checkpoint "
                   "of it is written", pp->step, norm, pp->nonfinite_in_a_row, pp->max_nonfinite);
-        } else if (pp->rank == 0) {
+        } else if (pp->comm->rank == 0) {
             fprintf(stderr, "warning: step %d: the gradient norm is %g; the update is skipped on every rank (%d in a "
                     "row, -nf %d)\n", pp->step, norm, pp->nonfinite_in_a_row, pp->max_nonfinite);
         }
@@ -1240,15 +1367,25 @@ static void pipeline_update(Pipeline* pp, float lr) {
     pp->adam_t++;
     float bc1 = 1.0f - powf(pp->opt.beta1, (float)pp->adam_t);
     float bc2 = 1.0f - powf(pp->opt.beta2, (float)pp->adam_t);
+    // AdamW on every piece of the stage, or under ZeRO-1 on this rank's shard (moments packed piece after
+    // piece), then the shards' parameters all-gathered: elementwise, so a shard's update is the whole's bits
+    int first = pp->zero ? pp->grid.d : 0, last = pp->zero ? pp->grid.d : pp->grid.D - 1;
     for (int l = 0; l < pp->num_local; l++) {
-        Stage* st = &pp->local[l].stage;
-        const DeviceLayout* d = &st->dl;
-        for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-            size_t off = d->offset[i], n = d->units[i] * d->stride[i];  // with the zero padding
-            float wd = tensor_is_decayed(i) ? pp->opt.weight_decay : 0.0f;
-            adamw_update(st->params_memory + off, st->master_memory ? st->master_memory + off : NULL,
-                         st->grads_memory + off, st->m_memory + off, st->v_memory + off, n, lr, pp->opt.beta1,
-                         pp->opt.beta2, bc1, bc2, pp->opt.eps, wd, grad_scale, stream);
+        RankStage* ls = &pp->local[l];
+        Stage* st = &ls->stage;
+        for (int k = first; k <= last; k++) {
+            const ShardPiece* pc = shard_of(pp, ls, k);
+            for (int i = 0; i < ls->num_pieces[k]; i++) {
+                size_t off = pc[i].offset, mo = pp->zero ? pc[i].packed : off;
+                float wd = tensor_is_decayed(pc[i].tensor) ? pp->opt.weight_decay : 0.0f;
+                adamw_update(st->params_memory + off, st->master_memory ? st->master_memory + off : NULL,
+                             st->grads_memory + off, st->m_memory + mo, st->v_memory + mo, pc[i].count, lr,
+                             pp->opt.beta1, pp->opt.beta2, bc1, bc2, pp->opt.eps, wd, grad_scale, stream);
+            }
+        }
+        if (pp->zero) {
+            if (st->master_memory) { shards_all_gather(pp, ls, st->master_memory, sizeof(float)); }
+            shards_all_gather(pp, ls, st->params_memory, sizeof(floatX));
         }
     }
     if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_optim_end, stream)); }
@@ -1264,20 +1401,27 @@ static void pipeline_update(Pipeline* pp, float lr) {
 static float pipeline_train_step(Pipeline* pp, NextBatchFn next, void* ctx, float lr) {
     float loss = pipeline_forward_backward(pp, next, ctx);
     pipeline_sync_tied_wte(pp);
+    pipeline_reduce_gradients(pp);
     pipeline_update(pp, lr);
     return loss;
 }
 
+// mean loss over `batches` micro-batches of a loader, forward only, at most D*M at a time, M per replica
 static float pipeline_eval(Pipeline* pp, DataLoader* dl, int batches) {
     double sum = 0.0;
-    for (int done = 0; done < batches; done += pp->M) {
-        int m = batches - done < pp->M ? batches - done : pp->M;
-        Schedule fwd;
-        schedule_build_forward_placed(&pp->schedule, m, &fwd);
-        load_step_tokens(pp->tokens, m, pp->B, pp->T, next_batch_from_loader, dl);
-        run_schedule(pp, &fwd, pp->B, pp->T, 1);
+    int D = pp->grid.D, M = pp->M;
+    for (int done = 0; done < batches; done += D * M) {
+        int round = batches - done < D * M ? batches - done : D * M;
+        int first = pp->grid.d * M, m = round - first < M ? round - first : M;
+        if (m < 0) { m = 0; }  // this replica has none of the last round: it reads past it all the same
+        load_replica_tokens(pp->tokens, first, m, round, pp->B, pp->T, next_batch_from_loader, dl);
+        if (m > 0) {
+            Schedule fwd;
+            schedule_build_forward_placed(&pp->schedule, m, &fwd);
+            run_schedule(pp, &fwd, pp->B, pp->T, 1);
+            schedule_free(&fwd);
+        }
         sum += pipeline_read_losses(pp, m);
-        schedule_free(&fwd);
     }
     return (float)(sum / batches);
 }
@@ -1313,13 +1457,13 @@ static void pipeline_step_times(Pipeline* pp, double* busy, double* schedule, Tr
     trace_add(tr, "step", -1, -1, 0.0, ms1 * 1e-3);
 }
 
-// every rank's trace events to rank 0, which writes the file
+// the trace events of replica 0's ranks to rank 0, which writes the file (the replicas run the same schedule)
 static void pipeline_write_trace(Pipeline* pp, const Trace* tr, const char* path) {
     Comm* cm = pp->comm;
     double* counts = (double*)calloc_check(pp->P, sizeof(double));
-    counts[pp->rank] = tr->len;
+    if (pp->grid.d == 0) { counts[pp->rank] = tr->len; }
     comm_allreduce_sum(cm, counts, pp->P);
-    if (pp->rank == 0) {
+    if (cm->rank == 0) {
         int total = 0;
         for (int r = 0; r < pp->P; r++) { total += (int)counts[r]; }
         TraceEvent* all = (TraceEvent*)malloc_check((total > 0 ? total : 1) * sizeof(TraceEvent));
@@ -1331,7 +1475,7 @@ static void pipeline_write_trace(Pipeline* pp, const Trace* tr, const char* path
         }
         trace_write_json(all, n, path);
         free(all);
-    } else {
+    } else if (pp->grid.d == 0) {
         comm_host_p2p(cm, tr->events, tr->len * sizeof(TraceEvent), 0, 1);
     }
     free(counts);
@@ -1340,20 +1484,44 @@ static void pipeline_write_trace(Pipeline* pp, const Trace* tr, const char* path
 // ----------------------------------------------------------------------------
 // 5. checkpoints (the CPU trainer's format), sampling
 
-// a stage's fp32 params (master weights), m or v, as a packed host buffer in the checkpoint's stage layout
-static void stage_download(Pipeline* pp, Stage* st, StageBuffer which, float* host) {
-    layout_copy(&st->dl, stage_buffer(st, which), host, 0, pp->comm->stream);
+// ZeRO-1: a stage's whole moment (m or v) on replica 0, in DeviceLayout in its gradient buffer (free between
+// steps), from every replica's shard; the other replicas send theirs and get NULL (collective over the group)
+static float* stage_gather_moment(Pipeline* pp, RankStage* ls, StageBuffer which) {
+    int D = pp->grid.D, d = pp->grid.d;
+    float* mine = stage_buffer(&ls->stage, which);
+    if (d != 0) {
+        Transfer out = {mine, ls->shard_floats[d] * sizeof(float), dp_peer(pp, 0)};
+        comm_exchange(pp->comm, &out, 1, NULL, 0);
+        return NULL;
+    }
+    Transfer in[TRAIN_MAX_P];
+    for (int k = 1; k < D; k++) {
+        in[k - 1] = (Transfer){ls->dp_recv + (size_t)(k - 1) * ls->dp_slot, ls->shard_floats[k] * sizeof(float), dp_peer(pp, k)};
+    }
+    comm_exchange(pp->comm, NULL, 0, in, D - 1);
+    float* whole = ls->stage.grads_memory;
+    for (int k = 0; k < D; k++) {
+        shard_copy(pp, ls, k, whole, k == 0 ? mine : ls->dp_recv + (size_t)(k - 1) * ls->dp_slot, sizeof(float), SHARD_UNPACK);
+    }
+    return whole;
 }
 
-// rank 0 collects every stage's slices into the whole-model layout (other ranks pass global = NULL); the
-// stages go last to first, so each rank sends its own in the order rank 0 receives them
+// Rank 0 collects every stage's slices into the whole-model layout (other ranks pass global = NULL); the
+// stages go last to first, so each rank sends its own in the order rank 0 receives them. Every replica holds
+// the same bits, so replica 0's are gathered (under ZeRO-1 its moments assembled from the shards first).
 static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
-    for (int s = pp->S - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
+    int sharded = pp->zero && which != BUF_PARAMS;
+    float** whole = (float**)calloc_check(pp->S, sizeof(float*));
+    for (int l = 0; l < pp->num_local; l++) {
+        RankStage* ls = &pp->local[l];
+        whole[ls->index] = sharded ? stage_gather_moment(pp, ls, which) : stage_buffer(&ls->stage, which);
+    }
+    for (int s = pp->S - 1; s >= 0 && pp->grid.d == 0; s--) {  // stage 0 last: its wte wins (the copies are equal)
         int owner = pp->schedule.stage_rank[s];
         if (pp->rank != 0 && owner != pp->rank) { continue; }
         size_t ns = pp->layouts[s].num_parameters;
         float* part = (float*)malloc_check(ns * sizeof(float));
-        if (owner == pp->rank) { stage_download(pp, &local_stage(pp, s)->stage, which, part); }
+        if (owner == pp->rank) { layout_copy(&local_stage(pp, s)->stage.dl, whole[s], part, 0, pp->comm->stream); }
         if (pp->rank != 0) {
             comm_host_p2p(pp->comm, part, ns * sizeof(float), 0, 1);
         } else {
@@ -1362,20 +1530,27 @@ static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global) {
         }
         free(part);
     }
+    free(whole);
 }
 
 static void gather_for_checkpoint(void* ctx, int which, float* global) {
     pipeline_gather((Pipeline*)ctx, which == 0 ? BUF_PARAMS : which == 1 ? BUF_M : BUF_V, global);
 }
 
-// each local stage's slice of a whole-model buffer into its params (master weights and floatX), m or v
+// each local stage's slice of a whole-model buffer into its params (master weights and floatX), m or v; under
+// ZeRO-1 a moment keeps this rank's shard only, packed from the gradient buffer (free between steps)
 static void pipeline_scatter(Pipeline* pp, StageBuffer which, float* global) {
     for (int l = 0; l < pp->num_local; l++) {
-        Stage* st = &pp->local[l].stage;
+        RankStage* ls = &pp->local[l];
+        Stage* st = &ls->stage;
         float* local = (float*)malloc_check(st->layout.num_parameters * sizeof(float));
         stage_copy_global(&pp->config, &st->layout, local, global, 0);
         if (which == BUF_PARAMS) { stage_set_params(st, local, pp->comm->stream); }
-        else { layout_copy(&st->dl, stage_buffer(st, which), local, 1, pp->comm->stream); }
+        else if (!pp->zero) { layout_copy(&st->dl, stage_buffer(st, which), local, 1, pp->comm->stream); }
+        else {
+            layout_copy(&st->dl, st->grads_memory, local, 1, pp->comm->stream);
+            shard_copy(pp, ls, pp->grid.d, st->grads_memory, stage_buffer(st, which), sizeof(float), SHARD_PACK);
+        }
         free(local);
     }
 }
@@ -1408,7 +1583,7 @@ static const char* pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
         schedule_free(&probe);
         if (fits && (best < 0 || est[k].step < est[best].step)) { best = k; }
     }
-    if (pp->rank == 0 && !args->quiet) {
+    if (pp->comm->rank == 0 && !args->quiet) {
         printf("-sc auto: measured on step %d (1f1b), ms per micro-batch; predicted schedule times:\n", pp->step);
         schedule_compare_print(P, pp->M, cost, 0.0, stdout);
         if (best != fastest) {
@@ -1424,8 +1599,8 @@ static const char* pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
         for (int k = 0; k < 3; k++) {
             global[k] = (float*)malloc_check(N * sizeof(float));
             pipeline_gather(pp, which[k], global[k]);
-            if (pp->rank == 0) {  // to every other rank
-                for (int r = 1; r < P; r++) { comm_host_p2p(pp->comm, global[k], N * sizeof(float), r, 1); }
+            if (pp->comm->rank == 0) {  // to every other rank of the job
+                for (int r = 1; r < pp->comm->world; r++) { comm_host_p2p(pp->comm, global[k], N * sizeof(float), r, 1); }
             } else {
                 comm_host_p2p(pp->comm, global[k], N * sizeof(float), 0, 0);
             }
@@ -1465,13 +1640,13 @@ static void save_checkpoint(Pipeline* pp, const TrainArgs* args, const DataLoade
     ts.loss_scale = pp->scaler.scale;
     ts.good_steps = pp->scaler.good_steps;
     train_state_set_args(&ts, args);
-    checkpoint_save(args->out_dir, &pp->config, &ts, pp->rank == 0, gather_for_checkpoint, pp);
+    checkpoint_save(args->out_dir, &pp->config, &ts, pp->comm->rank == 0, gather_for_checkpoint, pp);
 }
 
 // every rank reads the state file and keeps its own slices of the moments
 static void load_state(Pipeline* pp, const TrainArgs* args, const char* path, DataLoader* dl, uint64_t* sample_rng) {
     TrainState ts = checkpoint_load_state(path, &pp->config, scatter_from_checkpoint, pp);
-    train_state_resume_check(&ts, args, path, pp->rank == 0 ? stdout : NULL);
+    train_state_resume_check(&ts, args, path, pp->comm->rank == 0 ? stdout : NULL);
     pp->step = ts.step;
     pp->adam_t = ts.adam_t;
     if (pp->scaler.scale > 0.0f && ts.loss_scale > 0.0f) {
@@ -1482,11 +1657,12 @@ static void load_state(Pipeline* pp, const TrainArgs* args, const char* path, Da
     *sample_rng = ts.sample_rng;
 }
 
-// gen_tokens tokens from <|endoftext|>, one forward-only pass of the pipeline per token; rank 0 prints them
+// gen_tokens tokens from <|endoftext|>, one forward-only pass of replica 0's pipeline per token (the replicas
+// hold the same model); its last stage broadcasts each token to the job, rank 0 prints them
 static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint64_t* rng) {
     const GPT2Config* c = &pp->config;
     Comm* cm = pp->comm;
-    int Vp = c->padded_vocab_size, last = pp->schedule.stage_rank[pp->S - 1];  // the rank of the LM head
+    int Vp = c->padded_vocab_size, last = pp->schedule.stage_rank[pp->S - 1];  // the LM head's rank (replica 0's: its job rank)
     int* seq = (int*)malloc_check((size_t)(gen_tokens + 1) * sizeof(int));
     seq[0] = tok->eot_token;
     float* probs = (float*)malloc_check(Vp * sizeof(float));
@@ -1495,13 +1671,13 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
     float* row_dev = (float*)cuda_alloc(Vp * sizeof(float), cm->stream);
     Schedule one;
     schedule_build_forward_placed(&pp->schedule, 1, &one);
-    if (pp->rank == 0) { printf("generating:\n---\n"); }
+    if (cm->rank == 0) { printf("generating:\n---\n"); }
     for (int t = 1; t <= gen_tokens; t++) {
         int n = sample_window(seq, t, pp->T, pp->tokens);
-        run_schedule(pp, &one, 1, n, 1);
+        if (pp->grid.d == 0) { run_schedule(pp, &one, 1, n, 1); }
         float coin = random_f32(rng);  // drawn on every rank: the sampler's RNG stays the same everywhere
         int next = 0;
-        if (pp->rank == last) {
+        if (cm->rank == last) {
             // forward only: F took slot 0 (all were free) and freed it, the logits stay
             Activations* a = &local_stage(pp, pp->S - 1)->stage.stash[0];
             cast_to_float(row_dev, a->logits + (size_t)(n - 1) * Vp, Vp, cm->stream);
@@ -1511,9 +1687,9 @@ static void sample_text(Pipeline* pp, const Tokenizer* tok, int gen_tokens, uint
         }
         comm_broadcast(cm, &next, sizeof(next), last);
         seq[t] = next;
-        if (pp->rank == 0) { safe_print(tokenizer_decode(tok, next)); fflush(stdout); }
+        if (cm->rank == 0) { safe_print(tokenizer_decode(tok, next)); fflush(stdout); }
     }
-    if (pp->rank == 0) { printf("\n---\n"); }
+    if (cm->rank == 0) { printf("\n---\n"); }
     schedule_free(&one);
     comm_wait(cm);
     cudaCheck(cudaFree(row_dev));
@@ -1563,7 +1739,7 @@ static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
     schedule_simulate(&pp->schedule, 1.0, 2.0, 0.0, &sim);
     plan->bubble = sim.bubble;
     sim_result_free(&sim);
-    if (pp->rank == 0 && !args->quiet) {
+    if (pp->comm->rank == 0 && !args->quiet) {
         print_pipeline_plan(&pp->config, args, &pp->schedule, pp->layers, plan->slots, plan->stash_bytes, plan->bubble);
     }
 }
@@ -1575,7 +1751,7 @@ static void plan_free(Plan* plan) {
 
 // one rank's whole run: build its stage, train, validate, sample, checkpoint
 static void train_rank(const TrainArgs* args, Comm* cm) {
-    int rank = cm->rank, P = args->P, B = args->B, T = args->T, M = args->M;
+    int rank = cm->rank, D = args->D, world = cm->world, B = args->B, T = args->T, M = args->M;
     LRSchedule lrs = {lr_schedule_parse(args->lr_schedule_name), args->lr, args->warmup, args->max_steps, args->final_frac};
     int from_file;
     GPT2Config config = pipeline_model_config(args, &from_file);
@@ -1618,10 +1794,14 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
     printf0("model: L=%d C=%d NH=%d V=%d (padded %d) maxT=%d, %zu parameters, %s\n", config.num_layers, config.channels,
             config.num_heads, config.vocab_size, config.padded_vocab_size, config.max_seq_len,
             model_num_parameters(&config), PRECISION_NAME);
-    printf0("batch: B=%d T=%d M=%d -> %d tokens per step%s; GELU %s\n", B, T, M, B * T * M,
+    char replicas[40] = "";
+    if (D > 1) { snprintf(replicas, sizeof(replicas), " per replica x D=%d", D); }
+    printf0("batch: B=%d T=%d M=%d%s -> %d tokens per step%s; GELU %s\n", B, T, M, replicas, B * T * M * D,
             pp.scaler.scale > 0 ? ", dynamic loss scaling" : "", args->gelu_fusion ? "in cuBLASLt's epilogue" : "kernels");
-    printf0("devices: %s\n", cm->hub ? (P > 1 ? "every stage on GPU 0, one thread each, device copies between them"
-                                              : "one GPU") : "one GPU per stage, NCCL between them");
+    printf0("devices: %s\n", cm->hub ? (world > 1 ? "every stage on GPU 0, one thread each, device copies between them"
+                                                  : "one GPU") : "one GPU per stage, NCCL between them");
+    if (rank == 0 && !args->quiet) { grid_print(&pp.grid, stdout); }
+    if (args->zero) { printf0("ZeRO-1: each rank keeps the AdamW moments of 1/%d of its stages' parameters\n", D); }
     Plan plan;
     plan_make(&plan, &pp, &first_args);
 
@@ -1656,8 +1836,8 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
         if (pp.scaler.scale > 0) {
             snprintf(extra, sizeof(extra), "%s | loss scale %g", pp.last_skipped ? " | overflow: step skipped" : "", pp.scaler.scale);
         }
-        StepReport report = {step + 1, max_steps, P, M, B * T * M, loss, pp.last_norm, lr, secs[1] / P, secs[2] / P,
-                             secs[0], plan.bubble, extra};
+        StepReport report = {step + 1, max_steps, world, M, B * T * M * D, loss, pp.last_norm, lr, secs[1] / world,
+                             secs[2] / world, secs[0], plan.bubble, extra};  // every rank of the job
         if (rank == 0 && !args->quiet) { print_step_line(&report); }
         if (autoschedule && step == first_step) {
             first_args.schedule_name = pipeline_auto_schedule(&pp, args);
@@ -1675,7 +1855,7 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
     }
     // the stash each stage actually used (counted as slots were taken), reported by rank 0
     double* peaks = (double*)calloc_check(pp.S, sizeof(double));
-    for (int l = 0; l < pp.num_local; l++) { peaks[pp.local[l].index] = pp.local[l].stash.peak; }
+    for (int l = 0; l < pp.num_local && pp.grid.d == 0; l++) { peaks[pp.local[l].index] = pp.local[l].stash.peak; }
     comm_allreduce_sum(cm, peaks, pp.S);
     if (rank == 0 && !args->quiet) { print_peak_stash(pp.S, peaks, plan.stash_bytes); }
     free(peaks);
@@ -1688,8 +1868,8 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
     pipeline_free(&pp);
 }
 
-// Runs fn(ctx, comm) for P ranks, each on a host thread of this process: rank r on GPU r through NCCL, or, with
-// one_device (or fewer GPUs than stages), every rank on GPU 0 through a LocalHub. Under the SIMT CPU runtime
+// Runs fn(ctx, comm) for P ranks (D*P with data parallelism), each on a host thread of this process: rank r on
+// GPU r through NCCL, or, with one_device (or fewer GPUs than ranks), every rank on GPU 0 through a LocalHub. Under the SIMT CPU runtime
 // this is how a whole pipeline runs inside one test process.
 typedef void (*RankMain)(void* ctx, Comm* cm);
 
@@ -1819,7 +1999,7 @@ int main(int argc, char** argv) {
                   err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount found 0 devices");
         }
         if (world == 1) {
-            run_ranks_as_threads(args.P, args.one_device, args.timeout, train_rank_main, &args);
+            run_ranks_as_threads(args.D * args.P, args.one_device, args.timeout, train_rank_main, &args);
         } else {
             if (local_rank >= devices) {
                 fatal("rank %d is rank %d on its node, which has %d GPU(s): NCCL needs one GPU per rank (one process "

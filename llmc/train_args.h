@@ -124,8 +124,8 @@ static void train_args_usage(int cuda) {
                "\n       mpirun -np P ./train_gpt2_pp_cpu [options]  (one MPI process per rank)"
 #endif
                ,
-        cuda ? "" : "  -dp <int>    data-parallel replicas D of the pipeline: D*P ranks, D*M micro-batches per step [1]\n"
-                    "  -z <0|1>     ZeRO-1: each replica keeps 1/D of the AdamW moments, parameters all-gathered [0]\n",
+        "  -dp <int>    data-parallel replicas D of the pipeline: D*P ranks, D*M micro-batches per step [1]\n"
+        "  -z <0|1>     ZeRO-1: each replica keeps 1/D of the AdamW moments, parameters all-gathered [0]\n",
         cuda ? "  -ls <float>  initial loss scale, 0: none [65536 in FP16, 0 otherwise]\n"
                "  -li <int>    clean steps before the loss scale doubles [2000]\n"
                "  -pf <dir>    NCCL rendezvous through a shared directory (SLURM_PROCID/SLURM_NTASKS)\n"
@@ -165,8 +165,8 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0 || strcmp(f, "-ge") == 0 ||
                         strcmp(f, "-1g") == 0;
         if (!cuda && cuda_only) { fatal("flag %s belongs to the CUDA trainer (see -h)", f); }
-        if (cuda && (strcmp(f, "-dp") == 0 || strcmp(f, "-z") == 0 || strcmp(f, "-plan") == 0 || strcmp(f, "-mem") == 0)) {
-            fatal("flag %s belongs to the CPU trainer: the CUDA trainer has no data parallelism or memory plan yet", f);
+        if (cuda && (strcmp(f, "-plan") == 0 || strcmp(f, "-mem") == 0)) {
+            fatal("flag %s belongs to the CPU trainer: the CUDA trainer has no memory plan yet", f);
         }
         if (v[0] == '\0') { fatal("flag %s expects a value, got an empty string", f); }
         if (strcmp(f, "-i") == 0) { a->train_pattern = v; }

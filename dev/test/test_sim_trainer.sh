@@ -90,5 +90,59 @@ for d in g2c c2g; do
           "paste <(losses '$W/cpu4.txt' | tail -2) <(losses '$W/$d.txt') | awk '{ d = \$1 - \$2; if (d < 0) d = -d; if (d > 1e-5 * \$1 || NF != 2) bad++ } END { exit bad > 0 || NR != 2 }'"
 done
 
+# Data parallelism (-dp D, -z 1). dev/test/test_data_parallel.sh runs the whole matrix on the CPU trainer; this
+# is the subset where the CUDA trainer's own code can fail differently, in FP32 and in BF16 (where ZeRO-1 also
+# all-gathers the bf16 parameters beside the fp32 master weights):
+#  - byte-identical model and state files at D=2 across P=1 and P=2 (the shard pieces are cut per tensor and
+#    layer, so the fixed-order sums cannot see the split), 1F1B, ZB-H1 (W after later I's: the reduction must
+#    not see the order of weight-gradient work), ZB-V (two stages per rank, both copies of the tied wte on one
+#    rank), ZeRO-1 (moments packed piece after piece, the parameter all-gather, the checkpoint assembling the
+#    moments from both replicas) and NCCL with one device per rank (SIMT_DEVICES=4: grouped ncclSend/ncclRecv)
+#    against device copies between ranks on one device;
+#  - D=2 against D=1 on the same global batch, see below;
+#  - one error line for -z 1 at D=1 and for a world that is not D*P.
+DP="-e d4:c64:h4 -b 2 -t 16 -x 3 -v 0 -g 0 -l 3e-3 -u 1 -pm 4"
+for p in FP32 BF16; do
+    build/sim/$p/train_gpt2_pp $DP -dp 2 -pp 1 -o "$W/dp" > "$W/dp.txt" 2>&1
+    check "$p D=2 P=1: prints the grid" "grep -q '^grid: D=2 replicas x P=1 pipeline ranks = 2 ranks' '$W/dp.txt'"
+    for F in "-pp 2 -sc 1f1b" "-pp 2 -sc zbh1 -z 1" "-pp 2 -sc zbv" "-pp 2 -sc 1f1b -z 1 NCCL"; do
+        n=""; [ "${F% NCCL}" != "$F" ] && n=4
+        SIMT_DEVICES=${n:-1} build/sim/$p/train_gpt2_pp $DP -dp 2 ${F% NCCL} -o "$W/r" > "$W/r.txt" 2>&1
+        check "$p D=2 $F: model and state files byte-identical to D=2 P=1 1f1b" \
+              "cmp -s '$W/dp/model_00000003.bin' '$W/r/model_00000003.bin' && cmp -s '$W/dp/state_00000003.bin' '$W/r/state_00000003.bin'"
+        rm -rf "$W/r"
+    done
+    check "$p: NCCL with one device per rank ran" "grep -q '^devices: one GPU per stage, NCCL' '$W/r.txt'"
+    rm -rf "$W/dp"
+done
+
+# D=2 against D=1 on the same global batch (D*M = 8 micro-batches), in FP32; the validation's 3 micro-batches
+# split 3+0 over the replicas, and a sample comes from replica 0. As in test_data_parallel.sh, the runs
+# differ only in the order of fp32 sums: one replica accumulates 8 micro-batches' gradients in a row, two add
+# their partial sums of 4 (and the norm slots their two halves). Per element that moves a gradient by at most
+# 8 * 2^-24 (5e-7) of the sum of magnitudes, and AdamW's update by as much relative, so over 6 steps at lr
+# 3e-3 the losses near 10 agree to a few float ulps. We allow 2e-5 absolute (~30 ulps at 10), 500x below the
+# 1e-2 that half the global batch moves them: the control run below must fall outside 1e-3.
+DP="-e d4:c64:h4 -b 2 -t 16 -x 6 -v 3 -m 3 -l 3e-3 -u 1"
+all_losses() { grep -o 'loss [0-9.]*' "$1" | awk '{ print $2 }'; }
+within() { paste <(all_losses "$1") <(all_losses "$2") | awk -v tol="$3" 'NF != 2 { bad = 1 } { d = $1 - $2; if (d < 0) d = -d; if (d > tol) bad = 1 } END { exit bad || NR < 9 }'; }
+build/sim/FP32/train_gpt2_pp $DP -g 0 -pm 8 > "$W/d1.txt" 2>&1
+build/sim/FP32/train_gpt2_pp $DP -g 8 -pm 4 -dp 2 > "$W/d2.txt" 2>&1
+build/sim/FP32/train_gpt2_pp $DP -g 0 -pm 4 > "$W/half.txt" 2>&1
+check "FP32 D=2 M=4 vs D=1 M=8: train and val losses within 2e-5" "within '$W/d1.txt' '$W/d2.txt' 2e-5"
+check "the comparison can fail: half the global batch is outside 1e-3" "! within '$W/d1.txt' '$W/half.txt' 1e-3"
+check "D=2: a sample from replica 0" "grep -q -A2 '^generating:' '$W/d2.txt'"
+
+bad() {  # bad <label> <message> <command...>
+    local label=$1 msg=$2; shift 2
+    "$@" > "$W/bad.txt" 2>&1; local rc=$?
+    check "$label: one error line '$msg' (rc=$rc)" "[ $rc -ne 0 ] && [ \$(wc -l < '$W/bad.txt') = 1 ] && grep -q '^error: .*$msg' '$W/bad.txt'"
+}
+bad "-z 1 with D=1" "flag -z 1 with -dp 1 is a no-op" build/sim/FP32/train_gpt2_pp $SHORT -z 1
+bad "3 ranks for -dp 2" "flag -dp 2 does not divide the 3 ranks" \
+    env SLURM_JOB_ID=1 SLURM_PROCID=0 SLURM_NTASKS=3 SLURM_LOCALID=0 build/sim/FP32/train_gpt2_pp $SHORT -dp 2 -pf "$W"
+bad "2 ranks for -dp 2 -pp 2" "flags -dp 2 -pp 2 need 4 ranks" \
+    env SLURM_JOB_ID=1 SLURM_PROCID=0 SLURM_NTASKS=2 SLURM_LOCALID=0 build/sim/FP32/train_gpt2_pp $SHORT -dp 2 -pp 2 -pf "$W"
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
