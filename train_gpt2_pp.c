@@ -910,6 +910,7 @@ typedef struct {
     int* num_pieces;          // (D)
     size_t* shard_floats;     // (D)
     float* shard_message;     // (largest shard) one shard's pieces one after another: a D > 1 message
+    int shards_sent;          // this step's gradient shards already went to the data-parallel group
 } RankStage;
 
 typedef struct {
@@ -921,6 +922,8 @@ typedef struct {
     Transport* dp;            // this pipeline rank's data-parallel group: the gradient reduction
     Transport* job;           // every rank: the loss, the grad norm, who prints
     int zero;                 // -z 1: this rank keeps the AdamW moments of its shard only
+    int* reduce_order;        // (num_local) local stages in the order their gradient shards left this step
+    int num_sent;             // how many left during the schedule
     int* layers;              // (S) layers per stage
     Schedule schedule;        // the training schedule: which rank runs which stage, and every rank's actions
     char schedule_name[32];   // its builder
@@ -979,6 +982,7 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     int split = schedule_splits_backward(&pp->schedule);
     pp->local_of = (int*)malloc_check(S * sizeof(int));
     pp->local = (RankStage*)calloc_check(S, sizeof(RankStage));
+    pp->reduce_order = (int*)calloc_check(S, sizeof(int));
     size_t nBTC = (size_t)pp->B * pp->T * c->channels;
     for (int s = 0; s < S; s++) {
         pp->local_of[s] = pp->schedule.stage_rank[s] == rank ? pp->num_local++ : -1;
@@ -1028,6 +1032,7 @@ static void pipeline_free(Pipeline* pp) {
         free(pp->local[i].shard_message);
     }
     free(pp->local);
+    free(pp->reduce_order);
     free(pp->local_of);
     schedule_free(&pp->schedule);
     free(pp->tokens);
@@ -1040,6 +1045,37 @@ static void pipeline_free(Pipeline* pp) {
 
 static float* inbox_buffer(RankStage* ls, int k) {
     return ls->inbox_memory + (size_t)k * ls->stage.B * ls->stage.T * ls->stage.config.channels;
+}
+
+// ----------------------------------------------------------------------------
+// data parallelism (-dp D): every stage's buffers cut into D shards of pieces (llmc/data_parallel.h); a
+// message carries one shard, its pieces one after another.
+
+static const ShardPiece* shard_pieces(const Pipeline* pp, const RankStage* ls, int k) {
+    return ls->pieces + (size_t)k * max_shard_pieces(&pp->config);
+}
+
+// shard k of a stage-layout buffer into ls->shard_message (to_message), or back; `add` adds it to buf instead
+static void shard_copy(const Pipeline* pp, RankStage* ls, int k, float* buf, int to_message, int add) {
+    const ShardPiece* pc = shard_pieces(pp, ls, k);
+    for (int i = 0; i < ls->num_pieces[k]; i++) {
+        float* msg = ls->shard_message + pc[i].packed;
+        float* at = buf + pc[i].offset;
+        if (to_message) { memcpy(msg, at, pc[i].count * sizeof(float)); }
+        else if (!add) { memcpy(at, msg, pc[i].count * sizeof(float)); }
+        else { for (size_t j = 0; j < pc[i].count; j++) { at[j] += msg[j]; } }
+    }
+}
+
+// This rank's gradient of every other shard to that shard's owner in the data-parallel group (a send copies
+// its message: the buffer is free again at once)
+static void send_gradient_shards(Pipeline* pp, RankStage* ls) {
+    for (int k = 0; k < pp->grid.D; k++) {
+        if (k == pp->grid.d) { continue; }
+        shard_copy(pp, ls, k, ls->stage.grads_memory, 1, 0);
+        transport_send(pp->dp, k, TAG_DATA_PARALLEL, ls->shard_message, ls->shard_floats[k] * sizeof(float));
+    }
+    ls->shards_sent = 1;
 }
 
 // Runs one action of this rank's list. A forward-only pass (validation, sampling) at micro-batch shape (B, T)
@@ -1119,6 +1155,13 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
         pp->action_secs[s * 5 + kind] += t1 - t0;
         pp->action_count[s * 5 + kind]++;
         if (a->type == PP_B) { pp->action_secs[s * 5 + 4] += weight_grad_secs - weight0; }
+        // a stage's gradient is final after its M-th weight-gradient action, unless the tied wte's other half
+        // is still to come: its shards can leave for the data-parallel group now, while the schedule goes on
+        int weight_done = pp->action_count[s * 5 + 1] + pp->action_count[s * 5 + 3];
+        if (pp->grid.D > 1 && weight_done == pp->M && st->layout.sizes[WTE] == 0) {
+            pp->reduce_order[pp->num_sent++] = pp->local_of[s];
+            send_gradient_shards(pp, ls);
+        }
     }
     trace_action(&pp->trace, a, t0, t1);
 }
@@ -1169,26 +1212,6 @@ static void pipeline_sync_tied_wte(Pipeline* pp) {
     op_end("op", "tied_wte", t0);
 }
 
-// ----------------------------------------------------------------------------
-// data parallelism (-dp D): every stage's buffers cut into D shards of pieces (llmc/data_parallel.h); a
-// message carries one shard, its pieces one after another.
-
-static const ShardPiece* shard_pieces(const Pipeline* pp, const RankStage* ls, int k) {
-    return ls->pieces + (size_t)k * max_shard_pieces(&pp->config);
-}
-
-// shard k of a stage-layout buffer into ls->shard_message (to_message), or back; `add` adds it to buf instead
-static void shard_copy(const Pipeline* pp, RankStage* ls, int k, float* buf, int to_message, int add) {
-    const ShardPiece* pc = shard_pieces(pp, ls, k);
-    for (int i = 0; i < ls->num_pieces[k]; i++) {
-        float* msg = ls->shard_message + pc[i].packed;
-        float* at = buf + pc[i].offset;
-        if (to_message) { memcpy(msg, at, pc[i].count * sizeof(float)); }
-        else if (!add) { memcpy(at, msg, pc[i].count * sizeof(float)); }
-        else { for (size_t j = 0; j < pc[i].count; j++) { at[j] += msg[j]; } }
-    }
-}
-
 // every rank's shard of a stage-layout buffer to every other rank of the data-parallel group
 static void shards_all_gather(Pipeline* pp, RankStage* ls, float* buf) {
     int D = pp->grid.D, d = pp->grid.d;
@@ -1207,24 +1230,29 @@ static void shards_all_gather(Pipeline* pp, RankStage* ls, float* buf) {
 // The gradients summed over the data-parallel group: rank k of it sums shard k, its own gradient first and
 // then the others' in rank order, one fixed order per shard whatever P is. Without ZeRO-1 the sums are
 // all-gathered so every replica updates the whole stage; under ZeRO-1 only this rank's shard is read after.
+// Stages whose shards left during the schedule come first, in the order they left, then the others, and the
+// all-gathers only after every sum: every rank of the group runs the same list, so each peer's messages
+// arrive in the order they are taken.
 static void pipeline_reduce_gradients(Pipeline* pp) {
-    int D = pp->grid.D, d = pp->grid.d;
+    int D = pp->grid.D, d = pp->grid.d, n = pp->num_sent;
     if (D == 1) { return; }
     double t0 = now_seconds();
-    for (int l = 0; l < pp->num_local; l++) {
-        RankStage* ls = &pp->local[l];
+    for (int l = 0; l < pp->num_local; l++) { if (!pp->local[l].shards_sent) { pp->reduce_order[n++] = l; } }
+    pp->num_sent = 0;
+    for (int i = 0; i < n; i++) {
+        RankStage* ls = &pp->local[pp->reduce_order[i]];
         float* grads = ls->stage.grads_memory;
-        for (int k = 0; k < D; k++) {  // a send copies its message: the buffer is free again at once
-            if (k == d) { continue; }
-            shard_copy(pp, ls, k, grads, 1, 0);
-            transport_send(pp->dp, k, TAG_DATA_PARALLEL, ls->shard_message, ls->shard_floats[k] * sizeof(float));
-        }
+        if (!ls->shards_sent) { send_gradient_shards(pp, ls); }
+        ls->shards_sent = 0;
         for (int e = 0; e < D; e++) {
             if (e == d) { continue; }
             transport_recv(pp->dp, e, TAG_DATA_PARALLEL, ls->shard_message, ls->shard_floats[d] * sizeof(float));
             shard_copy(pp, ls, d, grads, 0, 1);
         }
-        if (!pp->zero) { shards_all_gather(pp, ls, grads); }
+    }
+    for (int i = 0; i < n && !pp->zero; i++) {
+        RankStage* ls = &pp->local[pp->reduce_order[i]];
+        shards_all_gather(pp, ls, ls->stage.grads_memory);
     }
     transport_wait_sends(pp->dp);
     trace_add(&pp->trace, "recv", -1, -1, t0, now_seconds());
