@@ -34,8 +34,10 @@ same_as_base() {  # same_as_base <dir> <label> <step>
 
 # 1. A replica's gradient is the same bits under every split and schedule (test_pipeline_equiv); the
 # reduction adds shard pieces cut per tensor and layer in one fixed order per shard, so at a fixed D the
-# sum cannot depend on P either. P = 1, 2 cover one and two stages per rank pair; the builders differ in the order of
-# weight-gradient work, which the reduction must not see.
+# sum cannot depend on P either. P = 1, 2 cover one and two stages per rank pair; the builders differ in the
+# order of weight-gradient work, which the reduction must not see. A stage without the tied wte sends its
+# shards as soon as its last weight gradient is done, during the schedule: interleaved has one such stage
+# per rank, ZB-V two on rank 1 (their messages must be taken in the order they left).
 ARGS="-e d4:c64:h4 -b 2 -t 16 -x 3 -v 0 -g 0 -l 3e-3 -u 1 -pm 4"
 run "$W/base" local -dp 2 -pp 1 -sc 1f1b
 for P in 1 2; do
