@@ -76,7 +76,8 @@ check_sass)  # the nvcc builds' SASS: 128-bit loads in the memory-bound kernels,
     ;;
 test_cuda_sim)  # the CUDA trainer's test under SIMT in every precision against the three references (each also
                 # runs the split-backward and several-stages-per-rank builders its shape allows, bitwise against
-                # 1F1B: see test_gpt2_pp.cu); then the sim-mode trainer on the shipped data against the CPU trainer
+                # 1F1B, and D=2 x P=2 with and without ZeRO-1: see test_gpt2_pp.cu); then the sim-mode trainer
+                # on the shipped data against the CPU trainer, and -dp 2 (dev/test/test_sim_trainer.sh)
     for p in FP32 BF16 FP16; do for r in a b v; do  # v: the fused classifier at the full vocabulary
         run "test_gpt2_pp $p ref_$r" build/sim/$p/test_gpt2_pp build/ref_$r.bin
     done; done

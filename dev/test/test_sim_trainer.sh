@@ -116,6 +116,21 @@ for p in FP32 BF16; do
     rm -rf "$W/dp"
 done
 
+# The state moving between ranks, FP32: saved at D=2 P=2 under ZeRO-1 (the moments assembled from both
+# replicas' shards) and resumed at D=2 P=1 (each rank keeping its shard of the whole file), and -sc auto moving a
+# ZeRO-1 run to another builder through whole-model copies sent to every rank of the job: the bytes of 3
+# uninterrupted D=2 1F1B steps
+DP="-e d4:c64:h4 -b 2 -t 16 -v 0 -g 0 -l 3e-3 -k noam -u 2 -pm 4"
+build/sim/FP32/train_gpt2_pp $DP -x 3 -dp 2 -pp 2 -o "$W/u" > /dev/null 2>&1
+build/sim/FP32/train_gpt2_pp $DP -x 2 -dp 2 -pp 2 -z 1 -o "$W/s" > /dev/null 2>&1
+build/sim/FP32/train_gpt2_pp $DP -x 3 -dp 2 -pp 1 -z 1 -o "$W/s" -y 1 > "$W/s.txt" 2>&1
+build/sim/FP32/train_gpt2_pp $DP -x 3 -dp 2 -pp 2 -z 1 -sc auto -o "$W/au" > "$W/au.txt" 2>&1
+for d in s au; do
+    check "-dp 2 -z 1 $([ $d = s ] && echo 'resumed at P=1' || echo '-sc auto'): model and state files byte-identical" \
+          "cmp -s '$W/u/model_00000003.bin' '$W/$d/model_00000003.bin' && cmp -s '$W/u/state_00000003.bin' '$W/$d/state_00000003.bin'"
+done
+check "-dp 2 -sc auto chose a schedule" "grep -q '^-sc auto: ' '$W/au.txt'"
+
 # D=2 against D=1 on the same global batch (D*M = 8 micro-batches), in FP32; the validation's 3 micro-batches
 # split 3+0 over the replicas, and a sample comes from replica 0. As in test_data_parallel.sh, the runs
 # differ only in the order of fp32 sums: one replica accumulates 8 micro-batches' gradients in a row, two add
