@@ -468,9 +468,11 @@ if [ -n "${MPI_BIN:-}" ]; then
     for CASE in STOP:2 STOP:4 KILL:2; do
         SIG=${CASE%:*}; NP=${CASE#*:}
         OUTD=$W/mpi_$SIG$NP
-        timeout -k 2 40 mpirun -np $NP $MPI_BIN $T -pl $([ $NP = 2 ] && echo 1,1 || echo 1,1,0,0) -x 100000 -to 5 -o $OUTD > $W/out 2> $W/err < /dev/null &
+        # up to a minute to reach step 2: an ASan build under mpirun starts slowly on a loaded machine, and a
+        # kill before the ranks exist would leave the job running until the timeout
+        timeout -k 2 100 mpirun -np $NP $MPI_BIN $T -pl $([ $NP = 2 ] && echo 1,1 || echo 1,1,0,0) -x 100000 -to 5 -o $OUTD > $W/out 2> $W/err < /dev/null &
         JOB=$!
-        for i in $(seq 1 50); do grep -q '^step *2/' $W/out 2> /dev/null && break; sleep 0.2; done
+        for i in $(seq 1 300); do grep -q '^step *2/' $W/out 2> /dev/null && break; sleep 0.2; done
         PID=
         for pid in $(pgrep -f -- "-o $OUTD"); do
             tr '\0' '\n' < /proc/$pid/environ 2> /dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && PID=$pid
@@ -482,7 +484,7 @@ if [ -n "${MPI_BIN:-}" ]; then
         [ -n "$PID" ] && kill -9 $PID 2> /dev/null
         if [ -n "$PID" ] && [ $RC -ne 0 ] && [ $took -le 15 ] && grep -q 'rank 1' $W/out $W/err && ! sanitizer_report; then
             report faults 1
-        else report faults 0 "SIG$SIG of rank 1 of $NP with -to 5" "rc=$RC after ${took}s, peer named: $(grep -c 'rank 1' $W/err)"; fi
+        else report faults 0 "SIG$SIG of rank 1 of $NP with -to 5" "rank 1 pid '${PID}', rc=$RC after ${took}s, peer named: $(grep -c 'rank 1' $W/err)"; fi
     done
 else
     echo "(no MPI: the 5 MPI fault cases are skipped)"
