@@ -26,6 +26,8 @@ Launch: mpirun -np P ./train_gpt2_pp [flags]        one process per rank, the no
         ./train_gpt2_pp -pp P [flags]               one process, one thread per rank: on P GPUs through NCCL,
                                                     or, with fewer GPUs than ranks (or -1g 1), all on GPU 0
         srun -n P ./train_gpt2_pp -pf <dir> [flags] Slurm without MPI: the NCCL id through a file
+With -dp D every launch runs D*P ranks: D replicas of the pipeline (llmc/data_parallel.h's grid), one NCCL
+communicator over all of them, the gradients summed in a fixed order by our own shard messages (section 4).
 */
 #include <math.h>
 #include <stdint.h>
