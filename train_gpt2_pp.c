@@ -58,7 +58,7 @@ lets any pipeline split of the same model reproduce the single-stage run bit for
 #include "llmc/schedule_text.h"
 // defines: schedule_simulate, schedule_print_ascii_timeline (the unit-time simulator)
 #include "llmc/schedule_sim.h"
-// defines: pipeline_split, StashSlots, NormSlot, Trace, print_step_line (host bookkeeping shared with the .cu)
+// defines: pipeline_split, StashSlots, Trace, print_step_line (host bookkeeping shared with the .cu)
 #include "llmc/pipeline.h"
 // defines: sample_window, sample_softmax
 #include "llmc/sampler.h"

@@ -190,40 +190,16 @@ static inline void print_schedule_loadable(const Schedule* sc, FILE* out) {
 
 // ----------------------------------------------------------------------------
 // the global grad norm: squared sums per "slot", one tensor of one layer (or a whole non-layer tensor),
-// numbered in checkpoint order: wte, wpe, ln1w[0..L), ln1b[0..L), ..., lnfb. Each slot is computed by the one
-// stage that owns it, summed over ranks (one owner: exact) and added in slot order: the same at any P.
-
-typedef struct {
-    int slot;
-    size_t offset, count;  // the slot's floats in the stage's gradient buffer
-} NormSlot;
+// numbered in checkpoint order: wte, wpe, ln1w[0..L), ln1b[0..L), ..., lnfb. Each rank squares its pieces of
+// the slots its stages own (llmc/data_parallel.h: the whole slot when D = 1), the slots are summed over the
+// job in rank order and added in slot order: the same at any P.
 
 static inline int num_norm_slots(const GPT2Config* c) { return 4 + 12 * c->num_layers; }
-
-// the slots this stage owns (out: room for num_norm_slots); returns how many
-static inline int stage_norm_slots(const GPT2Config* c, const StageLayout* s, NormSlot* out) {
-    ShardPiece* whole = (ShardPiece*)malloc_check(max_shard_pieces(c) * sizeof(ShardPiece));
-    size_t floats;
-    int pieces = stage_shard_pieces(c, s, 1, 0, whole, &floats), n = 0;
-    for (int i = 0; i < pieces; i++) {
-        if (whole[i].slot >= 0) { out[n++] = (NormSlot){whole[i].slot, whole[i].offset, whole[i].count}; }
-    }
-    free(whole);
-    return n;
-}
 
 static inline float norm_from_slots(const double* slots, int n) {
     double sum = 0.0;
     for (int i = 0; i < n; i++) { sum += slots[i]; }
     return (float)sqrt(sum);
-}
-
-// ----------------------------------------------------------------------------
-// tokens: every rank reads the same M micro-batches of a step, inputs then targets: (M, 2, B*T)
-
-static inline void load_step_tokens(int* tokens, int M, int B, int T, NextBatchFn next, void* ctx) {
-    int n = B * T;
-    for (int m = 0; m < M; m++) { next(ctx, tokens + (size_t)m * 2 * n, tokens + (size_t)m * 2 * n + n, n); }
 }
 
 // ----------------------------------------------------------------------------
