@@ -1690,6 +1690,59 @@ static double component_stage_cost(const ComponentCosts* cc, int S, int s, int n
     return n_layers * cc->layer + (s == 0 ? cc->embed : 0.0) + (s == S - 1 ? cc->head : 0.0);
 }
 
+// The next split of L layers over S stages, one at least each, in lexicographic order; 0 after the last
+static int next_split(int* n, int S, int L) {
+    for (int i = S - 2; i >= 0; i--) {
+        int used = 0;
+        for (int k = 0; k <= i; k++) { used += n[k]; }
+        if (used + 1 + (S - 1 - i) > L) { continue; }  // stage i cannot take a layer more
+        n[i]++;
+        for (int k = i + 1; k < S - 1; k++) { n[k] = 1; }
+        n[S - 1] = L - (used + 1) - (S - 2 - i);
+        return 1;
+    }
+    return 0;
+}
+
+// The stage costs of a split under the measured component costs (f, b, i, w)
+static void split_stage_costs(const ComponentCosts* cc, const int* layers, int S, StageCosts* cost) {
+    for (int s = 0; s < S; s++) {
+        cost[s] = (StageCosts){component_stage_cost(&cc[0], S, s, layers[s]), component_stage_cost(&cc[1], S, s, layers[s]),
+                               component_stage_cost(&cc[2], S, s, layers[s]), component_stage_cost(&cc[3], S, s, layers[s])};
+    }
+}
+
+// With several stages per rank neither the stages' costs nor the ranks' loads alone decide (ZB-V puts the
+// embedding and the LM head on rank 0): every split of L layers over the schedule's S stages, one layer at
+// least each, is simulated and the fastest kept. `layers` comes in with partition_balance's split, which stays
+// unless a split is faster, and stays alone when there are more than 20,000 splits (S = 4 up to 50 layers).
+static void fastest_split(const ComponentCosts* cc, const Schedule* sc, int L, int* layers) {
+    int S = sc->S;
+    double count = 1.0;  // C(L-1, S-1) splits
+    for (int k = 1; k < S; k++) { count = count * (L - k) / k; }
+    if (count > 2e4) { return; }
+    int* n = (int*)malloc_check(S * sizeof(int));
+    StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
+    SimResult res;
+    split_stage_costs(cc, layers, S, cost);
+    schedule_simulate_stages(sc, cost, 0.0, &res);
+    double best = res.makespan;
+    sim_result_free(&res);
+    for (int s = 0; s < S; s++) { n[s] = 1; }
+    n[S - 1] = L - (S - 1);
+    do {
+        split_stage_costs(cc, n, S, cost);
+        schedule_simulate_stages(sc, cost, 0.0, &res);
+        if (res.makespan < best) {
+            best = res.makespan;
+            memcpy(layers, n, S * sizeof(int));
+        }
+        sim_result_free(&res);
+    } while (next_split(n, S, L));
+    free(cost);
+    free(n);
+}
+
 // -sc auto: 1F1B runs first and times each stage's F and B, and within B its weight-gradient ops, which a
 // split backward defers to W (I is the rest). From those come the costs of a layer, the embedding and the
 // LM head; for every builder the layers are split over its S stages by those measured costs (unless -pl
@@ -1732,12 +1785,10 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
         char err[256];
         int ok = args->layers_arg ? S == P : partition_balance(L, S, &split_costs, layers, first, err, sizeof(err)) == 0;
         if (args->layers_arg && ok) { memcpy(layers, pp->layers, P * sizeof(int)); }
+        if (!args->layers_arg && ok && S > P) { fastest_split(cc, &sc, L, layers); }
         if (ok) {
             StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
-            for (int s = 0; s < S; s++) {
-                cost[s] = (StageCosts){component_stage_cost(&cc[0], S, s, layers[s]), component_stage_cost(&cc[1], S, s, layers[s]),
-                                       component_stage_cost(&cc[2], S, s, layers[s]), component_stage_cost(&cc[3], S, s, layers[s])};
-            }
+            split_stage_costs(cc, layers, S, cost);
             SimResult res;
             schedule_simulate_stages(&sc, cost, 0.0, &res);
             partition_format(layers, S, splits[k], sizeof(splits[k]));
@@ -1979,7 +2030,7 @@ static void train_rank(const TrainArgs* args, Transport* job) {
         simulate_last_step(&pp, &report);
         if (rank == 0) { print_step_line(&report); }
         // -sc auto times the second 1F1B step when there is one: the first pays for first touches of memory
-        if (autoschedule && step == (max_steps - first_step > 2 ? first_step + 1 : first_step)) {
+        if (autoschedule && step == (max_steps - first_step >= 2 ? first_step + 1 : first_step)) {
             pipeline_auto_schedule(&pp, args);
             first_args.schedule_name = pp.schedule_name;
             plan_free(&plan);
