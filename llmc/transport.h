@@ -48,8 +48,9 @@ typedef struct {
     double timeout;      // seconds a receive may wait
     Mailboxes* boxes;    // threads backend, shared by every rank; NULL under MPI
 #ifdef USE_MPI
-    MPI_Request* pending;  // MPI: sends not yet known to be complete, and their copies
+    MPI_Request* pending;  // MPI: sends not yet known to be complete, their copies and where they go
     void** pending_bufs;
+    int* pending_peers;
     int num_pending, cap_pending;
 #endif
 } Transport;
@@ -110,11 +111,13 @@ static inline void transport_send(Transport* t, int peer, MessageTag tag, const 
         t->cap_pending = t->cap_pending ? 2 * t->cap_pending : 16;
         t->pending = (MPI_Request*)realloc(t->pending, t->cap_pending * sizeof(MPI_Request));
         t->pending_bufs = (void**)realloc(t->pending_bufs, t->cap_pending * sizeof(void*));
-        if (!t->pending || !t->pending_bufs) { fatal("out of memory for MPI requests"); }
+        t->pending_peers = (int*)realloc(t->pending_peers, t->cap_pending * sizeof(int));
+        if (!t->pending || !t->pending_bufs || !t->pending_peers) { fatal("out of memory for MPI requests"); }
     }
     void* copy = malloc_check(bytes ? bytes : 1);
     memcpy(copy, buf, bytes);
     t->pending_bufs[t->num_pending] = copy;
+    t->pending_peers[t->num_pending] = transport_job_rank(t, peer);
     MPI_Isend(copy, (int)bytes, MPI_BYTE, transport_job_rank(t, peer), tag, MPI_COMM_WORLD, &t->pending[t->num_pending++]);
 #endif
 }
@@ -182,11 +185,13 @@ static inline void transport_recv(Transport* t, int peer, MessageTag tag, void* 
     transport_recv_within(t, peer, tag, buf, bytes, t->timeout);
 }
 
-// waits until every send of this rank has left its copy (MPI); mailbox sends are complete at once
+// Waits until every send of this rank has left its copy (MPI); mailbox sends are complete at once. A receiver
+// that has not taken a send is stuck or waits on a message itself; it gets twice the deadline, so its own
+// watchdog names what it waits on first.
 static inline void transport_wait_sends(Transport* t) {
 #ifdef USE_MPI
     if (t->boxes) { return; }
-    double deadline = transport_clock() + t->timeout;
+    double deadline = transport_clock() + 2 * t->timeout;
     for (int i = 0; i < t->num_pending; i++) {
         for (;;) {
             int done = 0;
@@ -195,7 +200,8 @@ static inline void transport_wait_sends(Transport* t) {
             struct timespec nap = {0, 100000};
             nanosleep(&nap, NULL);
             if (transport_clock() > deadline) {
-                fatal("rank %d: a send was not received within %.0f s (-to)", transport_job_rank(t, t->rank), t->timeout);
+                fatal("rank %d: rank %d did not receive a message sent to it within %.0f s (2 x -to): that rank is "
+                      "stuck or gone", transport_job_rank(t, t->rank), t->pending_peers[i], 2 * t->timeout);
             }
         }
         free(t->pending_bufs[i]);
@@ -246,6 +252,7 @@ static inline void transport_free(Transport* t) {
 #ifdef USE_MPI
     free(t->pending);
     free(t->pending_bufs);
+    free(t->pending_peers);
 #endif
 }
 
