@@ -1862,34 +1862,6 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
 
 // -ps 1: the schedule as text (what -sf loads), then its unit-time timeline with the simulated bubble as
 // comment lines, so the output loads back as it is
-// -plan 1: every stage's memory for these flags, nothing allocated
-static void print_memory_plan(const TrainArgs* args, int P) {
-    Schedule sc;
-    TrainArgs shown = *args;
-    if (strcmp(args->schedule_name, "auto") == 0) { shown.schedule_name = "1f1b"; }
-    pipeline_load_schedule(&sc, &shown, P);
-    int from_file;
-    GPT2Config c = pipeline_model_config(args, &from_file);
-    int* layers = (int*)malloc_check(sc.S * sizeof(int));
-    pipeline_split(args, &c, sc.S, layers);
-    Grid grid = grid_of(0, args->D, P);
-    grid_print(&grid, stdout);
-    printf("plan: %s, P=%d, M=%d, B=%d, T=%d, -rc %s%s; per rank, fp32\n", shown.schedule_name, P, args->M, args->B,
-           args->T, args->recompute == RC_ALWAYS ? "always" : args->recompute ? "except_last" : "never",
-           args->zero ? ", ZeRO-1" : "");
-    double* rank_total = (double*)calloc_check(P, sizeof(double));
-    for (int s = 0; s < sc.S; s++) {
-        double bytes[MEM_CATEGORIES];
-        stage_memory_plan(&c, &shown, &sc, layers, s, bytes);
-        print_stage_memory(s, "plan", bytes);
-        for (int i = 0; i < MEM_CATEGORIES; i++) { rank_total[sc.stage_rank[s]] += bytes[i]; }
-    }
-    for (int r = 0; r < P; r++) { printf("rank %d memory (plan): total %.1f MiB\n", r, rank_total[r] / 1048576.0); }
-    free(rank_total);
-    free(layers);
-    schedule_free(&sc);
-}
-
 static void print_schedule(const TrainArgs* args, int P) {
     Schedule sc;
     TrainArgs shown = *args;
@@ -2148,7 +2120,7 @@ int main(int argc, char** argv) {
     fatal_first_only = fatal_taken = 0;
     if (args.print_schedule || args.print_memory) {
         if (rank == 0 && args.print_schedule) { print_schedule(&args, P); }
-        if (rank == 0 && args.print_memory) { print_memory_plan(&args, P); }
+        if (rank == 0 && args.print_memory) { pipeline_print_memory_plan(&args, P, stage_memory_plan, "fp32"); }
     } else if (world > 1) {
         Transport job = transport_job(rank, world, args.timeout, NULL);
         train_rank(&args, &job);

@@ -9,7 +9,7 @@
 //       the per-warp sums in lane order. Every thread returns the total. smem32: __shared__ array of 32.
 //       Contains __syncthreads: every thread of the block must call it.
 //   softmax_state_add / softmax_state_merge / warp_softmax_state_merge: the online softmax (running max and
-//       sum of exponentials) of attention's softmax and the fused classifier.
+//       sum of exponentials) of the fused classifier.
 //
 // Host functions (enqueue on `stream`, n elements, no alignment requirements, any n >= 0):
 //   cast_to_floatX(floatX* out, const float* in, size_t n, stream)   round to nearest even (copy in FP32)

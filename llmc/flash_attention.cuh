@@ -1,9 +1,10 @@
 // flash_attention.cuh -- causal multi-head self-attention that never stores the T x T matrix (FlashAttention-2
 // style): tiles of FLASH_TILE queries x FLASH_TILE keys through shared memory, an online softmax, and a backward
-// pass that recomputes the probabilities tile by tile from the per-row logsumexp. Same qkv/out layout as
-// attention.cuh. HS = C/NH must be a multiple of 16 and at most 256; scale = 1/sqrtf(HS). Every tensor argument
-// must be 16-byte aligned (128-bit loads and stores). Shared memory per block: at most 82 KiB at HS = 128 in BF16/FP16,
-// 121 KiB in FP32 (the dkdv kernel; FP32 at HS = 256 needs 217 KiB, more than sm_80's 163 KiB).
+// pass that recomputes the probabilities tile by tile from the per-row logsumexp. qkv (B,T,3C) in, (B,T,C)
+// out, as the matmuls around it produce and consume them. HS = C/NH must be a multiple of 16 and at most 256;
+// scale = 1/sqrtf(HS). Every tensor argument must be 16-byte aligned (128-bit loads and stores). Shared memory
+// per block: at most 82 KiB at HS = 128 in BF16/FP16, 121 KiB in FP32 (the dkdv kernel; FP32 at HS = 256 needs
+// 217 KiB, more than sm_80's 163 KiB).
 //
 // void flash_attention_forward(floatX* out, float* lse, const floatX* inp, int B, int T, int C, int NH,
 //                              cudaStream_t stream);

@@ -441,6 +441,40 @@ static inline void pipeline_resume_paths(const TrainArgs* args, const GPT2Config
     }
 }
 
+// What stage s of the job allocates on its rank, by category, from the flags alone: each trainer computes it
+// with the size functions it allocates with (its stage_memory_plan), and prints what it allocated the same way.
+typedef void (*StageMemoryFn)(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* layers, int s,
+                              double* bytes);
+
+// -plan 1: every stage's memory for these flags, nothing allocated. types: the element types the bytes are of.
+static inline void pipeline_print_memory_plan(const TrainArgs* args, int P, StageMemoryFn stage_memory,
+                                              const char* types) {
+    Schedule sc;
+    TrainArgs shown = *args;
+    if (strcmp(args->schedule_name, "auto") == 0) { shown.schedule_name = "1f1b"; }  // what auto starts with
+    pipeline_load_schedule(&sc, &shown, P);
+    int from_file;
+    GPT2Config c = pipeline_model_config(args, &from_file);
+    int* layers = (int*)malloc_check(sc.S * sizeof(int));
+    pipeline_split(args, &c, sc.S, layers);
+    Grid grid = grid_of(0, args->D, P);
+    grid_print(&grid, stdout);
+    printf("plan: %s, P=%d, M=%d, B=%d, T=%d, -rc %s%s; per rank, %s\n", shown.schedule_name, P, args->M, args->B,
+           args->T, args->recompute == 2 ? "always" : args->recompute ? "except_last" : "never",
+           args->zero ? ", ZeRO-1" : "", types);
+    double* rank_total = (double*)calloc_check(P, sizeof(double));
+    for (int s = 0; s < sc.S; s++) {
+        double bytes[MEM_CATEGORIES];
+        stage_memory(&c, &shown, &sc, layers, s, bytes);
+        print_stage_memory(s, "plan", bytes);
+        for (int i = 0; i < MEM_CATEGORIES; i++) { rank_total[sc.stage_rank[s]] += bytes[i]; }
+    }
+    for (int r = 0; r < P; r++) { printf("rank %d memory (plan): total %.1f MiB\n", r, rank_total[r] / 1048576.0); }
+    free(rank_total);
+    free(layers);
+    schedule_free(&sc);
+}
+
 // ----------------------------------------------------------------------------
 // when a step validates, samples or checkpoints
 

@@ -165,8 +165,8 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0 || strcmp(f, "-ge") == 0 ||
                         strcmp(f, "-1g") == 0;
         if (!cuda && cuda_only) { fatal("flag %s belongs to the CUDA trainer (see -h)", f); }
-        if (cuda && (strcmp(f, "-plan") == 0 || strcmp(f, "-mem") == 0)) {
-            fatal("flag %s belongs to the CPU trainer: the CUDA trainer has no memory plan yet", f);
+        if (cuda && strcmp(f, "-mem") == 0) {
+            fatal("flag -mem belongs to the CPU trainer: the CUDA trainer's -sc auto has no memory limit yet");
         }
         if (v[0] == '\0') { fatal("flag %s expects a value, got an empty string", f); }
         if (strcmp(f, "-i") == 0) { a->train_pattern = v; }

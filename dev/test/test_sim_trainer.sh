@@ -31,6 +31,31 @@ check "every step line has the measured bubble" "[ \$(grep -c 'train loss .* | b
 check "the peak stash report" "[ \$(grep -c '^stage [01]: peak stash [0-9]* micro-batches' '$W/FP32.txt') -eq 2 ]"
 check "the stages share one device" "grep -q '^devices: every stage on GPU 0' '$W/FP32.txt'"
 
+# -plan 1 computes each stage's device memory by category from the flags, allocating nothing; a run prints
+# what it allocated in the same lines, equal byte for byte (BF16: floatX parameters beside fp32 master weights;
+# data parallel with ZeRO-1, and ZB-V's split backward with both ends on one rank)
+mem() { sed -n "s/^stage \([0-9]*\) memory ($2):\(.*\)/\1 \2/p" "$1"; }
+PLAN="-e d4:c64:h4 -b 2 -t 16 -x 0 -v 0 -g 0 -pm 4"
+for F in "-dp 2 -pp 2 -z 1:2" "-pp 2 -sc zbv:4"; do
+    build/sim/BF16/train_gpt2_pp $PLAN ${F%:*} > "$W/m.txt" 2>&1
+    build/sim/BF16/train_gpt2_pp $PLAN ${F%:*} -plan 1 > "$W/plan.txt" 2>&1
+    check "BF16 ${F%:*}: allocated = -plan, ${F#*:} stages" \
+          "[ \$(mem '$W/m.txt' allocated | wc -l) -eq ${F#*:} ] && diff <(mem '$W/m.txt' allocated) <(mem '$W/plan.txt' plan) > /dev/null"
+done
+# The stash without attention's T x T matrix (issue 12), BF16, B=8, T=1024: one layer of GPT-2 124M per
+# micro-batch (d13 minus d12 at C=768, NH=12) at most 210 MB (materialized attention: 403 MB); GPT-2 1.5B at
+# M=8, P=4: every stage at most 40 GB under 1F1B and 80 GB under GPipe
+plan_bytes() {  # stage, then its bytes per category
+    build/sim/BF16/train_gpt2_pp -b 8 -t 1024 "$@" -plan 1 | sed -n 's/^stage \([0-9]*\) memory (plan):.*(bytes: \(.*\))$/\1 \2/p'
+}
+layer=$(( $(plan_bytes -e d13:c768:h12 -pp 1 -pm 1 | awk '{ print $5 }') - $(plan_bytes -e d12 -pp 1 -pm 1 | awk '{ print $5 }') ))
+check "124M: stash per layer per micro-batch $layer bytes <= 210 MB" "[ $layer -gt 0 ] && [ $layer -le 210000000 ]"
+for S in 1f1b:40 gpipe:80; do
+    plan_bytes -e d48 -pm 8 -pp 4 -sc ${S%:*} | awk '{ t = 0; for (i = 2; i <= 7; i++) t += $i; print t }' > "$W/d48.txt"
+    check "1.5B P=4 ${S%:*}: every stage <= ${S#*:} GB (stages: $(awk '{ printf " %.1f", $1 / 1e9 }' "$W/d48.txt") GB)" \
+          "awk '\$1 > ${S#*:}e9 { bad = 1 } END { exit bad || NR != 4 }' '$W/d48.txt'"
+done
+
 # one GPU per stage (NCCL ranks as threads) gives the same bits as both stages on one GPU, and P=4 as P=2;
 # the last step's trace holds both ranks' forwards, backwards and messages
 SHORT="-e d4:c64:h4 -b 2 -t 32 -pm 4 -x 3 -v 0 -g 0 -l 3e-3"
