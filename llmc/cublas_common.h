@@ -11,6 +11,8 @@
 //                                build no TF32 (set it to CUBLAS_COMPUTE_32F_FAST_TF32 before the first
 //                                matmul to trade accuracy for speed there)
 //   const char* cublas_status_name(int status)
+//   CublasLtPlan, cublaslt_plans       what matmul.cuh caches per distinct cuBLASLt call (its descriptor, layouts
+//                                and algorithm), per host thread; cublas_destroy destroys them
 //
 // Determinism: cuBLASLt returns bitwise-identical results run to run for the same problem, algorithm and
 // GPU (its split-K reductions are ordered: "counters that guarantee determinism"). The algorithm is chosen
@@ -60,6 +62,35 @@ inline void cublas_check_named_(int status, const char* file, int line) {
 #undef cublasCheck
 #define cublasCheck(status) (cublas_check_named_((int)(status), __FILE__, __LINE__))
 
+// A cuBLASLt call's plan: the descriptor, the four layouts and the heuristic's algorithm, built once for every
+// distinct key (matmul.cuh's matmul_plan_key: everything the descriptor, the layouts and the heuristic's choice
+// depend on) and reused, so that a training step creates no descriptor and asks no heuristic. A fixed table per
+// host thread (a handle's plans belong to its thread); a call whose key finds the table full builds a plan for
+// itself and destroys it after (sampling's growing sequence lengths, not the training step's shapes, which come
+// first). All fields are long long so that keys compare with memcmp (no padding).
+#define CUBLASLT_PLAN_CACHE 64
+typedef struct {
+    long long m, n, k, batch, strideA, strideB, strideD;
+    long long transA, transB, d_type, epilogue, compute, has_bias, has_aux;
+    long long align_a, align_b, align_d;  // what the heuristic is told (matmul.cuh's pointer_alignment)
+} CublasLtPlanKey;
+
+typedef struct {
+    CublasLtPlanKey key;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t layout[4];  // A, B, C, D
+    cublasLtMatmulAlgo_t algo;
+} CublasLtPlan;
+
+inline thread_local CublasLtPlan cublaslt_plans[CUBLASLT_PLAN_CACHE];
+inline thread_local int cublaslt_num_plans = 0;
+inline thread_local long long cublaslt_plans_built = 0;  // every plan built on this thread (cached or not)
+
+inline void cublaslt_plan_destroy(CublasLtPlan* p) {
+    for (int i = 0; i < 4; i++) { cublasCheck(cublasLtMatrixLayoutDestroy(p->layout[i])); }
+    cublasCheck(cublasLtMatmulDescDestroy(p->desc));
+}
+
 inline void cublas_init(void) {
     if (cublaslt_handle) { return; }
     cublasCheck(cublasLtCreate(&cublaslt_handle));
@@ -67,6 +98,8 @@ inline void cublas_init(void) {
 }
 
 inline void cublas_destroy(void) {
+    for (int i = 0; i < cublaslt_num_plans; i++) { cublaslt_plan_destroy(&cublaslt_plans[i]); }
+    cublaslt_num_plans = 0;
     if (cublaslt_workspace) { cudaCheck(cudaFree(cublaslt_workspace)); }
     if (cublaslt_handle) { cublasCheck(cublasLtDestroy(cublaslt_handle)); }
     cublaslt_workspace = NULL;

@@ -38,6 +38,10 @@
 //     passed to the heuristic, so any element offset of A, B and D works; the bias and aux pointers are not
 //     described to it, so keep them 16-byte aligned (true for offsets that are multiples of 8 elements from
 //     a cudaMalloc'd base, e.g. per-layer slices when C is a multiple of 8).
+//     Plans (cublas_common.h's CublasLtPlan: descriptor, layouts, algorithm) are cached per host thread, keyed
+//     by the shape, transposes, types, epilogue, bias/aux presence, batch strides and the alignment of A, B
+//     and D (which the heuristic's choice, and so the summation order, depends on): the first call of a key
+//     builds its plan, later ones only set the bias and aux pointers. cublaslt_plans_built counts the builds.
 #pragma once
 #include "cuda_common.h"
 #include "cuda_utils.cuh"
@@ -109,45 +113,55 @@ inline uint32_t pointer_alignment(const void* p) {
     return align;
 }
 
-inline void matmul_cublaslt(void* d, cudaDataType d_type, const floatX* a, const floatX* b, const floatX* bias,
-                            int m, int n, int k, bool transA, bool transB, int batch, long long strideA,
-                            long long strideB, long long strideD, float alpha, float beta,
-                            cublasLtEpilogue_t epilogue, const floatX* aux, cudaStream_t stream) {
-    if (m == 0 || n == 0 || batch == 0) { return; }
-    if (!cublaslt_handle) { fatal("matmul_cublaslt: call cublas_init() first on this host thread"); }
-    cublasLtMatmulDesc_t desc;
-    cublasCheck(cublasLtMatmulDescCreate(&desc, cublas_compute, CUDA_R_32F));
+// everything a plan depends on (CublasLtPlanKey); the bias and aux pointers are set per call
+inline CublasLtPlanKey matmul_plan_key(const void* d, cudaDataType d_type, const floatX* a, const floatX* b,
+                                       bool has_bias, bool has_aux, int m, int n, int k, bool transA, bool transB,
+                                       int batch, long long strideA, long long strideB, long long strideD,
+                                       cublasLtEpilogue_t epilogue) {
+    CublasLtPlanKey key;
+    memset(&key, 0, sizeof(key));
+    key.m = m; key.n = n; key.k = k; key.batch = batch;
+    if (batch > 1) { key.strideA = strideA; key.strideB = strideB; key.strideD = strideD; }
+    key.transA = transA; key.transB = transB; key.d_type = d_type; key.epilogue = epilogue;
+    key.compute = cublas_compute; key.has_bias = has_bias; key.has_aux = has_aux;
+    key.align_a = pointer_alignment(a); key.align_b = pointer_alignment(b); key.align_d = pointer_alignment(d);
+    return key;
+}
+
+// the descriptor, packed column-major layouts and the heuristic's algorithm for `key`
+inline void matmul_plan_build(CublasLtPlan* p, const CublasLtPlanKey* key) {
+    p->key = *key;
+    int m = (int)key->m, n = (int)key->n, k = (int)key->k, batch = (int)key->batch;
+    bool transA = key->transA, transB = key->transB;
+    cudaDataType d_type = (cudaDataType)key->d_type;
+    cublasLtEpilogue_t epilogue = (cublasLtEpilogue_t)key->epilogue;
+    cublasCheck(cublasLtMatmulDescCreate(&p->desc, (cublasComputeType_t)key->compute, CUDA_R_32F));
     cublasOperation_t opA = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t opB = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)));
-    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)));
-    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-    if (bias) {
+    cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)));
+    cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)));
+    cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+    if (key->has_bias) {
         cudaDataType bias_type = CUBLAS_LOWP;
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+        cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
                                                    sizeof(bias_type)));
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     }
-    if (aux) {
+    if (key->has_aux) {
         int64_t aux_ld = m;
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld,
+        cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld,
                                                    sizeof(aux_ld)));
     }
-    // column-major layouts, packed
-    cublasLtMatrixLayout_t la, lb, lc, ld;
-    cublasCheck(cublasLtMatrixLayoutCreate(&la, CUBLAS_LOWP, transA ? k : m, transA ? m : k, transA ? k : m));
-    cublasCheck(cublasLtMatrixLayoutCreate(&lb, CUBLAS_LOWP, transB ? n : k, transB ? k : n, transB ? n : k));
-    cublasCheck(cublasLtMatrixLayoutCreate(&lc, d_type, m, n, m));
-    cublasCheck(cublasLtMatrixLayoutCreate(&ld, d_type, m, n, m));
+    cublasLtMatrixLayout_t* l = p->layout;  // A, B, C, D
+    cublasCheck(cublasLtMatrixLayoutCreate(&l[0], CUBLAS_LOWP, transA ? k : m, transA ? m : k, transA ? k : m));
+    cublasCheck(cublasLtMatrixLayoutCreate(&l[1], CUBLAS_LOWP, transB ? n : k, transB ? k : n, transB ? n : k));
+    cublasCheck(cublasLtMatrixLayoutCreate(&l[2], d_type, m, n, m));
+    cublasCheck(cublasLtMatrixLayoutCreate(&l[3], d_type, m, n, m));
     if (batch > 1) {
-        int64_t sA = strideA, sB = strideB, sD = strideD;
-        cublasLtMatrixLayout_t layouts[4] = {la, lb, lc, ld};
-        int64_t strides[4] = {sA, sB, sD, sD};
+        int64_t strides[4] = {key->strideA, key->strideB, key->strideD, key->strideD};
         for (int i = 0; i < 4; i++) {
-            cublasCheck(cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
+            cublasCheck(cublasLtMatrixLayoutSetAttribute(l[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
                                                          sizeof(batch)));
-            cublasCheck(cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+            cublasCheck(cublasLtMatrixLayoutSetAttribute(l[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
                                                          &strides[i], sizeof(strides[i])));
         }
     }
@@ -156,26 +170,52 @@ inline void matmul_cublaslt(void* d, cudaDataType d_type, const floatX* a, const
     size_t ws = CUBLASLT_WORKSPACE_SIZE;
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
     // the heuristic assumes 256-byte aligned buffers unless told otherwise
-    uint32_t al_a = pointer_alignment(a), al_b = pointer_alignment(b), al_d = pointer_alignment(d);
+    uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b, al_d = (uint32_t)key->align_d;
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof(al_a)));
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof(al_b)));
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof(al_d)));
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(al_d)));
     cublasLtMatmulHeuristicResult_t heuristic;
     int found = 0;
-    cublasCheck(cublasLtMatmulAlgoGetHeuristic(cublaslt_handle, desc, la, lb, lc, ld, pref, 1, &heuristic, &found));
+    cublasCheck(cublasLtMatmulAlgoGetHeuristic(cublaslt_handle, p->desc, l[0], l[1], l[2], l[3], pref, 1, &heuristic,
+                                               &found));
+    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
     if (found == 0) {
         fatal("matmul_cublaslt: no algorithm for m=%d n=%d k=%d transA=%d transB=%d batch=%d epilogue=%d",
               m, n, k, (int)transA, (int)transB, batch, (int)epilogue);
     }
-    cublasCheck(cublasLtMatmul(cublaslt_handle, desc, &alpha, a, la, b, lb, &beta, d, lc, d, ld, &heuristic.algo,
-                               cublaslt_workspace, CUBLASLT_WORKSPACE_SIZE, stream));
-    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-    cublasCheck(cublasLtMatrixLayoutDestroy(la));
-    cublasCheck(cublasLtMatrixLayoutDestroy(lb));
-    cublasCheck(cublasLtMatrixLayoutDestroy(lc));
-    cublasCheck(cublasLtMatrixLayoutDestroy(ld));
-    cublasCheck(cublasLtMatmulDescDestroy(desc));
+    p->algo = heuristic.algo;
+    cublaslt_plans_built++;
+}
+
+inline void matmul_cublaslt(void* d, cudaDataType d_type, const floatX* a, const floatX* b, const floatX* bias,
+                            int m, int n, int k, bool transA, bool transB, int batch, long long strideA,
+                            long long strideB, long long strideD, float alpha, float beta,
+                            cublasLtEpilogue_t epilogue, const floatX* aux, cudaStream_t stream) {
+    if (m == 0 || n == 0 || batch == 0) { return; }
+    if (!cublaslt_handle) { fatal("matmul_cublaslt: call cublas_init() first on this host thread"); }
+    CublasLtPlanKey key = matmul_plan_key(d, d_type, a, b, bias != NULL, aux != NULL, m, n, k, transA, transB, batch,
+                                          strideA, strideB, strideD, epilogue);
+    CublasLtPlan* plan = NULL;
+    for (int i = 0; i < cublaslt_num_plans && !plan; i++) {
+        if (memcmp(&cublaslt_plans[i].key, &key, sizeof(key)) == 0) { plan = &cublaslt_plans[i]; }
+    }
+    CublasLtPlan transient;
+    if (!plan) {
+        plan = cublaslt_num_plans < CUBLASLT_PLAN_CACHE ? &cublaslt_plans[cublaslt_num_plans++] : &transient;
+        matmul_plan_build(plan, &key);
+    }
+    if (bias) {
+        cublasCheck(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    }
+    if (aux) {
+        cublasCheck(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
+                                                   sizeof(aux)));
+    }
+    const cublasLtMatrixLayout_t* l = plan->layout;
+    cublasCheck(cublasLtMatmul(cublaslt_handle, plan->desc, &alpha, a, l[0], b, l[1], &beta, d, l[2], d, l[3],
+                               &plan->algo, cublaslt_workspace, CUBLASLT_WORKSPACE_SIZE, stream));
+    if (plan == &transient) { cublaslt_plan_destroy(&transient); }
 }
 
 // ----------------------------------------------------------------------------

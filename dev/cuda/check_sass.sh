@@ -28,7 +28,7 @@ encoder_forward       ldg128  encoder_forward_kernel
 encoder_backward      ldg128  (wpe|wte)_backward_kernel
 fused_classifier      ldg128  fused_classifier_kernel
 cuda_utils            ldg128  (cast|add_inplace|scale_inplace)_kernel
-global_norm           ldg128  global_norm_squared_kernel
+global_norm           ldg128  global_norm_chunks_kernel
 '
 
 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}

@@ -11,6 +11,7 @@
 // GELU epilogue: out = gelu(fp32 pre-activation), rounded once: |gelu'(pre)| * (the bound above) + uX |out|
 // + 16 u (|pre| + 1) for evaluating tanh. (The last term assumes an accurate tanh, as the SIMT cuBLASLt shim
 // has; on a GPU the epilogue's tanh has not been measured here.)
+// Then the cuBLASLt plan cache: see plan_cache_case.
 #include "common.h"
 #include "../../llmc/matmul.cuh"
 
@@ -64,6 +65,44 @@ static void run_case(int N, int C, int OC, bool with_bias, bool with_gelu, uint6
     if (d_pre) { cudaCheck(cudaFree(d_pre)); }
 }
 
+// The plan cache (matmul.cuh): the same GEMM again builds no plan and gives the same bits; on a copy of the
+// weight 16 bytes past a 256-byte boundary it builds a plan of its own, since the heuristic is told each
+// operand's alignment (a plan chosen for 256 bytes used there: SIMT's cublas-alignment error, and on a GPU an
+// algorithm that may not support the address), and its result validates as in run_case.
+static void plan_cache_case(void) {
+    int N = 32, C = 64, OC = 96;
+    printf(" plan cache N=%d C=%d OC=%d\n", N, C, OC);
+    Rng rng(6);
+    std::vector<float> inp = rng.vec((size_t)N * C, -1.0f, 1.0f), w = rng.vec((size_t)OC * C, -0.3f, 0.3f);
+    round_fX(inp); round_fX(w);
+    std::vector<double> ref((size_t)N * OC), tol((size_t)N * OC);
+    for (int n = 0; n < N; n++) {
+        for (int o = 0; o < OC; o++) {
+            double s = 0.0, sabs = 0.0;
+            for (int c = 0; c < C; c++) { double x = (double)inp[(size_t)n * C + c] * w[(size_t)o * C + c]; s += x; sabs += fabs(x); }
+            ref[(size_t)n * OC + o] = s;
+            tol[(size_t)n * OC + o] = (C + 2) * U_32 * sabs + ROUND_FX(s);
+        }
+    }
+    size_t off = 16 / sizeof(floatX);
+    floatX* d_inp = to_device_x(inp);
+    floatX* d_w = to_device_x(w);
+    floatX* d_w16 = dmalloc<floatX>(w.size() + off);
+    copy_to_device_x(d_w16 + off, w);
+    floatX* d_out = dmalloc<floatX>(ref.size());
+    matmul_forward(d_out, d_inp, d_w, NULL, N, C, OC, NULL, 0);
+    std::vector<floatX> first = from_device(d_out, ref.size());
+    long long built = cublaslt_plans_built;
+    matmul_forward(d_out, d_inp, d_w, NULL, N, C, OC, NULL, 0);
+    check(cublaslt_plans_built == built, "the same GEMM again: no plan built (%lld)", cublaslt_plans_built - built);
+    bitwise_equal("the same GEMM again, cached plan", first, from_device(d_out, ref.size()));
+    matmul_forward(d_out, d_inp, d_w16 + off, NULL, N, C, OC, NULL, 0);
+    check(cublaslt_plans_built == built + 1, "the weight 16 bytes off: a plan of its own (%lld built)",
+          cublaslt_plans_built - built);
+    validate("out, weight 16 bytes off", from_device_x(d_out, ref.size()), ref, tol);
+    cudaCheck(cudaFree(d_inp)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_w16)); cudaCheck(cudaFree(d_out));
+}
+
 int main(void) {
     print_header("matmul_forward");
     cublas_init();
@@ -72,6 +111,7 @@ int main(void) {
     run_case(30, 40, 100, true, false, 3);   // odd sizes
     run_case(64, 64, 256, true, true, 4);    // fc + fused GELU (OC = 4C, a multiple of 8)
     run_case(48, 64, 256, false, true, 5);   // GELU without bias
+    plan_cache_case();
 
 #if defined(SIMT_CPU)
     int bN = 64, bC = 64, bOC = 256;
