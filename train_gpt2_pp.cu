@@ -54,8 +54,8 @@ communicator over all of them, the gradients summed in a fixed order by our own 
 #include "llmc/layernorm.cuh"
 // defines: matmul_forward, matmul_backward
 #include "llmc/matmul.cuh"
-// defines: attention_forward, attention_backward
-#include "llmc/attention.cuh"
+// defines: flash_attention_forward, flash_attention_backward
+#include "llmc/flash_attention.cuh"
 // defines: gelu_forward, gelu_backward
 #include "llmc/gelu.cuh"
 // defines: fused_classifier, losses_mean
@@ -155,8 +155,9 @@ static void layout_copy(const DeviceLayout* d, float* device, float* host, int t
     cudaCheck(cudaStreamSynchronize(stream));
 }
 
-// The activations of one micro-batch on one stage (the stash), as in train_gpt2_pp.c but in floatX. Per-layer
-// tensors are (nl, ...) with each layer's slice aligned like the parameters (Stage's act strides).
+// The activations of one micro-batch on one stage (the stash), as in train_gpt2_pp.c but in floatX, and with
+// attention's per-row logsumexp where the CPU trainer keeps the (B,NH,T,T) probabilities. Per-layer tensors
+// are (nl, ...) with each layer's slice aligned like the parameters (Stage's act strides).
 typedef struct {
     int* inputs;       // (B,T) device
     int* targets;      // (B,T) device
@@ -165,7 +166,8 @@ typedef struct {
     float* ln1_mean;   // (nl,B,T)
     float* ln1_rstd;   // (nl,B,T)
     floatX* qkv;       // (nl,B,T,3C)
-    floatX* att;       // (nl,B,NH,T,T)
+    float* lse;        // (nl,B,NH,T) attention's softmax log-denominator per row: with qkv and atty, all
+                       // that flash attention's backward needs (no T x T matrix)
     floatX* atty;      // (nl,B,T,C)
     floatX* residual2; // (nl,B,T,C)
     floatX* ln2;       // (nl,B,T,C)
@@ -191,11 +193,11 @@ typedef struct {
 typedef struct { floatX *dfcproj, *dfc, *dattproj, *dqkv; } LayerOutputGrads;
 
 // per-layer strides of the stash, in elements
-typedef struct { size_t BTC, BT, att; } ActStrides;
+typedef struct { size_t BTC, BT, lse; } ActStrides;
 
 static ActStrides act_strides(const GPT2Config* c, int B, int T) {
     size_t BT = (size_t)B * T;
-    return (ActStrides){align_elems(BT * c->channels), align_elems(BT), align_elems((size_t)B * c->num_heads * T * T)};
+    return (ActStrides){align_elems(BT * c->channels), align_elems(BT), align_elems((size_t)B * c->num_heads * T)};
 }
 
 typedef struct {
@@ -206,8 +208,7 @@ typedef struct {
     floatX* dqkv;       // (B,T,3C)
     floatX* dfch;       // (B,T,4C)
     floatX* dfch_gelu;  // (B,T,4C)
-    floatX* datt;       // (B,NH,T,T)
-    floatX* att_scratch;// attention's permuted q,k,v and their gradients: 6*B*T*C
+    float* att_scratch; // flash_attention_backward's per-row dout . out: FLASH_ATTENTION_BACKWARD_SCRATCH
     floatX* proj;       // (B,T,C) output of the attention and MLP projections before the residual add
     float* bias_scratch;// matmul_backward's bias partials: 32 * 4C
     float* ln_scratch;  // layernorm_backward's partials: 64 * C
@@ -230,6 +231,7 @@ typedef struct {
     Activations* stash;
     int num_slots;
     size_t slot_bytes;           // what each stash slot allocated: activation_slot_bytes
+    size_t allocated[MEM_CATEGORIES];  // every device buffer of the stage, by category (llmc/pipeline.h)
     Scratch scratch;
     int gelu_fusion;             // GELU through cuBLASLt's GELU_AUX / DGELU epilogues (-ge 1) or its own kernels
 } Stage;
@@ -242,6 +244,13 @@ static void* cuda_alloc(size_t bytes, cudaStream_t stream) {
     return p;
 }
 
+// Every buffer of a stage is allocated through here and counted in its category: what a run prints as
+// allocated, set against what -plan computes without allocating (stage_memory_plan)
+static void* cuda_alloc_counted(size_t* counter, size_t bytes, cudaStream_t stream) {
+    *counter += bytes;
+    return cuda_alloc(bytes, stream);
+}
+
 static void device_copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
     cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
 }
@@ -250,7 +259,7 @@ static void device_copy(void* dst, const void* src, size_t bytes, cudaStream_t s
 typedef struct { char* base; size_t used; } Arena;
 static void* arena_take(Arena* a, size_t bytes) {
     void* p = bytes && a->base ? a->base + a->used : NULL;
-    a->used += (bytes + 255) / 256 * 256;  // every piece 256-byte aligned, as cudaMalloc's own
+    a->used += (bytes + 255) / 256 * 256;  // every piece 256-byte aligned as cudaMalloc's (flash attention needs 16)
     return p;
 }
 
@@ -268,7 +277,7 @@ static size_t activations_carve(const GPT2Config* c, const StageLayout* s, int B
     act->ln1_mean = (float*)arena_take(a, nl * st.BT * F);
     act->ln1_rstd = (float*)arena_take(a, nl * st.BT * F);
     act->qkv = (floatX*)arena_take(a, nl * 3 * st.BTC * X);
-    act->att = (floatX*)arena_take(a, nl * st.att * X);
+    act->lse = (float*)arena_take(a, nl * st.lse * F);
     act->atty = (floatX*)arena_take(a, nl * st.BTC * X);
     act->residual2 = (floatX*)arena_take(a, nl * st.BTC * X);
     act->ln2 = (floatX*)arena_take(a, nl * st.BTC * X);
@@ -302,11 +311,18 @@ static void scratch_carve(const GPT2Config* c, int B, int T, Arena* a, Scratch* 
     sc->dqkv = (floatX*)arena_take(a, BT * 3 * C * X);
     sc->dfch = (floatX*)arena_take(a, BT * 4 * C * X);
     sc->dfch_gelu = (floatX*)arena_take(a, BT * 4 * C * X);
-    sc->datt = (floatX*)arena_take(a, (size_t)B * c->num_heads * T * T * X);
-    sc->att_scratch = (floatX*)arena_take(a, ATTENTION_BACKWARD_SCRATCH(B, T, C) * X);
+    sc->att_scratch = (float*)arena_take(a, FLASH_ATTENTION_BACKWARD_SCRATCH(B, T, c->num_heads) * sizeof(float));
     sc->proj = (floatX*)arena_take(a, BT * C * X);
     sc->bias_scratch = (float*)arena_take(a, MATMUL_BACKWARD_SCRATCH_FLOATS(4 * C) * sizeof(float));
     sc->ln_scratch = (float*)arena_take(a, LAYERNORM_BACKWARD_SCRATCH_FLOATS(C) * sizeof(float));
+}
+
+// the bytes of a stage's scratch (one allocation, carved by scratch_carve)
+static size_t scratch_bytes(const GPT2Config* c, int B, int T) {
+    Arena dry = {NULL, 0};
+    Scratch unused;
+    scratch_carve(c, B, T, &dry, &unused);
+    return dry.used;
 }
 
 // points the 16 typed pointers at their tensors in DeviceLayout (NULL for tensors the stage lacks)
@@ -324,25 +340,27 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     st->as = act_strides(c, B, T);
     st->B = B;
     st->T = T;
-    size_t n = st->dl.total;
-    st->params_memory = (floatX*)cuda_alloc(n * sizeof(floatX), stream);
-    st->master_memory = PRECISION_FP32 ? NULL : (float*)cuda_alloc(n * sizeof(float), stream);
-    st->grads_memory = (float*)cuda_alloc(n * sizeof(float), stream);
-    st->m_memory = (float*)cuda_alloc(moments * sizeof(float), stream);
-    st->v_memory = (float*)cuda_alloc(moments * sizeof(float), stream);
+    size_t n = st->dl.total, *mem = st->allocated;
+    st->params_memory = (floatX*)cuda_alloc_counted(&mem[MEM_PARAMETERS], n * sizeof(floatX), stream);
+    if (!PRECISION_FP32) {
+        st->master_memory = (float*)cuda_alloc_counted(&mem[MEM_PARAMETERS], n * sizeof(float), stream);
+    }
+    st->grads_memory = (float*)cuda_alloc_counted(&mem[MEM_GRADIENTS], n * sizeof(float), stream);
+    st->m_memory = (float*)cuda_alloc_counted(&mem[MEM_OPTIMIZER], moments * sizeof(float), stream);
+    st->v_memory = (float*)cuda_alloc_counted(&mem[MEM_OPTIMIZER], moments * sizeof(float), stream);
     point_tensors((void**)&st->params, (char*)st->params_memory, &st->dl, sizeof(floatX));
     point_tensors((void**)&st->grads, (char*)st->grads_memory, &st->dl, sizeof(float));
-    if (s->has_head) { st->grad_wte_head = (float*)cuda_alloc(s->sizes[WTE] * sizeof(float), stream); }
+    if (s->has_head) {
+        st->grad_wte_head = (float*)cuda_alloc_counted(&mem[MEM_GRADIENTS], s->sizes[WTE] * sizeof(float), stream);
+    }
     st->num_slots = num_slots;
     st->stash = (Activations*)calloc_check(num_slots, sizeof(Activations));
     st->slot_bytes = activation_slot_bytes(c, s, B, T, split);
     for (int k = 0; k < num_slots; k++) {
-        Arena a = {(char*)cuda_alloc(st->slot_bytes, stream), 0};
+        Arena a = {(char*)cuda_alloc_counted(&mem[MEM_STASH], st->slot_bytes, stream), 0};
         activations_carve(c, s, B, T, split, &a, &st->stash[k]);
     }
-    Arena dry = {NULL, 0};
-    scratch_carve(c, B, T, &dry, &st->scratch);
-    Arena real = {(char*)cuda_alloc(dry.used, stream), 0};
+    Arena real = {(char*)cuda_alloc_counted(&mem[MEM_SCRATCH], scratch_bytes(c, B, T), stream), 0};
     scratch_carve(c, B, T, &real, &st->scratch);
 }
 
@@ -409,7 +427,7 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, float dloss, 
         layernorm_forward(ln1, a->ln1_mean + l * sBT, a->ln1_rstd + l * sBT, residual, p->ln1w + l * w[LN1W],
                           p->ln1b + l * w[LN1B], BT, C, stream);
         matmul_forward(qkv, ln1, p->qkvw + l * w[QKVW], p->qkvb + l * w[QKVB], BT, C, 3 * C, NULL, stream);
-        attention_forward(atty, a->att + l * st->as.att, st->scratch.att_scratch, qkv, B, T, C, NH, stream);
+        flash_attention_forward(atty, a->lse + l * st->as.lse, qkv, B, T, C, NH, stream);
         matmul_forward(st->scratch.proj, atty, p->attprojw + l * w[ATTPROJW], p->attprojb + l * w[ATTPROJB], BT, C, C,
                        NULL, stream);
         // the residual add and the second layernorm read the same row: one kernel
@@ -493,8 +511,8 @@ static void stage_backward_input(Stage* st, Activations* a, const floatX* dout, 
         if (keep) { device_copy(k.dattproj, sc->dresidual2, nBTC * sizeof(floatX), stream); }
         matmul_backward(sc->datty, GRAD(g->attprojw + l * w[ATTPROJW]), GRAD(g->attprojb + l * w[ATTPROJB]), bs,
                         k.dattproj, a->atty + l * sC, p->attprojw + l * w[ATTPROJW], BT, C, C, NULL, stream);
-        attention_backward(k.dqkv, sc->datt, sc->att_scratch, sc->datty, a->qkv + l * 3 * sC, a->att + l * st->as.att,
-                           B, T, C, NH, stream);
+        flash_attention_backward(k.dqkv, sc->att_scratch, sc->datty, a->qkv + l * 3 * sC, a->atty + l * sC,
+                                 a->lse + l * st->as.lse, B, T, C, NH, stream);
         matmul_backward(sc->dln, GRAD(g->qkvw + l * w[QKVW]), GRAD(g->qkvb + l * w[QKVB]), bs, k.dqkv, a->ln1 + l * sC,
                         p->qkvw + l * w[QKVW], BT, C, 3 * C, NULL, stream);
         device_copy(sc->dresidual, sc->dresidual2, nBTC * sizeof(floatX), stream);
@@ -974,10 +992,24 @@ static RankStage* local_or_null(Pipeline* pp, int s) {
     return s >= 0 && s < pp->S && pp->local_of[s] >= 0 ? &pp->local[pp->local_of[s]] : NULL;
 }
 
-static void buffers_alloc(floatX*** bufs, StashSlots* slots, int M, int n, size_t elems, cudaStream_t stream) {
+// How many (B,T,C) message buffers stage s has: received activations, received gradients, and d(stage input)
+// waiting for its send when the previous stage runs on another rank
+typedef struct { int act_in, grad_in, send; } MessageBuffers;
+static MessageBuffers stage_message_buffers(const Schedule* sc, int s) {
+    int slots = schedule_stage_slots(sc, s), prev_remote = s > 0 && sc->stage_rank[s - 1] != sc->stage_rank[s];
+    return (MessageBuffers){schedule_stage_inbox(sc, s), s < sc->S - 1 ? slots : 0, prev_remote ? slots : 0};
+}
+
+// whether end stage s receives the other end's half of the tied wte gradient (the ends run on two ranks)
+static int stage_receives_wte(const Schedule* sc, int s) {
+    return sc->stage_rank[0] != sc->stage_rank[sc->S - 1] && (s == 0 || s == sc->S - 1);
+}
+
+static void buffers_alloc(floatX*** bufs, StashSlots* slots, int M, int n, size_t elems, size_t* counter,
+                          cudaStream_t stream) {
     stash_init(slots, M, n);
     *bufs = (floatX**)calloc_check(n > 0 ? n : 1, sizeof(floatX*));
-    for (int k = 0; k < n; k++) { (*bufs)[k] = (floatX*)cuda_alloc(elems * sizeof(floatX), stream); }
+    for (int k = 0; k < n; k++) { (*bufs)[k] = (floatX*)cuda_alloc_counted(counter, elems * sizeof(floatX), stream); }
 }
 
 static void buffers_free(floatX** bufs, StashSlots* slots) {
@@ -1047,18 +1079,22 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
             packed += ls->shard_floats[k];
             if (ls->shard_floats[k] > ls->dp_slot) { ls->dp_slot = ls->shard_floats[k]; }
         }
-        if (D > 1) {
-            ls->dp_send = (float*)cuda_alloc(packed * sizeof(float), stream);
-            ls->dp_recv = (float*)cuda_alloc((size_t)(D - 1) * ls->dp_slot * sizeof(float), stream);
-        }
         stage_init(&ls->stage, c, &pp->layouts[s], B, T, slots, split,
                    pp->zero ? ls->shard_floats[pp->grid.d] : dl.total, stream);
+        size_t* comm = &ls->stage.allocated[MEM_COMMUNICATION];
+        if (D > 1) {
+            ls->dp_send = (float*)cuda_alloc_counted(comm, packed * sizeof(float), stream);
+            ls->dp_recv = (float*)cuda_alloc_counted(comm, (size_t)(D - 1) * ls->dp_slot * sizeof(float), stream);
+        }
         ls->stage.gelu_fusion = args->gelu_fusion;
         stash_init(&ls->stash, M, slots);
-        int prev_remote = s > 0 && pp->schedule.stage_rank[s - 1] != rank;
-        buffers_alloc(&ls->act_in, &ls->inbox, M, schedule_stage_inbox(&pp->schedule, s), nBTC, stream);
-        buffers_alloc(&ls->grad_in, &ls->grad_inbox, M, s < S - 1 ? slots : 0, nBTC, stream);
-        buffers_alloc(&ls->send_buf, &ls->outbox, M, prev_remote ? slots : 0, nBTC, stream);
+        MessageBuffers mb = stage_message_buffers(&pp->schedule, s);
+        buffers_alloc(&ls->act_in, &ls->inbox, M, mb.act_in, nBTC, comm, stream);
+        buffers_alloc(&ls->grad_in, &ls->grad_inbox, M, mb.grad_in, nBTC, comm, stream);
+        buffers_alloc(&ls->send_buf, &ls->outbox, M, mb.send, nBTC, comm, stream);
+        if (stage_receives_wte(&pp->schedule, s)) {  // the rank's one copy, counted on its end stage
+            pp->wte_other = (float*)cuda_alloc_counted(comm, tensor_unit_size(c, WTE) * sizeof(float), stream);
+        }
     }
     cudaCheck(cudaMallocHost(&pp->tokens, (size_t)M * 2 * B * T * sizeof(int)));
     pp->step_row = pp->loss_dev = (double*)cuda_alloc((M + nslots) * sizeof(double), stream);
@@ -1078,10 +1114,6 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     global_norm_init(&pp->norm, norm_pieces, num_norm_pieces, nslots, stream);
     free(norm_pieces);
     pp->norm_sums = (double*)malloc_check(nslots * sizeof(double));
-    int ends_apart = pp->schedule.stage_rank[0] != pp->schedule.stage_rank[S - 1];
-    if (ends_apart && (pp->local_of[0] >= 0 || pp->local_of[S - 1] >= 0)) {
-        pp->wte_other = (float*)cuda_alloc(tensor_unit_size(c, WTE) * sizeof(float), stream);
-    }
     int n = pp->schedule.ranks[rank].n;
     pp->ev_begin = (cudaEvent_t*)malloc_check(n * sizeof(cudaEvent_t));
     pp->ev_end = (cudaEvent_t*)malloc_check(n * sizeof(cudaEvent_t));
@@ -1786,12 +1818,60 @@ static void plan_free(Plan* plan) {
     free(plan->stash_bytes);
 }
 
+// What stage s of the job allocates on its rank's GPU, by category, from the flags alone (-plan): the sizes
+// stage_init and pipeline_init allocate with. Under ZeRO-1 the moments are replica 0's shard. Not in any stage:
+// the rank's few KiB of losses, norm slots and collective staging, and its pinned host buffers.
+static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* layers, int s,
+                              double* bytes) {
+    StageLayout lay = pipeline_stage_layout(c, layers, sc->S, s);
+    DeviceLayout dl = device_layout(c, &lay);
+    int B = args->B, T = args->T, D = args->D;
+    size_t n = dl.total, F = sizeof(float), X = sizeof(floatX), moments = n, packed = 0, largest = 0;
+    ShardPiece* pieces = (ShardPiece*)malloc_check(max_shard_pieces(c) * sizeof(ShardPiece));
+    for (int k = 0; k < D; k++) {
+        size_t floats;
+        stage_shard_pieces(c, &lay, D, k, pieces, &floats);
+        if (k == 0 && args->zero) { moments = floats; }
+        packed += floats;
+        largest = floats > largest ? floats : largest;
+    }
+    free(pieces);
+    MessageBuffers mb = stage_message_buffers(sc, s);
+    bytes[MEM_PARAMETERS] = n * X + (PRECISION_FP32 ? 0 : n * F);
+    bytes[MEM_GRADIENTS] = (n + (lay.has_head ? lay.sizes[WTE] : 0)) * F;
+    bytes[MEM_OPTIMIZER] = 2 * moments * F;
+    bytes[MEM_STASH] = schedule_stage_slots(sc, s) *
+                       (double)activation_slot_bytes(c, &lay, B, T, schedule_has_split_backward(sc));
+    bytes[MEM_SCRATCH] = scratch_bytes(c, B, T);
+    bytes[MEM_COMMUNICATION] = (D > 1 ? (packed + (D - 1) * largest) * F : 0) +
+                               (mb.act_in + mb.grad_in + mb.send) * (double)B * T * c->channels * X +
+                               (stage_receives_wte(sc, s) ? tensor_unit_size(c, WTE) * F : 0);
+}
+
+// what every stage of replica 0 allocated, printed by rank 0 in -plan's form (collective)
+static void print_allocated_memory(Pipeline* pp, int print) {
+    int S = pp->S;
+    double* bytes = (double*)calloc_check((size_t)S * MEM_CATEGORIES, sizeof(double));
+    for (int l = 0; l < pp->num_local && pp->grid.d == 0; l++) {
+        double* b = bytes + pp->local[l].index * MEM_CATEGORIES;
+        for (int i = 0; i < MEM_CATEGORIES; i++) { b[i] = pp->local[l].stage.allocated[i]; }
+    }
+    comm_allreduce_sum(pp->comm, bytes, S * MEM_CATEGORIES);
+    for (int s = 0; s < S && print; s++) { print_stage_memory(s, "allocated", bytes + s * MEM_CATEGORIES); }
+    free(bytes);
+}
+
 // one rank's whole run: build its stage, train, validate, sample, checkpoint
 static void train_rank(const TrainArgs* args, Comm* cm) {
     int rank = cm->rank, D = args->D, world = cm->world, B = args->B, T = args->T, M = args->M;
     LRSchedule lrs = {lr_schedule_parse(args->lr_schedule_name), args->lr, args->warmup, args->max_steps, args->final_frac};
     int from_file;
     GPT2Config config = pipeline_model_config(args, &from_file);
+    int HS = config.channels / config.num_heads;
+    if (HS % 16 != 0 || HS > 256) {  // flash_attention.cuh's tiles; said before anything is allocated
+        fatal("flag -e %s: head size C/NH = %d/%d = %d; flash attention needs a multiple of 16, at most 256",
+              args->model_arg, config.channels, config.num_heads, HS);
+    }
     char resume_model[1100], resume_state[1100];
     if (args->out_dir && rank == 0) { mkdir_p(args->out_dir); }
     if (args->resume) { pipeline_resume_paths(args, &config, resume_model, resume_state, sizeof(resume_model)); }
@@ -1839,6 +1919,7 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
                                                   : "one GPU") : "one GPU per stage, NCCL between them");
     if (rank == 0 && !args->quiet) { grid_print(&pp.grid, stdout); }
     if (args->zero) { printf0("ZeRO-1: each rank keeps the AdamW moments of 1/%d of its stages' parameters\n", D); }
+    print_allocated_memory(&pp, rank == 0 && !args->quiet);
     Plan plan;
     plan_make(&plan, &pp, &first_args);
 
@@ -2022,13 +2103,20 @@ int main(int argc, char** argv) {
     process_world = world;
     args.P = train_args_stages(&args, world);
     if (args.recompute) { fatal("flag -rc belongs to the CPU trainer for now"); }
-    if (args.print_schedule) {  // needs no GPU
-        Schedule sc;
-        TrainArgs shown = args;
-        if (strcmp(args.schedule_name, "auto") == 0) { shown.schedule_name = "1f1b"; }  // what auto starts with
-        pipeline_load_schedule(&sc, &shown, args.P);
-        if (rank == 0) { print_schedule_loadable(&sc, stdout); }
-        schedule_free(&sc);
+    if (args.print_schedule || args.print_memory) {  // need no GPU
+        if (args.print_schedule) {
+            Schedule sc;
+            TrainArgs shown = args;
+            if (strcmp(args.schedule_name, "auto") == 0) { shown.schedule_name = "1f1b"; }  // what auto starts with
+            pipeline_load_schedule(&sc, &shown, args.P);
+            if (rank == 0) { print_schedule_loadable(&sc, stdout); }
+            schedule_free(&sc);
+        }
+        if (rank == 0 && args.print_memory) {
+            pipeline_print_memory_plan(&args, args.P, stage_memory_plan,
+                                       PRECISION_FP32 ? "fp32" : PRECISION_NAME " parameters and activations, fp32 "
+                                       "master weights, gradients and moments");
+        }
     } else {
         int devices = 0;
         cudaError_t err = cudaGetDeviceCount(&devices);
