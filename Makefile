@@ -119,11 +119,12 @@ $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI): train_gpt2_pp_cpu
 test_profile: build/schedule_tool
 
 SIM_PRECISIONS = FP32 BF16 FP16
-test_cuda_sim: $(foreach p,$(SIM_PRECISIONS),build/sim/$(p)/train_gpt2_pp build/sim/$(p)/test_gpt2_pp) \
-               build/ref_a.bin build/ref_b.bin build/ref_v.bin train_gpt2_pp_cpu
+SIM_TRAINER_BINS = $(foreach p,$(SIM_PRECISIONS),build/sim/$(p)/train_gpt2_pp build/sim/$(p)/test_gpt2_pp)
+test_cuda_sim: $(SIM_TRAINER_BINS) build/ref_a.bin build/ref_b.bin build/ref_v.bin train_gpt2_pp_cpu
 	bash dev/test/run_suite.sh $@
 
-nvcc_check: train_gpt2_pp $(foreach p,$(SIM_PRECISIONS),build/nvcc/$(p)/train_gpt2_pp build/nvcc/$(p)/test_gpt2_pp)
+NVCC_TRAINER_BINS = train_gpt2_pp $(foreach p,$(SIM_PRECISIONS),build/nvcc/$(p)/train_gpt2_pp build/nvcc/$(p)/test_gpt2_pp)
+nvcc_check: $(NVCC_TRAINER_BINS)
 	bash dev/test/run_suite.sh $@
 
 # `make test` runs every suite whose tools are here and prints one line per suite it skips; CI runs them all.
@@ -144,7 +145,18 @@ FUZZ_MISSING := $(if $(shell echo 'int LLVMFuzzerTestOneInput(const char* d, lon
   clang -x c - -fsanitize=fuzzer -o /dev/null 2> /dev/null && echo 1),,needs clang with libFuzzer (apt install clang libclang-rt-dev))
 $(call suites_or_skips,test_fuzz,x): WHY = $(FUZZ_MISSING)
 
-test: test_reference test_cpu test_schedule $(TEST_SCRIPTS) $(call suites_or_skips,test_fuzz,$(FUZZ_MISSING)) $(call suites_or_skips,$(TEST_SCRIPTS_MPI),$(MPI_MISSING)) \
+# Compiling is about half of `make test` on 2 cores, so every binary the suites run is built first on all cores
+# (TEST_JOBS); the suites then run one at a time, because several time their runs or start one process per rank.
+TEST_JOBS ?= $(shell nproc 2> /dev/null || echo 2)
+TEST_BINARIES = train_gpt2_pp_cpu test_gpt2_pp_cpu build/test_gpt2_pp_cpu_noblas build/ref_a.bin build/ref_b.bin \
+  build/ref_v.bin build/test_schedule build/schedule_tool \
+  $(if $(SIMT_MISSING),,$(SIMT_TESTS:%=$(SIMT_BUILD)/rel/bin/%) $(SIMT_TESTS:%=$(SIMT_BUILD)/asan/bin/%) $(CUDA_SIMT_BINS) $(SIM_TRAINER_BINS)) \
+  $(if $(NVCC_MISSING),,$(NVCC_TRAINER_BINS) $(CUDA_SASS_BINS))
+test:
+	$(MAKE) -j$(TEST_JOBS) test_binaries
+	$(MAKE) -j1 test_suites
+test_binaries: $(TEST_BINARIES)
+test_suites: test_reference test_cpu test_schedule $(TEST_SCRIPTS) $(call suites_or_skips,test_fuzz,$(FUZZ_MISSING)) $(call suites_or_skips,$(TEST_SCRIPTS_MPI),$(MPI_MISSING)) \
       $(call suites_or_skips,$(SIMT_SUITES),$(SIMT_MISSING)) $(call suites_or_skips,$(NVCC_SUITES),$(NVCC_MISSING))
 
 # libFuzzer on every parser (dev/fuzz/), FUZZ_SECONDS each (make test: 30)
@@ -160,4 +172,4 @@ gpu_bundle:
 clean:
 	rm -rf build train_gpt2_pp_cpu test_gpt2_pp_cpu train_gpt2_pp
 
-.PHONY: $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI) test_cuda_sim nvcc_check fuzz test_fuzz gpu_bundle
+.PHONY: $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI) test_cuda_sim nvcc_check fuzz test_fuzz gpu_bundle test_binaries test_suites

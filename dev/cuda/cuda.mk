@@ -53,7 +53,8 @@ nvcc_kernels: $(CUDA_NVCC_BINS)
 # binaries are built only where cuobjdump is found (run_suite.sh prints the skip, or fails under CI=true)
 CUDA_SASS_TESTS := $(shell bash dev/cuda/check_sass.sh --list)
 CUDA_SASS_TOOL := $(shell bash dev/cuda/check_sass.sh --probe > /dev/null 2>&1 && echo 1)
-check_sass: $(if $(CUDA_SASS_TOOL),$(foreach p,$(CUDA_PRECISIONS),$(CUDA_SASS_TESTS:%=$(CUDA_BUILD)/nvcc/$(p)/%)))
+CUDA_SASS_BINS := $(if $(CUDA_SASS_TOOL),$(foreach p,$(CUDA_PRECISIONS),$(CUDA_SASS_TESTS:%=$(CUDA_BUILD)/nvcc/$(p)/%)))
+check_sass: $(CUDA_SASS_BINS)
 	CUDA_PRECISIONS="$(CUDA_PRECISIONS)" bash dev/test/run_suite.sh $@
 
 .PHONY: test_cuda_kernels nvcc_kernels check_sass
