@@ -142,9 +142,14 @@ struct Epilogue {
 };
 
 // D = epilogue(alpha * op(A) op(B) + beta * C), column-major, for each batch.
-cublasStatus_t gemm(const char* api, bool ta, bool tb, long m, long n, long k, float alpha, const Mat& A, const Mat& B,
-                    float beta, const Mat& C, const Mat& D, int batch, const Epilogue& e, int order = ORDER_PLAIN,
-                    float* ws = nullptr) {
+// The bytes a stored operand spans (gaps between strided batches included).
+size_t mat_bytes(const Mat& m, int batch) {
+  if (m.rows == 0 || m.cols == 0) return 0;
+  return (size_t)((batch - 1) * m.stride + (m.cols - 1) * m.ld + m.rows) * type_size(m.t);
+}
+cublasStatus_t gemm(const char* api, cudaStream_t stream, bool ta, bool tb, long m, long n, long k, float alpha, const Mat& A,
+                    const Mat& B, float beta, const Mat& C, const Mat& D, int batch, const Epilogue& e,
+                    int order = ORDER_PLAIN, float* ws = nullptr) {
   if (m < 0 || n < 0 || k < 0 || batch < 0) { simt::report_error("cublas-shape", "%s: negative size", api); return CUBLAS_STATUS_INVALID_VALUE; }
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   if (!check_mat(api, "A", A, batch) || !check_mat(api, "B", B, batch) || !check_mat(api, "D", D, batch) ||
@@ -158,6 +163,23 @@ cublasStatus_t gemm(const char* api, bool ta, bool tb, long m, long n, long k, f
   if (e.flags & (E_AUX | E_DGELU)) {
     Mat am{e.aux, e.aux_t, m, n, e.aux_ld, e.aux_stride};
     if (!check_mat(api, "epilogue aux", am, batch)) return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  {  // the operands, for the stream-race rule: C is read only with beta != 0
+    simt::MemAccess acc[7];
+    int na = 0;
+    acc[na++] = {A.p, mat_bytes(A, batch), false};
+    acc[na++] = {B.p, mat_bytes(B, batch), false};
+    if (beta != 0.f) acc[na++] = {C.p, mat_bytes(C, batch), false};
+    acc[na++] = {D.p, mat_bytes(D, batch), true};
+    if (e.flags & (E_BIAS | E_BGRADA | E_BGRADB | E_BGRAD_D)) {
+      long len = (e.flags & E_BGRADB) ? n : m;
+      bool out = !(e.flags & E_BIAS);
+      acc[na++] = {e.bias, mat_bytes(Mat{e.bias, e.bias_t, len, 1, len, e.bias_stride}, out ? 1 : batch), out};
+    }
+    if (e.flags & (E_AUX | E_DGELU))
+      acc[na++] = {e.aux, mat_bytes(Mat{e.aux, e.aux_t, m, n, e.aux_ld, e.aux_stride}, batch), (e.flags & E_AUX) != 0};
+    if (order == ORDER_SPLITK) acc[na++] = {ws, splitk_bytes(m, n), true};
+    simt::stream_op((const void*)stream, simt::SO_BLAS, api, acc, na);
   }
   std::lock_guard<std::mutex> lk(g_blas_mu);
   std::vector<float> abuf, bbuf, acc;
@@ -283,7 +305,7 @@ static cublasStatus_t gemm_api(const char* api, cublasHandle_t h, cublasOperatio
   bool a_t = ta != CUBLAS_OP_N, b_t = tb != CUBLAS_OP_N;
   Mat MA{A, at, a_t ? k : m, a_t ? m : k, lda, sA}, MB{B, bt, b_t ? n : k, b_t ? k : n, ldb, sB};
   Mat MC{C, ct, m, n, ldc, sC};
-  return gemm(api, a_t, b_t, m, n, k, *alpha, MA, MB, *beta, MC, MC, batch, Epilogue{});
+  return gemm(api, ((Handle*)h)->stream, a_t, b_t, m, n, k, *alpha, MA, MB, *beta, MC, MC, batch, Epilogue{});
 }
 cublasStatus_t cublasSgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                               const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
@@ -551,6 +573,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t cd, const
                            api, splitk_bytes(m, n), ws, ws_bytes, ws && ws_bytes >= splitk_bytes(m, n) ? ", more than its allocation holds" : "");
     return CUBLAS_STATUS_INVALID_VALUE;
   }
-  return gemm(api, ta, tb, m, n, k, *(const float*)alpha, MA, MB, *(const float*)beta, MC, MD, batch, e, order, (float*)ws);
+  return gemm(api, stream, ta, tb, m, n, k, *(const float*)alpha, MA, MB, *(const float*)beta, MC, MD, batch, e, order,
+              (float*)ws);
 }
 }  // extern "C"

@@ -358,6 +358,12 @@ ncclResult_t enqueue(ncclComm* c, const Op& o) {
                            kind_name(o.kind), simt::stream_device((const void*)o.stream), c->dev);
     return ncclInvalidArgument;
   }
+  // An operation on its stream: it reads the send buffer and writes the receive buffer (stream-race rule).
+  simt::MemAccess acc[2];
+  int na = 0;
+  if (o.count && has_in) acc[na++] = {o.sbuf, in_n * ts, false};
+  if (o.count && has_out) acc[na++] = {o.rbuf, out_n * ts, true};
+  simt::stream_op((const void*)o.stream, simt::SO_NCCL, describe(o).c_str(), acc, na);
   if (t_group_depth > 0) {
     if (c->pending.empty()) t_group_comms.push_back(c);
     c->pending.push_back(o);

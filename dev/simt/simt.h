@@ -76,22 +76,32 @@ void* dynamic_smem();
 bool is_device_ptr(const void* p);  // inside (or one past) a cudaMalloc/Host/Managed allocation
 enum { ARG_OK, ARG_HOST, ARG_OTHER_DEVICE };
 int arg_status(const void* p);      // may a kernel on the current device dereference p?
-cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(void*), void* closure);
+// `acc`: the pointer arguments, for the stream-race rule (a const pointee is read, anything else written)
+cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(void*), void* closure, const MemAccess* acc,
+                          int nacc);
 cudaError_t report_bad_arg(const LaunchInfo& info, int idx, const void* p, int status);
 cudaError_t func_set_attribute(const char* name, const void* f, cudaFuncAttribute a, int v);
 
+// The bytes a kernel's pointer argument is taken to access: its first element (void*: one byte).
+template <class P> constexpr size_t pointee_size() {
+  if constexpr (std::is_object<P>::value) return sizeof(P); else return 1;
+}
 // A launch: each fiber calls `body(args...)`, so the kernel's by-value parameters are copied
 // per thread, and template arguments are deduced exactly as nvcc deduces them.
 template <class F, class... A>
 cudaError_t launch(const LaunchInfo& info, const Cfg& cfg, F&& body, A&&... args) {
   std::tuple<std::decay_t<A>...> tup(std::forward<A>(args)...);
-  int bad = -1, status = ARG_OK; const void* badp = nullptr;
+  int bad = -1, status = ARG_OK, nacc = 0; const void* badp = nullptr;
+  MemAccess acc[sizeof...(A) + 1];
   std::apply([&](const auto&... a) {
     int i = 0;
     auto chk = [&](const auto& v) {  // pointer arguments must point to memory of this device
       using T = std::decay_t<decltype(v)>;
-      if constexpr (std::is_pointer<T>::value)
+      if constexpr (std::is_pointer<T>::value) {
+        using P = std::remove_pointer_t<T>;
         if (bad < 0 && v != nullptr && (status = arg_status((const void*)v)) != ARG_OK) { bad = i; badp = (const void*)v; }
+        if (v != nullptr) acc[nacc++] = MemAccess{(const void*)v, pointee_size<P>(), !std::is_const<P>::value};
+      }
       i++;
     };
     (chk(a), ...);
@@ -99,7 +109,7 @@ cudaError_t launch(const LaunchInfo& info, const Cfg& cfg, F&& body, A&&... args
   if (bad >= 0) return report_bad_arg(info, bad, badp, status);
   auto call = [&]() { std::apply(body, tup); };
   using C = decltype(call);
-  return launch_erased(cfg, info, [](void* c) { (*(C*)c)(); }, &call);
+  return launch_erased(cfg, info, [](void* c) { (*(C*)c)(); }, &call, acc, nacc);
 }
 // Used by SIMT_LAUNCH (simt_compat.h): SIMT_LAUNCH(grid, block, smem, stream, kernel)(args...)
 template <class F> struct Launcher {

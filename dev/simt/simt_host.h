@@ -32,4 +32,11 @@ std::string site_str(const Site& s);       // "f.cu:N", or "?" without a symboli
 int nccl_pending_begin(int dev, const void* stream, const std::string& what);
 void nccl_pending_end(int token);
 int nccl_pending(int dev);                // how many such operations wait on device dev now (for tests)
+
+// Stream ordering (the stream-race rule, simt_runtime.cpp): one operation on `stream` (of the current
+// device) that reads or writes these byte ranges. Ranges outside device allocations are ignored.
+// `what` names the operation in reports ("ncclRecv from rank 1 (16 elements)").
+struct MemAccess { const void* p; size_t bytes; bool write; };
+enum StreamOpKind { SO_KERNEL, SO_BLAS, SO_COPY, SO_NCCL };
+void stream_op(const void* stream, StreamOpKind kind, const char* what, const MemAccess* acc, int n);
 }  // namespace simt

@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <cstdarg>
 #include <map>
 #include <mutex>
@@ -909,8 +910,10 @@ cudaError_t func_set_attribute(const char* name, const void* f, cudaFuncAttribut
 
 static bool stream_ok(cudaStream_t s);
 static cudaError_t check_launch_stream(const LaunchInfo& info, cudaStream_t s);
+static void launch_stream_op(const LaunchInfo& info, cudaStream_t s, const MemAccess* acc, int n);
 
-cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(void*), void* closure) {
+cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(void*), void* closure, const MemAccess* acc,
+                          int nacc) {
   Runtime& r = R();
   std::lock_guard<std::mutex> lk(r.launch_mu);  // static __shared__ and threadIdx are process-global
   install_handlers();
@@ -943,6 +946,16 @@ cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(v
     return t_last_error = cudaErrorInvalidResourceHandle;
   }
   if (cudaError_t e = check_launch_stream(info, cfg.stream)) return e;
+  // A non-const pointer argument whose first bytes the kernel leaves unchanged was probably only read
+  // (the parameter may be const: the arguments' types are the caller's): compare before and after.
+  const int kMaxArgs = 64, kCmp = 16;
+  unsigned char before[kMaxArgs][kCmp];
+  nacc = std::min(nacc, kMaxArgs);
+  bool cmp[kMaxArgs];
+  for (int i = 0; i < nacc; i++) {
+    cmp[i] = acc[i].write && device_range_ok(acc[i].p, std::min(acc[i].bytes, (size_t)kCmp));  // not one past the end
+    if (cmp[i]) memcpy(before[i], acc[i].p, std::min(acc[i].bytes, (size_t)kCmp));
+  }
   r.call = call; r.closure = closure;
   r.nthreads = (int)nt;
   if (r.fibers.size() < nt) r.fibers.resize(nt);
@@ -972,6 +985,12 @@ cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(v
       }
   r.launch_t0 = 0.0;
   free(r.dyn_smem); r.dyn_smem = nullptr;
+  MemAccess seen[kMaxArgs];
+  for (int i = 0; i < nacc; i++) {
+    seen[i] = acc[i];
+    seen[i].write = cmp[i] && memcmp(before[i], acc[i].p, std::min(acc[i].bytes, (size_t)kCmp)) != 0;
+  }
+  launch_stream_op(info, cfg.stream, seen, nacc);
   if (r.failed) return t_last_error = cudaErrorLaunchFailure;
   return cudaSuccess;
 }
@@ -997,8 +1016,8 @@ using simt::reportf;
 using simt::report_at_caller;
 namespace {
 const uint32_t kStreamMagic = 0x57524d53, kEventMagic = 0x544e5645;
-struct SimtStream { uint32_t magic; int priority; int dev; bool blocking; };
-struct SimtEvent { uint32_t magic; bool timing; bool recorded; double t; int dev; };
+struct SimtStream { uint32_t magic; int priority; int dev; bool blocking; int sid; };
+struct SimtEvent { uint32_t magic; bool timing; bool recorded; double t; int dev; std::vector<uint32_t> vc; };
 std::mutex g_obj_mu;
 std::set<const void*> g_streams, g_events;
 cudaError_t ret(cudaError_t e) { if (e != cudaSuccess) simt::t_last_error = e; return e; }
@@ -1019,6 +1038,196 @@ int stream_kind(cudaStream_t s) {
   if (s == cudaStreamPerThread) return S_BLOCKING;
   std::lock_guard<std::mutex> lk(g_obj_mu);
   return g_streams.count((const void*)s) && !((SimtStream*)s)->blocking ? S_NONBLOCKING : S_BLOCKING;
+}
+
+// ------------------------------------------------------------------ stream ordering (stream-race)
+// Work runs when it is issued, so nothing here overlaps; the GPU would run streams concurrently. Each
+// stream has a vector clock (one entry per stream), advanced by every operation on it. cudaEventRecord
+// snapshots the stream's clock, cudaStreamWaitEvent merges a snapshot into the waiting stream, a host
+// synchronisation (stream/event/device sync, a successful query, a blocking copy) merges into the host
+// thread's clock, and the host thread's clock flows into everything it issues later. The legacy
+// default stream merges every blocking stream of its device and they merge it (CUDA's implicit
+// synchronisation); cudaStreamNonBlocking streams do neither. Device memory keeps, per byte range,
+// the last write and the reads since (stream, clock, operation); an access by an operation on stream
+// X to a range whose other-stream write (or, for a write, read) is not in X's clock is reported.
+typedef std::vector<uint32_t> VC;
+void vc_join(VC& a, const VC& b) {
+  if (a.size() < b.size()) a.resize(b.size(), 0);
+  for (size_t i = 0; i < b.size(); i++) a[i] = std::max(a[i], b[i]);
+}
+uint32_t vc_at(const VC& a, uint32_t i) { return i < a.size() ? a[i] : 0; }
+
+struct OrdStream { VC vc; int dev; int kind; const void* handle; simt::Site created; bool has_site; };
+struct OrdOp { std::string what; simt::Site site; };
+struct Epoch { uint32_t sid = 0, clock = 0, op = 0; };  // clock 0: none
+struct Seg { uintptr_t hi; Epoch w; std::vector<Epoch> r; };
+struct Ord {
+  std::mutex mu;
+  std::deque<OrdStream> streams;  // a deque: references stay valid while legacy streams are added
+  int legacy[simt::kMaxDevices];
+  std::vector<OrdOp> ops;
+  std::map<std::string, uint32_t> op_index;
+  std::map<uintptr_t, Seg> shadow;  // key: range start
+  VC host_all;                      // every host thread's knowledge: a new host thread starts from it
+  std::set<std::pair<uint32_t, uint32_t>> reported;
+  Ord() { for (int& l : legacy) l = -1; }
+};
+Ord g_ord;
+thread_local VC t_host;
+thread_local bool t_host_init = false;
+thread_local int t_per_thread_sid[simt::kMaxDevices] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+// Per host thread, per stream: what a test asserts about where the work went (simt_api.h).
+thread_local std::map<const void*, SimtStreamCounts> t_stream_counts;
+
+// A host thread's first use: it inherits what all host threads knew (thread creation is not seen here).
+VC& host_vc() {  // caller holds g_ord.mu
+  if (!t_host_init) { t_host = g_ord.host_all; t_host_init = true; }
+  return t_host;
+}
+void host_join(const VC& v) {  // caller holds g_ord.mu
+  vc_join(host_vc(), v);
+  vc_join(g_ord.host_all, v);
+}
+int new_sid(int dev, int kind, const void* handle, const simt::Site* site) {  // caller holds g_ord.mu
+  g_ord.streams.push_back(OrdStream{VC{}, dev, kind, handle, site ? *site : simt::Site{}, site != nullptr});
+  return (int)g_ord.streams.size() - 1;
+}
+int legacy_sid(int dev) {
+  int& l = g_ord.legacy[dev];
+  if (l < 0) l = new_sid(dev, S_LEGACY, nullptr, nullptr);
+  return l;
+}
+// The stream's id (caller holds g_ord.mu; the stream was checked by stream_ok).
+int sid_of(cudaStream_t s) {
+  int dev = simt::t_device;
+  if (s == 0 || s == cudaStreamLegacy) return legacy_sid(dev);
+  if (s == cudaStreamPerThread) {
+    int& p = t_per_thread_sid[dev];
+    if (p < 0) p = new_sid(dev, S_BLOCKING, cudaStreamPerThread, nullptr);
+    return p;
+  }
+  return ((const SimtStream*)s)->sid;
+}
+std::string stream_name(int sid) {
+  const OrdStream& s = g_ord.streams[sid];
+  char b[96];
+  if (s.kind == S_LEGACY) { snprintf(b, sizeof b, "the legacy default stream of device %d", s.dev); return b; }
+  if (s.handle == cudaStreamPerThread) { snprintf(b, sizeof b, "the per-thread default stream of device %d", s.dev); return b; }
+  snprintf(b, sizeof b, "%s stream %p", s.kind == S_BLOCKING ? "blocking" : "non-blocking", s.handle);
+  return std::string(b) + (s.has_site ? " (created at " + simt::site_str(s.created) + ")" : "");
+}
+// One more operation on stream sid: it follows what the host knows and, on the legacy stream or a
+// blocking stream, the implicit synchronisation between them. Returns its clock.
+uint32_t tick(int sid) {
+  OrdStream& s = g_ord.streams[sid];
+  vc_join(s.vc, host_vc());
+  if (s.kind == S_LEGACY) {
+    for (size_t i = 0; i < g_ord.streams.size(); i++)
+      if ((int)i != sid && g_ord.streams[i].dev == s.dev && g_ord.streams[i].kind == S_BLOCKING) vc_join(s.vc, g_ord.streams[i].vc);
+  } else if (s.kind == S_BLOCKING) {
+    vc_join(s.vc, g_ord.streams[legacy_sid(s.dev)].vc);
+  }
+  if (s.vc.size() <= (size_t)sid) s.vc.resize(sid + 1, 0);
+  return ++s.vc[sid];
+}
+uint32_t op_id(const char* what, const simt::Site& site) {
+  std::string key(what);
+  key.append((const char*)site.pc, sizeof(void*) * site.n);
+  auto it = g_ord.op_index.find(key);
+  if (it != g_ord.op_index.end()) return it->second;
+  g_ord.ops.push_back(OrdOp{what, site});
+  return g_ord.op_index[key] = (uint32_t)g_ord.ops.size() - 1;
+}
+void race(const Epoch& now, const Epoch& prev, bool now_writes, bool prev_wrote, uintptr_t lo, uintptr_t hi) {
+  if (!g_ord.reported.insert({now.op, prev.op}).second) { R().errors++; return; }
+  const OrdOp &a = g_ord.ops[now.op], &b = g_ord.ops[prev.op];
+  std::string sa = stream_name(now.sid), sb = stream_name(prev.sid);
+  reportf("stream-race", nullptr, nullptr, "%s: %s on %s %s bytes [%p, %p), which %s at %s on %s %s, with no ordering "
+          "between the streams (on a GPU they may overlap: record an event on the second stream after that operation "
+          "and cudaStreamWaitEvent on the first before this one, or synchronise)%s",
+          simt::site_str(a.site).c_str(), a.what.c_str(), sa.c_str(), now_writes ? "writes" : "reads", (void*)lo, (void*)hi,
+          b.what.c_str(), simt::site_str(b.site).c_str(), sb.c_str(), prev_wrote ? "wrote" : "still reads",
+          a.what.compare(0, 7, "kernel ") == 0 ? " (a kernel accesses the first element of each pointer argument)" : "");
+}
+// Splits the shadow so that no range straddles x.
+void split_at(uintptr_t x) {
+  auto it = g_ord.shadow.upper_bound(x);
+  if (it == g_ord.shadow.begin()) return;
+  --it;
+  if (it->first < x && x < it->second.hi) {
+    Seg tail = it->second;
+    it->second.hi = x;
+    g_ord.shadow.emplace(x, tail);
+  }
+}
+void access(const VC& vc, const Epoch& e, uintptr_t lo, uintptr_t hi, bool write) {
+  split_at(lo); split_at(hi);
+  // fill the gaps, so that every byte of [lo, hi) has a range
+  uintptr_t cur = lo;
+  for (auto it = g_ord.shadow.lower_bound(lo); cur < hi;) {
+    if (it == g_ord.shadow.end() || it->first > cur) {
+      uintptr_t end = it == g_ord.shadow.end() ? hi : std::min(hi, it->first);
+      it = g_ord.shadow.emplace_hint(it, cur, Seg{end, Epoch{}, {}});
+    }
+    cur = it->second.hi; ++it;
+  }
+  bool found = false;
+  auto first = g_ord.shadow.lower_bound(lo);
+  for (auto it = first; it != g_ord.shadow.end() && it->first < hi; ++it) {
+    Seg& s = it->second;
+    if (!found && s.w.clock && s.w.sid != e.sid && vc_at(vc, s.w.sid) < s.w.clock) {
+      race(e, s.w, write, true, it->first, s.hi); found = true;
+    }
+    if (write)
+      for (const Epoch& r : s.r)
+        if (!found && r.sid != e.sid && vc_at(vc, r.sid) < r.clock) { race(e, r, true, false, it->first, s.hi); found = true; }
+    if (write) continue;
+    // a read: keep the reads not ordered before it (one per stream)
+    size_t k = 0;
+    for (const Epoch& r : s.r)
+      if (r.sid != e.sid && vc_at(vc, r.sid) < r.clock) s.r[k++] = r;
+    s.r.resize(k);
+    s.r.push_back(e);
+  }
+  if (write) {  // one range, written by this operation
+    g_ord.shadow.erase(first, g_ord.shadow.lower_bound(hi));
+    g_ord.shadow.emplace(lo, Seg{hi, e, {}});
+  }
+}
+// The device allocation that holds [p, p+n), clipped to it; false if none.
+bool device_range(const void* p, size_t n, uintptr_t* lo, uintptr_t* hi) {
+  std::lock_guard<std::mutex> lk(R().reg_mu);
+  uintptr_t base; simt::Alloc a;
+  if (!simt::find_alloc(p, &base, &a) || a.kind != simt::A_DEVICE) return false;
+  *lo = (uintptr_t)p;
+  *hi = std::min((uintptr_t)p + n, base + a.size);
+  return *lo < *hi;
+}
+void forget_range(uintptr_t lo, uintptr_t hi) {  // freed memory
+  std::lock_guard<std::mutex> lk(g_ord.mu);
+  split_at(lo); split_at(hi);
+  g_ord.shadow.erase(g_ord.shadow.lower_bound(lo), g_ord.shadow.lower_bound(hi));
+}
+void stream_op_at(cudaStream_t s, simt::StreamOpKind kind, const char* what, const simt::MemAccess* acc, int n,
+                  const simt::Site& site) {
+  SimtStreamCounts& c = t_stream_counts[(const void*)s];
+  if (kind == simt::SO_NCCL) { c.nccl_ops++; t_counts.nccl_ops++; }
+  else if (kind == simt::SO_COPY) c.copies++;
+  else c.launches++;
+  struct R_ { uintptr_t lo, hi; bool w; } r[64];
+  int m = 0;
+  for (int i = 0; i < n && m < 64; i++)
+    if (device_range(acc[i].p, acc[i].bytes, &r[m].lo, &r[m].hi)) { r[m].w = acc[i].write; m++; }
+  std::lock_guard<std::mutex> lk(g_ord.mu);
+  int sid = sid_of(s);
+  Epoch e{(uint32_t)sid, tick(sid), m ? op_id(what, site) : 0};
+  const VC& vc = g_ord.streams[sid].vc;
+  for (int i = 0; i < m; i++) if (!r[i].w) access(vc, e, r[i].lo, r[i].hi, false);  // reads first: in place is a write
+  for (int i = 0; i < m; i++) if (r[i].w) access(vc, e, r[i].lo, r[i].hi, true);
+}
+void sync_host_with_stream(cudaStream_t s) {
+  std::lock_guard<std::mutex> lk(g_ord.mu);
+  host_join(g_ord.streams[sid_of(s)].vc);
 }
 
 // NCCL operations that wait for a peer, by device. An NCCL kernel occupies its stream until the
@@ -1078,6 +1287,7 @@ cudaError_t do_free(void* p, const char* api, bool want_host) {
     std::lock_guard<std::mutex> lk(R().reg_mu);
     auto it = R().allocs.find((uintptr_t)p);
     if (it != R().allocs.end() && (it->second.kind == simt::A_PINNED) == want_host) {
+      forget_range((uintptr_t)p, (uintptr_t)p + it->second.size);
       R().allocated -= it->second.size;
       R().allocs.erase(it);
       free(p);
@@ -1094,6 +1304,11 @@ int ptr_kind(const void* p, size_t n, bool* in_range) {
   if (!simt::find_alloc(p, &base, &a)) { *in_range = true; return -1; }
   *in_range = (uintptr_t)p + n <= base + a.size;
   return a.kind;
+}
+bool ptr_pinned(const void* p) {
+  std::lock_guard<std::mutex> lk(R().reg_mu);
+  simt::Alloc a;
+  return simt::find_alloc(p, nullptr, &a) && a.kind == simt::A_PINNED;
 }
 cudaError_t check_copy(const char* api, void* dst, const void* src, size_t n, cudaMemcpyKind k) {
   if (n == 0) return cudaSuccess;
@@ -1156,11 +1371,23 @@ int nccl_pending(int dev) {
   for (auto& kv : g_pending) n += kv.second.dev == dev;
   return n;
 }
+static void launch_stream_op(const LaunchInfo& info, cudaStream_t s, const MemAccess* acc, int n) {
+  std::string what = std::string("kernel ") + base_name(info.name);
+  stream_op_at(s, SO_KERNEL, what.c_str(), acc, n, capture_site());
+}
+void stream_op(const void* stream, StreamOpKind kind, const char* what, const MemAccess* acc, int n) {
+  if (stream_ok((cudaStream_t)stream)) stream_op_at((cudaStream_t)stream, kind, what, acc, n, capture_site());
+}
 }  // namespace simt
 
 extern "C" {
 int simt_api_counts(SimtApiCounts* c) { *c = t_counts; return 1; }
-void simt_api_counts_reset(void) { t_counts = SimtApiCounts{}; }
+int simt_api_stream_counts(const void* stream, SimtStreamCounts* c) {
+  auto it = t_stream_counts.find(stream);
+  *c = it == t_stream_counts.end() ? SimtStreamCounts{} : it->second;
+  return 1;
+}
+void simt_api_counts_reset(void) { t_counts = SimtApiCounts{}; t_stream_counts.clear(); }
 
 cudaError_t cudaMalloc(void** p, size_t n) { return do_alloc(p, n, simt::A_DEVICE, "cudaMalloc"); }
 cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return do_alloc(p, n, simt::A_DEVICE, "cudaMallocAsync"); }
@@ -1170,28 +1397,42 @@ cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) { return do_alloc(p, n, 
 cudaError_t cudaFree(void* p) { return do_free(p, "cudaFree", false); }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return do_free(p, "cudaFreeAsync", false); }
 cudaError_t cudaFreeHost(void* p) { return do_free(p, "cudaFreeHost", true); }
+// A copy as an operation on stream s (stream-race rule). cudaMemcpy also synchronises the host as CUDA
+// documents: not at all between device buffers; a pageable upload waits for the legacy stream's earlier
+// work only; anything else returns when the copy is done.
+static void copy_op(const char* api, void* dst, const void* src, size_t n, cudaStream_t s, bool blocking) {
+  simt::MemAccess acc[2] = {{src, n, false}, {dst, n, true}};
+  bool dst_dev = simt::device_of(dst) >= 0, src_dev = simt::device_of(src) >= 0;
+  bool src_pinned = !src_dev && ptr_pinned(src);
+  bool before = blocking && !src_dev && !src_pinned && dst_dev, after = blocking && !(src_dev && dst_dev) && !before;
+  if (before) { sync_host_with_stream(s); t_counts.host_syncs++; }
+  stream_op_at(s, simt::SO_COPY, api, acc, 2, simt::capture_site());
+  if (after) { sync_host_with_stream(s); t_counts.host_syncs++; }
+}
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind k) {
   hazard("cudaMemcpy", S_LEGACY);
   cudaError_t e = check_copy("cudaMemcpy", dst, src, n, k);
-  if (e == cudaSuccess && n) memmove(dst, src, n);
+  if (e == cudaSuccess && n) { copy_op("cudaMemcpy", dst, src, n, 0, true); memmove(dst, src, n); }
   return e;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind k, cudaStream_t s) {
   if (!simt::stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
   hazard_on("cudaMemcpyAsync", s);
   cudaError_t e = check_copy("cudaMemcpyAsync", dst, src, n, k);
-  if (e == cudaSuccess && n) memmove(dst, src, n);
+  if (e == cudaSuccess && n) { copy_op("cudaMemcpyAsync", dst, src, n, s, false); memmove(dst, src, n); }
   return e;
 }
-static cudaError_t do_memset(const char* api, void* p, int v, size_t n) {
+static cudaError_t do_memset(const char* api, void* p, int v, size_t n, cudaStream_t s) {
   if (n && !simt::device_range_ok(p, n)) { report("memset-range", "%s(%p, %d, %zu): not inside one device allocation", api, p, v, n); return ret(cudaErrorInvalidValue); }
+  simt::MemAccess acc{p, n, true};
+  stream_op_at(s, simt::SO_COPY, api, &acc, 1, simt::capture_site());
   memset(p, v, n); return cudaSuccess;
 }
-cudaError_t cudaMemset(void* p, int v, size_t n) { hazard("cudaMemset", S_LEGACY); return do_memset("cudaMemset", p, v, n); }
+cudaError_t cudaMemset(void* p, int v, size_t n) { hazard("cudaMemset", S_LEGACY); return do_memset("cudaMemset", p, v, n, 0); }
 cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
   if (!simt::stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
   hazard_on("cudaMemsetAsync", s);
-  return do_memset("cudaMemsetAsync", p, v, n);
+  return do_memset("cudaMemsetAsync", p, v, n, s);
 }
 cudaError_t cudaMemcpyToSymbol(const void* sym, const void* src, size_t n, size_t off, cudaMemcpyKind) {
   memcpy((char*)sym + off, src, n); return cudaSuccess;
@@ -1207,7 +1448,12 @@ cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total) {
 }
 
 cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned flags, int prio) {
-  SimtStream* x = new SimtStream{kStreamMagic, prio, simt::t_device, !(flags & cudaStreamNonBlocking)};
+  SimtStream* x = new SimtStream{kStreamMagic, prio, simt::t_device, !(flags & cudaStreamNonBlocking), -1};
+  simt::Site site = simt::capture_site();
+  {
+    std::lock_guard<std::mutex> lk(g_ord.mu);
+    x->sid = new_sid(x->dev, x->blocking ? S_BLOCKING : S_NONBLOCKING, x, &site);
+  }
   std::lock_guard<std::mutex> lk(g_obj_mu);
   g_streams.insert(x); *s = (cudaStream_t)x; return cudaSuccess;
 }
@@ -1223,15 +1469,32 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   t_counts.stream_syncs++;
   if (!simt::stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
   if (s == 0 || s == cudaStreamLegacy) hazard("cudaStreamSynchronize", S_LEGACY);
+  t_counts.host_syncs++;
+  sync_host_with_stream(s);
   return simt::t_last_error;
 }
-cudaError_t cudaStreamQuery(cudaStream_t s) { return simt::stream_ok(s) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle); }
+// The stream's work is always done here, and a query that says so is a host synchronisation.
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+  if (!simt::stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
+  t_counts.host_syncs++;
+  sync_host_with_stream(s);
+  return cudaSuccess;
+}
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
-  return simt::stream_ok(s) && event_ok(e) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
+  if (!simt::stream_ok(s) || !event_ok(e)) return ret(cudaErrorInvalidResourceHandle);
+  t_counts.stream_waits++;
+  t_stream_counts[(const void*)s].event_waits++;
+  std::lock_guard<std::mutex> lk(g_ord.mu);
+  vc_join(g_ord.streams[sid_of(s)].vc, ((SimtEvent*)e)->vc);  // an event never recorded: nothing to wait for
+  return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
   t_counts.device_syncs++;
+  t_counts.host_syncs++;
   hazard("cudaDeviceSynchronize", S_DEVICE);
+  std::lock_guard<std::mutex> lk(g_ord.mu);
+  legacy_sid(simt::t_device);
+  for (const OrdStream& o : g_ord.streams) if (o.dev == simt::t_device) host_join(o.vc);
   return simt::t_last_error;
 }
 cudaError_t cudaGetLastError(void) { cudaError_t e = simt::t_last_error; simt::t_last_error = cudaSuccess; return e; }
@@ -1257,11 +1520,33 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     report_at_caller("wrong-device", "cudaEventRecord: event of device %d recorded on a stream of device %d", x->dev, sd);
     return ret(cudaErrorInvalidResourceHandle);
   }
+  t_counts.event_records++;
+  t_stream_counts[(const void*)s].event_records++;
+  {
+    std::lock_guard<std::mutex> lk(g_ord.mu);
+    int sid = sid_of(s);
+    tick(sid);  // the event completes after the stream's earlier work, and after what the host knew
+    x->vc = g_ord.streams[sid].vc;
+  }
   x->t = simt::now_s(); x->recorded = true; return cudaSuccess;
 }
 cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned) { return cudaEventRecord(e, s); }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { return event_ok(e) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle); }
-cudaError_t cudaEventQuery(cudaEvent_t e) { return event_ok(e) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle); }
+static void sync_host_with_event(cudaEvent_t e) {
+  t_counts.host_syncs++;
+  std::lock_guard<std::mutex> lk(g_ord.mu);
+  host_join(((SimtEvent*)e)->vc);
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (!event_ok(e)) return ret(cudaErrorInvalidResourceHandle);
+  t_counts.event_syncs++;
+  sync_host_with_event(e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {  // always complete here: a host synchronisation
+  if (!event_ok(e)) return ret(cudaErrorInvalidResourceHandle);
+  sync_host_with_event(e);
+  return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   if (!event_ok(a) || !event_ok(b)) return ret(cudaErrorInvalidResourceHandle);
   SimtEvent *x = (SimtEvent*)a, *y = (SimtEvent*)b;

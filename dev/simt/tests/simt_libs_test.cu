@@ -421,9 +421,10 @@ static void test_devices() {
     cudaSetDevice(1);
     float* x = dev_floats(1, 64);
     cudaStream_t s; cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-    cudaMemset(x, 0, 256);
+    cudaMemsetAsync(x, 0, 256, s);
     add_kernel<<<1, 64, 0, s>>>(x, 2.f, 64);
     std::vector<float> h(64);
+    cudaStreamSynchronize(s);
     cudaMemcpy(h.data(), x, 256, cudaMemcpyDeviceToHost);
     CHECK(cudaGetLastError() == cudaSuccess && h[63] == 2.f, "kernel on device 1");
     cudaStreamDestroy(s); cudaFree(x);
@@ -657,7 +658,7 @@ static int pending_send_then(int (*bad)(), bool nonblocking) {
     cudaStream_t s;
     if (nonblocking) cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking); else cudaStreamCreate(&s);
     float* x; cudaMalloc(&x, 64);
-    cudaMemset(x, 0, 64);
+    cudaMemsetAsync(x, 0, 64, s);
     if (ncclSend(x, 16, ncclFloat32, 1, c, s) != ncclSuccess) rc = 3;
     ncclCommDestroy(c);
   });
@@ -701,6 +702,97 @@ static void test_deadlock_hazards() {
   CHECK(r.exit_code == 0 && r.output.find("deadlock-hazard") == std::string::npos,
         "legacy-stream cudaMemset while the NCCL op is on a non-blocking stream: exit %d, output:\n%s", r.exit_code, r.output.c_str());
 }
+// ---- stream ordering: the pattern of a trainer whose sends and receives run on their own stream. Rank 0
+// produces x on its compute stream and sends it on its comm stream; rank 1 receives it on its comm stream
+// and reads it on its compute stream. Each hand-over between the two streams of a rank needs an event:
+// compute -> comm before the send, comm -> compute after the receive (`wait_recv`), and comm -> compute
+// after the send before compute overwrites x (`wait_send`). Rank 1 checks the values and its counts.
+__global__ void copy_kernel(float* out, const float* in, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) out[i] = in[i];
+}
+static int comm_compute_streams(bool wait_recv, bool wait_send) {
+  ncclUniqueId id; ncclGetUniqueId(&id);
+  int rc = 0;
+  auto rank = [&](int r) {
+    const int n = 256;
+    cudaSetDevice(r);
+    ncclComm_t c; ncclCommInitRank(&c, 2, id, r);
+    cudaStream_t compute, comm;
+    cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking);
+    cudaStreamCreateWithFlags(&comm, cudaStreamNonBlocking);
+    cudaEvent_t ev; cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    float *x, *y; cudaMalloc(&x, n * 4); cudaMalloc(&y, n * 4);
+    cudaMemsetAsync(x, 0, n * 4, compute);
+    cudaStreamSynchronize(compute);
+    simt_api_counts_reset();  // the "step"
+    if (r == 0) {
+      add_kernel<<<2, 64, 0, compute>>>(x, 3.f, n);
+      cudaEventRecord(ev, compute);
+      cudaStreamWaitEvent(comm, ev, 0);
+      if (ncclSend(x, n, ncclFloat32, 1, c, comm) != ncclSuccess) rc = 3;  // CALL:send_reads_x
+      cudaEventRecord(ev, comm);
+      if (wait_send) cudaStreamWaitEvent(compute, ev, 0);
+      scale_kernel<<<2, 64, 0, compute>>>(x, 2.f, n);  // CALL:compute_overwrites_x
+    } else {
+      if (ncclRecv(x, n, ncclFloat32, 0, c, comm) != ncclSuccess) rc = 3;  // CALL:recv_writes_x
+      cudaEventRecord(ev, comm);
+      if (wait_recv) cudaStreamWaitEvent(compute, ev, 0);
+      copy_kernel<<<2, 64, 0, compute>>>(y, x, n);  // CALL:compute_reads_x
+      SimtApiCounts k; SimtStreamCounts kc, km;
+      simt_api_counts(&k); simt_api_stream_counts(compute, &kc); simt_api_stream_counts(comm, &km);
+      if (k.host_syncs != 0 || k.nccl_ops != 1 || kc.nccl_ops != 0 || km.nccl_ops != 1 || kc.launches != 1 ||
+          km.event_records != 1 || kc.event_waits != (wait_recv ? 1 : 0) || k.stream_waits != kc.event_waits) {
+        printf("rank 1 counts: host_syncs %lld, nccl %lld (compute %lld, comm %lld), compute launches %lld, comm records %lld, "
+               "compute waits %lld, stream waits %lld\n", k.host_syncs, k.nccl_ops, kc.nccl_ops, km.nccl_ops, kc.launches,
+               km.event_records, kc.event_waits, k.stream_waits);
+        rc = 4;
+      }
+      cudaStreamSynchronize(compute);
+      std::vector<float> h(n);
+      cudaMemcpy(h.data(), y, n * 4, cudaMemcpyDeviceToHost);
+      for (float v : h) if (v != 3.f) { rc = 5; break; }
+    }
+    cudaStreamSynchronize(compute); cudaStreamSynchronize(comm);
+    ncclCommDestroy(c);
+  };
+  std::thread a(rank, 0), b(rank, 1);
+  a.join(); b.join();
+  return rc;
+}
+static void test_stream_races() {
+  const std::string race = "SIMT ERROR [stream-race]: ";
+  expect_report("(a) a receive on the comm stream read by compute without an event", [] { return comm_compute_streams(false, true); },
+                {race + site_of("CALL:compute_reads_x") + ": kernel copy_kernel on non-blocking stream", "reads bytes",
+                 "which ncclRecv from rank 0 (256 elements) at " + site_of("CALL:recv_writes_x") + " on non-blocking stream"}, 20);
+  expect_report("(b) compute overwrites what a send on the comm stream still reads", [] { return comm_compute_streams(true, false); },
+                {race + site_of("CALL:compute_overwrites_x") + ": kernel scale_kernel on non-blocking stream", "writes bytes",
+                 "which ncclSend to rank 1 (256 elements) at " + site_of("CALL:send_reads_x") + " on non-blocking stream",
+                 "still reads"}, 20);
+  auto ok = run_child([] { return comm_compute_streams(true, true); }, 20);
+  CHECK(ok.exit_code == 0 && ok.output.find("SIMT ERROR") == std::string::npos,
+        "(a)/(b) with both events: exit %d, output:\n%s", ok.exit_code, ok.output.c_str());
+  // (c) a copy on stream A, a kernel on stream B: the race, then the event that orders them
+  auto copy_then_kernel = [](bool wait) {
+    return [wait] {
+      cudaStream_t a, b; cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking); cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking);
+      cudaEvent_t ev; cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+      float *x, *y, *h; cudaMalloc(&x, 1024); cudaMalloc(&y, 1024); cudaMallocHost(&h, 1024);
+      for (int i = 0; i < 256; i++) h[i] = (float)i;
+      cudaMemcpyAsync(x, h, 1024, cudaMemcpyHostToDevice, a);  // CALL:copy_on_a
+      cudaEventRecord(ev, a);
+      if (wait) cudaStreamWaitEvent(b, ev, 0);
+      copy_kernel<<<1, 256, 0, b>>>(y, x, 256);  // CALL:kernel_on_b
+      cudaStreamSynchronize(b);
+      cudaMemcpy(h, y, 1024, cudaMemcpyDeviceToHost);
+      return h[255] == 255.f ? 0 : 3;
+    };
+  };
+  expect_report("(c) cudaMemcpyAsync on stream A read by a kernel on stream B", copy_then_kernel(false),
+                {race + site_of("CALL:kernel_on_b") + ": kernel copy_kernel", "which cudaMemcpyAsync at " + site_of("CALL:copy_on_a")});
+  ok = run_child(copy_then_kernel(true));
+  CHECK(ok.exit_code == 0 && ok.output.find("SIMT ERROR") == std::string::npos,
+        "(c) with the event: exit %d, output:\n%s", ok.exit_code, ok.output.c_str());
+}
 #endif
 
 int main() {
@@ -726,6 +818,7 @@ int main() {
   test_alignment_changes_bits();
   test_nccl_rules();
   test_deadlock_hazards();
+  test_stream_races();
 #endif
   return test_summary();
 }

@@ -566,8 +566,10 @@ static void test_runtime_api() {
   for (int i = 0; i < 256; i++) pinned[i] = (float)i;
   cudaStream_t s; cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
   CHECK(cudaMemcpyAsync(d, pinned, 1024, cudaMemcpyHostToDevice, s) == cudaSuccess, "memcpy async H2D");
+  cudaStreamSynchronize(s);  // the legacy stream below does not wait for a non-blocking stream (stream-race)
   CHECK(cudaMemcpy(managed, d, 1024, cudaMemcpyDefault) == cudaSuccess, "memcpy default");
   CHECK(cudaMemsetAsync(d, 0, 512, s) == cudaSuccess, "memset async");
+  cudaStreamSynchronize(s);
   CHECK(cudaMemcpy(pinned, d, 1024, cudaMemcpyDeviceToHost) == cudaSuccess, "memcpy D2H");
   CHECK(pinned[0] == 0.f && pinned[200] == 200.f && managed[77] == 77.f, "copied values");
   // a kernel may take pinned and managed pointers (unified addressing)
