@@ -58,6 +58,8 @@ lets any pipeline split of the same model reproduce the single-stage run bit for
 #include "llmc/schedule_text.h"
 // defines: schedule_simulate, schedule_print_ascii_timeline (the unit-time simulator)
 #include "llmc/schedule_sim.h"
+// defines: schedule_auto_choose, stage_costs_measured (-sc auto's choice from measured costs)
+#include "llmc/schedule_auto.h"
 // defines: pipeline_split, StashSlots, Trace, print_step_line (host bookkeeping shared with the .cu)
 #include "llmc/pipeline.h"
 // defines: sample_window, sample_softmax
@@ -926,7 +928,7 @@ typedef struct {
     int num_sent;             // how many left during the schedule
     int* layers;              // (S) layers per stage
     Schedule schedule;        // the training schedule: which rank runs which stage, and every rank's actions
-    char schedule_name[32];   // its builder
+    char schedule_name[SCHEDULE_NAME_MAX];  // its builder
     RankStage* local;         // this rank's stages, in increasing stage order
     int num_local;
     int* local_of;            // (S) index into local, -1 for another rank's stage
@@ -1620,22 +1622,13 @@ static double largest_rank_bytes(const GPT2Config* c, const TrainArgs* args, int
 }
 
 // Each stage's mean F, B, I and W (ms per micro-batch) in the last training schedule, over the ranks of `tp`
-// (collective). A fused B also gives its weight-gradient part as W and the rest as I, so 1F1B's times
-// calibrate split-backward schedules.
+// (collective); B's weight-gradient ops are timed (action_secs' fifth column), so 1F1B's times also give I and W.
 static void measured_costs(Pipeline* pp, Transport* tp, StageCosts* cost) {
     int S = pp->S, n = 5 * S;
     double* secs = (double*)malloc_check(2 * n * sizeof(double));
     for (int i = 0; i < n; i++) { secs[i] = pp->action_secs[i]; secs[n + i] = pp->action_count[i]; }
     transport_allreduce_sum(tp, secs, 2 * n);
-    for (int s = 0; s < S; s++) {
-        double* t = secs + 5 * s;
-        double* k = secs + n + 5 * s;
-        double f = k[0] ? t[0] / k[0] : 0.0, b = k[1] ? t[1] / k[1] : 0.0, i = k[2] ? t[2] / k[2] : 0.0;
-        double w = k[3] ? t[3] / k[3] : 0.0, b_weights = k[1] ? t[4] / k[1] : 0.0;
-        if (k[1] && !k[2]) { i = b - b_weights; w = b_weights; }
-        if (k[2] && !k[1]) { b = i + w; }
-        cost[s] = (StageCosts){f * 1e3, b * 1e3, i * 1e3, w * 1e3};
-    }
+    stage_costs_measured(secs, secs + n, S, cost);
     free(secs);
 }
 
@@ -1668,168 +1661,31 @@ static void print_allocated_memory(Pipeline* pp) {
     free(bytes);
 }
 
-// What one kind of action (F, B, I or W) costs per micro-batch, in ms: a layer, and the extra work of the
-// embedding stage and of the LM-head stage, taken from 1F1B's measured stage times. Middle stages are layers
-// only; with two stages the embedding (a gather and a scatter-add) is taken as free, so stage 0 gives the
-// layer cost.
-typedef struct { double layer, embed, head; } ComponentCosts;
-enum { SPLIT_TEXT = 4096 };  // a split as -pl text, "8,4": room for TRAIN_MAX_P stages
+// the largest rank's bytes under a builder and split, for -mem (AutoRankBytes)
+typedef struct { const GPT2Config* config; const TrainArgs* args; int P; } AutoMemory;
 
-static ComponentCosts component_costs(const double* stage_ms, const int* layers, int P) {
-    double sum = 0.0;
-    int n = 0;
-    for (int s = 1; s < P - 1; s++) { sum += stage_ms[s]; n += layers[s]; }
-    if (n == 0) { sum = stage_ms[0]; n = layers[0]; }
-    ComponentCosts cc = {n > 0 ? sum / n : 0.0, 0.0, 0.0};
-    cc.embed = fmax(0.0, stage_ms[0] - layers[0] * cc.layer);
-    cc.head = fmax(0.0, stage_ms[P - 1] - layers[P - 1] * cc.layer);
-    return cc;
-}
-
-static double component_stage_cost(const ComponentCosts* cc, int S, int s, int n_layers) {
-    return n_layers * cc->layer + (s == 0 ? cc->embed : 0.0) + (s == S - 1 ? cc->head : 0.0);
-}
-
-// The next split of L layers over S stages, one at least each, in lexicographic order; 0 after the last
-static int next_split(int* n, int S, int L) {
-    for (int i = S - 2; i >= 0; i--) {
-        int used = 0;
-        for (int k = 0; k <= i; k++) { used += n[k]; }
-        if (used + 1 + (S - 1 - i) > L) { continue; }  // stage i cannot take a layer more
-        n[i]++;
-        for (int k = i + 1; k < S - 1; k++) { n[k] = 1; }
-        n[S - 1] = L - (used + 1) - (S - 2 - i);
-        return 1;
-    }
-    return 0;
-}
-
-// The stage costs of a split under the measured component costs (f, b, i, w)
-static void split_stage_costs(const ComponentCosts* cc, const int* layers, int S, StageCosts* cost) {
-    for (int s = 0; s < S; s++) {
-        cost[s] = (StageCosts){component_stage_cost(&cc[0], S, s, layers[s]), component_stage_cost(&cc[1], S, s, layers[s]),
-                               component_stage_cost(&cc[2], S, s, layers[s]), component_stage_cost(&cc[3], S, s, layers[s])};
-    }
-}
-
-// With several stages per rank neither the stages' costs nor the ranks' loads alone decide (ZB-V puts the
-// embedding and the LM head on rank 0): every split of L layers over the schedule's S stages, one layer at
-// least each, is simulated and the fastest kept. `layers` comes in with partition_balance's split, which stays
-// unless a split is faster, and stays alone when there are more than 20,000 splits (S = 4 up to 50 layers).
-static void fastest_split(const ComponentCosts* cc, const Schedule* sc, int L, int* layers) {
-    int S = sc->S;
-    double count = 1.0;  // C(L-1, S-1) splits
-    for (int k = 1; k < S; k++) { count = count * (L - k) / k; }
-    if (count > 2e4) { return; }
-    int* n = (int*)malloc_check(S * sizeof(int));
-    StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
-    SimResult res;
-    split_stage_costs(cc, layers, S, cost);
-    schedule_simulate_stages(sc, cost, 0.0, &res);
-    double best = res.makespan;
-    sim_result_free(&res);
-    for (int s = 0; s < S; s++) { n[s] = 1; }
-    n[S - 1] = L - (S - 1);
-    do {
-        split_stage_costs(cc, n, S, cost);
-        schedule_simulate_stages(sc, cost, 0.0, &res);
-        if (res.makespan < best) {
-            best = res.makespan;
-            memcpy(layers, n, S * sizeof(int));
-        }
-        sim_result_free(&res);
-    } while (next_split(n, S, L));
-    free(cost);
-    free(n);
+static double auto_rank_bytes(void* ctx, const char* schedule, const char* split) {
+    const AutoMemory* m = (const AutoMemory*)ctx;
+    TrainArgs a = *m->args;
+    a.schedule_name = schedule;
+    a.layers_arg = split;
+    return largest_rank_bytes(m->config, &a, m->P);
 }
 
 // -sc auto: 1F1B runs first and times each stage's F and B, and within B its weight-gradient ops, which a
-// split backward defers to W (I is the rest). From those come the costs of a layer, the embedding and the
-// LM head; for every builder the layers are split over its S stages by those measured costs (unless -pl
-// fixes the split), the builder is simulated with them, and the run moves to the fastest, or the fastest
-// whose largest rank fits -mem. Parameters and AdamW moments move through a whole-model copy, as a
+// split backward defers to W (I is the rest); llmc/schedule_auto.h chooses the builder and split (or the
+// fastest whose largest rank fits -mem). Parameters and AdamW moments move through a whole-model copy, as a
 // checkpoint would, so the run goes on with the same bits: neither the split nor the schedule changes them.
 static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
-    int P = pp->P, L = pp->config.num_layers, rank0 = pp->job->rank == 0;
+    int P = pp->P;
     StageCosts* measured = (StageCosts*)malloc_check(P * sizeof(StageCosts));
     measured_costs(pp, pp->job, measured);  // over every replica: all of them choose alike
-    double* ms = (double*)malloc_check(P * sizeof(double));
-    ComponentCosts cc[4];  // f, b, i, w
-    for (int kind = 0; kind < 4; kind++) {
-        for (int s = 0; s < P; s++) {
-            const StageCosts* m = &measured[s];
-            ms[s] = kind == 0 ? m->f : kind == 1 ? m->b : kind == 2 ? m->i : m->w;
-        }
-        cc[kind] = component_costs(ms, pp->layers, P);
-    }
-    PartitionCosts split_costs = {cc[0].layer + cc[1].layer, cc[0].embed + cc[1].embed, cc[0].head + cc[1].head};
-    if (rank0) {
-        printf("-sc auto: measured on step %d (1f1b), ms per micro-batch, F+B: a layer %.1f, the embedding %.1f, "
-               "the LM head %.1f (W: %.0f%% of a layer's B)\n", pp->step, split_costs.layer, split_costs.encoder,
-               split_costs.head, cc[1].layer > 0 ? 100.0 * cc[3].layer / cc[1].layer : 0.0);
-        printf("-sc auto: %-12s %-24s %12s %8s %14s\n", "schedule", "split", "predicted ms", "bubble", "largest rank");
-    }
-    static const char* const names[SCHEDULE_NUM_BUILDERS] = {"gpipe", "1f1b", "interleaved", "zbh1", "zbh2", "zbv"};
-    char splits[SCHEDULE_NUM_BUILDERS][SPLIT_TEXT];
-    double best_ms = 0.0;
-    int best = -1;
-    for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {
-        Schedule sc;
-        if (schedule_build(names[k], P, pp->M, &sc) != 0) {
-            if (rank0) { printf("-sc auto: %-12s needs %s\n", names[k], schedule_requires(names[k])); }
-            continue;
-        }
-        int S = sc.S;
-        int* layers = (int*)malloc_check(S * sizeof(int));
-        int* first = (int*)malloc_check(S * sizeof(int));
-        char err[256];
-        int ok = args->layers_arg ? S == P : partition_balance(L, S, &split_costs, layers, first, err, sizeof(err)) == 0;
-        if (args->layers_arg && ok) { memcpy(layers, pp->layers, P * sizeof(int)); }
-        if (!args->layers_arg && ok && S > P) { fastest_split(cc, &sc, L, layers); }
-        if (ok) {
-            StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
-            split_stage_costs(cc, layers, S, cost);
-            SimResult res;
-            schedule_simulate_stages(&sc, cost, 0.0, &res);
-            partition_format(layers, S, splits[k], sizeof(splits[k]));
-            TrainArgs a = *args;
-            a.schedule_name = names[k];
-            a.layers_arg = splits[k];
-            double mib = largest_rank_bytes(&pp->config, &a, P) / 1048576.0;
-            int fits = args->max_mib <= 0 || mib <= args->max_mib;
-            if (rank0) {
-                printf("-sc auto: %-12s %-24s %12.1f %8.3f %9.1f MiB%s\n", names[k], splits[k], res.makespan,
-                       res.bubble, mib, fits ? "" : " (over -mem)");
-            }
-            if (fits && (best < 0 || res.makespan < best_ms)) { best = k; best_ms = res.makespan; }
-            sim_result_free(&res);
-            free(cost);
-        } else if (rank0) {
-            printf("-sc auto: %-12s needs a layer per stage: %d stages, %s\n", names[k], S,
-                   args->layers_arg ? "-pl names P" : "more than the layers");
-        }
-        free(layers);
-        free(first);
-        schedule_free(&sc);
-    }
-    int none_fits = best < 0;
-    char current[SPLIT_TEXT];
-    partition_format(pp->layers, P, current, sizeof(current));
-    if (none_fits) {  // 1F1B as it runs: -mem allows nothing
-        best = 1;
-        snprintf(splits[best], sizeof(splits[best]), "%s", current);
-    }
-    int moves = best != 1 || strcmp(splits[best], current) != 0;
-    if (rank0) {
-        printf("-sc auto: %s %s", moves ? "moving to" : "staying with", names[best]);
-        printf(" split %s", splits[best]);
-        if (args->max_mib > 0) {
-            printf(none_fits ? " (no schedule fits -mem %d MiB per rank)" : " (the fastest within -mem %d MiB per rank)",
-                   args->max_mib);
-        }
-        printf("\n");
-    }
-    if (moves) {
+    AutoMemory memory = {&pp->config, args, P};
+    AutoQuery q = {"1f1b", pp->step, args->layers_arg != NULL, args->max_mib, auto_rank_bytes, &memory,
+                   pp->job->rank == 0 ? stdout : NULL};
+    AutoChoice choice;
+    schedule_auto_choose(measured, pp->layers, P, pp->M, pp->config.num_layers, &q, &choice);
+    if (choice.moves) {
         size_t N = model_num_parameters(&pp->config);
         StageBuffer which[3] = {BUF_PARAMS, BUF_M, BUF_V};
         float* global[3];
@@ -1839,8 +1695,8 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
             transport_broadcast(pp->tp, 0, global[k], N * sizeof(float));
         }
         TrainArgs a = *args;
-        a.schedule_name = names[best];
-        a.layers_arg = splits[best];
+        a.schedule_name = choice.name;
+        a.layers_arg = choice.split;
         Pipeline next;
         pipeline_init(&next, &pp->config, &a, pp->tp, pp->dp, pp->job);
         next.opt = pp->opt;
@@ -1856,7 +1712,6 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
         *pp = next;
         op_trace = &pp->trace;
     }
-    free(ms);
     free(measured);
 }
 

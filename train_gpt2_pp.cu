@@ -76,6 +76,7 @@ communicator over all of them, the gradients summed in a fixed order by our own 
 #include "llmc/schedule.h"
 #include "llmc/schedule_sim.h"
 #include "llmc/schedule_text.h"
+#include "llmc/schedule_auto.h"
 #include "llmc/partition.h"
 #include "llmc/train_args.h"
 #include "llmc/pipeline.h"
@@ -1628,40 +1629,30 @@ static void scatter_from_checkpoint(void* ctx, int which, float* global) {
     pipeline_scatter((Pipeline*)ctx, which == 1 ? BUF_M : BUF_V, global);
 }
 
-// -sc auto, as in the CPU trainer: the first step ran 1F1B and timed each stage's F and B. The simulator,
-// calibrated with those times (I and W taken as half of B each), predicts every builder's step; the run moves
-// to the fastest. Master weights and AdamW moments move through whole-model copies, as a checkpoint would (the
-// floatX parameters are the master weights rounded to nearest, so they come back the same), and the run goes
-// on with the same bits. Returns the name of the schedule that runs on.
-static const char* pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
-    int P = pp->P, n = 4 * pp->S;
-    double* secs = (double*)malloc_check(2 * n * sizeof(double));
-    for (int i = 0; i < n; i++) { secs[i] = pp->action_secs[i]; secs[n + i] = pp->action_count[i]; }
-    comm_allreduce_sum(pp->comm, secs, 2 * n);
-    StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
-    for (int s = 0; s < P; s++) {
-        double f = secs[4 * s] / secs[n + 4 * s], b = secs[4 * s + 1] / secs[n + 4 * s + 1];
-        cost[s] = (StageCosts){f * 1e3, b * 1e3, b * 0.5e3, b * 0.5e3};  // ms
-    }
-    ScheduleEstimate est[SCHEDULE_NUM_BUILDERS];
-    int fastest = schedule_compare(P, pp->M, cost, 0.0, est), best = -1;
-    for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {  // the fastest whose stages the split can hold
-        Schedule probe;
-        if (!est[k].ok || schedule_build(est[k].name, P, pp->M, &probe) != 0) { continue; }
-        int fits = probe.S <= pp->config.num_layers && (!args->layers_arg || probe.S == P);  // -pl names P stages
-        schedule_free(&probe);
-        if (fits && (best < 0 || est[k].step < est[best].step)) { best = k; }
-    }
-    if (pp->comm->rank == 0 && !args->quiet) {
-        printf("-sc auto: measured on step %d (1f1b), ms per micro-batch; predicted schedule times:\n", pp->step);
-        schedule_compare_print(P, pp->M, cost, 0.0, stdout);
-        if (best != fastest) {
-            printf("-sc auto: %s needs more stages than %s\n", est[fastest].name,
-                   args->layers_arg ? "-pl gives" : "the model has layers");
+// -sc auto (llmc/schedule_auto.h, as in the CPU trainer): the first step ran AUTO_CALIBRATION, whose I and W
+// the CUDA events time apart (inside a fused B the weight-gradient GEMMs share each call with the d(input)
+// GEMM); from each stage's F, I and W come the costs of a layer, the embedding and the LM head, every builder
+// is simulated at the split those costs give it, and the run moves to the fastest schedule and split. Master
+// weights and AdamW moments move through whole-model copies, as a checkpoint would (the floatX parameters
+// are the master weights rounded to nearest, so they come back the same), and the run goes on with the same
+// bits. choice gets the schedule and split that run on. (-mem needs the memory plan: refused for now.)
+#define AUTO_CALIBRATION "zbh1"  // 1F1B's order and peak stash, with split backward
+static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args, AutoChoice* choice) {
+    int S = pp->S, n = 5 * S;
+    double* secs = (double*)calloc_check(2 * n, sizeof(double));  // (S, 5) as stage_costs_measured reads them
+    for (int s = 0; s < S; s++) {
+        for (int k = 0; k < 4; k++) {
+            secs[5 * s + k] = pp->action_secs[4 * s + k];
+            secs[n + 5 * s + k] = pp->action_count[4 * s + k];
         }
-        printf("-sc auto: %s\n", strcmp(est[best].name, "1f1b") == 0 ? "staying with 1f1b" : est[best].name);
     }
-    if (strcmp(est[best].name, "1f1b") != 0) {
+    comm_allreduce_sum(pp->comm, secs, 2 * n);
+    StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
+    stage_costs_measured(secs, secs + n, S, cost);
+    AutoQuery q = {AUTO_CALIBRATION, pp->step, args->layers_arg != NULL, 0, NULL, NULL,
+                   pp->comm->rank == 0 && !args->quiet ? stdout : NULL};
+    schedule_auto_choose(cost, pp->layers, pp->P, pp->M, pp->config.num_layers, &q, choice);
+    if (choice->moves) {
         size_t N = model_num_parameters(&pp->config);
         StageBuffer which[3] = {BUF_PARAMS, BUF_M, BUF_V};
         float* global[3];
@@ -1675,7 +1666,8 @@ static const char* pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
             }
         }
         TrainArgs a = *args;
-        a.schedule_name = est[best].name;
+        a.schedule_name = choice->name;
+        a.layers_arg = choice->split;
         Pipeline next;
         pipeline_init(&next, &pp->config, &a, pp->comm);
         next.opt = pp->opt;
@@ -1694,7 +1686,6 @@ static const char* pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
     }
     free(cost);
     free(secs);
-    return est[best].name;
 }
 
 static void save_checkpoint(Pipeline* pp, const TrainArgs* args, const DataLoader* dl, uint64_t sample_rng) {
@@ -1878,7 +1869,8 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
 
     int autoschedule = !args->schedule_file && strcmp(args->schedule_name, "auto") == 0;
     TrainArgs first_args = *args;
-    if (autoschedule) { first_args.schedule_name = "1f1b"; }  // for the first step, which times the stages
+    if (autoschedule) { first_args.schedule_name = AUTO_CALIBRATION; }  // for the first step, which times the stages
+    AutoChoice choice;  // -sc auto's schedule after the first step
     Pipeline pp;
     pipeline_init(&pp, &config, &first_args, cm);
     pp.opt = (OptimizerConfig){args->lr, 0.9f, args->beta2, 1e-8f, args->weight_decay, args->grad_clip};
@@ -1959,7 +1951,8 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
                              secs[2] / world, secs[0], plan.bubble, extra};  // every rank of the job
         if (rank == 0 && !args->quiet) { print_step_line(&report); }
         if (autoschedule && step == first_step) {
-            first_args.schedule_name = pipeline_auto_schedule(&pp, args);
+            pipeline_auto_schedule(&pp, args, &choice);
+            first_args.schedule_name = choice.name;
             plan_free(&plan);
             plan_make(&plan, &pp, &first_args);
         }

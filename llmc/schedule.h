@@ -8,14 +8,15 @@ The trainer walks its rank's list; which pipeline algorithm it is lives in the b
 (or in a hand-written file, llmc/schedule_text.h; the simulator is llmc/schedule_sim.h).
 
 Builders, by name through schedule_build (SCHEDULE_NAMES): gpipe, 1f1b, interleaved[:v]
-(M a multiple of P), zbh1, zbh2, zbv; schedule_build_forward for evaluation. Each lists the
-compute order and schedule_add_comms places the messages. schedule_validate proves a
+(M a multiple of P), zbh1, zbh2, zbv, and the cost-aware zbc and zbcv (from each stage's F, I and
+W times); schedule_build_forward for evaluation. Each lists the compute order and
+schedule_add_comms places the messages (zbc/zbcv place them as they go). schedule_validate proves a
 schedule before it runs (including a dry run for deadlocks); schedule_peak_inflight is
 the number of stash slots a stage needs.
 
 Stages: S stages, stage s runs on rank stage_rank[s]. One stage per rank (S = P) for GPipe,
-1F1B and ZB-H1/H2; v stages per rank for interleaved 1F1B (stage s on rank s % P); two for
-ZB-V (rank r holds stages r and 2P-1-r, so rank 0 holds the first and the last stage).
+1F1B, ZB-H1/H2 and zbc; v stages per rank for interleaved 1F1B (stage s on rank s % P); two for
+ZB-V and zbcv (rank r holds stages r and 2P-1-r, so rank 0 holds the first and the last stage).
 
 Messages are a rendezvous: neither side completes until both reached the matching action,
 and messages on a channel (src rank -> dst rank) match in order. A schedule deadlock-free
@@ -60,6 +61,11 @@ typedef struct {
     int* stage_rank;    // [S] rank running each stage, -1 for none (a malformed file)
     ActionList* ranks;  // [P] the program of each rank
 } Schedule;
+
+// the time of each compute action of one micro-batch on one stage (the simulator, the cost-aware builder)
+typedef struct {
+    double f, b, i, w;  // forward, full backward, and its split halves d(input) and d(weights)
+} StageCosts;
 
 // bounds on what a flag or a file may ask for: the validator indexes 8 S M entries
 #define SCHEDULE_MAX_STAGES 256
@@ -228,16 +234,122 @@ static inline int pp_message_order(const Action* a, int sender, int P) {
 }
 
 /*
-Replays the compute lists in unit time (F = I = W = 1, B = 2) as the ranks would run them
-with blocking messages: an action starts once its rank is free and its input is there; a
-rank that produced a message for another rank waits until the receiver is not computing,
-then both take it. Each message is written down when it happens, a SEND on the sender and
-a RECV on the receiver, so the programs are one complete execution under rendezvous
-semantics: deadlock-free by construction (the validator proves it again). In 1F1B's steady
-state this gives Megatron's send_forward_recv_backward and send_backward_recv_forward
-pairs, activation first on both ends. Returns 0, or -1 naming the ranks that are stuck when
-the compute order can never complete (e.g. a backward whose gradient is never produced).
+The replay that places messages, and builds the cost-aware schedules: in time (unit time F = I = W = 1, B = 2,
+or each stage's costs), an action starts once its rank is free and its input is there; a message goes once
+its sender has finished the action that produced it and the receiver is not computing, and is written down
+then, a SEND on the sender and a RECV on the receiver, so the programs are one complete execution under
+rendezvous semantics: deadlock-free by construction (the validator proves it again), and the simulator
+(free messages) gives the replay's own times. What a free rank computes next comes from `pick`: the next
+action of its list (schedule_add_comms: a rank with a message to send waits), or a choice (zbc, zbcv: a
+rank with a message may run an action that ends before the receiver is free, which costs nobody anything).
 */
+typedef struct PPReplay PPReplay;
+typedef int (*PPPick)(PPReplay* R, int r, double t, Action* a);  // 1: rank r starts *a at t
+
+struct PPReplay {
+    const Schedule* s;       // the placement (and for schedule_add_comms the compute lists)
+    const StageCosts* cost;  // [S] or NULL: unit time
+    double *in_f, *in_b, *f_done, *i_done;  // [S*M] when (stage, mb)'s input, d(output), F and I are there; -1 not yet
+    double* busy;            // [P] rank r computes until busy[r]
+    Action* out;             // [P][2 S M] the messages each rank produced and has not sent yet, in order
+    int *head, *tail;        // [P] rank r's are out[r][head[r] .. tail[r])
+    double limit;            // the picked action must end by then (a rank with a message: the receiver's end)
+    int* cur;                // [P] the replay's position in each list
+    void* ctx;               // the picker's own state
+    double end;              // when the last rank finished
+};
+
+static inline double pp_duration(const StageCosts* c, const Action* a) {
+    if (!c) return a->type == PP_B ? 2.0 : 1.0;
+    return a->type == PP_F ? c[a->stage].f : a->type == PP_B ? c[a->stage].b : a->type == PP_I ? c[a->stage].i : c[a->stage].w;
+}
+
+// can rank-free action a (compute) start at t: its input, d(output), F or I there
+static inline int pp_ready(const PPReplay* R, const Action* a, double t) {
+    size_t k = (size_t)a->stage * R->s->M + a->mb;
+    double need1 = a->type == PP_F ? R->in_f[k] : a->type == PP_W ? R->i_done[k] : R->f_done[k];
+    double need2 = pp_is_bwd_input(a->type) ? R->in_b[k] : 0.0;
+    return need1 >= 0 && need1 <= t && need2 >= 0 && need2 <= t;
+}
+
+static inline int pp_pick_listed(PPReplay* R, int r, double t, Action* a) {
+    const ActionList* L = &R->s->ranks[r];
+    if (R->head[r] < R->tail[r] || R->cur[r] >= L->n || !pp_ready(R, &L->a[R->cur[r]], t)) return 0;
+    *a = L->a[R->cur[r]++];
+    return 1;
+}
+
+// Runs the replay into res (an empty schedule with s's placement) until no rank picks anything. Returns 0, or -1
+// when every unfinished rank waits for an input never produced (the caller names them).
+static inline int pp_replay(PPReplay* R, PPPick pick, Schedule* res) {
+    const Schedule* s = R->s;
+    int P = s->P, S = s->S, M = s->M;
+    size_t SM = (size_t)S * M;
+    double* when = (double*)malloc(4 * SM * sizeof(double));
+    R->in_f = when; R->in_b = when + SM; R->f_done = when + 2 * SM; R->i_done = when + 3 * SM;
+    for (size_t i = 0; i < 4 * SM; i++) when[i] = i < (size_t)M ? 0.0 : -1.0;
+    R->busy = (double*)calloc((size_t)P, sizeof(double));
+    R->out = (Action*)malloc((size_t)P * 2 * SM * sizeof(Action));
+    R->head = (int*)calloc((size_t)2 * P, sizeof(int));
+    R->tail = R->head + P;
+#define PP_OUT(q) (&R->out[(size_t)(q) * 2 * SM + R->head[q]])  // the first message rank q has to send
+    int rc = 0;
+    for (double t = 0.0;;) {
+        for (;;) {  // the messages due now, in order of pp_message_order
+            int r = -1;
+            for (int q = 0; q < P; q++) {
+                if (R->head[q] == R->tail[q] || R->busy[q] > t || R->busy[PP_OUT(q)->peer] > t) continue;
+                if (r < 0 || pp_message_order(PP_OUT(q), q, P) < pp_message_order(PP_OUT(r), r, P)) r = q;
+            }
+            if (r < 0) break;
+            const Action* a = PP_OUT(r);
+            R->head[r]++;
+            int fwd = a->type == PP_SEND_F, stage = fwd ? a->stage + 1 : a->stage - 1;
+            pp_list_push(&res->ranks[r], *a);
+            schedule_push(res, a->peer, fwd ? PP_RECV_F : PP_RECV_B, stage, a->mb);
+            (fwd ? R->in_f : R->in_b)[(size_t)stage * M + a->mb] = t;
+        }
+        for (int r = 0; r < P; r++) {
+            Action a;
+            if (R->busy[r] > t) continue;
+            R->limit = R->head[r] < R->tail[r] ? R->busy[PP_OUT(r)->peer] : 1e300;
+            if (!pick(R, r, t, &a)) continue;
+            pp_list_push(&res->ranks[r], a);
+            size_t k = (size_t)a.stage * M + a.mb;
+            R->busy[r] = t + pp_duration(R->cost, &a);
+            int next = a.type == PP_F ? a.stage + 1 : a.stage - 1;  // the stage that waits for the output
+            if (a.type == PP_F) R->f_done[k] = R->busy[r];
+            if (pp_is_bwd_input(a.type)) R->i_done[k] = R->busy[r];
+            if (a.type == PP_F && a.stage == S - 1) R->in_b[k] = R->busy[r];
+            if (a.type != PP_W && next >= 0 && next < S) {
+                if (schedule_stage_rank(s, next) == r) {
+                    (a.type == PP_F ? R->in_f : R->in_b)[(a.type == PP_F ? k + M : k - M)] = R->busy[r];
+                } else {
+                    a.type = a.type == PP_F ? PP_SEND_F : PP_SEND_B;
+                    a.peer = schedule_peer(s, a.type, a.stage);
+                    R->out[(size_t)r * 2 * SM + R->tail[r]++] = a;
+                }
+            }
+        }
+#undef PP_OUT
+        double next_t = -1.0;  // the next time a rank becomes free
+        for (int q = 0; q < P; q++)
+            if (R->busy[q] > t && (next_t < 0 || R->busy[q] < next_t)) next_t = R->busy[q];
+        if (next_t < 0) {  // every rank free and no message left: finished, or stuck
+            for (int q = 0; q < P; q++) rc |= R->head[q] < R->tail[q];
+            R->end = t;
+            break;
+        }
+        t = next_t;
+    }
+    free(when); free(R->busy); free(R->out); free(R->head);
+    return rc ? -1 : 0;
+}
+
+// messages: builders and compute-only files list compute actions; this adds them by replaying the lists in
+// unit time. In 1F1B's steady state this gives Megatron's send_forward_recv_backward and
+// send_backward_recv_forward pairs, activation first on both ends. Returns 0, or -1 naming the ranks that are
+// stuck when the compute order can never complete (e.g. a backward whose gradient is never produced).
 static inline int schedule_add_comms(Schedule* s, char* err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     int P = s->P, S = s->S, M = s->M;
@@ -246,79 +358,28 @@ static inline int schedule_add_comms(Schedule* s, char* err, size_t errlen) {
             pp_errf(err, errlen, "stage %d has no rank (no rank runs any of its actions)", st);
             return -1;
         }
-    size_t SM = (size_t)S * M;
-    // per (stage, mb), the time from which it is there (-1 not yet): F's input, d(output), F done, I done
-    int* when = (int*)malloc(4 * SM * sizeof(int));
-    int *in_f = when, *in_b = when + SM, *f_done = when + 2 * SM, *i_done = when + 3 * SM;
-    for (size_t i = 0; i < 4 * SM; i++) when[i] = i < (size_t)M ? 0 : -1;
-    int* cur = (int*)calloc((size_t)P, sizeof(int));
-    int* busy = (int*)calloc((size_t)P, sizeof(int));  // rank r is busy until busy[r]
-    Action* msg = (Action*)malloc((size_t)P * sizeof(Action));  // the message rank r waits to send
-    int* sending = (int*)calloc((size_t)P, sizeof(int));
     Schedule res;
     schedule_init(&res, P, S, M);
     memcpy(res.stage_rank, s->stage_rank, (size_t)S * sizeof(int));
-    int left = 1, rc = 0;
-    for (int t = 0; left; t++) {
-        for (;;) {  // the messages due now, in order of pp_message_order
-            int r = -1;
-            for (int q = 0; q < P; q++) {
-                if (!sending[q] || busy[q] > t || busy[msg[q].peer] > t) continue;
-                if (r < 0 || pp_message_order(&msg[q], q, P) < pp_message_order(&msg[r], r, P)) r = q;
-            }
-            if (r < 0) break;
-            const Action* a = &msg[r];
-            int fwd = a->type == PP_SEND_F, stage = fwd ? a->stage + 1 : a->stage - 1;
-            pp_list_push(&res.ranks[r], *a);
-            schedule_push(&res, a->peer, fwd ? PP_RECV_F : PP_RECV_B, stage, a->mb);
-            (fwd ? in_f : in_b)[(size_t)stage * M + a->mb] = t;
-            sending[r] = 0;
-        }
-        int active = 0;
-        left = 0;
-        for (int r = 0; r < P; r++) {
-            if (!sending[r] && busy[r] <= t && cur[r] < s->ranks[r].n) {
-                Action a = s->ranks[r].a[cur[r]];
-                size_t k = (size_t)a.stage * M + a.mb;
-                int need1 = a.type == PP_F ? in_f[k] : a.type == PP_W ? i_done[k] : f_done[k];
-                int need2 = pp_is_bwd_input(a.type) ? in_b[k] : 0;
-                if (need1 >= 0 && need1 <= t && need2 >= 0 && need2 <= t) {
-                    pp_list_push(&res.ranks[r], a);
-                    cur[r]++;
-                    busy[r] = t + (a.type == PP_B ? 2 : 1);
-                    int next = a.type == PP_F ? a.stage + 1 : a.stage - 1;  // the stage that waits for the output
-                    if (a.type == PP_F) f_done[k] = busy[r];
-                    if (pp_is_bwd_input(a.type)) i_done[k] = busy[r];
-                    if (a.type == PP_F && a.stage == S - 1) in_b[k] = busy[r];
-                    if (a.type != PP_W && next >= 0 && next < S) {
-                        if (schedule_stage_rank(s, next) == r) {
-                            (a.type == PP_F ? in_f : in_b)[(a.type == PP_F ? k + M : k - M)] = busy[r];
-                        } else {
-                            a.type = a.type == PP_F ? PP_SEND_F : PP_SEND_B;
-                            a.peer = schedule_peer(s, a.type, a.stage);
-                            msg[r] = a; sending[r] = 1;
-                        }
-                    }
-                }
-            }
-            active |= busy[r] > t || sending[r];
-            left |= cur[r] < s->ranks[r].n || sending[r];
-        }
-        if (left && !active) { rc = -1; break; }  // every unfinished rank waits for an input never produced
-    }
+    PPReplay R;
+    memset(&R, 0, sizeof(R));
+    R.s = s;
+    R.cur = (int*)calloc((size_t)P, sizeof(int));
+    int rc = pp_replay(&R, pp_pick_listed, &res);
+    for (int r = 0; r < P; r++) rc |= R.cur[r] < s->ranks[r].n ? -1 : 0;
     if (rc) {
         char tok[48];
         pp_errf(err, errlen, "cannot place messages, the compute order never completes:");
         for (int r = 0; r < P; r++)
-            if (cur[r] < s->ranks[r].n)
+            if (R.cur[r] < s->ranks[r].n)
                 pp_errf(err, errlen, " rank %d stuck at #%d '%s' (its input is never produced before it);", r,
-                        cur[r], schedule_action_str(&s->ranks[r].a[cur[r]], tok, sizeof(tok)));
+                        R.cur[r], schedule_action_str(&s->ranks[r].a[R.cur[r]], tok, sizeof(tok)));
         schedule_free(&res);
     } else {
         schedule_free(s);
         *s = res;
     }
-    free(when); free(cur); free(busy); free(msg); free(sending);
+    free(R.cur);
     return rc;
 }
 
@@ -459,6 +520,142 @@ static inline int schedule_build_zbv(int P, int M, Schedule* out) {
     return rc;
 }
 
+/*
+A cost-aware zero-bubble schedule (`-sc zbc`, `zbcv`): the list scheduling of ZB-H1/H2 run in the measured
+time of each stage's F, I and W (Qi et al. 2024 build theirs from profiled costs too), with the messages
+placed as it goes, so the order accounts for what a W of 0.5 s does to a gradient that arrives meanwhile.
+A free rank runs a ready I (latest stage first), else a ready F (latest stage first) if its stash has room
+(`cap` stage-micro-batches; an F of its first stage reserves a slot in each of its stages), else its oldest
+ready W, unless an input this rank waits for arrives within `wait` times that W's length (then it idles).
+Stages take micro-batches in order, so W runs in micro-batch order on every stage: the bits of 1F1B.
+*/
+typedef struct {
+    int *nf, *ni, *nw;           // [S] the next F, I and W micro-batch of each stage
+    int *used, *first, *nstages; // [P] stash slots held, first stage, stages of each rank
+    int cap, f_first;
+    double wait;
+} PPGreedy;
+
+static inline int pp_pick_greedy(PPReplay* R, int r, double t, Action* a) {
+    PPGreedy* g = (PPGreedy*)R->ctx;
+    const Schedule* s = R->s;
+    int S = s->S, M = s->M;
+    a->peer = -1;
+    for (int k = 0; k < 2; k++)  // I, then F (or F first)
+        for (int st = S - 1; st >= 0; st--) {
+            int pass = k ^ g->f_first;
+            a->type = pass ? PP_F : PP_I; a->stage = st; a->mb = pass ? g->nf[st] : g->ni[st];
+            if (s->stage_rank[st] != r || a->mb >= M || !pp_ready(R, a, t)) continue;
+            if (t + pp_duration(R->cost, a) > R->limit) continue;
+            if (pass && st == g->first[r] && g->used[r] + g->nstages[r] > g->cap) continue;
+            if (pass) { g->nf[st]++; if (st == g->first[r]) g->used[r] += g->nstages[r]; }
+            else g->ni[st]++;
+            return 1;
+        }
+    for (int st = 0; st < S; st++) {
+        a->type = PP_W; a->stage = st; a->mb = g->nw[st];
+        if (s->stage_rank[st] != r || a->mb >= g->ni[st] || !pp_ready(R, a, t)) continue;
+        if (t + pp_duration(R->cost, a) > R->limit) continue;
+        double until = t + g->wait * pp_duration(R->cost, a);  // an input due before this: wait for it
+        for (int q = 0; q < s->P; q++)
+            for (int h = R->head[q]; h < R->tail[q]; h++)
+                if (R->out[(size_t)q * 2 * S * M + h].peer == r && R->busy[q] < until) return 0;
+        g->nw[st]++; g->used[r]--;
+        return 1;
+    }
+    return 0;
+}
+
+// One candidate: the greedy list with this stash cap and wait; returns its makespan (the simulator's with
+// these costs and free messages), or -1 when nothing can run (cap below the rank's stages)
+static inline double pp_build_greedy(int P, int S, const int* stage_rank, int M, const StageCosts* cost, int cap,
+                                     double wait, int f_first, Schedule* out) {
+    schedule_init(out, P, S, M);
+    memcpy(out->stage_rank, stage_rank, (size_t)S * sizeof(int));
+    PPGreedy g;
+    int* mem = (int*)calloc((size_t)3 * S + 3 * P, sizeof(int));
+    g.nf = mem; g.ni = mem + S; g.nw = mem + 2 * S;
+    g.used = mem + 3 * S; g.first = g.used + P; g.nstages = g.first + P;
+    g.cap = cap; g.wait = wait; g.f_first = f_first;
+    for (int st = S - 1; st >= 0; st--) { g.first[stage_rank[st]] = st; g.nstages[stage_rank[st]]++; }
+    PPReplay R;
+    memset(&R, 0, sizeof(R));
+    R.s = out; R.cost = cost; R.ctx = &g;
+    int rc = pp_replay(&R, pp_pick_greedy, out);
+    for (int st = 0; st < S; st++) rc |= g.nw[st] < M ? -1 : 0;
+    free(mem);
+    return rc ? -1.0 : R.end;
+}
+
+/*
+The cost-aware builder: S stages placed by stage_rank, each with its costs (NULL: unit time, F = I = W = 1).
+Tries every stash cap from the rank's stages to max_cap and waits of 0, 1/2 and 1 W, and keeps the fastest
+(ties: the smaller cap, so the stash the simulator counts is the least that reaches that time). Returns 0,
+or -1 when no cap can run (max_cap below a rank's stages).
+*/
+static inline int schedule_build_costed(int P, int S, const int* stage_rank, int M, const StageCosts* cost,
+                                        int max_cap, Schedule* out) {
+    static const double waits[3] = {0.0, 0.5, 1.0};
+    double best = -1.0;
+    memset(out, 0, sizeof(*out));
+    for (int cap = 1; cap <= max_cap; cap++)
+        for (int k = 0; k < 6; k++) {
+            Schedule s;
+            double end = pp_build_greedy(P, S, stage_rank, M, cost, cap, waits[k % 3], k / 3, &s);
+            if (end >= 0 && (best < 0 || end < best)) { schedule_free(out); *out = s; best = end; }
+            else schedule_free(&s);
+        }
+    return best < 0 ? -1 : 0;
+}
+
+// The cost-aware builder by name: "zbc" one stage per rank (stage s on rank s), "zbcv" two in a V as ZB-V.
+// After a ':' come the costs, F/I/W per stage, stages separated by ',' (what -sc auto writes with the
+// measured ones); without them every stage costs F = I = W = 1. Returns the stages per rank (1 or 2) with
+// *cost malloc'd (NULL without costs), 0 for another builder's name, -1 for malformed costs.
+static inline int pp_parse_costed(const char* name, int P, StageCosts** cost) {
+    int v = strncmp(name, "zbcv", 4) == 0 ? 2 : strncmp(name, "zbc", 3) == 0 ? 1 : 0;
+    const char* p = name + 2 + v;
+    *cost = NULL;
+    if (!v || (*p != 0 && *p != ':')) return 0;
+    if (*p == 0) return v;
+    int S = v * P;
+    if (P < 1 || S > SCHEDULE_MAX_STAGES) return -1;
+    StageCosts* c = (StageCosts*)malloc((size_t)S * sizeof(StageCosts));
+    p++;
+    for (int st = 0; st < S; st++) {
+        double x[3];
+        for (int k = 0; k < 3; k++) {
+            char* end = NULL;
+            char sep = k < 2 ? '/' : st < S - 1 ? ',' : 0;
+            x[k] = (*p >= '0' && *p <= '9') || *p == '.' ? strtod(p, &end) : -1.0;
+            if (!(x[k] > 0 && x[k] < 1e30) || *end != sep) { free(c); return -1; }
+            p = end + (sep != 0);
+        }
+        c[st].f = x[0]; c[st].i = x[1]; c[st].w = x[2]; c[st].b = x[1] + x[2];
+    }
+    *cost = c;
+    return v;
+}
+
+// the stages of the cost-aware builder with v stages per rank: in order, or in a V (rank r: r and 2P-1-r)
+static inline void pp_costed_placement(int P, int v, int* stage_rank) {
+    for (int r = 0; r < P; r++) {
+        stage_rank[r] = r;
+        if (v == 2) stage_rank[2 * P - 1 - r] = r;
+    }
+}
+
+#define SCHEDULE_NAME_MAX 4096  // room for a cost-aware builder's name with its costs
+
+// The name that builds base ("zbc" or "zbcv") with these S stage costs, as -sc takes it; 0, or -1 if it
+// does not fit in n bytes. Four significant digits: what matters is how the stages compare.
+static inline int schedule_costed_name(const char* base, const StageCosts* cost, int S, char* buf, size_t n) {
+    size_t len = (size_t)snprintf(buf, n, "%s:", base);
+    for (int st = 0; st < S && len < n; st++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%.4g/%.4g/%.4g", st ? "," : "", cost[st].f, cost[st].i, cost[st].w);
+    return len < n ? 0 : -1;
+}
+
 // Forward only (validation, sampling): each stage receives, runs and sends each micro-batch in turn.
 static inline void schedule_build_forward(int P, int M, Schedule* out) {
     schedule_init(out, P, P, M);
@@ -482,7 +679,7 @@ static inline int schedule_build_forward_placed(const Schedule* placed, int M, S
 }
 
 // `-sc` names; interleaved takes its stages per rank as "interleaved:v" (default v = 2)
-#define SCHEDULE_NAMES "gpipe|1f1b|interleaved[:v]|zbh1|zbh2|zbv"
+#define SCHEDULE_NAMES "gpipe|1f1b|interleaved[:v]|zbh1|zbh2|zbv|zbc[:costs]|zbcv[:costs]"
 #define SCHEDULE_ERR_NAME 1  // unknown schedule name
 #define SCHEDULE_ERR_ARGS 2  // P or M the builder cannot handle: see schedule_requires
 
@@ -490,6 +687,10 @@ static inline int schedule_build_forward_placed(const Schedule* placed, int M, S
 static inline const char* schedule_requires(const char* name) {
     if (name && strncmp(name, "interleaved", 11) == 0)
         return "M a multiple of P, v >= 2, v P <= " PP_STR(SCHEDULE_MAX_STAGES) " stages, M <= " PP_STR(SCHEDULE_MAX_MICROBATCHES);
+    if (name && strncmp(name, "zbc", 3) == 0)
+        return "P >= 1 (zbcv: 2P stages) up to " PP_STR(SCHEDULE_MAX_STAGES) " stages, 1 <= M <= "
+               PP_STR(SCHEDULE_MAX_MICROBATCHES) ", costs as F/I/W per stage (P of them, zbcv 2P), each > 0, "
+               "stages separated by ','";
     return "P >= 1 (ZB-V: 2P stages) up to " PP_STR(SCHEDULE_MAX_STAGES) " stages, 1 <= M <= " PP_STR(SCHEDULE_MAX_MICROBATCHES);
 }
 
@@ -498,6 +699,20 @@ static inline int schedule_build(const char* name, int P, int M, Schedule* out) 
     memset(out, 0, sizeof(*out));
     if (!name) return SCHEDULE_ERR_NAME;
     int v = 0, rc = -1;
+    StageCosts* cost = NULL;
+    int cv = pp_parse_costed(name, P, &cost);
+    if (cv != 0) {
+        if (cv < 0 || P < 1 || M < 1 || cv * P > SCHEDULE_MAX_STAGES || M > SCHEDULE_MAX_MICROBATCHES) {
+            free(cost);
+            return SCHEDULE_ERR_ARGS;
+        }
+        int* place = (int*)malloc((size_t)cv * P * sizeof(int));
+        pp_costed_placement(P, cv, place);
+        rc = schedule_build_costed(P, cv * P, place, M, cost, 2 * cv * P - 1, out);
+        free(place);
+        free(cost);
+        return rc == 0 ? 0 : SCHEDULE_ERR_ARGS;
+    }
     if (strncmp(name, "interleaved", 11) == 0) {
         const char* p = name + 11;
         char* end = NULL;

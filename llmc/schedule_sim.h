@@ -9,11 +9,6 @@ builder for a P, M and set of costs.
 #include "schedule.h"
 
 
-// the time of each compute action of one micro-batch on one stage
-typedef struct {
-    double f, b, i, w;  // forward, full backward, and its split halves d(input) and d(weights)
-} StageCosts;
-
 typedef struct {
     int P, S;
     double makespan;      // time at which the last rank finishes
@@ -122,7 +117,7 @@ static inline int schedule_simulate(const Schedule* s, double t_fwd, double t_bw
 // ----------------------------------------------------------------------------
 // every builder side by side
 
-#define SCHEDULE_NUM_BUILDERS 6
+#define SCHEDULE_NUM_BUILDERS 8
 
 typedef struct {
     const char* name;
@@ -136,30 +131,42 @@ typedef struct {
 Simulates every builder for P ranks and M micro-batches. cost[P] holds the times of one
 micro-batch on each stage of a P-stage split (what 1F1B measures); a builder with S = kP
 stages gives stage s 1/k of the cost of the P-stage at the same depth, s P / S (messages
-keep their size, t_comm). out[SCHEDULE_NUM_BUILDERS] receives the estimates in the order of
-SCHEDULE_NAMES; returns the index of the fastest one.
+keep their size, t_comm); the cost-aware builders are built with those costs. out[SCHEDULE_NUM_BUILDERS]
+receives the estimates in the order of SCHEDULE_NAMES; returns the index of the fastest one.
 */
 static inline int schedule_compare(int P, int M, const StageCosts* cost, double t_comm, ScheduleEstimate* out) {
-    static const char* const names[SCHEDULE_NUM_BUILDERS] = {"gpipe", "1f1b", "interleaved", "zbh1", "zbh2", "zbv"};
+    static const char* const names[SCHEDULE_NUM_BUILDERS] = {"gpipe", "1f1b", "interleaved", "zbh1", "zbh2", "zbv",
+                                                             "zbc", "zbcv"};
     int best = -1;
     for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {
         ScheduleEstimate* e = &out[k];
         memset(e, 0, sizeof(*e));
         e->name = names[k];
         Schedule s;
-        if (schedule_build(names[k], P, M, &s) != 0) continue;
-        double per = (double)s.S / P;
-        StageCosts* c = (StageCosts*)malloc((size_t)s.S * sizeof(StageCosts));
-        for (int st = 0; st < s.S; st++) {
-            const StageCosts* d = &cost[st * P / s.S];
+        StageCosts* unit = NULL;
+        int v = pp_parse_costed(names[k], P, &unit);  // stages per rank of a cost-aware builder, else 0
+        if (v == 0 && schedule_build(names[k], P, M, &s) != 0) continue;
+        int S = v ? v * P : s.S;
+        double per = (double)S / P;
+        StageCosts* c = (StageCosts*)malloc((size_t)S * sizeof(StageCosts));
+        for (int st = 0; st < S; st++) {
+            const StageCosts* d = &cost[st * P / S];
             c[st].f = d->f / per; c[st].b = d->b / per; c[st].i = d->i / per; c[st].w = d->w / per;
+        }
+        if (v) {
+            int* place = (int*)malloc((size_t)S * sizeof(int));
+            pp_costed_placement(P, v, place);
+            int rc = P <= SCHEDULE_MAX_STAGES / v && M <= SCHEDULE_MAX_MICROBATCHES ?
+                     schedule_build_costed(P, S, place, M, c, 2 * S - 1, &s) : -1;
+            free(place);
+            if (rc != 0) { free(c); continue; }
         }
         SimResult res;
         e->ok = schedule_simulate_stages(&s, c, t_comm, &res) == 0;
         e->step = res.makespan; e->bubble = res.bubble;
         for (int r = 0; r < P; r++) {
             double held = 0;
-            for (int st = 0; st < s.S; st++) held += s.stage_rank[st] == r ? res.peak_inflight[st] / per : 0;
+            for (int st = 0; st < S; st++) held += s.stage_rank[st] == r ? res.peak_inflight[st] / per : 0;
             if (held > e->stash) e->stash = held;
         }
         if (e->ok && (best < 0 || e->step < out[best].step)) best = k;

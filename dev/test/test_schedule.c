@@ -475,6 +475,123 @@ static void test_all_builders(void) {
     CHECK(bad_comms == 0, "add_comms(compute-only) != builder in %d cases", bad_comms);
 }
 
+// The cost-aware builders (zbc, zbcv), unit and uneven costs, every P x M: valid; I and W of each stage in
+// micro-batch order; no rank holds more than the largest cap tried (2S-1 stage-micro-batches); the replay's
+// own finish time = the simulator's (free messages), for each candidate; built twice, the same; the text
+// round trip. Then names,
+// and what the costs buy at issue 10's setting.
+static void test_costed(void) {
+    const int Ms[5] = {1, 2, 3, 4, 8};
+    int count = 0, bad_valid = 0, bad_order = 0, bad_peak = 0, bad_time = 0, bad_same = 0, bad_trip = 0, unused = 0;
+    char err[4096], name[SCHEDULE_NAME_MAX];
+    for (int v = 1; v <= 2; v++) {
+        for (int P = 1; P <= 4; P++) {
+            int S = v * P, place[8];
+            pp_costed_placement(P, v, place);
+            StageCosts c[8], unit[8];  // uneven: a heavy last stage (the LM head), W about 3/4 of I
+            for (int st = 0; st < S; st++) {
+                c[st] = (StageCosts){1.0 + st, 1.7 + st, 1.0 + st, 0.7 + 0.5 * st};
+                unit[st] = (StageCosts){1, 2, 1, 1};  // what the builder takes without costs
+            }
+            c[S - 1] = (StageCosts){5.0, 5.6, 2.4, 3.2};
+            for (int mi = 0; mi < 5; mi++) {
+                int M = Ms[mi];
+                for (int uneven = 0; uneven <= 1; uneven++) {
+                    if (uneven) schedule_costed_name(v == 1 ? "zbc" : "zbcv", c, S, name, sizeof(name));
+                    else snprintf(name, sizeof(name), "%s", v == 1 ? "zbc" : "zbcv");
+                    Schedule s, again;
+                    count++;
+                    if (schedule_build(name, P, M, &s) != 0 || schedule_validate(&s, err, sizeof(err)) != 0) {
+                        if (bad_valid++ < 5) printf("  %s P=%d M=%d invalid: %s\n", name, P, M, err);
+                        continue;
+                    }
+                    for (int st = 0; st < S; st++) {
+                        const ActionList* L = &s.ranks[s.stage_rank[st]];
+                        int ni = 0, nw = 0;
+                        for (int i = 0; i < L->n; i++) {
+                            if (L->a[i].stage != st) continue;
+                            if (L->a[i].type == PP_I && L->a[i].mb != ni++) bad_order++;
+                            if (L->a[i].type == PP_W && L->a[i].mb != nw++) bad_order++;
+                        }
+                        if (ni != M || nw != M) bad_order++;
+                    }
+                    for (int r = 0; r < P; r++) {  // stage-micro-batches a rank holds at once: within the largest cap
+                        int held = 0, peak = 0;
+                        for (int i = 0; i < s.ranks[r].n; i++) {
+                            if (s.ranks[r].a[i].type == PP_F && ++held > peak) peak = held;
+                            if (s.ranks[r].a[i].type == PP_W) held--;
+                        }
+                        if (peak > 2 * S - 1 && bad_peak++ < 5) printf("  %s P=%d M=%d rank %d holds %d\n", name, P, M, r, peak);
+                    }
+                    SimResult res;
+                    for (int cap = v; cap <= 2 * S - 1; cap++)  // every candidate the builder tries
+                        for (int k = 0; k < 6; k++) {
+                            Schedule g;
+                            double end = pp_build_greedy(P, S, place, M, uneven ? c : NULL, cap, 0.5 * (k % 3), k / 3, &g);
+                            if (end < 0) { unused++; continue; }
+                            schedule_simulate_stages(&g, uneven ? c : unit, 0.0, &res);
+                            if (fabs(res.makespan - end) > 1e-9 * end) {
+                                if (bad_time++ < 5) printf("  %s P=%d M=%d cap %d: replay %g, simulator %g\n", name, P, M, cap, end, res.makespan);
+                            }
+                            sim_result_free(&res);
+                            schedule_free(&g);
+                        }
+                    schedule_build(name, P, M, &again);
+                    bad_same += !same_actions(&s, &again);
+                    schedule_free(&again);
+                    char* text = format_alloc(&s);
+                    Schedule t;
+                    if (schedule_parse(text, &t, err, sizeof(err)) != 0 || !same_actions(&s, &t)) bad_trip++;
+                    else schedule_free(&t);
+                    free(text);
+                    schedule_free(&s);
+                }
+            }
+        }
+    }
+    CHECK(count == 80 && bad_valid == 0, "cost-aware builds: %d, %d invalid", count, bad_valid);
+    CHECK(bad_order == 0, "cost-aware: I or W out of micro-batch order in %d cases", bad_order);
+    CHECK(bad_peak == 0, "cost-aware: a rank holds more than 2S-1 stage-micro-batches in %d cases", bad_peak);
+    CHECK(bad_time == 0 && unused == 0, "cost-aware: replay time differs from the simulator's in %d candidates (%d failed)",
+          bad_time, unused);
+    CHECK(bad_same == 0 && bad_trip == 0, "cost-aware: %d not deterministic, %d text round trips differ", bad_same, bad_trip);
+    // names: the costs parse back (four digits), malformed ones are refused, another builder's name is not taken
+    StageCosts two[2] = {{719.4, 1178.3, 672.3, 506.0}, {826.6, 1129.8, 561.9, 567.9}};
+    schedule_costed_name("zbc", two, 2, name, sizeof(name));
+    CHECK(strcmp(name, "zbc:719.4/672.3/506,826.6/561.9/567.9") == 0, "costed name %s", name);
+    Schedule s;
+    const char* bad[] = {"zbc:1/1/1", "zbc:1/1/1,1/1", "zbc:1/1/1,1/1/0", "zbc:1/1/1,1/1/-1", "zbc:1/1/1,1/1/1,",
+                         "zbc:nan/1/1,1/1/1", "zbc:inf/1/1,1/1/1", "zbc: 1/1/1,1/1/1", "zbc:", "zbcv:1/1/1,1/1/1"};
+    int refused = 0;
+    for (int i = 0; i < 10; i++) refused += schedule_build(bad[i], 2, 4, &s) == SCHEDULE_ERR_ARGS;
+    CHECK(refused == 10, "malformed costs refused: %d of 10", refused);
+    CHECK(schedule_build("zbcx", 2, 4, &s) == SCHEDULE_ERR_NAME && schedule_build("zbc:1/1/1,2/2/2", 2, 0, &s) == SCHEDULE_ERR_ARGS,
+          "zbcx or M=0 accepted");
+    CHECK(strstr(schedule_requires("zbcv"), "F/I/W per stage"), "zbc requirement: %s", schedule_requires("zbcv"));
+    // Issue 10's setting, d12 B=1 T=64 M=8 on 2 ranks, with the action times one ZB-H2 run measured (ms per
+    // micro-batch; stage 0: 8 layers, stage 1: 4 layers + LM head; a layer F 90, I 84, W 63, the head F 467,
+    // I 226, W 316). One stage per rank cannot go below 0.058: rank 1 waits for stage 0's first F, then has
+    // 8 x 1956 ms to do (1 - 8 (1898 + 1956) / (2 (719 + 8 x 1956))); ZB-H2 simulates 0.068. zbcv at the
+    // split 3,3,5,1 (rank 0: 4 layers + head = 1957 ms, rank 1: 8 layers = 1896 ms) simulates 0.0486.
+    StageCosts layer = {90, 147, 84, 63}, head = {467, 542, 226, 316}, v4[4];
+    const int split[4] = {3, 3, 5, 1};
+    for (int st = 0; st < 4; st++) {
+        v4[st] = (StageCosts){split[st] * layer.f, split[st] * layer.b, split[st] * layer.i, split[st] * layer.w};
+        if (st == 3) { v4[st].f += head.f; v4[st].b += head.b; v4[st].i += head.i; v4[st].w += head.w; }
+    }
+    SimResult res, rz;
+    schedule_costed_name("zbcv", v4, 4, name, sizeof(name));
+    schedule_build(name, 2, 8, &s);
+    schedule_simulate_stages(&s, v4, 0.0, &res);
+    Schedule z;
+    schedule_build("zbh2", 2, 8, &z);
+    schedule_simulate_stages(&z, two, 0.0, &rz);
+    CHECK(res.bubble < 0.05 && fabs(rz.bubble - 0.068) < 0.001, "d12 costs: zbcv 3,3,5,1 bubble %.4f, zbh2 8,4 %.4f",
+          res.bubble, rz.bubble);
+    sim_result_free(&res); sim_result_free(&rz);
+    schedule_free(&s); schedule_free(&z);
+}
+
 // placements: interleaved stage s on rank s % P, ZB-V rank r holds stages r and 2P-1-r
 static void test_placement(void) {
     Schedule s;
@@ -714,6 +831,7 @@ int main(void) {
     test_load_file();
     test_simulator();
     test_all_builders();
+    test_costed();
     test_placement();
     test_schedule_files();
     test_bad_files();

@@ -1,0 +1,260 @@
+/*
+-sc auto, shared by both trainers (header-only; C11 and C++). A calibration step times each stage's F and B,
+and I and W (measured as such when the step ran a split backward, or B's weight-gradient ops timed inside B).
+From those come the costs of a layer, the embedding and the LM head (ComponentCosts); for every builder the
+layers are split over its stages by those costs (unless -pl fixes the split), the builder is simulated with
+them, the table is printed, and the fastest schedule and split are chosen, or the fastest whose largest rank
+fits -mem where the trainer has a memory plan. The trainer then moves its run there (same bits).
+*/
+#ifndef LLMC_SCHEDULE_AUTO_H
+#define LLMC_SCHEDULE_AUTO_H
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+// defines: malloc_check
+#include "utils.h"
+// defines: Schedule, schedule_build, schedule_requires, schedule_free
+#include "schedule.h"
+// defines: StageCosts, SimResult, schedule_simulate_stages, sim_result_free, SCHEDULE_NUM_BUILDERS
+#include "schedule_sim.h"
+// defines: PartitionCosts, partition_balance, partition_format
+#include "partition.h"
+
+// What one kind of action (F, B, I or W) costs per micro-batch, in ms: a layer, and the extra work of the
+// embedding stage and of the LM-head stage, taken from the measured stage times of a P-stage split. Middle
+// stages are layers only; with two stages the embedding (a gather and a scatter-add) is taken as free, so
+// stage 0 gives the layer cost.
+typedef struct { double layer, embed, head; } ComponentCosts;
+enum { SPLIT_TEXT = 4096 };  // a split as -pl text, "8,4": room for TRAIN_MAX_P stages
+
+/*
+Each stage's mean F, B, I and W (ms per micro-batch) from summed seconds and counts per stage and kind,
+(S, 5): F, B, I, W and the weight-gradient part of B (0 where not timed). A fused B gives its weight part as
+W and the rest as I, and split I and W give B = I + W, so either kind of step calibrates every builder.
+*/
+static inline void stage_costs_measured(const double* secs, const double* counts, int S, StageCosts* cost) {
+    for (int s = 0; s < S; s++) {
+        const double* t = secs + 5 * s;
+        const double* k = counts + 5 * s;
+        double f = k[0] ? t[0] / k[0] : 0.0, b = k[1] ? t[1] / k[1] : 0.0, i = k[2] ? t[2] / k[2] : 0.0;
+        double w = k[3] ? t[3] / k[3] : 0.0, b_weights = k[1] ? t[4] / k[1] : 0.0;
+        if (k[1] && !k[2]) { i = b - b_weights; w = b_weights; }
+        if (k[2] && !k[1]) { b = i + w; }
+        cost[s] = (StageCosts){f * 1e3, b * 1e3, i * 1e3, w * 1e3};
+    }
+}
+
+static inline ComponentCosts component_costs(const double* stage_ms, const int* layers, int P) {
+    double sum = 0.0;
+    int n = 0;
+    for (int s = 1; s < P - 1; s++) { sum += stage_ms[s]; n += layers[s]; }
+    if (n == 0) { sum = stage_ms[0]; n = layers[0]; }
+    ComponentCosts cc = {n > 0 ? sum / n : 0.0, 0.0, 0.0};
+    cc.embed = fmax(0.0, stage_ms[0] - layers[0] * cc.layer);
+    cc.head = fmax(0.0, stage_ms[P - 1] - layers[P - 1] * cc.layer);
+    return cc;
+}
+
+static inline double component_stage_cost(const ComponentCosts* cc, int S, int s, int n_layers) {
+    return n_layers * cc->layer + (s == 0 ? cc->embed : 0.0) + (s == S - 1 ? cc->head : 0.0);
+}
+
+// The next split of L layers over S stages, one at least each, in lexicographic order; 0 after the last
+static inline int next_split(int* n, int S, int L) {
+    for (int i = S - 2; i >= 0; i--) {
+        int used = 0;
+        for (int k = 0; k <= i; k++) { used += n[k]; }
+        if (used + 1 + (S - 1 - i) > L) { continue; }  // stage i cannot take a layer more
+        n[i]++;
+        for (int k = i + 1; k < S - 1; k++) { n[k] = 1; }
+        n[S - 1] = L - (used + 1) - (S - 2 - i);
+        return 1;
+    }
+    return 0;
+}
+
+// The stage costs of a split under the measured component costs cc[4] (f, b, i, w)
+static inline void split_stage_costs(const ComponentCosts* cc, const int* layers, int S, StageCosts* cost) {
+    for (int s = 0; s < S; s++) {
+        cost[s] = (StageCosts){component_stage_cost(&cc[0], S, s, layers[s]), component_stage_cost(&cc[1], S, s, layers[s]),
+                               component_stage_cost(&cc[2], S, s, layers[s]), component_stage_cost(&cc[3], S, s, layers[s])};
+    }
+}
+
+// The schedule of builder `name` for a split with these component costs: the cost-aware builders (zbc, zbcv)
+// are built from the split's stage costs, which their full name then carries (what -sc takes); cost[S] gets
+// the stage costs. Returns schedule_build's code, or SCHEDULE_ERR_ARGS when the name does not fit in n bytes.
+static inline int auto_build(const char* name, int P, int M, const ComponentCosts* cc, const int* layers, int S,
+                             StageCosts* cost, Schedule* sc, char* full, size_t n) {
+    StageCosts* unit = NULL;
+    split_stage_costs(cc, layers, S, cost);
+    if (pp_parse_costed(name, P, &unit) > 0) {
+        if (schedule_costed_name(name, cost, S, full, n) != 0) { return SCHEDULE_ERR_ARGS; }
+    } else {
+        snprintf(full, n, "%s", name);
+    }
+    return schedule_build(full, P, M, sc);
+}
+
+// With several stages per rank neither the stages' costs nor the ranks' loads alone decide (ZB-V puts the
+// embedding and the LM head on rank 0), and a cost-aware builder's order depends on the split: every split of
+// L layers over the builder's S stages, one layer at least each, is simulated and the fastest kept. `layers`
+// comes in with partition_balance's split, which stays unless a split is faster, and stays alone when there
+// are more than 20,000 splits (S = 4 up to 50 layers), or 500 for a cost-aware builder, which builds each.
+static inline double auto_simulate(const Schedule* sc, const StageCosts* cost) {
+    SimResult res;
+    schedule_simulate_stages(sc, cost, 0.0, &res);
+    double t = res.makespan;
+    sim_result_free(&res);
+    return t;
+}
+
+static inline void fastest_split(const ComponentCosts* cc, const char* name, int P, int M, int L, int S, int* layers) {
+    StageCosts* unit = NULL;
+    int costed = pp_parse_costed(name, P, &unit) > 0;
+    double count = 1.0;  // C(L-1, S-1) splits
+    for (int k = 1; k < S; k++) { count = count * (L - k) / k; }
+    if (count > (costed ? 500 : 2e4)) { return; }
+    int* n = (int*)malloc_check(S * sizeof(int));
+    StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
+    char* full = (char*)malloc_check(SCHEDULE_NAME_MAX);
+    Schedule sc;
+    if (auto_build(name, P, M, cc, layers, S, cost, &sc, full, SCHEDULE_NAME_MAX) == 0) {
+        double best = auto_simulate(&sc, cost);
+        for (int s = 0; s < S; s++) { n[s] = 1; }
+        n[S - 1] = L - (S - 1);
+        do {
+            if (costed) {
+                schedule_free(&sc);
+                if (auto_build(name, P, M, cc, n, S, cost, &sc, full, SCHEDULE_NAME_MAX) != 0) { break; }
+            } else {
+                split_stage_costs(cc, n, S, cost);
+            }
+            double t = auto_simulate(&sc, cost);
+            if (t < best) {
+                best = t;
+                memcpy(layers, n, S * sizeof(int));
+            }
+        } while (next_split(n, S, L));
+    }
+    schedule_free(&sc);
+    free(full);
+    free(cost);
+    free(n);
+}
+
+// the largest rank's bytes under a builder and a split (-pl text), from the trainer's memory plan: what -mem limits
+typedef double (*AutoRankBytes)(void* ctx, const char* schedule, const char* split);
+
+typedef struct {
+    const char* ran;           // the schedule that was timed, at the split `layers` of schedule_auto_choose
+    int step;                  // the step that was timed
+    int fixed;                 // -pl given: builders with P stages keep the running split, the others cannot run
+    int max_mib;               // -mem, 0: any (needs rank_bytes)
+    AutoRankBytes rank_bytes;  // NULL: no memory plan, no column
+    void* ctx;
+    FILE* out;                 // where the table goes; NULL prints nothing (the ranks but the first)
+} AutoQuery;
+
+typedef struct {
+    char name[SCHEDULE_NAME_MAX];  // the builder the run goes on with (a cost-aware one with its costs)
+    char split[SPLIT_TEXT];  // and its split of the layers, as -pl text
+    int moves;               // 0: exactly the schedule and split that ran
+} AutoChoice;
+
+/*
+The choice of -sc auto from measured[P], the costs per stage of the P-stage schedule q->ran at split
+layers[P] (every rank passes the same numbers, so every rank chooses alike). L layers, M micro-batches.
+*/
+static inline void schedule_auto_choose(const StageCosts* measured, const int* layers, int P, int M, int L,
+                                        const AutoQuery* q, AutoChoice* choice) {
+    FILE* out = q->out;
+    double* ms = (double*)malloc_check(P * sizeof(double));
+    ComponentCosts cc[4];  // f, b, i, w
+    for (int kind = 0; kind < 4; kind++) {
+        for (int s = 0; s < P; s++) {
+            const StageCosts* m = &measured[s];
+            ms[s] = kind == 0 ? m->f : kind == 1 ? m->b : kind == 2 ? m->i : m->w;
+        }
+        cc[kind] = component_costs(ms, layers, P);
+    }
+    PartitionCosts split_costs = {cc[0].layer + cc[1].layer, cc[0].embed + cc[1].embed, cc[0].head + cc[1].head};
+    if (out) {
+        fprintf(out, "-sc auto: measured on step %d (%s), ms per micro-batch, F+B: a layer %.1f, the embedding %.1f, "
+                "the LM head %.1f (W: %.0f%% of a layer's B)\n", q->step, q->ran, split_costs.layer, split_costs.encoder,
+                split_costs.head, cc[1].layer > 0 ? 100.0 * cc[3].layer / cc[1].layer : 0.0);
+        fprintf(out, "-sc auto: %-12s %-24s %12s %8s%s\n", "schedule", "split", "predicted ms", "bubble",
+                q->rank_bytes ? "   largest rank" : "");
+    }
+    static const char* const names[SCHEDULE_NUM_BUILDERS] = {"gpipe", "1f1b", "interleaved", "zbh1", "zbh2", "zbv",
+                                                             "zbc", "zbcv"};
+    char* full = (char*)malloc_check(SCHEDULE_NAME_MAX);  // a cost-aware builder's name with its costs
+    double best_ms = 0.0;
+    int best = -1;
+    for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {
+        Schedule sc;
+        StageCosts* unit = NULL;
+        int v = pp_parse_costed(names[k], P, &unit);  // stages per rank of a cost-aware builder, else 0
+        if (schedule_build(names[k], P, M, &sc) != 0) {
+            if (out) { fprintf(out, "-sc auto: %-12s needs %s\n", names[k], schedule_requires(names[k])); }
+            continue;
+        }
+        int S = sc.S;
+        schedule_free(&sc);
+        int* n = (int*)malloc_check(S * sizeof(int));
+        int* first = (int*)malloc_check(S * sizeof(int));
+        char err[256];
+        int ok = q->fixed ? S == P : partition_balance(L, S, &split_costs, n, first, err, sizeof(err)) == 0;
+        if (q->fixed && ok) { memcpy(n, layers, P * sizeof(int)); }
+        if (!q->fixed && ok && (S > P || v)) { fastest_split(cc, names[k], P, M, L, S, n); }
+        StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
+        if (ok && auto_build(names[k], P, M, cc, n, S, cost, &sc, full, SCHEDULE_NAME_MAX) == 0) {
+            SimResult res;
+            schedule_simulate_stages(&sc, cost, 0.0, &res);
+            char split[SPLIT_TEXT];
+            partition_format(n, S, split, sizeof(split));
+            double mib = q->rank_bytes ? q->rank_bytes(q->ctx, full, split) / 1048576.0 : 0.0;
+            int fits = q->max_mib <= 0 || mib <= q->max_mib;
+            if (out) {
+                fprintf(out, "-sc auto: %-12s %-24s %12.1f %8.3f", names[k], split, res.makespan, res.bubble);
+                if (q->rank_bytes) { fprintf(out, " %9.1f MiB%s", mib, fits ? "" : " (over -mem)"); }
+                fprintf(out, v ? "   -sc %s\n" : "\n", full);  // the costs the cost-aware builder was given
+            }
+            if (fits && (best < 0 || res.makespan < best_ms)) {
+                best = k;
+                best_ms = res.makespan;
+                snprintf(choice->name, sizeof(choice->name), "%s", full);
+                snprintf(choice->split, sizeof(choice->split), "%s", split);
+            }
+            sim_result_free(&res);
+            schedule_free(&sc);
+        } else if (out) {
+            fprintf(out, "-sc auto: %-12s needs a layer per stage: %d stages, %s\n", names[k], S,
+                    q->fixed ? "-pl names P" : "more than the layers");
+        }
+        free(cost);
+        free(n);
+        free(first);
+    }
+    free(full);
+    int none_fits = best < 0;
+    char current[SPLIT_TEXT];
+    partition_format(layers, P, current, sizeof(current));
+    if (none_fits) {  // what ran, as it ran: -mem allows nothing
+        snprintf(choice->name, sizeof(choice->name), "%s", q->ran);
+        snprintf(choice->split, sizeof(choice->split), "%s", current);
+    }
+    choice->moves = strcmp(choice->name, q->ran) != 0 || strcmp(choice->split, current) != 0;
+    if (out) {
+        fprintf(out, "-sc auto: %s %s split %s", choice->moves ? "moving to" : "staying with", choice->name, choice->split);
+        if (q->max_mib > 0) {
+            fprintf(out, none_fits ? " (no schedule fits -mem %d MiB per rank)" : " (the fastest within -mem %d MiB per rank)",
+                    q->max_mib);
+        }
+        fprintf(out, "\n");
+    }
+    free(ms);
+}
+
+#endif  // LLMC_SCHEDULE_AUTO_H
