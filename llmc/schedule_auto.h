@@ -11,9 +11,8 @@ fits -mem where the trainer has a memory plan. The trainer then moves its run th
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-// defines: malloc_check
-#include "utils.h"
 // defines: Schedule, schedule_build, schedule_requires, schedule_free
 #include "schedule.h"
 // defines: StageCosts, SimResult, schedule_simulate_stages, sim_result_free, SCHEDULE_NUM_BUILDERS
@@ -27,6 +26,12 @@ fits -mem where the trainer has a memory plan. The trainer then moves its run th
 // stage 0 gives the layer cost.
 typedef struct { double layer, embed, head; } ComponentCosts;
 enum { SPLIT_TEXT = 4096 };  // a split as -pl text, "8,4": room for TRAIN_MAX_P stages
+
+static inline void* auto_alloc(size_t bytes) {
+    void* p = malloc(bytes > 0 ? bytes : 1);
+    if (!p) { fprintf(stderr, "-sc auto: out of memory\n"); exit(EXIT_FAILURE); }
+    return p;
+}
 
 /*
 Each stage's mean F, B, I and W (ms per micro-batch) from summed seconds and counts per stage and kind,
@@ -116,9 +121,9 @@ static inline void fastest_split(const ComponentCosts* cc, const char* name, int
     double count = 1.0;  // C(L-1, S-1) splits
     for (int k = 1; k < S; k++) { count = count * (L - k) / k; }
     if (count > (costed ? 500 : 2e4)) { return; }
-    int* n = (int*)malloc_check(S * sizeof(int));
-    StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
-    char* full = (char*)malloc_check(SCHEDULE_NAME_MAX);
+    int* n = (int*)auto_alloc(S * sizeof(int));
+    StageCosts* cost = (StageCosts*)auto_alloc(S * sizeof(StageCosts));
+    char* full = (char*)auto_alloc(SCHEDULE_NAME_MAX);
     Schedule sc;
     if (auto_build(name, P, M, cc, layers, S, cost, &sc, full, SCHEDULE_NAME_MAX) == 0) {
         double best = auto_simulate(&sc, cost);
@@ -170,7 +175,7 @@ layers[P] (every rank passes the same numbers, so every rank chooses alike). L l
 static inline void schedule_auto_choose(const StageCosts* measured, const int* layers, int P, int M, int L,
                                         const AutoQuery* q, AutoChoice* choice) {
     FILE* out = q->out;
-    double* ms = (double*)malloc_check(P * sizeof(double));
+    double* ms = (double*)auto_alloc(P * sizeof(double));
     ComponentCosts cc[4];  // f, b, i, w
     for (int kind = 0; kind < 4; kind++) {
         for (int s = 0; s < P; s++) {
@@ -189,7 +194,7 @@ static inline void schedule_auto_choose(const StageCosts* measured, const int* l
     }
     static const char* const names[SCHEDULE_NUM_BUILDERS] = {"gpipe", "1f1b", "interleaved", "zbh1", "zbh2", "zbv",
                                                              "zbc", "zbcv"};
-    char* full = (char*)malloc_check(SCHEDULE_NAME_MAX);  // a cost-aware builder's name with its costs
+    char* full = (char*)auto_alloc(SCHEDULE_NAME_MAX);  // a cost-aware builder's name with its costs
     double best_ms = 0.0;
     int best = -1;
     for (int k = 0; k < SCHEDULE_NUM_BUILDERS; k++) {
@@ -202,13 +207,13 @@ static inline void schedule_auto_choose(const StageCosts* measured, const int* l
         }
         int S = sc.S;
         schedule_free(&sc);
-        int* n = (int*)malloc_check(S * sizeof(int));
-        int* first = (int*)malloc_check(S * sizeof(int));
+        int* n = (int*)auto_alloc(S * sizeof(int));
+        int* first = (int*)auto_alloc(S * sizeof(int));
         char err[256];
         int ok = q->fixed ? S == P : partition_balance(L, S, &split_costs, n, first, err, sizeof(err)) == 0;
         if (q->fixed && ok) { memcpy(n, layers, P * sizeof(int)); }
         if (!q->fixed && ok && (S > P || v)) { fastest_split(cc, names[k], P, M, L, S, n); }
-        StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
+        StageCosts* cost = (StageCosts*)auto_alloc(S * sizeof(StageCosts));
         if (ok && auto_build(names[k], P, M, cc, n, S, cost, &sc, full, SCHEDULE_NAME_MAX) == 0) {
             SimResult res;
             schedule_simulate_stages(&sc, cost, 0.0, &res);

@@ -9,7 +9,7 @@
 SCHED_CFLAGS ?= -O2 -std=c11 -Wall -Wextra -Werror
 SCHED_CXX ?= $(CXX)
 SCHED_CXXFLAGS ?= -std=c++17 -Wall -Wextra -Werror
-SCHED_HEADERS := llmc/schedule.h llmc/schedule_text.h llmc/schedule_sim.h llmc/partition.h
+SCHED_HEADERS := llmc/schedule.h llmc/schedule_text.h llmc/schedule_sim.h llmc/schedule_auto.h llmc/partition.h
 
 .PHONY: test_schedule test_schedule_cxx schedule_tool
 
@@ -23,7 +23,7 @@ build/schedule_tool: dev/test/schedule_tool.c $(SCHED_HEADERS)
 
 # the CUDA trainer includes the same headers: they must also be valid C++
 test_schedule_cxx: $(SCHED_HEADERS) dev/test/test_schedule.c
-	printf '#include "llmc/schedule.h"\n#include "llmc/schedule_text.h"\n#include "llmc/schedule_sim.h"\n#include "llmc/partition.h"\n' | $(SCHED_CXX) -x c++ $(SCHED_CXXFLAGS) -fsyntax-only -I. -
+	printf '#include "llmc/schedule.h"\n#include "llmc/schedule_text.h"\n#include "llmc/schedule_sim.h"\n#include "llmc/schedule_auto.h"\n#include "llmc/partition.h"\n' | $(SCHED_CXX) -x c++ $(SCHED_CXXFLAGS) -fsyntax-only -I. -
 	$(SCHED_CXX) -x c++ $(SCHED_CXXFLAGS) -fsyntax-only -I. dev/test/test_schedule.c
 
 test_schedule: build/test_schedule test_schedule_cxx

@@ -1,5 +1,5 @@
 /*
-Unit tests for llmc/schedule.h, schedule_text.h, schedule_sim.h and partition.h (pure C, no GPU).
+Unit tests for llmc/schedule.h, schedule_text.h, schedule_sim.h, schedule_auto.h and partition.h (pure C, no GPU).
 Build and run from the repo root: make test_schedule   (see dev/test/schedule.mk)
 Prints every failure and ends with "N passed, N failed"; exit status 1 on any failure.
 */
@@ -7,6 +7,7 @@ Prints every failure and ends with "N passed, N failed"; exit status 1 on any fa
 #include "llmc/schedule.h"
 #include "llmc/schedule_text.h"
 #include "llmc/schedule_sim.h"
+#include "llmc/schedule_auto.h"
 #include "llmc/partition.h"
 
 static int n_pass = 0, n_fail = 0;
@@ -592,6 +593,45 @@ static void test_costed(void) {
     schedule_free(&s); schedule_free(&z);
 }
 
+// -mem for test_auto: every schedule's largest rank is 100 MiB but the cost-aware ones', 200 MiB
+static double fake_rank_bytes(void* ctx, const char* schedule, const char* split) {
+    (void)split;
+    (*(int*)ctx)++;
+    return (strncmp(schedule, "zbc", 3) == 0 ? 200.0 : 100.0) * 1048576.0;
+}
+
+// -sc auto's choice (llmc/schedule_auto.h) from the d12 costs of test_costed as 1F1B at 8,4 would measure them:
+// the costs of a layer and the head come back from the stage times, the cost-aware V wins at a 4-stage split,
+// -mem moves to the fastest that fits, -pl keeps the split and refuses the 4-stage builders, nothing fitting stays
+static void test_auto(void) {
+    double secs[10] = {0.7194, 1.1783, 0, 0, 0.5060, 0.8266, 1.1298, 0, 0, 0.5679}, counts[10] = {1, 1, 0, 0, 0, 1, 1, 0, 0, 0};
+    StageCosts m[2];
+    stage_costs_measured(secs, counts, 2, m);  // fused B: its weight part is W, the rest I
+    CHECK(fabs(m[0].f - 719.4) < 1e-9 && fabs(m[0].w - 506.0) < 1e-9 && fabs(m[0].i - 672.3) < 1e-9 && fabs(m[1].b - 1129.8) < 1e-9,
+          "measured stage 0: %g %g %g %g", m[0].f, m[0].b, m[0].i, m[0].w);
+    int layers[2] = {8, 4}, calls = 0;
+    char buf[8192];
+    FILE* f = tmpfile();
+    AutoQuery q = {"1f1b", 2, 0, 0, NULL, NULL, f};
+    AutoChoice c;
+    schedule_auto_choose(m, layers, 2, 8, 12, &q, &c);
+    rewind(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    CHECK(c.moves && strncmp(c.name, "zbcv:", 5) == 0 && strstr(buf, "F+B: a layer 237.2, the embedding 0.0, the LM head 1007.5"),
+          "auto chose %s split %s:\n%s", c.name, c.split, buf);
+    q.out = NULL; q.rank_bytes = fake_rank_bytes; q.ctx = &calls; q.max_mib = 150;
+    schedule_auto_choose(m, layers, 2, 8, 12, &q, &c);
+    CHECK(strcmp(c.name, "zbh2") == 0 && strcmp(c.split, "8,4") == 0 && calls == 8, "-mem 150: %s %s (%d plans)", c.name, c.split, calls);
+    q.fixed = 1;
+    schedule_auto_choose(m, layers, 2, 8, 12, &q, &c);
+    CHECK(strcmp(c.name, "zbh2") == 0 && strcmp(c.split, "8,4") == 0 && calls == 8 + 5, "-pl 8,4: %s %s", c.name, c.split);
+    q.max_mib = 50;
+    schedule_auto_choose(m, layers, 2, 8, 12, &q, &c);
+    CHECK(!c.moves && strcmp(c.name, "1f1b") == 0 && strcmp(c.split, "8,4") == 0, "nothing fits: %s %s", c.name, c.split);
+}
+
 // placements: interleaved stage s on rank s % P, ZB-V rank r holds stages r and 2P-1-r
 static void test_placement(void) {
     Schedule s;
@@ -832,6 +872,7 @@ int main(void) {
     test_simulator();
     test_all_builders();
     test_costed();
+    test_auto();
     test_placement();
     test_schedule_files();
     test_bad_files();
