@@ -7,7 +7,8 @@
 #   from 1F1B: the simulator's prediction before the schedule ran, calibrated by `-sc auto` on 1F1B's
 #     second step (F and B per stage, B split into I and W by timing its weight-gradient ops, hence the
 #     costs of a layer, the embedding and the LM head), and its ratio to the measured schedule phase. Each
-#     schedule runs with the split `-sc auto` chose for it from the same costs (PL= fixes one for all);
+#     schedule runs with the split `-sc auto` chose for it from the same costs (PL= fixes one for all), the
+#     cost-aware zbc and zbcv also with the costs it built them from;
 #   own: the schedule simulated with its own measured action times each step (the step line), and ratio;
 #   the measured bubble, the simulated one (own costs) and the unit-time theory.
 set -euo pipefail
@@ -33,9 +34,10 @@ mpirun -np 2 ./train_gpt2_pp_cpu $ARGS -x 2 -pp 2 -sc auto > "$W/auto.txt"
 grep '^-sc auto: ' "$W/auto.txt"
 printf "%-12s %9s %8s %9s %9s %6s %9s %6s %7s %7s %7s\n" schedule "step ms" speedup "sched ms" "from 1F1B" ratio own ratio bubble "(sim)" "(unit)"
 printf "%-12s %9.1f\n" "one stage" "$T1"
-for S in gpipe 1f1b interleaved zbh1 zbh2 zbv; do
+for S in gpipe 1f1b interleaved zbh1 zbh2 zbv zbc zbcv; do
     SPLIT=$(awk -v s=$S '$1 == "-sc" && $3 == s && $8 == "MiB" { print $4 }' "$W/auto.txt")
-    if ! mpirun -np 2 ./train_gpt2_pp_cpu $ARGS -x "$STEPS" -pp 2 -sc $S ${SPLIT:+-pl $SPLIT} > "$W/$S.txt" 2>&1; then
+    NAME=$(awk -v s=$S '$1 == "-sc" && $3 == s && $(NF-1) == "-sc" { print $NF }' "$W/auto.txt")  # zbc, zbcv: with the costs
+    if ! mpirun -np 2 ./train_gpt2_pp_cpu $ARGS -x "$STEPS" -pp 2 -sc "${NAME:-$S}" ${SPLIT:+-pl $SPLIT} > "$W/$S.txt" 2>&1; then
         printf "%-12s %s\n" $S "$(grep -m1 '^error' "$W/$S.txt")"; continue
     fi
     PRED=$(awk -v s=$S '$1 == "-sc" && $3 == s && $8 == "MiB" { print $5 }' "$W/auto.txt")
