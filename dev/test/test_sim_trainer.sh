@@ -179,6 +179,8 @@ bad() {  # bad <label> <message> <command...>
     check "$label: one error line '$msg' (rc=$rc)" "[ $rc -ne 0 ] && [ \$(wc -l < '$W/bad.txt') = 1 ] && grep -q '^error: .*$msg' '$W/bad.txt'"
 }
 bad "-z 1 with D=1" "flag -z 1 with -dp 1 is a no-op" build/sim/FP32/train_gpt2_pp $SHORT -z 1
+bad "-e with head size 10" "flag -e d4:c40:h4: head size C/NH = 40/4 = 10; flash attention needs a multiple of 16" \
+    build/sim/FP32/train_gpt2_pp $SHORT -e d4:c40:h4
 bad "3 ranks for -dp 2" "flag -dp 2 does not divide the 3 ranks" \
     env SLURM_JOB_ID=1 SLURM_PROCID=0 SLURM_NTASKS=3 SLURM_LOCALID=0 build/sim/FP32/train_gpt2_pp $SHORT -dp 2 -pf "$W"
 bad "2 ranks for -dp 2 -pp 2" "flags -dp 2 -pp 2 need 4 ranks" \
