@@ -2,10 +2,7 @@
 # Every kind of bad input must give one clear "error:" line naming the file or flag, and a non-zero exit.
 # Usage: bash dev/test/test_bad_input.sh  (from the repo root, after make train_gpt2_pp_cpu)
 set -u
-BIN=${BIN:-./train_gpt2_pp_cpu}
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-passed=0; failed=0
+source dev/test/lib.sh
 TINY="-b 1 -t 8 -x 1 -v 0 -g 0"
 
 # expect_error <what the error line must contain> <args...>
@@ -52,5 +49,4 @@ expect_error "unknown flag -zz" -e d1 -zz 1
 expect_error "flag -e expects a checkpoint file or a model descriptor" -e banana $TINY
 expect_error "flag -k expects constant, cosine or noam" -e d1 $TINY -k warp
 
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+summary

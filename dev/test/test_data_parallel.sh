@@ -9,13 +9,8 @@
 #     P=4 and at D=4 P=1 (within the tolerance, with the data position right);
 #  5. bad flags: one error line each.
 set -u
-BIN=${BIN:-./train_gpt2_pp_cpu}
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-passed=0; failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi; }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-MPI=$(command -v mpirun > /dev/null && $BIN -h 2>&1 | grep -q mpirun && echo 1 || echo 0)
+source dev/test/lib.sh
+MPI=$(mpi_built && echo 1 || echo 0)
 [ $MPI = 1 ] || { echo "FAIL: this build has no MPI, the mpirun launches were not tested"; failed=$((failed + 1)); }
 
 run() {  # run <dir> <launch: local|mpi> <flags...>
@@ -137,5 +132,4 @@ if [ $MPI = 1 ]; then
     bad "4 ranks for -dp 2 -pp 3" "flags -dp 2 -pp 3 need 6 ranks" timeout 60 mpirun -np 4 $BIN $ARGS -dp 2 -pp 3
 fi
 
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+summary

@@ -5,13 +5,8 @@
 # P = 1 and 2 and ends byte-identical to uninterrupted runs. Last, the stash each rank used: M micro-batches
 # for GPipe, min(P-r, M) for 1F1B.
 set -u
-BIN=${BIN:-./train_gpt2_pp_cpu}
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-passed=0; failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi; }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-MPI=$(command -v mpirun > /dev/null && $BIN -h 2>&1 | grep -q mpirun && echo 1 || echo 0)
+source dev/test/lib.sh
+MPI=$(mpi_built && echo 1 || echo 0)
 ARGS="-e d4:c64:h4 -b 2 -t 16 -x 3 -v 0 -g 0 -l 3e-3 -u 1"
 
 # same_as_base <dir> <label>: the run's checkpoint after 3 steps is the baseline's, byte for byte
@@ -122,5 +117,4 @@ for M in 2 8; do
     done
 done
 
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+summary

@@ -4,12 +4,8 @@
 # picture is written (a measured timeline, a grid of simulated schedules from -ps 1 text and from the
 # simulator's trace, the model split), and plot_memory.py's memory plan picture.
 set -u
-BIN=${BIN:-./train_gpt2_pp_cpu}
 TOOL=${TOOL:-./build/schedule_tool}
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-passed=0; failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi; }
+source dev/test/lib.sh
 
 OMP_NUM_THREADS=1 $BIN -e d2 -b 4 -t 32 -pm 4 -pp 2 -x 2 -g 0 -m 2 -tr "$W/trace.json" > "$W/run.txt" 2>&1 || echo "training run failed"
 python3 scripts/profile.py "$W/trace.json" --out "$W/flame.png" > "$W/profile.txt" 2>&1 || echo "profile.py failed"
@@ -68,5 +64,4 @@ rc=$?
 check "bad binary: non-zero exit ($rc)" "[ $rc -ne 0 ]"
 check "bad binary: one error: line" "[ \$(grep -c '^error: ' '$W/bad.txt') -eq 1 ] && [ ! -e '$W/bad.png' ]"
 
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+summary

@@ -2,12 +2,9 @@
 # A rank that dies mid-step (in a pipeline, or in one replica of several) must take the whole job down within 10 s, non-zero, with a message naming the
 # failing rank (and, when it can still speak, the action it was on) — never a hang.
 set -u
-BIN=${BIN:-./train_gpt2_pp_cpu}
-W=$(mktemp -d)
+source dev/test/lib.sh
 trap 'pkill -f "$W" 2> /dev/null; rm -rf "$W"' EXIT
-passed=0; failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi; }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
+export OMP_NUM_THREADS=1
 if ! command -v mpirun > /dev/null || ! $BIN -h 2>&1 | grep -q mpirun; then
     echo "FAIL: this build has no MPI"; echo "0 passed, 1 failed"; exit 1
 fi
@@ -52,5 +49,4 @@ timeout 20 mpirun -np 2 $BIN -e d4:c64:h4 -pp 3 > "$W/mismatch.txt" 2>&1; RC=$?
 check "-pp 3 with 2 ranks: non-zero exit, not a timeout" "[ $RC -ne 0 ] && [ $RC -ne 124 ]"
 check "-pp 3 with 2 ranks: clear message" "grep -q 'flag -pp 3 does not match the 2 ranks' '$W/mismatch.txt'"
 
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+summary

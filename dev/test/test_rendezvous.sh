@@ -7,10 +7,7 @@
 #   - rank 0 whose peer never arrives stops after -to (plus NCCL start-up) with a message.
 set -u
 BIN=${BIN:-build/sim/FP32/train_gpt2_pp}
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-passed=0; failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi; }
+source dev/test/lib.sh
 ARGS="-pf $W -e d2:c32:h2 -b 2 -t 16 -x 1 -g 0 -v 0 -to 3"
 export SLURM_NTASKS=2 SLURM_STEP_ID=0 SIMT_DEVICES=2
 printf 'an id from job 100, long gone..........................' > "$W/ncclUniqueId.100.0.bin"
@@ -32,5 +29,4 @@ check "rank 0 without rank 1: exit 1 with a message (rc=$rc)" "[ $rc -eq 1 ] && 
 check "rank 0 stopped within -to + 10 s" "[ $(( $(date +%s) - start )) -le 13 ]"
 check "job 100's file untouched" "grep -q 'job 100' '$W/ncclUniqueId.100.0.bin'"
 
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+summary

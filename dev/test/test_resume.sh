@@ -2,11 +2,7 @@
 # Bit-exact resume: 6 steps in one go must equal 3 steps, a checkpoint, a restart with -y 1 and 3 more steps:
 # the same train losses and byte-identical final checkpoint files.
 set -u
-BIN=${BIN:-./train_gpt2_pp_cpu}
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-passed=0; failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi; }
+source dev/test/lib.sh
 # noam depends on the step only, not on -x, so the two halves see the same learning rates
 ARGS="-e d1 -b 2 -t 16 -pm 2 -v 3 -m 2 -g 8 -s 3 -l 3e-3 -u 2 -k noam"
 
@@ -36,5 +32,4 @@ check "-sh 1 reads other batches than -sh 0" "! diff -q <(grep trl '$W/shfull/ma
 check "-v 0: no val loss printed or logged" "! grep -q 'val loss' '$W/shfull.txt' && ! grep -q tel '$W/shfull/main.log'"
 check "-sh 0 on a -sh 1 checkpoint is refused" "! $BIN \${ARGS% -sh 1} -x 7 -o '$W/shsplit' -y 1 > '$W/mix.txt' 2>&1 && grep -q 'saved with -sh 1' '$W/mix.txt'"
 
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+summary

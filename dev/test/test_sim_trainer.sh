@@ -5,10 +5,7 @@
 # both stages on it (device copies between them); SIMT_DEVICES=2 gives each stage its own device and NCCL, with
 # the same bits. The run prints what the CPU trainer prints (plan, bubble, stash) and writes a trace (-tr).
 set -u
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-passed=0; failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi; }
+source dev/test/lib.sh
 ARGS="-e d4:c64:h4 -b 2 -t 32 -pm 4 -x 20 -v 10 -m 4 -g 16 -l 3e-3"
 losses() { sed -n 's/.*train loss \([0-9.]*\).*/\1/p' "$1"; }
 
@@ -186,5 +183,4 @@ bad "3 ranks for -dp 2" "flag -dp 2 does not divide the 3 ranks" \
 bad "2 ranks for -dp 2 -pp 2" "flags -dp 2 -pp 2 need 4 ranks" \
     env SLURM_JOB_ID=1 SLURM_PROCID=0 SLURM_NTASKS=2 SLURM_LOCALID=0 build/sim/FP32/train_gpt2_pp $SHORT -dp 2 -pp 2 -pf "$W"
 
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+summary
