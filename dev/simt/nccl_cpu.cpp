@@ -51,7 +51,7 @@ struct Op {
   int kind; const void* sbuf; void* rbuf; size_t count; ncclDataType_t type; ncclRedOp_t red; int peer;  // peer = root for collectives
   cudaStream_t stream;
 };
-struct Msg { const void* buf; size_t bytes; bool taken = false, done = false; };
+struct Msg { const void* buf; size_t bytes; ncclDataType_t type; bool taken = false, done = false; };
 struct Round {  // one collective, matched across ranks by sequence number
   std::vector<Op> ops; std::vector<bool> present; int arrived = 0, computed = 0, left = 0;
 };
@@ -82,6 +82,11 @@ size_t type_size(ncclDataType_t t) {
     case ncclInt64: case ncclUint64: case ncclFloat64: return 8;
     default: return 0;
   }
+}
+const char* type_name(ncclDataType_t t) {
+  static const char* n[] = {"ncclInt8", "ncclUint8", "ncclInt32", "ncclUint32", "ncclInt64", "ncclUint64", "ncclFloat16",
+                            "ncclFloat32", "ncclFloat64", "ncclBfloat16"};
+  return (int)t >= 0 && (int)t < 10 ? n[t] : "an unknown type";
 }
 void bump(Fabric* f) { f->epoch++; g_cv.notify_all(); }
 }  // namespace
@@ -287,33 +292,64 @@ ncclResult_t run_ops(const Work& work) {
   for (auto& w : work)
     for (auto& o : w.second)
       if (o.kind == K_SEND) {
-        Msg* m = new Msg{o.sbuf, o.count * type_size(o.type)};
+        Msg* m = new Msg{o.sbuf, o.count * type_size(o.type), o.type};
         w.first->f->q[{w.first->rank, o.peer}].push_back(m); mine.push_back({w.first, m, &o});
         bump(w.first->f);
       }
   ncclResult_t res = ncclSuccess;
   for (auto& w : work) {
     ncclComm* c = w.first; Fabric* f = c->f;
-    for (auto& o : w.second) {
-      if (res != ncclSuccess) break;
-      if (o.kind == K_SEND) continue;
-      if (o.kind != K_RECV) { res = run_collective(lk, c, o); continue; }
-      auto& dq = f->q[{o.peer, c->rank}];
-      auto first_free = [&]() -> Msg* { for (Msg* x : dq) if (!x->taken) return x; return nullptr; };
-      if (!wait_for(lk, c, describe(o), [&] { return first_free() != nullptr; }, &o)) { res = broken_code(f); break; }
-      Msg* m = first_free();
-      size_t want = o.count * type_size(o.type);
-      if (m->bytes != want) {
-        f->broken = true; bump(f);
-        lk.unlock();
-        res = err(ncclInvalidUsage, "nccl-size", "rank %d receives %zu bytes from rank %d, which sent %zu", c->rank, want, o.peer, m->bytes);
-        lk.lock();
-        break;
+    const std::vector<Op>& ops = w.second;
+    for (size_t i = 0; i < ops.size() && res == ncclSuccess;) {
+      const Op& o = ops[i];
+      if (o.kind == K_SEND) { i++; continue; }
+      if (o.kind != K_RECV) { res = run_collective(lk, c, o); i++; continue; }
+      // A run of receives: on a GPU they progress together, so each takes its message as soon as it is
+      // there, in any order (one peer's send may depend on another's receive of ours).
+      size_t end = i;
+      while (end < ops.size() && (ops[end].kind == K_RECV || ops[end].kind == K_SEND)) end++;
+      std::vector<bool> got(end, false);
+      auto first_free = [&](const Op& r) -> Msg* {
+        for (Msg* x : f->q[{r.peer, c->rank}]) if (!x->taken) return x;
+        return nullptr;
+      };
+      for (;;) {
+        const Op* waiting = nullptr;
+        int left = 0;
+        for (size_t j = i; j < end; j++)
+          if (ops[j].kind == K_RECV && !got[j]) { left++; if (!waiting) waiting = &ops[j]; }
+        if (!left) break;
+        std::string what = describe(*waiting) + (left > 1 ? " (and " + std::to_string(left - 1) + " more receive(s) of the group)" : "");
+        auto ready = [&] {
+          for (size_t j = i; j < end; j++) if (ops[j].kind == K_RECV && !got[j] && first_free(ops[j])) return true;
+          return false;
+        };
+        if (!wait_for(lk, c, what, ready, waiting)) { res = broken_code(f); break; }
+        for (size_t j = i; j < end && res == ncclSuccess; j++) {
+          const Op& r = ops[j];
+          Msg* m;
+          if (r.kind != K_RECV || got[j] || !(m = first_free(r))) continue;
+          size_t want = r.count * type_size(r.type);
+          if (m->bytes != want || m->type != r.type) {
+            size_t sent = m->bytes;  // the sender frees m once the communicator is broken
+            ncclDataType_t sent_type = m->type;
+            f->broken = true; bump(f);
+            lk.unlock();
+            res = sent != want
+                ? err(ncclInvalidUsage, "nccl-size", "rank %d receives %zu bytes from rank %d, which sent %zu", c->rank, want, r.peer, sent)
+                : err(ncclInvalidUsage, "nccl-type", "rank %d receives %zu elements of %s from rank %d, which sent %s (the bytes "
+                      "would be reinterpreted)", c->rank, r.count, type_name(r.type), r.peer, type_name(sent_type));
+            lk.lock();
+            break;
+          }
+          m->taken = true;
+          memcpy(r.rbuf, m->buf, want);
+          m->done = true;
+          got[j] = true;
+          bump(f);
+        }
       }
-      m->taken = true;
-      memcpy(o.rbuf, m->buf, want);
-      m->done = true;
-      bump(f);
+      i = end;
     }
   }
   for (auto& p : mine) {
@@ -323,6 +359,43 @@ ncclResult_t run_ops(const Work& work) {
     delete p.m;
   }
   return res;
+}
+
+// The elements an operation of rank c reads from sbuf (in) and writes to rbuf (out); 0: that buffer is not used.
+void op_counts(const ncclComm* c, const Op& o, size_t* in_n, size_t* out_n) {
+  *in_n = o.kind == K_REDUCESCATTER ? o.count * c->nranks : o.count;
+  *out_n = o.kind == K_ALLGATHER ? o.count * c->nranks : o.count;
+  if (o.kind == K_RECV || (o.kind == K_BROADCAST && c->rank != o.peer)) *in_n = 0;
+  if (o.kind == K_SEND || (o.kind == K_REDUCE && c->rank != o.peer)) *out_n = 0;
+}
+
+// The operations of a group run concurrently on a GPU: one that writes bytes that another of the group
+// reads or writes (a receive into a buffer that the group also sends) gives undefined results there.
+bool group_overlap_ok(const Work& work) {
+  struct Rg { uintptr_t lo, hi; bool w; const Op* o; const ncclComm* c; };
+  std::vector<Rg> rg;
+  for (auto& w : work)
+    for (auto& o : w.second) {
+      size_t in_n, out_n, ts = type_size(o.type);
+      op_counts(w.first, o, &in_n, &out_n);
+      if (in_n) rg.push_back({(uintptr_t)o.sbuf, (uintptr_t)o.sbuf + in_n * ts, false, &o, w.first});
+      if (out_n) rg.push_back({(uintptr_t)o.rbuf, (uintptr_t)o.rbuf + out_n * ts, true, &o, w.first});
+    }
+  for (size_t i = 0; i < rg.size(); i++)
+    for (size_t j = i + 1; j < rg.size(); j++) {
+      const Rg &a = rg[i], &b = rg[j];
+      if (a.o == b.o || !(a.w || b.w) || a.hi <= b.lo || b.hi <= a.lo) continue;
+      std::string da = describe(*a.o), db = describe(*b.o);
+      {
+        std::lock_guard<std::mutex> lk(g_mu);
+        for (auto& w : work) { w.first->f->broken = true; bump(w.first->f); }
+      }
+      err(ncclInvalidUsage, "nccl-group-overlap", "rank %d: inside one ncclGroupStart/End, %s %s bytes [%p, %p) that %s %s "
+          "(the operations of a group run concurrently on a GPU)", a.c->rank, da.c_str(), a.w ? "writes" : "reads",
+          (void*)std::max(a.lo, b.lo), (void*)std::min(a.hi, b.hi), db.c_str(), b.w ? "also writes" : "reads");
+      return false;
+    }
+  return true;
 }
 
 ncclResult_t enqueue(ncclComm* c, const Op& o) {
@@ -336,11 +409,9 @@ ncclResult_t enqueue(ncclComm* c, const Op& o) {
     return err(ncclInvalidArgument, "nccl-arg", "rank %d: %s with invalid root %d", c->rank, kind_name(o.kind), o.peer);
   }
   // Buffers must be device memory (cudaMalloc), as for real NCCL.
-  size_t in_n = o.count, out_n = o.count;
-  if (o.kind == K_ALLGATHER) out_n = o.count * c->nranks;
-  if (o.kind == K_REDUCESCATTER) in_n = o.count * c->nranks;
-  bool has_in = o.kind != K_RECV && !(o.kind == K_BROADCAST && c->rank != o.peer);
-  bool has_out = o.kind != K_SEND && !(o.kind == K_REDUCE && c->rank != o.peer);
+  size_t in_n, out_n;
+  op_counts(c, o, &in_n, &out_n);
+  bool has_in = in_n != 0, has_out = out_n != 0;
   if (o.count && has_in && !simt::device_range_ok(o.sbuf, in_n * ts))
     return err(ncclInvalidArgument, "nccl-buffer", "rank %d: %s: send buffer %p (%zu bytes) is not inside one device allocation", c->rank, kind_name(o.kind), o.sbuf, in_n * ts);
   if (o.count && has_out && !simt::device_range_ok(o.rbuf, out_n * ts))
@@ -456,6 +527,7 @@ ncclResult_t ncclGroupEnd() {
   Work work;
   for (ncclComm* c : t_group_comms) { work.emplace_back(c, std::vector<Op>{}); work.back().second.swap(c->pending); }
   t_group_comms.clear();
+  if (!group_overlap_ok(work)) return ncclInvalidUsage;
   return work.empty() ? ncclSuccess : run_ops(work);
 }
 ncclResult_t ncclSend(const void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t st) {

@@ -167,6 +167,12 @@ inline int __all_sync(unsigned mask, int pred, SIMT_LOC_DECL) {
 // All lanes of the warp that have not exited (fibers have no notion of convergence).
 inline unsigned __activemask() { return simt::activemask(); }
 [[noreturn]] inline void __trap(SIMT_LOC_DECL) { simt::trap(SIMT_LOC); }
+namespace simt { [[noreturn]] void misaligned(const void* p, int align, const char* what, const char* file, int line); }
+// A vector access that a GPU requires to be `align`-byte aligned, or it traps ("misaligned address"); x86
+// does not care, so sim mode checks it where the code says so (llmc/packed128.cuh's 128-bit helpers).
+inline void simt_check_aligned(const void* p, int align, const char* what, SIMT_LOC_DECL) {
+  if ((uintptr_t)p & (uintptr_t)(align - 1)) simt::misaligned(p, align, what, SIMT_LOC);
+}
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }

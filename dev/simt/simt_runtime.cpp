@@ -362,6 +362,9 @@ unsigned activemask() {
 }
 
 [[noreturn]] void trap(const char* file, int line) { fail("trap", "%s:%d: __trap() called", file, line); }
+[[noreturn]] void misaligned(const void* p, int align, const char* what, const char* file, int line) {
+  fail("misaligned", "%s:%d: %s at %p, which is not %d-byte aligned (a GPU traps: misaligned address)", file, line, what, p, align);
+}
 
 static void complete_group(Warp& w, Group& g, int warp_idx) {
   Runtime& r = R();
@@ -908,6 +911,29 @@ cudaError_t func_set_attribute(const char* name, const void* f, cudaFuncAttribut
   return e;
 }
 
+// The i-th block to run: i, n-1-i, or a permutation of [0, n) without a table: an invertible mix of
+// ceil(log2 n) bits (odd multiply, xor-shift, add), skipping values >= n (at most twice the steps).
+struct BlockOrder {
+  unsigned long long n, mask; int bits, sched; unsigned seed;
+  unsigned long long next = 0;  // random order: the next input of the mix
+  BlockOrder(unsigned long long n_, int sched_, unsigned seed_) : n(n_), sched(sched_), seed(seed_) {
+    bits = 1; while (bits < 64 && (1ull << bits) < n) bits++;
+    mask = bits >= 64 ? ~0ull : (1ull << bits) - 1;
+  }
+  unsigned long long mix(unsigned long long x) const {
+    for (int round = 0; round < 2; round++) {
+      x = (x * 0x9e3779b97f4a7c15ull) & mask;
+      x ^= x >> (bits / 2 + 1);
+      x = (x + seed * 0x632be59bd9b4e019ull + round) & mask;
+    }
+    return x;
+  }
+  unsigned long long at(unsigned long long i) {  // called with i = 0, 1, 2, ...
+    if (sched == 0) return i;
+    if (sched == 1) return n - 1 - i;
+    for (;;) { unsigned long long v = mix(next++); if (v < n) return v; }
+  }
+};
 static bool stream_ok(cudaStream_t s);
 static cudaError_t check_launch_stream(const LaunchInfo& info, cudaStream_t s);
 static void launch_stream_op(const LaunchInfo& info, cudaStream_t s, const MemAccess* acc, int n);
@@ -977,12 +1003,15 @@ cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(v
   r.failed = false;
   r.launch_thread = pthread_self();
   r.launch_t0 = now_s();
-  for (unsigned z = 0; z < g.z && !r.failed; z++)
-    for (unsigned y = 0; y < g.y && !r.failed; y++)
-      for (unsigned x = 0; x < g.x && !r.failed; x++) {
-        blockIdx = make_uint3(x, y, z);
-        run_block((int)(x + g.x * (y + g.y * z)));
-      }
+  // Blocks in the order of SIMT_SCHED too (forward, reverse, a random permutation), so that a kernel that
+  // assumes an order (block 0 first, the last block to take a ticket is the highest) fails in some run.
+  unsigned long long nblocks = (unsigned long long)g.x * g.y * g.z;
+  BlockOrder bo(nblocks, r.sched, r.seed);
+  for (unsigned long long i = 0; i < nblocks && !r.failed; i++) {
+    unsigned long long b = bo.at(i);
+    blockIdx = make_uint3((unsigned)(b % g.x), (unsigned)(b / g.x % g.y), (unsigned)(b / g.x / g.y));
+    run_block((int)b);
+  }
   r.launch_t0 = 0.0;
   free(r.dyn_smem); r.dyn_smem = nullptr;
   MemAccess seen[kMaxArgs];

@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include "simt_test_util.h"
 #include "simt_api.h"
+#include "llmc/packed128.cuh"  // its 128-bit helpers check their alignment in sim mode
 
 using namespace simt_test;
 static const char* kFile = __FILE__;
@@ -759,6 +760,111 @@ static int comm_compute_streams(bool wait_recv, bool wait_send) {
   a.join(); b.join();
   return rc;
 }
+// ---- 128-bit accesses through llmc/packed128.cuh at a 4- or 8-byte offset: "misaligned address" on a GPU
+__global__ void packed_misaligned_load(float* out, const float* in) {
+  Packed128<float> x = load128(in + 1);
+  out[threadIdx.x] = x.v[0];
+}
+__global__ void packed_misaligned_store(float* out) {
+  Packed128<float> x = {{1.f, 2.f, 3.f, 4.f}};
+  store128(out + 4 * threadIdx.x + 2, x);
+}
+__global__ void packed_aligned(float* out, const float* in) { store128(out + 4 * threadIdx.x, load128(in + 4 * threadIdx.x)); }
+static void test_packed128_alignment() {
+  static float *in, *out;
+  cudaMalloc(&in, 1024); cudaMalloc(&out, 1024); cudaMemset(in, 0, 1024);
+  const std::string blk = "block (0,0,0) thread (";
+  expect_report("misaligned 128-bit load", [] { packed_misaligned_load<<<1, 32>>>(out, in); return 0; },
+                {"SIMT ERROR [misaligned] in kernel packed_misaligned_load", blk, "llmc/packed128.cuh:", "load128 at ",
+                 "which is not 16-byte aligned (a GPU traps: misaligned address)"});
+  expect_report("misaligned 128-bit store", [] { packed_misaligned_store<<<1, 32>>>(out); return 0; },
+                {"SIMT ERROR [misaligned] in kernel packed_misaligned_store", blk, "store128 at ", "which is not 16-byte aligned"});
+  auto r = run_child([] { packed_aligned<<<1, 32>>>(out, in); return cudaDeviceSynchronize() == cudaSuccess && simt::errors_reported() == 0 ? 0 : 3; });
+  CHECK(r.exit_code == 0 && r.output.empty(), "aligned 128-bit accesses: exit %d, output: %s", r.exit_code, r.output.c_str());
+}
+
+// ---- grouped send/recv as the data-parallel reduction issues them (several peers in one group)
+static int ranks_of(int n, void (*body)(int rank, int n, ncclUniqueId id, int* rc)) {
+  simt::set_device_count(n);
+  ncclUniqueId id; ncclGetUniqueId(&id);
+  int rc = 0;
+  std::vector<std::thread> t;
+  for (int r = 0; r < n; r++) t.emplace_back([&, r] { cudaSetDevice(r); body(r, n, id, &rc); });
+  for (auto& x : t) x.join();
+  return rc;
+}
+static void test_nccl_groups() {
+  // Receives of a group progress together: rank 0 receives from 1 and 2 in one group, but rank 1 sends
+  // only after rank 2's second group reached it. Taking the receives in issue order would deadlock here.
+  auto r = run_child([] {
+    return ranks_of(3, [](int rank, int n, ncclUniqueId id, int* rc) {
+      ncclComm_t c; ncclCommInitRank(&c, n, id, rank);
+      float* x; cudaMalloc(&x, 3 * 64);
+      std::vector<float> h(16, (float)rank);
+      cudaMemcpy(x, h.data(), 64, cudaMemcpyHostToDevice);
+      if (rank == 0) {
+        ncclGroupStart(); ncclRecv(x + 16, 16, ncclFloat32, 1, c, 0); ncclRecv(x + 32, 16, ncclFloat32, 2, c, 0);
+        if (ncclGroupEnd() != ncclSuccess) *rc = 3;
+        std::vector<float> g(48);
+        cudaMemcpy(g.data(), x, 3 * 64, cudaMemcpyDeviceToHost);
+        if (g[16] != 1.f || g[47] != 2.f) *rc = 4;
+      } else if (rank == 1) {
+        ncclGroupStart(); ncclRecv(x + 16, 16, ncclFloat32, 2, c, 0); if (ncclGroupEnd() != ncclSuccess) *rc = 3;
+        ncclGroupStart(); ncclSend(x, 16, ncclFloat32, 0, c, 0); if (ncclGroupEnd() != ncclSuccess) *rc = 3;
+      } else {
+        ncclGroupStart(); ncclSend(x, 16, ncclFloat32, 0, c, 0); if (ncclGroupEnd() != ncclSuccess) *rc = 3;
+        ncclGroupStart(); ncclSend(x, 16, ncclFloat32, 1, c, 0); if (ncclGroupEnd() != ncclSuccess) *rc = 3;
+      }
+      ncclCommDestroy(c);
+    });
+  }, 20);
+  CHECK(r.exit_code == 0 && r.output.find("SIMT ERROR") == std::string::npos,
+        "receives of a group in any order: exit %d, output:\n%s", r.exit_code, r.output.c_str());
+  // a ring exchange in one group per rank, with a receive from the wrong peer on rank 1: a hang on a GPU
+  expect_report("grouped send/recv with a mismatched peer", [] {
+    return ranks_of(3, [](int rank, int n, ncclUniqueId id, int*) {
+      ncclComm_t c; ncclCommInitRank(&c, n, id, rank);
+      float* x; cudaMalloc(&x, 128);
+      int from = rank == 1 ? 2 : (rank + n - 1) % n;  // rank 1 should receive from 0
+      ncclGroupStart(); ncclSend(x, 16, ncclFloat32, (rank + 1) % n, c, 0); ncclRecv(x + 16, 16, ncclFloat32, from, c, 0);
+      ncclGroupEnd();
+      ncclCommDestroy(c);
+    });
+  }, {"SIMT ERROR [nccl-deadlock]", "rank 0 waits in ncclSend to rank 1 (16 elements)", "rank 1 waits in ncclRecv from rank 2"}, 20);
+  // same bytes, another type: NCCL would hand over the bits
+  expect_report("grouped send/recv with mismatched types", [] {
+    return ranks_of(2, [](int rank, int n, ncclUniqueId id, int*) {
+      ncclComm_t c; ncclCommInitRank(&c, n, id, rank);
+      float* x; cudaMalloc(&x, 256);
+      ncclGroupStart();
+      ncclSend(x, 16, ncclFloat32, 1 - rank, c, 0);
+      if (rank == 0) ncclRecv(x + 16, 16, ncclFloat32, 1, c, 0); else ncclRecv(x + 16, 32, ncclBfloat16, 0, c, 0);
+      ncclGroupEnd();
+      ncclCommDestroy(c);
+    });
+  }, {"SIMT ERROR [nccl-type]", "rank 1 receives 32 elements of ncclBfloat16 from rank 0, which sent ncclFloat32"}, 20);
+  expect_report("grouped send/recv with mismatched sizes", [] {
+    return ranks_of(2, [](int rank, int n, ncclUniqueId id, int*) {
+      ncclComm_t c; ncclCommInitRank(&c, n, id, rank);
+      float* x; cudaMalloc(&x, 256);
+      ncclGroupStart(); ncclSend(x, 16, ncclFloat32, 1 - rank, c, 0); ncclRecv(x + 16, rank ? 8 : 16, ncclFloat32, 1 - rank, c, 0);
+      ncclGroupEnd();
+      ncclCommDestroy(c);
+    });
+  }, {"SIMT ERROR [nccl-size]", "rank 1 receives 32 bytes from rank 0, which sent 64"}, 20);
+  // a buffer received into while the same group sends it: concurrent on a GPU
+  expect_report("a group that receives into the buffer it sends", [] {
+    return ranks_of(2, [](int rank, int n, ncclUniqueId id, int*) {
+      ncclComm_t c; ncclCommInitRank(&c, n, id, rank);
+      float* x; cudaMalloc(&x, 256);
+      ncclGroupStart(); ncclSend(x, 16, ncclFloat32, 1 - rank, c, 0); ncclRecv(x + 8, 16, ncclFloat32, 1 - rank, c, 0);
+      ncclGroupEnd();
+      ncclCommDestroy(c);
+    });
+  }, {"SIMT ERROR [nccl-group-overlap]", "inside one ncclGroupStart/End, ncclSend to rank", "(16 elements) reads bytes",
+      "that ncclRecv from rank"}, 20);
+}
+
 static void test_stream_races() {
   const std::string race = "SIMT ERROR [stream-race]: ";
   expect_report("(a) a receive on the comm stream read by compute without an event", [] { return comm_compute_streams(false, true); },
@@ -819,6 +925,8 @@ int main() {
   test_nccl_rules();
   test_deadlock_hazards();
   test_stream_races();
+  test_nccl_groups();
+  test_packed128_alignment();
 #endif
   return test_summary();
 }

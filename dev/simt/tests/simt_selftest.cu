@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdio>
@@ -265,8 +266,8 @@ __device__ int deep(int n) {
   return n ? deep(n - 1) + big[0] : 0;  // BUG:deep (the frames of this recursion fill the stack)
 }
 __global__ void stack_hog(int* out) { out[threadIdx.x] = deep(1000); }
-__global__ void spin_on_other_block(volatile int* flag) {
-  if (blockIdx.x == 0) { while (*flag == 0) {} }  // BUG:spin (block 1 would set it, but runs later)
+__global__ void spin_on_other_block(volatile int* flag, int* ticket) {
+  if (atomicAdd(ticket, 1) == 0) { while (*flag == 0) {} }  // BUG:spin (the other block would set it, but runs later)
   else *flag = 1;
 }
 __global__ void wild_read(int* out) {
@@ -557,6 +558,62 @@ static void test_race_detection() {
   cudaFree(din); cudaFree(d); cudaFree(never);
 }
 
+// ---- "the last block adds the partial results" (llmc/layernorm.cuh's backward). Blocks run in the order of
+// SIMT_SCHED: forward, reverse or a permutation. Taking the block with the highest index for the last one is
+// right only in forward order (and wrong on a GPU); the ticket of the block that finishes last is right in every
+// order. One thread per block sums its 32 inputs.
+__global__ void last_by_index(float* out, float* partials, const float* in) {
+  if (threadIdx.x != 0) return;
+  float s = 0.f;
+  for (int i = 0; i < 32; i++) s += in[blockIdx.x * 32 + i];
+  partials[blockIdx.x] = s;
+  if (blockIdx.x == gridDim.x - 1) {  // wrong: assumes that every other block has finished
+    float t = 0.f;
+    for (unsigned b = 0; b < gridDim.x; b++) t += partials[b];
+    *out = t;
+  }
+}
+__global__ void last_by_ticket(float* out, float* partials, unsigned* ticket, unsigned* order, const float* in) {
+  if (threadIdx.x != 0) return;
+  float s = 0.f;
+  for (int i = 0; i < 32; i++) s += in[blockIdx.x * 32 + i];
+  partials[blockIdx.x] = s;
+  __threadfence();  // the partial is visible device-wide before the ticket is taken
+  unsigned t = atomicAdd(ticket, 1u);
+  order[blockIdx.x] = t;
+  if (t != gridDim.x - 1) return;
+  __threadfence();
+  float sum = 0.f;
+  for (unsigned b = 0; b < gridDim.x; b++) sum += partials[b];
+  *out = sum;
+  *ticket = 0;  // ready for the next launch
+}
+static void test_block_order() {
+  const int G = 8;
+  std::vector<float> in(G * 32);
+  for (int i = 0; i < G * 32; i++) in[i] = (float)i;
+  const float total = (float)(G * 32 * (G * 32 - 1) / 2);  // an integer below 2^24: exact in fp32 in any order
+  float *din = to_device(in), *out, *partials; unsigned *ticket, *order;
+  cudaMalloc(&out, 4); cudaMalloc(&partials, G * 4); cudaMalloc(&ticket, 4); cudaMalloc(&order, G * 4);
+  cudaMemset(ticket, 0, 4);
+  last_by_ticket<<<G, 32>>>(out, partials, ticket, order, din);
+  std::vector<unsigned> ord = from_device(order, G);
+  CHECK(from_device(out, 1)[0] == total, "the ticket's last block: sum %g, expected %g (%s)", from_device(out, 1)[0], total, sched_name());
+  std::vector<unsigned> sorted = ord; std::sort(sorted.begin(), sorted.end());
+  bool perm = true; for (int b = 0; b < G; b++) perm &= sorted[b] == (unsigned)b;
+  int identity = 0, last = -1; for (int b = 0; b < G; b++) { identity += ord[b] == (unsigned)b; if (ord[b] == G - 1u) last = b; }
+  CHECK(perm, "every block ran once (%s)", sched_name());
+  std::string sched = sched_name();
+  CHECK(sched == "forward" ? identity == G : sched == "reverse" ? last == 0 : identity < G,
+        "block order in %s: %d of %d blocks in place, block %d last", sched.c_str(), identity, G, last);
+  cudaMemset(partials, 0xff, G * 4);  // NaN: a partial not yet written
+  last_by_index<<<G, 32>>>(out, partials, din);
+  bool right = from_device(out, 1)[0] == total;
+  CHECK(right == (last == G - 1), "the highest block taken for the last: %s in %s order, where block %d runs last", right ? "right" : "wrong",
+        sched.c_str(), last);
+  cudaFree(din); cudaFree(out); cudaFree(partials); cudaFree(ticket); cudaFree(order);
+}
+
 static void test_runtime_api() {
   // memcpy kinds, pinned and managed memory, async variants
   float *d, *pinned, *managed;
@@ -761,12 +818,12 @@ static void test_bug_reports() {
                     {"SIMT ERROR [crash] in kernel wild_read", blk, bug_at("wild_read")}, 60);
   CHECK(r.signal != 0 || r.exit_code != 0, "crash: child neither killed nor failed");  // ASan exits 1 instead
 
-  int* flag; cudaMalloc(&flag, 4); cudaMemset(flag, 0, 4);
+  int* flag; cudaMalloc(&flag, 8); cudaMemset(flag, 0, 8);
   r = expect_report("spin-wait on another block (watchdog)", [&] {
     simt::set_watchdog_seconds(1);
-    spin_on_other_block<<<2, 1>>>(flag);
+    spin_on_other_block<<<2, 1>>>(flag, flag + 1);
     return 0;
-  }, {"SIMT ERROR [watchdog] in kernel spin_on_other_block", "block (0,0,0) thread (0,0,0)", bug_at("spin")}, 30);
+  }, {"SIMT ERROR [watchdog] in kernel spin_on_other_block", "thread (0,0,0)", bug_at("spin")}, 30);
   CHECK(r.exit_code == 124, "watchdog exit code %d", r.exit_code);
 
   expect_report("memcpy past an allocation", [&] {
@@ -809,6 +866,7 @@ int main() {
   test_math();
   test_templates_and_syntax();
   test_race_detection();
+  test_block_order();
   test_runtime_api();
   test_wmma();
   test_bug_reports();
