@@ -27,6 +27,13 @@ struct alignas(16) Packed128 {
     T v[size];
 };
 
+// A GPU traps on a misaligned 128-bit access; the CPU of sim mode would not, so SIMT checks each one.
+#ifdef SIMT_CPU
+#define PACKED128_CHECK(p, what) simt_check_aligned(p, 16, what)
+#else
+#define PACKED128_CHECK(p, what)
+#endif
+
 template <class T>
 __device__ inline Packed128<T> packed_from_bits(int4 bits) {
     Packed128<T> x;
@@ -36,16 +43,19 @@ __device__ inline Packed128<T> packed_from_bits(int4 bits) {
 
 template <class T>
 __device__ inline Packed128<T> load128(const T* p) {
+    PACKED128_CHECK(p, "load128");
     return packed_from_bits<T>(*reinterpret_cast<const int4*>(p));
 }
 
 template <class T>
 __device__ inline Packed128<T> load128cg(const T* p) {
+    PACKED128_CHECK(p, "load128cg");
     return packed_from_bits<T>(__ldcg(reinterpret_cast<const int4*>(p)));
 }
 
 template <class T>
 __device__ inline void store128(T* p, const Packed128<T>& x) {
+    PACKED128_CHECK(p, "store128");
     int4 bits;
     memcpy(&bits, &x, sizeof(bits));
     *reinterpret_cast<int4*>(p) = bits;
