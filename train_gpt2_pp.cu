@@ -555,8 +555,14 @@ static void stage_backward_weight(Stage* st, Activations* a, cudaStream_t stream
 // 3. a rank's device and transport. With one GPU per rank, NCCL. With every stage on one GPU (NCCL refuses
 // two ranks of a communicator on one device), one host thread per stage and a message is a device-to-device
 // copy through a mailbox: the sender records an event after the data's producer and posts the pointer, the
-// receiver's stream waits on that event and copies, and the sender's stream waits on the receiver's copy
-// before it goes on, as after an NCCL send; so the same schedules, validated for blocking sends, run unchanged.
+// receiver's stream waits on that event and copies, and the sender's send stream waits on the receiver's copy,
+// as after an NCCL send; so the same schedules, validated for blocking sends, run unchanged.
+// Three streams per rank, each in list order: compute (every kernel and device copy), sends, receives (also the
+// grouped exchanges and the collectives). Compute never waits for a message except through cudaStreamWaitEvent
+// where it reads what arrived (the receive's `arrived` event) or writes a buffer a send still reads (the send's
+// `sent` event); a receive waits for the compute that last read its buffer (`drained`), a send for the compute
+// issued before it. Neighbours' sends and receives sit on different streams, so a send never queues behind a
+// receive of the same rank.
 
 typedef struct {
     const void* src;
@@ -628,7 +634,11 @@ typedef struct {
     double timeout;        // -to: seconds a rank waits for a peer (start-up, a message) before the job stops
     ncclComm_t nccl;       // one GPU per rank; NULL: every stage on this GPU, through `hub`
     LocalHub* hub;
-    cudaStream_t stream;   // non-blocking: all of the rank's work, NCCL included, in issue order
+    cudaStream_t stream;   // non-blocking: compute, every kernel and device copy of the rank, in issue order
+    cudaStream_t send_stream;  // non-blocking: the point-to-point sends, in issue order
+    cudaStream_t recv_stream;  // non-blocking: the receives, the grouped exchanges and the collectives
+    cudaEvent_t ev_compute;    // re-recorded on `stream` whenever a communication stream must follow it
+    cudaEvent_t ev_comm;       // re-recorded on a communication stream whenever `stream` must follow it
     double* host_buf;      // pinned staging of the host collectives
     double* dev_buf;
     int cap;               // doubles in both
@@ -690,6 +700,10 @@ static void comm_open(Comm* cm, int rank, int world, int device, LocalHub* hub, 
     cudaCheck(cudaSetDevice(device));
     cublas_init();
     cudaCheck(cudaStreamCreateWithFlags(&cm->stream, cudaStreamNonBlocking));
+    cudaCheck(cudaStreamCreateWithFlags(&cm->send_stream, cudaStreamNonBlocking));
+    cudaCheck(cudaStreamCreateWithFlags(&cm->recv_stream, cudaStreamNonBlocking));
+    cudaCheck(cudaEventCreateWithFlags(&cm->ev_compute, cudaEventDisableTiming));
+    cudaCheck(cudaEventCreateWithFlags(&cm->ev_comm, cudaEventDisableTiming));
     if (hub == NULL) {
         char what[160];
         snprintf(what, sizeof(what), "rank %d: NCCL did not start (ranks missing? each needs the same id)", rank);
@@ -714,14 +728,27 @@ static void comm_close(Comm* cm) {
     if (cm->nccl) { ncclCheck(ncclCommDestroy(cm->nccl)); }
     if (cm->host_buf) { cudaCheck(cudaFreeHost(cm->host_buf)); cudaCheck(cudaFree(cm->dev_buf)); }
     free(cm->rows);
+    cudaCheck(cudaEventDestroy(cm->ev_compute));
+    cudaCheck(cudaEventDestroy(cm->ev_comm));
+    cudaCheck(cudaStreamDestroy(cm->send_stream));
+    cudaCheck(cudaStreamDestroy(cm->recv_stream));
     cudaCheck(cudaStreamDestroy(cm->stream));
     cublas_destroy();
 }
 
-// Waits for the rank's stream. Under NCCL it polls the communicator too: a peer that failed (its process gone,
+// `to` waits for everything issued to `from` so far (ev is re-recorded: a wait takes the record made before it)
+static void stream_follow(cudaStream_t to, cudaStream_t from, cudaEvent_t ev) {
+    cudaCheck(cudaEventRecord(ev, from));
+    cudaCheck(cudaStreamWaitEvent(to, ev, 0));
+}
+
+// Waits for all of the rank's work: compute follows both communication streams, and the host waits for compute,
+// one host synchronization. Under NCCL it polls the communicator too: a peer that failed (its process gone,
 // its communicator aborted) surfaces as an asynchronous error here, and one that hangs as the -to timeout, and
 // this rank exits instead of waiting forever in a receive.
 static void comm_wait(Comm* cm) {
+    stream_follow(cm->stream, cm->send_stream, cm->ev_comm);
+    stream_follow(cm->stream, cm->recv_stream, cm->ev_comm);
     if (cm->nccl == NULL) { cudaCheck(cudaStreamSynchronize(cm->stream)); return; }
     double deadline = now_seconds() + cm->timeout;
     for (;;) {
@@ -752,16 +779,18 @@ static Mailbox* mailbox_post(Comm* cm, const void* buf, size_t bytes, int peer) 
     return b;
 }
 
-static void mailbox_complete(Comm* cm, Mailbox* b, int peer) {
+// waits (on the host) until the receiver has issued its copy; `stream` waits for the copy on the device
+static void mailbox_complete(Comm* cm, Mailbox* b, int peer, cudaStream_t stream) {
     LocalHub* h = cm->hub;
     pthread_mutex_lock(&h->mu);
     hub_wait(h, &b->taken, cm->timeout, cm->rank, peer);
     b->taken = 0;
     pthread_mutex_unlock(&h->mu);
-    cudaCheck(cudaStreamWaitEvent(cm->stream, b->done, 0));
+    cudaCheck(cudaStreamWaitEvent(stream, b->done, 0));
 }
 
-static void mailbox_receive(Comm* cm, void* buf, size_t bytes, int peer) {
+// the copy on `stream`, after the sender's producer
+static void mailbox_receive(Comm* cm, void* buf, size_t bytes, int peer, cudaStream_t stream) {
     LocalHub* h = cm->hub;
     Mailbox* b = &h->box[peer * h->P + cm->rank];
     pthread_mutex_lock(&h->mu);
@@ -769,52 +798,68 @@ static void mailbox_receive(Comm* cm, void* buf, size_t bytes, int peer) {
     b->posted = 0;
     pthread_mutex_unlock(&h->mu);
     if (b->bytes != bytes) { fatal("rank %d: expected %zu bytes from rank %d, got %zu", cm->rank, bytes, peer, b->bytes); }
-    cudaCheck(cudaStreamWaitEvent(cm->stream, b->ready, 0));
-    cudaCheck(cudaMemcpyAsync(buf, b->src, bytes, cudaMemcpyDeviceToDevice, cm->stream));
-    cudaCheck(cudaEventRecord(b->done, cm->stream));
+    cudaCheck(cudaStreamWaitEvent(stream, b->ready, 0));
+    cudaCheck(cudaMemcpyAsync(buf, b->src, bytes, cudaMemcpyDeviceToDevice, stream));
+    cudaCheck(cudaEventRecord(b->done, stream));
     pthread_mutex_lock(&h->mu);
     b->taken = 1;
     pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);
 }
 
-// device buffers between two ranks; the schedule validator proved that these blocking pairs cannot deadlock
-static void comm_send(Comm* cm, const void* buf, size_t bytes, int peer) {
-    if (cm->hub) { mailbox_complete(cm, mailbox_post(cm, buf, bytes, peer), peer); return; }
-    ncclCheck(ncclSend(buf, bytes, ncclChar, peer, cm->nccl, cm->stream));
+// Device buffers between two ranks; the schedule validator proved that these pairs cannot deadlock as blocking
+// calls in list order, which is each stream's order. A send reads `buf` on the send stream after the compute
+// issued before it and records `sent` there: compute waits for `sent` before it writes `buf` again. A receive
+// waits for `drained` (recorded by compute after the last read of `buf`), writes `buf` on the receive stream and
+// records `arrived` there: compute waits for it before reading `buf`.
+static void comm_send(Comm* cm, const void* buf, size_t bytes, int peer, cudaEvent_t sent) {
+    if (cm->hub) {
+        mailbox_complete(cm, mailbox_post(cm, buf, bytes, peer), peer, cm->send_stream);
+    } else {
+        stream_follow(cm->send_stream, cm->stream, cm->ev_compute);
+        ncclCheck(ncclSend(buf, bytes, ncclChar, peer, cm->nccl, cm->send_stream));
+    }
+    cudaCheck(cudaEventRecord(sent, cm->send_stream));
 }
 
-static void comm_recv(Comm* cm, void* buf, size_t bytes, int peer) {
-    if (cm->hub) { mailbox_receive(cm, buf, bytes, peer); return; }
-    ncclCheck(ncclRecv(buf, bytes, ncclChar, peer, cm->nccl, cm->stream));
+static void comm_recv(Comm* cm, void* buf, size_t bytes, int peer, cudaEvent_t drained, cudaEvent_t arrived) {
+    cudaCheck(cudaStreamWaitEvent(cm->recv_stream, drained, 0));
+    if (cm->hub) { mailbox_receive(cm, buf, bytes, peer, cm->recv_stream); }
+    else { ncclCheck(ncclRecv(buf, bytes, ncclChar, peer, cm->nccl, cm->recv_stream)); }
+    cudaCheck(cudaEventRecord(arrived, cm->recv_stream));
 }
 
 // Sends and receives that all run at once, none waiting for another (the tied wte's halves, the data-parallel
 // shards): one NCCL group, or through the hub every send posted before the receives (one message per pair of
-// ranks at a time).
+// ranks at a time). On the receive stream, after the compute issued before it; compute follows it (what
+// arrived is read next, and what was sent may be written).
 typedef struct { void* buf; size_t bytes; int peer; } Transfer;
 
 static void comm_exchange(Comm* cm, const Transfer* sends, int num_sends, const Transfer* recvs, int num_recvs) {
+    cudaStream_t x = cm->recv_stream;
+    stream_follow(x, cm->stream, cm->ev_compute);
     if (cm->hub) {
         Mailbox* posted[TRAIN_MAX_P];
         for (int i = 0; i < num_sends; i++) { posted[i] = mailbox_post(cm, sends[i].buf, sends[i].bytes, sends[i].peer); }
-        for (int i = 0; i < num_recvs; i++) { mailbox_receive(cm, recvs[i].buf, recvs[i].bytes, recvs[i].peer); }
-        for (int i = 0; i < num_sends; i++) { mailbox_complete(cm, posted[i], sends[i].peer); }
-        return;
+        for (int i = 0; i < num_recvs; i++) { mailbox_receive(cm, recvs[i].buf, recvs[i].bytes, recvs[i].peer, x); }
+        for (int i = 0; i < num_sends; i++) { mailbox_complete(cm, posted[i], sends[i].peer, x); }
+    } else {
+        ncclCheck(ncclGroupStart());
+        for (int i = 0; i < num_sends; i++) {
+            ncclCheck(ncclSend(sends[i].buf, sends[i].bytes, ncclChar, sends[i].peer, cm->nccl, x));
+        }
+        for (int i = 0; i < num_recvs; i++) {
+            ncclCheck(ncclRecv(recvs[i].buf, recvs[i].bytes, ncclChar, recvs[i].peer, cm->nccl, x));
+        }
+        ncclCheck(ncclGroupEnd());
     }
-    ncclCheck(ncclGroupStart());
-    for (int i = 0; i < num_sends; i++) {
-        ncclCheck(ncclSend(sends[i].buf, sends[i].bytes, ncclChar, sends[i].peer, cm->nccl, cm->stream));
-    }
-    for (int i = 0; i < num_recvs; i++) {
-        ncclCheck(ncclRecv(recvs[i].buf, recvs[i].bytes, ncclChar, recvs[i].peer, cm->nccl, cm->stream));
-    }
-    ncclCheck(ncclGroupEnd());
+    stream_follow(cm->stream, x, cm->ev_comm);
 }
 
 // Every rank's row of n doubles to the host of every rank: rows[r] for r < world, valid until comm_release_rows.
-// row is on the device (on_device: written by the rank's stream, so one wait for the device: a training step's
-// only host synchronization) or on the host. Under NCCL an all-gather; through the hub, the rows in place.
+// row is on the device (on_device: written by compute, so one wait for the device: a training step's only host
+// synchronization) or on the host. Under NCCL an all-gather on the receive stream; through the hub, the rows in
+// place.
 // comm_reserve(n) first.
 static const double* const* comm_gather_rows(Comm* cm, const double* row, int n, int on_device) {
     if (n > cm->cap) { fatal("comm_gather_rows: %d values, %d reserved", n, cm->cap); }
@@ -829,15 +874,17 @@ static const double* const* comm_gather_rows(Comm* cm, const double* row, int n,
         hub_barrier(cm->hub);
         return cm->hub->rows;
     }
+    cudaStream_t x = cm->recv_stream;
+    stream_follow(x, cm->stream, cm->ev_compute);
     if (!on_device) {
         double* staged = cm->dev_buf + (size_t)cm->world * cm->cap;  // after the gathered rows
         memcpy(cm->host_buf, row, n * sizeof(double));
-        cudaCheck(cudaMemcpyAsync(staged, cm->host_buf, n * sizeof(double), cudaMemcpyHostToDevice, cm->stream));
+        cudaCheck(cudaMemcpyAsync(staged, cm->host_buf, n * sizeof(double), cudaMemcpyHostToDevice, x));
         row = staged;
     }
-    ncclCheck(ncclAllGather(row, cm->dev_buf, n, ncclDouble, cm->nccl, cm->stream));
+    ncclCheck(ncclAllGather(row, cm->dev_buf, n, ncclDouble, cm->nccl, x));
     cudaCheck(cudaMemcpyAsync(cm->host_buf, cm->dev_buf, (size_t)cm->world * n * sizeof(double),
-                              cudaMemcpyDeviceToHost, cm->stream));
+                              cudaMemcpyDeviceToHost, x));
     comm_wait(cm);
     for (int r = 0; r < cm->world; r++) { cm->rows[r] = cm->host_buf + (size_t)r * n; }
     return cm->rows;
@@ -877,9 +924,11 @@ static void comm_broadcast(Comm* cm, void* x, size_t bytes, int root) {
         return;
     }
     memcpy(cm->host_buf, x, bytes);
-    cudaCheck(cudaMemcpyAsync(cm->dev_buf, cm->host_buf, bytes, cudaMemcpyHostToDevice, cm->stream));
-    ncclCheck(ncclBroadcast(cm->dev_buf, cm->dev_buf, bytes, ncclChar, root, cm->nccl, cm->stream));
-    cudaCheck(cudaMemcpyAsync(cm->host_buf, cm->dev_buf, bytes, cudaMemcpyDeviceToHost, cm->stream));
+    cudaStream_t r = cm->recv_stream;
+    stream_follow(r, cm->stream, cm->ev_compute);
+    cudaCheck(cudaMemcpyAsync(cm->dev_buf, cm->host_buf, bytes, cudaMemcpyHostToDevice, r));
+    ncclCheck(ncclBroadcast(cm->dev_buf, cm->dev_buf, bytes, ncclChar, root, cm->nccl, r));
+    cudaCheck(cudaMemcpyAsync(cm->host_buf, cm->dev_buf, bytes, cudaMemcpyDeviceToHost, r));
     comm_wait(cm);
     memcpy(x, cm->host_buf, bytes);
 }
@@ -887,11 +936,12 @@ static void comm_broadcast(Comm* cm, void* x, size_t bytes, int root) {
 // host bytes from one rank to another through a temporary device buffer (checkpoints, the trace: not in a step)
 static void comm_host_p2p(Comm* cm, void* host, size_t bytes, int peer, int send) {
     void* d = cuda_alloc(bytes, cm->stream);
+    Transfer t = {d, bytes, peer};
     if (send) {
         cudaCheck(cudaMemcpyAsync(d, host, bytes, cudaMemcpyHostToDevice, cm->stream));
-        comm_send(cm, d, bytes, peer);
+        comm_exchange(cm, &t, 1, NULL, 0);
     } else {
-        comm_recv(cm, d, bytes, peer);
+        comm_exchange(cm, NULL, 0, &t, 1);
         cudaCheck(cudaMemcpyAsync(host, d, bytes, cudaMemcpyDeviceToHost, cm->stream));
     }
     comm_wait(cm);
@@ -925,6 +975,9 @@ typedef struct {
     floatX** act_in;         // received activations (B,T,C)
     floatX** grad_in;        // received gradients of the stage's output
     floatX** send_buf;       // d(stage input) waiting to be sent to another rank
+    // per buffer slot, the events of its messages (comm_send, comm_recv): a received buffer's arrival and its
+    // last read by compute; a sent buffer's send (the outbox's, and each stash slot's stage output, SEND_F)
+    cudaEvent_t *act_in_arrived, *act_in_drained, *grad_in_arrived, *grad_in_drained, *send_buf_sent, *stash_sent;
     // data parallelism (llmc/data_parallel.h): the stage cut into D shards of pieces, offsets made device offsets.
     // With D = 1 the one shard is the whole stage, and its pieces with a slot are the norm slots it computes.
     ShardPiece* pieces;      // (D, max_shard_pieces)
@@ -966,7 +1019,6 @@ typedef struct {
     GlobalNorm norm;         // the norm slots' pieces this rank squares (its shard's, under data parallelism)
     double* norm_sums;       // (num_norm_slots)
     float last_loss;         // the mean training loss of the last step
-
     float* wte_other;        // (Vp*C) device: the other end stage's tied-wte half, when it runs on another rank
     // timing of a training step: events around every action of the list, the step's start, the optimizer
     cudaEvent_t* ev_begin;   // (list length)
@@ -1011,6 +1063,17 @@ static void buffers_alloc(floatX*** bufs, StashSlots* slots, int M, int n, size_
     stash_init(slots, M, n);
     *bufs = (floatX**)calloc_check(n > 0 ? n : 1, sizeof(floatX*));
     for (int k = 0; k < n; k++) { (*bufs)[k] = (floatX*)cuda_alloc_counted(counter, elems * sizeof(floatX), stream); }
+}
+
+static cudaEvent_t* events_create(int n) {
+    cudaEvent_t* ev = (cudaEvent_t*)calloc_check(n > 0 ? n : 1, sizeof(cudaEvent_t));
+    for (int k = 0; k < n; k++) { cudaCheck(cudaEventCreateWithFlags(&ev[k], cudaEventDisableTiming)); }
+    return ev;
+}
+
+static void events_destroy(cudaEvent_t* ev, int n) {
+    for (int k = 0; k < n; k++) { cudaCheck(cudaEventDestroy(ev[k])); }
+    free(ev);
 }
 
 static void buffers_free(floatX** bufs, StashSlots* slots) {
@@ -1097,6 +1160,15 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
             pp->wte_other = (float*)cuda_alloc_counted(comm, tensor_unit_size(c, WTE) * sizeof(float), stream);
         }
     }
+    for (int l = 0; l < pp->num_local; l++) {
+        RankStage* ls = &pp->local[l];
+        ls->act_in_arrived = events_create(ls->inbox.num_slots);
+        ls->act_in_drained = events_create(ls->inbox.num_slots);
+        ls->grad_in_arrived = events_create(ls->grad_inbox.num_slots);
+        ls->grad_in_drained = events_create(ls->grad_inbox.num_slots);
+        ls->send_buf_sent = events_create(ls->outbox.num_slots);
+        ls->stash_sent = events_create(ls->stash.num_slots);
+    }
     cudaCheck(cudaMallocHost(&pp->tokens, (size_t)M * 2 * B * T * sizeof(int)));
     pp->step_row = pp->loss_dev = (double*)cuda_alloc((M + nslots) * sizeof(double), stream);
     cudaCheck(cudaMallocHost(&pp->loss_host, M * sizeof(double)));
@@ -1146,6 +1218,15 @@ static void pipeline_free(Pipeline* pp) {
         free(ls->shard_base);
         if (ls->dp_send) { cudaCheck(cudaFree(ls->dp_send)); cudaCheck(cudaFree(ls->dp_recv)); }
     }
+    for (int i = 0; i < pp->num_local; i++) {
+        RankStage* ls = &pp->local[i];
+        events_destroy(ls->act_in_arrived, ls->inbox.num_slots);
+        events_destroy(ls->act_in_drained, ls->inbox.num_slots);
+        events_destroy(ls->grad_in_arrived, ls->grad_inbox.num_slots);
+        events_destroy(ls->grad_in_drained, ls->grad_inbox.num_slots);
+        events_destroy(ls->send_buf_sent, ls->outbox.num_slots);
+        events_destroy(ls->stash_sent, ls->stash.num_slots);
+    }
     free(pp->local);
     free(pp->local_of);
     cudaCheck(cudaFreeHost(pp->tokens));
@@ -1170,7 +1251,27 @@ static void pipeline_free(Pipeline* pp) {
     schedule_free(&pp->schedule);
 }
 
-// One action of this rank's list. Everything is queued on the rank's stream in list order.
+// What compute waits for before a compute action: the message it reads (F: the activations received into its
+// inbox slot; B/I: the gradient received into its grad_inbox slot), and the send of a buffer it writes (F: its
+// stash slot's output, SEND_F of an earlier micro-batch; B/I: its outbox slot, SEND_B). Slots taken here are
+// the ones run_action takes (stash_acquire returns a micro-batch's slot once it has one).
+static void action_waits(Pipeline* pp, const Action* a) {
+    RankStage* ls = local_stage(pp, a->stage);
+    cudaStream_t stream = pp->comm->stream;
+    int m = a->mb, s = a->stage;
+    if (a->type == PP_F) {
+        cudaCheck(cudaStreamWaitEvent(stream, ls->stash_sent[stash_acquire(&ls->stash, m)], 0));
+        if (s > 0) { cudaCheck(cudaStreamWaitEvent(stream, ls->act_in_arrived[stash_slot(&ls->inbox, m)], 0)); }
+    } else if (a->type == PP_B || a->type == PP_I) {
+        if (s < pp->S - 1) { cudaCheck(cudaStreamWaitEvent(stream, ls->grad_in_arrived[stash_slot(&ls->grad_inbox, m)], 0)); }
+        if (s > 0 && !local_or_null(pp, s - 1)) {
+            cudaCheck(cudaStreamWaitEvent(stream, ls->send_buf_sent[stash_acquire(&ls->outbox, m)], 0));
+        }
+    }
+}
+
+// One action of this rank's list: compute on the rank's stream, messages on its send and receive streams,
+// each in list order.
 static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_only) {
     int m = a->mb, s = a->stage, last = s == pp->S - 1;
     RankStage* ls = local_stage(pp, s);
@@ -1187,7 +1288,9 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
         cudaCheck(cudaMemcpyAsync(act->inputs, tokens, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice, stream));
         cudaCheck(cudaMemcpyAsync(act->targets, tokens + B * T, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice, stream));
         if (s > 0) {
-            device_copy(act->x, ls->act_in[stash_slot(&ls->inbox, m)], bytes, stream);
+            int j = stash_slot(&ls->inbox, m);
+            device_copy(act->x, ls->act_in[j], bytes, stream);
+            cudaCheck(cudaEventRecord(ls->act_in_drained[j], stream));  // the next receive into it may start
             stash_release(&ls->inbox, m);
         }
         float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
@@ -1199,10 +1302,14 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
     }
     case PP_B:
     case PP_I: {
-        const floatX* dout = last ? NULL : ls->grad_in[stash_slot(&ls->grad_inbox, m)];
+        int j = last ? -1 : stash_slot(&ls->grad_inbox, m);
+        const floatX* dout = last ? NULL : ls->grad_in[j];
         stage_backward_input(st, &st->stash[stash_slot(&ls->stash, m)], dout, a->type == PP_I, stream);
         if (a->type == PP_B) { stash_release(&ls->stash, m); }
-        if (!last) { stash_release(&ls->grad_inbox, m); }
+        if (!last) {
+            cudaCheck(cudaEventRecord(ls->grad_in_drained[j], stream));
+            stash_release(&ls->grad_inbox, m);
+        }
         if (prev) {  // d(input) goes upstream at once: to this rank's previous stage, or to the outbox
             device_copy(prev->grad_in[stash_acquire(&prev->grad_inbox, m)], st->scratch.dresidual, bytes, stream);
         } else if (s > 0) {
@@ -1214,20 +1321,28 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
         stage_backward_weight(st, &st->stash[stash_slot(&ls->stash, m)], stream);
         stash_release(&ls->stash, m);  // the slot, with what I kept, is free for the next forward
         return;
-    case PP_SEND_F:
-        comm_send(cm, stage_output(st, &st->stash[stash_slot(&ls->stash, m)]), bytes, pipe_peer(pp, a->peer));
+    case PP_SEND_F: {
+        int k = stash_slot(&ls->stash, m);
+        comm_send(cm, stage_output(st, &st->stash[k]), bytes, pipe_peer(pp, a->peer), ls->stash_sent[k]);
         if (forward_only) { stash_release(&ls->stash, m); }  // the slot is free once sent
         return;
-    case PP_SEND_B:
-        comm_send(cm, ls->send_buf[stash_slot(&ls->outbox, m)], bytes, pipe_peer(pp, a->peer));
+    }
+    case PP_SEND_B: {
+        int k = stash_slot(&ls->outbox, m);
+        comm_send(cm, ls->send_buf[k], bytes, pipe_peer(pp, a->peer), ls->send_buf_sent[k]);
         stash_release(&ls->outbox, m);
         return;
-    case PP_RECV_F:
-        comm_recv(cm, ls->act_in[stash_acquire(&ls->inbox, m)], bytes, pipe_peer(pp, a->peer));
+    }
+    case PP_RECV_F: {
+        int j = stash_acquire(&ls->inbox, m);
+        comm_recv(cm, ls->act_in[j], bytes, pipe_peer(pp, a->peer), ls->act_in_drained[j], ls->act_in_arrived[j]);
         return;
-    case PP_RECV_B:
-        comm_recv(cm, ls->grad_in[stash_acquire(&ls->grad_inbox, m)], bytes, pipe_peer(pp, a->peer));
+    }
+    case PP_RECV_B: {
+        int j = stash_acquire(&ls->grad_inbox, m);
+        comm_recv(cm, ls->grad_in[j], bytes, pipe_peer(pp, a->peer), ls->grad_in_drained[j], ls->grad_in_arrived[j]);
         return;
+    }
     default: {
         char tok[48];
         fatal("action %s is not supported by this trainer", schedule_action_str(a, tok, sizeof(tok)));
@@ -1239,12 +1354,17 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
 // sampling, no d(logits), each stash slot freed as soon as its activations have moved on.
 static void run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int forward_only) {
     const ActionList* list = &sc->ranks[pp->rank];
-    cudaStream_t stream = pp->comm->stream;
+    Comm* cm = pp->comm;
     for (int i = 0; i < list->n; i++) {
-        activity_set("schedule", &list->a[i], pp->step + 1);
-        if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_begin[i], stream)); }
-        run_action(pp, &list->a[i], B, T, forward_only);
-        if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_end[i], stream)); }
+        const Action* a = &list->a[i];
+        activity_set("schedule", a, pp->step + 1);
+        // each action timed on its own stream; a compute action after the waits for its messages, which count
+        // as idle time, not as its own
+        cudaStream_t s = pp_is_send(a->type) ? cm->send_stream : pp_is_recv(a->type) ? cm->recv_stream : cm->stream;
+        if (pp_is_compute(a->type)) { action_waits(pp, a); }
+        if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_begin[i], s)); }
+        run_action(pp, a, B, T, forward_only);
+        if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_end[i], s)); }
     }
     activity_set("schedule", NULL, pp->step + 1);
 }
