@@ -173,9 +173,10 @@ namespace simt { [[noreturn]] void misaligned(const void* p, int align, const ch
 inline void simt_check_aligned(const void* p, int align, const char* what, SIMT_LOC_DECL) {
   if ((uintptr_t)p & (uintptr_t)(align - 1)) simt::misaligned(p, align, what, SIMT_LOC);
 }
-inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+namespace simt { void note_fence(); }  // the running CUDA thread executed a device-wide fence
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); simt::note_fence(); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); simt::note_fence(); }
 inline void __nanosleep(unsigned) {}
 long long clock64();
 
@@ -195,8 +196,41 @@ template <class T> inline T atomic_rmw(T* a, T v, int op) {  // float/double/hal
   return r;
 }
 }  // namespace simt
+// The old value of an unsigned atomicAdd/atomicInc: compared with the number of blocks minus one, it is the
+// ticket by which the last block of a kernel takes over the other blocks' results (llmc/layernorm.cuh). On a
+// GPU their writes are visible to it only if each block executed __threadfence() before taking its ticket;
+// blocks run one after another here, so that comparison checks that the calling thread did (ticket-fence).
+// Anything else converts it to unsigned. Not trivially copyable, so that passing it to printf is an error.
+namespace simt {
+void check_ticket_fence(const char* file, int line);
+struct Ticket {
+  unsigned v; const char* file; int line;
+  Ticket(unsigned v_, const char* f, int l) : v(v_), file(f), line(l) {}
+  Ticket(const Ticket& o) : v(o.v), file(o.file), line(o.line) {}
+  operator unsigned() const { return v; }
+  bool last(unsigned x) const {
+    if (x == gridDim.x * gridDim.y * gridDim.z - 1) check_ticket_fence(file, line);
+    return v == x;
+  }
+};
+}  // namespace simt
+inline bool operator==(const simt::Ticket& t, unsigned x) { return t.last(x); }
+inline bool operator==(unsigned x, const simt::Ticket& t) { return t.last(x); }
+inline bool operator!=(const simt::Ticket& t, unsigned x) { return !t.last(x); }
+inline bool operator!=(unsigned x, const simt::Ticket& t) { return !t.last(x); }
+inline bool operator==(const simt::Ticket& t, int x) { return t.last((unsigned)x); }  // `t == 0`: not ambiguous
+inline bool operator==(int x, const simt::Ticket& t) { return t.last((unsigned)x); }
+inline bool operator!=(const simt::Ticket& t, int x) { return !t.last((unsigned)x); }
+inline bool operator!=(int x, const simt::Ticket& t) { return !t.last((unsigned)x); }
+inline simt::Ticket atomicAdd(unsigned* a, unsigned v, SIMT_LOC_DECL) {
+  return simt::Ticket(__atomic_fetch_add(a, v, __ATOMIC_RELAXED), SIMT_LOC);
+}
+#define SIMT_ATOMIC_ADD(T) inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }
+SIMT_ATOMIC_ADD(int)
+SIMT_ATOMIC_ADD(unsigned long long)
+SIMT_ATOMIC_ADD(long long)
+#undef SIMT_ATOMIC_ADD
 #define SIMT_ATOMIC_INT(T)                                                                              \
-  inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }                 \
   inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }                 \
   inline T atomicMin(T* a, T v) { return simt::atomic_rmw(a, v, 1); }                                   \
   inline T atomicMax(T* a, T v) { return simt::atomic_rmw(a, v, 2); }                                   \
@@ -212,14 +246,15 @@ SIMT_ATOMIC_INT(unsigned)
 SIMT_ATOMIC_INT(unsigned long long)
 SIMT_ATOMIC_INT(long long)
 #undef SIMT_ATOMIC_INT
+
 inline unsigned short atomicCAS(unsigned short* a, unsigned short cmp, unsigned short v) {
   __atomic_compare_exchange_n(a, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED); return cmp;
 }
 // CUDA's atomicInc/atomicDec wrap at `limit`.
-inline unsigned atomicInc(unsigned* a, unsigned limit) {
+inline simt::Ticket atomicInc(unsigned* a, unsigned limit, SIMT_LOC_DECL) {
   unsigned old = __atomic_load_n(a, __ATOMIC_RELAXED), nv;
   do { nv = old >= limit ? 0 : old + 1; } while (!__atomic_compare_exchange_n(a, &old, nv, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-  return old;
+  return simt::Ticket(old, SIMT_LOC);
 }
 inline unsigned atomicDec(unsigned* a, unsigned limit) {
   unsigned old = __atomic_load_n(a, __ATOMIC_RELAXED), nv;

@@ -119,6 +119,7 @@ struct Fiber {
   unsigned mask = 0, vote = 0;
   alignas(16) unsigned char in[16], out[16];
   const char* file = nullptr; int line = 0;
+  bool fenced = false;  // executed __threadfence() since its block started (ticket-fence)
 };
 // Fixed-size copies inline to a move or two; a variable-size memcpy is a libc call per lane.
 static inline void copy_payload(void* d, const void* s, int bytes) {
@@ -362,6 +363,14 @@ unsigned activemask() {
 }
 
 [[noreturn]] void trap(const char* file, int line) { fail("trap", "%s:%d: __trap() called", file, line); }
+void note_fence() { Runtime& r = R(); if (r.cur >= 0) r.fibers[r.cur].fenced = true; }
+void check_ticket_fence(const char* file, int line) {
+  Runtime& r = R();
+  if (r.cur >= 0 && !r.fibers[r.cur].fenced)
+    fail("ticket-fence", "%s:%d: the old value of this atomic is compared with the last block's ticket (%u), but this thread "
+         "executed no __threadfence() before taking it: on a GPU the last block may not see this block's writes",
+         file, line, gridDim.x * gridDim.y * gridDim.z - 1);
+}
 [[noreturn]] void misaligned(const void* p, int align, const char* what, const char* file, int line) {
   fail("misaligned", "%s:%d: %s at %p, which is not %d-byte aligned (a GPU traps: misaligned address)", file, line, what, p, align);
 }
@@ -530,6 +539,7 @@ static void prepare_fiber(Fiber& f) {
   ASAN_UNPOISON_MEMORY_REGION(f.stack_lo, r.stack_size);  // abandoned frames leave poisoned redzones
 #endif
   f.state = F_RUNNABLE;
+  f.fenced = false;
 #if defined(SIMT_UCONTEXT)
   getcontext(&f.uc);
   f.uc.uc_stack.ss_sp = f.stack_lo; f.uc.uc_stack.ss_size = r.stack_size; f.uc.uc_link = nullptr;

@@ -573,13 +573,13 @@ __global__ void last_by_index(float* out, float* partials, const float* in) {
     *out = t;
   }
 }
-__global__ void last_by_ticket(float* out, float* partials, unsigned* ticket, unsigned* order, const float* in) {
+__global__ void last_by_ticket(float* out, float* partials, unsigned* ticket, unsigned* order, const float* in, bool fence) {
   if (threadIdx.x != 0) return;
   float s = 0.f;
   for (int i = 0; i < 32; i++) s += in[blockIdx.x * 32 + i];
   partials[blockIdx.x] = s;
-  __threadfence();  // the partial is visible device-wide before the ticket is taken
-  unsigned t = atomicAdd(ticket, 1u);
+  if (fence) __threadfence();  // the partial is visible device-wide before the ticket is taken
+  auto t = atomicAdd(ticket, 1u);  // BUG:ticket_without_fence
   order[blockIdx.x] = t;
   if (t != gridDim.x - 1) return;
   __threadfence();
@@ -596,7 +596,7 @@ static void test_block_order() {
   float *din = to_device(in), *out, *partials; unsigned *ticket, *order;
   cudaMalloc(&out, 4); cudaMalloc(&partials, G * 4); cudaMalloc(&ticket, 4); cudaMalloc(&order, G * 4);
   cudaMemset(ticket, 0, 4);
-  last_by_ticket<<<G, 32>>>(out, partials, ticket, order, din);
+  last_by_ticket<<<G, 32>>>(out, partials, ticket, order, din, true);
   std::vector<unsigned> ord = from_device(order, G);
   CHECK(from_device(out, 1)[0] == total, "the ticket's last block: sum %g, expected %g (%s)", from_device(out, 1)[0], total, sched_name());
   std::vector<unsigned> sorted = ord; std::sort(sorted.begin(), sorted.end());
@@ -611,6 +611,13 @@ static void test_block_order() {
   bool right = from_device(out, 1)[0] == total;
   CHECK(right == (last == G - 1), "the highest block taken for the last: %s in %s order, where block %d runs last", right ? "right" : "wrong",
         sched.c_str(), last);
+  // without the fence: right here, where blocks run one after another, but reported
+  auto r = expect_report("a last-block ticket without __threadfence", [&] {
+    last_by_ticket<<<G, 32>>>(out, partials, ticket, order, din, false);
+    return cudaGetLastError() == cudaErrorLaunchFailure ? 0 : 3;
+  }, {"SIMT ERROR [ticket-fence] in kernel last_by_ticket", "thread (0,0,0)", bug_at("ticket_without_fence"),
+      "compared with the last block's ticket (7), but this thread executed no __threadfence()"});
+  CHECK(r.exit_code == 0, "ticket-fence: the launch did not fail (exit %d)", r.exit_code);
   cudaFree(din); cudaFree(out); cudaFree(partials); cudaFree(ticket); cudaFree(order);
 }
 
