@@ -51,9 +51,9 @@ int main(void) {
     size_t C = GLOBAL_NORM_CHUNK;
     // slot 3 has no piece; slot 4 has two
     std::vector<PieceSpec> ps = {{0, 1, 0}, {64, 1000, 1}, {1089, 100003, 2}, {101124, 3 * C + 5, 4},
-                                 {201000, 2 * C, 5}, {301001, 2000000, 4}};
+                                 {201000, 2 * C, 5}, {301001, 250007, 4}};
     int slots = 6;
-    size_t n = 2400000;
+    size_t n = 560000;
     std::vector<float> g = rng.vec(n, -1.0f, 1.0f);
     for (size_t i = 0; i < n; i += 1000) { g[i] *= 1000.0f; }
     float* d_g = to_device(g);
