@@ -898,6 +898,25 @@ static void test_stream_races() {
   ok = run_child(copy_then_kernel(true));
   CHECK(ok.exit_code == 0 && ok.output.find("SIMT ERROR") == std::string::npos,
         "(c) with the event: exit %d, output:\n%s", ok.exit_code, ok.output.c_str());
+  // (d) the legacy default stream waits for blocking streams (cudaStreamCreate), not for non-blocking ones
+  auto legacy_reads = [](bool blocking) {
+    return [blocking] {
+      cudaStream_t a;
+      if (blocking) cudaStreamCreate(&a); else cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking);
+      float* x; cudaMalloc(&x, 1024);
+      cudaMemsetAsync(x, 0, 1024, a);
+      add_kernel<<<1, 256, 0, a>>>(x, 1.f, 256);
+      std::vector<float> h(256);
+      cudaMemcpy(h.data(), x, 1024, cudaMemcpyDeviceToHost);  // CALL:legacy_reads
+      return h[255] == 1.f ? 0 : 3;
+    };
+  };
+  expect_report("(d) cudaMemcpy on the legacy stream after a kernel on a non-blocking stream", legacy_reads(false),
+                {race + site_of("CALL:legacy_reads") + ": cudaMemcpy on the legacy default stream of device 0 reads bytes",
+                 "which kernel add_kernel at", "on non-blocking stream"});
+  ok = run_child(legacy_reads(true));
+  CHECK(ok.exit_code == 0 && ok.output.find("SIMT ERROR") == std::string::npos,
+        "(d) on a blocking stream: exit %d, output:\n%s", ok.exit_code, ok.output.c_str());
 }
 #endif
 
