@@ -122,6 +122,8 @@ static void* snapshot_state(Pipeline* pp, size_t* bytes) {
 // mailbox copies when every rank shares a device); no cuBLASLt plan is built after the first step. SIMT counts
 // the calls per host thread and per stream; under nvcc those counts are all zero and only the plan count is
 // checked. Rank 0 of the first run prints them.
+#define STEP_API_CHECK "a step allocates nothing, waits for the device once, sends and receives off the compute " \
+                       "stream, builds no cuBLASLt plan after the first"
 static int step_api_ok(const Run* run, const Comm* cm, int k, long long plans_before) {
     int plans_ok = k == 0 || cublaslt_plans_built == plans_before;
     SimtApiCounts n;
@@ -364,7 +366,7 @@ int main(int argc, char** argv) {
             run_pipeline(&run);
             snprintf(tag, sizeof(tag), "P=%d %s%s", run.P, run.schedule, run.one_device_used ? " on one GPU" : "");
             check_against_reference(&run, tag, ref_step_loss, ref_grads, ref_norm, ref_params);
-            snprintf(name, sizeof(name), "%s: a step allocates nothing, waits for the device once, sends and receives off the compute stream", tag);
+            snprintf(name, sizeof(name), "%s: " STEP_API_CHECK, tag);
             check(run.api_ok, name);
             snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints, the peak in use is the schedule's", tag);
             check(run.stash_ok, name);
@@ -410,7 +412,7 @@ int main(int argc, char** argv) {
             run_pipeline(&run);
             snprintf(tag, sizeof(tag), "P=%d %s%s", P, sc, run.one_device_used && devices >= P ? " on one GPU" : "");
             check_against_reference(&run, tag, ref_step_loss, ref_grads, ref_norm, ref_params);
-            snprintf(name, sizeof(name), "%s: a step allocates nothing, waits for the device once, sends and receives off the compute stream", tag);
+            snprintf(name, sizeof(name), "%s: " STEP_API_CHECK, tag);
             check(run.api_ok, name);
             snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints, the peak in use is the schedule's", tag);
             check(run.stash_ok, name);
@@ -436,7 +438,7 @@ int main(int argc, char** argv) {
             dp[z].schedule = "1f1b";
             run_pipeline(&dp[z]);
             snprintf(tag, sizeof(tag), "D=2 x P=2 1f1b%s", z ? " ZeRO-1" : "");
-            snprintf(name, sizeof(name), "%s: a step allocates nothing, waits for the device once, sends and receives off the compute stream", tag);
+            snprintf(name, sizeof(name), "%s: " STEP_API_CHECK, tag);
             check(dp[z].api_ok, name);
             snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints, the peak in use is the schedule's", tag);
             check(dp[z].stash_ok, name);
