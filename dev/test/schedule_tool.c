@@ -10,7 +10,8 @@ its ASCII timeline, and a Chrome/Perfetto trace for scripts/plot_pipeline.py.
   ./build/schedule_tool -cmp 1 -P 2 -M 8 -tf 1 -tb 2 -ti 1 -tw 1   (every builder: step time, bubble, stash)
 
 flags (llm.c style, each takes a value):
-  -sc  gpipe | 1f1b | interleaved[:v] | zbh1 | zbh2 | zbv | path of a schedule text file  (default 1f1b)
+  -sc  gpipe | 1f1b | interleaved[:v] | zbh1 | zbh2 | zbv | zbc[:costs] | zbcv[:costs] | path of a schedule
+       text file  (default 1f1b)
   -P   pipeline ranks (default 4)          -M  micro-batches (default 8)
   -tf  forward time per stage (default 1)  -tb backward time (default 2)  -tc comm time (default 0)
        (the simulation of one schedule splits B into I = W = tb/2; -cmp takes -ti and -tw, default 1,

@@ -78,7 +78,15 @@ $BIN $ARGS -pp 2 -sc auto -o "$W/auto" > "$W/auto.txt" 2>&1
 check "-sc auto: decided ($(grep -o 'moving to .*\|staying with .*' "$W/auto.txt"))" "grep -Eq '^-sc auto: (moving to|staying with) ' '$W/auto.txt'"
 check "-sc auto: model identical to 1F1B's" "cmp -s '$W/base/model_00000004.bin' '$W/auto/model_00000004.bin'"
 check "-sc auto: optimizer state identical to 1F1B's" "cmp -s '$W/base/state_00000004.bin' '$W/auto/state_00000004.bin'"
-rm -rf "$W/base" "$W/auto"
+# the cost-aware builder with uneven costs (a heavy LM-head stage), whose order and stash follow the costs: the
+# bits of 1F1B, and each stage's peak stash is the schedule's count
+run "$W/zbcv" 2 zbcv:1/1/1,1/1/1,2/2/1,6/3/4 4 local
+check "zbcv with costs: model and optimizer state identical to 1F1B's" \
+      "cmp -s '$W/base/model_00000004.bin' '$W/zbcv/model_00000004.bin' && cmp -s '$W/base/state_00000004.bin' '$W/zbcv/state_00000004.bin'"
+check "zbcv with costs: peak stash = the schedule's count" \
+    "diff <(sed -n 's/^stage \([0-9]*\):.* activation stash \([0-9]*\) micro-batches.*/\1 \2/p' '$W/zbcv.txt') \
+          <(sed -n 's/^stage \([0-9]*\): peak stash \([0-9]*\) micro-batches.*/\1 \2/p' '$W/zbcv.txt') && grep -q '^stage 3: peak stash' '$W/zbcv.txt'"
+rm -rf "$W/base" "$W/auto" "$W/zbcv"
 
 # Activation recomputation (-rc) gives the same bits under a fused and a split backward, and at GPT-2 124M
 # (d12, B=4, T=64, 1F1B, P=2) -rc always stashes at most a quarter of what -rc never does (printed plan).
