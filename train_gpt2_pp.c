@@ -1602,25 +1602,6 @@ static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const 
                                 (ends_apart && (s == 0 || s == sc->S - 1) ? tensor_unit_size(c, WTE) : 0)) * f;
 }
 
-// the largest rank's bytes under args' builder at P ranks, from the plan: what -mem limits
-static double largest_rank_bytes(const GPT2Config* c, const TrainArgs* args, int P) {
-    Schedule sc;
-    if (schedule_build(args->schedule_name, P, args->M, &sc) != 0) { fatal("schedule %s: cannot build", args->schedule_name); }
-    int* layers = (int*)malloc_check(sc.S * sizeof(int));
-    pipeline_split(args, c, sc.S, layers);
-    double* rank_total = (double*)calloc_check(P, sizeof(double)), largest = 0.0;
-    for (int s = 0; s < sc.S; s++) {
-        double bytes[MEM_CATEGORIES];
-        stage_memory_plan(c, args, &sc, layers, s, bytes);
-        for (int i = 0; i < MEM_CATEGORIES; i++) { rank_total[sc.stage_rank[s]] += bytes[i]; }
-    }
-    for (int r = 0; r < P; r++) { largest = rank_total[r] > largest ? rank_total[r] : largest; }
-    free(rank_total);
-    free(layers);
-    schedule_free(&sc);
-    return largest;
-}
-
 // Each stage's mean F, B, I and W (ms per micro-batch) in the last training schedule, over the ranks of `tp`
 // (collective); B's weight-gradient ops are timed (action_secs' fifth column), so 1F1B's times also give I and W.
 static void measured_costs(Pipeline* pp, Transport* tp, StageCosts* cost) {
@@ -1661,17 +1642,6 @@ static void print_allocated_memory(Pipeline* pp) {
     free(bytes);
 }
 
-// the largest rank's bytes under a builder and split, for -mem (AutoRankBytes)
-typedef struct { const GPT2Config* config; const TrainArgs* args; int P; } AutoMemory;
-
-static double auto_rank_bytes(void* ctx, const char* schedule, const char* split) {
-    const AutoMemory* m = (const AutoMemory*)ctx;
-    TrainArgs a = *m->args;
-    a.schedule_name = schedule;
-    a.layers_arg = split;
-    return largest_rank_bytes(m->config, &a, m->P);
-}
-
 // -sc auto: 1F1B runs first and times each stage's F and B, and within B its weight-gradient ops, which a
 // split backward defers to W (I is the rest); llmc/schedule_auto.h chooses the builder and split (or the
 // fastest whose largest rank fits -mem). Parameters and AdamW moments move through a whole-model copy, as a
@@ -1680,8 +1650,8 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
     int P = pp->P;
     StageCosts* measured = (StageCosts*)malloc_check(P * sizeof(StageCosts));
     measured_costs(pp, pp->job, measured);  // over every replica: all of them choose alike
-    AutoMemory memory = {&pp->config, args, P};
-    AutoQuery q = {"1f1b", pp->step, args->layers_arg != NULL, args->max_mib, auto_rank_bytes, &memory,
+    AutoMemory memory = {&pp->config, args, P, stage_memory_plan};
+    AutoQuery q = {"1f1b", pp->step, args->layers_arg != NULL, args->max_mib, pipeline_largest_rank_bytes, &memory,
                    pp->job->rank == 0 ? stdout : NULL};
     AutoChoice choice;
     schedule_auto_choose(measured, pp->layers, P, pp->M, pp->config.num_layers, &q, &choice);

@@ -1755,8 +1755,10 @@ static void scatter_from_checkpoint(void* ctx, int which, float* global) {
 // is simulated at the split those costs give it, and the run moves to the fastest schedule and split. Master
 // weights and AdamW moments move through whole-model copies, as a checkpoint would (the floatX parameters
 // are the master weights rounded to nearest, so they come back the same), and the run goes on with the same
-// bits. choice gets the schedule and split that run on. (-mem needs the memory plan: refused for now.)
+// bits. choice gets the schedule and split that run on; -mem limits the largest rank by stage_memory_plan.
 #define AUTO_CALIBRATION "zbh1"  // 1F1B's order and peak stash, with split backward
+static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* layers, int s,
+                              double* bytes);
 static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args, AutoChoice* choice) {
     int S = pp->S, n = 5 * S;
     double* secs = (double*)calloc_check(2 * n, sizeof(double));  // (S, 5) as stage_costs_measured reads them
@@ -1769,8 +1771,9 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args, AutoChoi
     comm_allreduce_sum(pp->comm, secs, 2 * n);
     StageCosts* cost = (StageCosts*)malloc_check(S * sizeof(StageCosts));
     stage_costs_measured(secs, secs + n, S, cost);
-    AutoQuery q = {AUTO_CALIBRATION, pp->step, args->layers_arg != NULL, 0, NULL, NULL,
-                   pp->comm->rank == 0 && !args->quiet ? stdout : NULL};
+    AutoMemory memory = {&pp->config, args, pp->P, stage_memory_plan};
+    AutoQuery q = {AUTO_CALIBRATION, pp->step, args->layers_arg != NULL, args->max_mib, pipeline_largest_rank_bytes,
+                   &memory, pp->comm->rank == 0 && !args->quiet ? stdout : NULL};
     schedule_auto_choose(cost, pp->layers, pp->P, pp->M, pp->config.num_layers, &q, choice);
     if (choice->moves) {
         size_t N = model_num_parameters(&pp->config);

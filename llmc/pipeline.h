@@ -475,6 +475,32 @@ static inline void pipeline_print_memory_plan(const TrainArgs* args, int P, Stag
     schedule_free(&sc);
 }
 
+// -sc auto's -mem: the largest rank's bytes under a builder and a split (-pl text), from the trainer's plan
+// (an AutoRankBytes of llmc/schedule_auto.h, ctx an AutoMemory)
+typedef struct { const GPT2Config* config; const TrainArgs* args; int P; StageMemoryFn stage_memory; } AutoMemory;
+
+static inline double pipeline_largest_rank_bytes(void* ctx, const char* schedule, const char* split) {
+    const AutoMemory* m = (const AutoMemory*)ctx;
+    TrainArgs a = *m->args;
+    a.schedule_name = schedule;
+    a.layers_arg = split;
+    Schedule sc;
+    if (schedule_build(schedule, m->P, a.M, &sc) != 0) { fatal("schedule %s: cannot build", schedule); }
+    int* layers = (int*)malloc_check(sc.S * sizeof(int));
+    pipeline_split(&a, m->config, sc.S, layers);
+    double* rank_total = (double*)calloc_check(m->P, sizeof(double)), largest = 0.0;
+    for (int s = 0; s < sc.S; s++) {
+        double bytes[MEM_CATEGORIES];
+        m->stage_memory(m->config, &a, &sc, layers, s, bytes);
+        for (int i = 0; i < MEM_CATEGORIES; i++) { rank_total[sc.stage_rank[s]] += bytes[i]; }
+    }
+    for (int r = 0; r < m->P; r++) { largest = rank_total[r] > largest ? rank_total[r] : largest; }
+    free(rank_total);
+    free(layers);
+    schedule_free(&sc);
+    return largest;
+}
+
 // ----------------------------------------------------------------------------
 // when a step validates, samples or checkpoints
 

@@ -89,7 +89,8 @@ static void train_args_usage(int cuda) {
         "  -pm <int>    micro-batches per step M (gradient accumulation) [1]\n"
         "  -pp <int>    pipeline stages P [the number of ranks / D]\n"
         "%s"
-        "  -sc <name>   schedule: gpipe | 1f1b | interleaved[:v] | zbh1 | zbh2 | zbv [1f1b]\n"
+        "  -sc <name>   schedule: gpipe | 1f1b | interleaved[:v] | zbh1 | zbh2 | zbv | zbc[:F/I/W,...] |\n"
+        "               zbcv[:F/I/W,...] (cost-aware, each stage's costs) | auto (measured, see -mem) [1f1b]\n"
         "  -sf <file>   the schedule from a file in text form (PyTorch's action grammar; -ps 1 writes it) [none]\n"
         "  -pl <list>   layers per stage, e.g. 3,3,3,3 [balanced by estimated compute]\n"
         "  -ps <0|1>    print the schedule (one row per rank) and its simulated timeline, then exit [0]\n"
@@ -165,9 +166,6 @@ static void train_args_parse(TrainArgs* a, int argc, char** argv, int cuda, int 
         int cuda_only = strcmp(f, "-ls") == 0 || strcmp(f, "-li") == 0 || strcmp(f, "-pf") == 0 || strcmp(f, "-ge") == 0 ||
                         strcmp(f, "-1g") == 0;
         if (!cuda && cuda_only) { fatal("flag %s belongs to the CUDA trainer (see -h)", f); }
-        if (cuda && strcmp(f, "-mem") == 0) {
-            fatal("flag -mem belongs to the CPU trainer: the CUDA trainer's -sc auto has no memory limit yet");
-        }
         if (v[0] == '\0') { fatal("flag %s expects a value, got an empty string", f); }
         if (strcmp(f, "-i") == 0) { a->train_pattern = v; }
         else if (strcmp(f, "-j") == 0) { a->val_pattern = v; }

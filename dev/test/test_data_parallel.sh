@@ -95,7 +95,7 @@ $BIN $ARGS > "$W/auto.txt" 2>&1
 mib() { awk '$1 == "-sc" && $2 == "auto:" && $8 == "MiB" { print $3, $7 }' "$W/auto.txt"; }
 ONE=$(mib | awk '$1 == "1f1b" { print $2 }')
 LEAST=$(mib | sort -g -k2 | head -1 | awk '{ print $2 }')
-check "-sc auto prints each schedule's memory; 1F1B's ($ONE MiB) is the least ($LEAST)" "[ -n '$ONE' ] && [ \$(mib | wc -l) -eq 6 ] && [ '$ONE' = '$LEAST' ]"
+check "-sc auto prints each schedule's memory; 1F1B's ($ONE MiB) is the least ($LEAST)" "[ -n '$ONE' ] && [ \$(mib | wc -l) -eq 8 ] && [ '$ONE' = '$LEAST' ]"
 $BIN $ARGS -mem $(awk -v m="$ONE" 'BEGIN { printf "%d", m + 1 }') > "$W/auto.txt" 2>&1
 check "-mem just above 1F1B's: 1F1B, the only fit" "grep -Eq '^-sc auto: (staying with|moving to) 1f1b split [0-9,]+ \(the fastest within -mem' '$W/auto.txt'"
 $BIN $ARGS -mem 1 > "$W/auto.txt" 2>&1

@@ -67,19 +67,24 @@ check "-tr: the trace has F0-F3 and B0-B3 of both ranks, sends, receives and the
 sys.exit(not all((r,k+str(m)) in n for r in (0,1) for k in 'FB' for m in range(4)) or not {(0,'send'),(1,'recv'),(0,'optim'),(1,'optim')} <= n)\""
 
 # The trainer's own paths around the schedules test_gpt2_pp checks bit by bit: -sf with the -ps 1 output of
-# ZB-V (split backward, two stages per rank) through NCCL, and -sc auto (1F1B's first step times the stages,
-# then the run moves to the predicted fastest builder, the state moving through whole-model copies): the same
-# checkpoint bytes as 1F1B; the trace names I and W, and rank 0 runs stages 0 and 3
+# ZB-V (split backward, two stages per rank) through NCCL, -sc auto (ZB-H1's first step times each stage's F,
+# I and W, then the run moves to the predicted fastest builder and split, the state moving through whole-model
+# copies), and the cost-aware zbcv with uneven costs: the same checkpoint bytes as 1F1B; the trace names I and
+# W, and rank 0 runs stages 0 and 3
 build/sim/FP32/train_gpt2_pp $SHORT -pp 2 -o "$W/f1b" > /dev/null 2>&1
 build/sim/FP32/train_gpt2_pp $SHORT -pp 2 -sc zbv -ps 1 > "$W/zbv.txt"
 SIMT_DEVICES=2 build/sim/FP32/train_gpt2_pp $SHORT -pp 2 -sf "$W/zbv.txt" -o "$W/sf" -tr "$W/zbv.json" > "$W/sf.txt" 2>&1
-build/sim/FP32/train_gpt2_pp $SHORT -pp 2 -sc auto -o "$W/auto" > "$W/auto.txt" 2>&1
-for d in sf auto; do
+build/sim/FP32/train_gpt2_pp $SHORT -pp 2 -sc auto -mem 100000 -o "$W/auto" > "$W/auto.txt" 2>&1
+build/sim/FP32/train_gpt2_pp $SHORT -pp 2 -sc zbcv:1/1/1,1/1/1,1/1/1,4/2/3 -o "$W/zbcv" > /dev/null 2>&1
+for d in sf auto zbcv; do
     check "-$d: model and state files byte-identical to 1F1B's" \
           "cmp -s '$W/f1b/model_00000003.bin' '$W/$d/model_00000003.bin' && cmp -s '$W/f1b/state_00000003.bin' '$W/$d/state_00000003.bin'"
 done
 check "-sf: ZB-V's 4 stages, one GPU per rank" "grep -q 'S=4 stages, schedule $W/zbv.txt' '$W/sf.txt' && grep -q '^devices: one GPU per stage' '$W/sf.txt'"
-check "-sc auto: the predicted table and the choice" "grep -q '<- fastest' '$W/auto.txt' && grep -q '^-sc auto: ' '$W/auto.txt'"
+check "-sc auto -mem: ZB-H1's F, I and W, each builder's split, prediction and largest rank (-plan), the choice" \
+      "grep -q '^-sc auto: measured on step 1 (zbh1)' '$W/auto.txt' \
+       && grep -Eq '^-sc auto: zbcv +1,1,1,1 +[0-9.]+ +[0-9.]+ +[0-9.]+ MiB +-sc zbcv:' '$W/auto.txt' \
+       && grep -Eq '^-sc auto: (moving to|staying with) [a-z0-9:./,+-]+ split [0-9,]+ \(the fastest within -mem 100000 MiB' '$W/auto.txt'"
 check "-tr: I0-I3 and W0-W3 on both ranks, rank 0 on stages 0 and 3" \
       "python3 -c \"import json,sys; e=json.load(open('$W/zbv.json'))['traceEvents']; n=set((x['pid'],x['name']) for x in e); \
 st=set(x['args']['stage'] for x in e if x['pid']==0 and x['cat']=='action'); \
