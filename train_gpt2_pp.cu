@@ -1181,7 +1181,8 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         const ShardPiece* pc = ls->pieces + (size_t)pp->grid.d * max_shard_pieces(c);
         for (int i = 0; i < ls->num_pieces[pp->grid.d]; i++) {
             if (pc[i].slot < 0) { continue; }
-            norm_pieces[num_norm_pieces++] = (NormPiece){ls->stage.grads_memory + pc[i].offset, pc[i].count, pc[i].slot};
+            const float* g = ls->stage.grads_memory + pc[i].offset;
+            norm_pieces[num_norm_pieces++] = (NormPiece){g, pc[i].count, pc[i].slot};
         }
     }
     global_norm_init(&pp->norm, norm_pieces, num_norm_pieces, nslots, stream);
@@ -1263,7 +1264,9 @@ static void action_waits(Pipeline* pp, const Action* a) {
         cudaCheck(cudaStreamWaitEvent(stream, ls->stash_sent[stash_acquire(&ls->stash, m)], 0));
         if (s > 0) { cudaCheck(cudaStreamWaitEvent(stream, ls->act_in_arrived[stash_slot(&ls->inbox, m)], 0)); }
     } else if (a->type == PP_B || a->type == PP_I) {
-        if (s < pp->S - 1) { cudaCheck(cudaStreamWaitEvent(stream, ls->grad_in_arrived[stash_slot(&ls->grad_inbox, m)], 0)); }
+        if (s < pp->S - 1) {
+            cudaCheck(cudaStreamWaitEvent(stream, ls->grad_in_arrived[stash_slot(&ls->grad_inbox, m)], 0));
+        }
         if (s > 0 && !local_or_null(pp, s - 1)) {
             cudaCheck(cudaStreamWaitEvent(stream, ls->send_buf_sent[stash_acquire(&ls->outbox, m)], 0));
         }
