@@ -289,10 +289,14 @@ static inline int pp_replay(PPReplay* R, PPPick pick, Schedule* res) {
     R->in_f = when; R->in_b = when + SM; R->f_done = when + 2 * SM; R->i_done = when + 3 * SM;
     for (size_t i = 0; i < 4 * SM; i++) when[i] = i < (size_t)M ? 0.0 : -1.0;
     R->busy = (double*)calloc((size_t)P, sizeof(double));
-    R->out = (Action*)malloc((size_t)P * 2 * SM * sizeof(Action));
+    // each F or backward-input action queues at most one send: 2*S*M per rank, or more in a file not yet
+    // validated that lists an action twice (the validator refuses it after this)
+    size_t cap = 2 * SM;
+    for (int r = 0; r < P; r++) if ((size_t)s->ranks[r].n > cap) cap = (size_t)s->ranks[r].n;
+    R->out = (Action*)malloc((size_t)P * cap * sizeof(Action));
     R->head = (int*)calloc((size_t)2 * P, sizeof(int));
     R->tail = R->head + P;
-#define PP_OUT(q) (&R->out[(size_t)(q) * 2 * SM + R->head[q]])  // the first message rank q has to send
+#define PP_OUT(q) (&R->out[(size_t)(q) * cap + R->head[q]])  // the first message rank q has to send
     int rc = 0;
     for (double t = 0.0;;) {
         for (;;) {  // the messages due now, in order of pp_message_order
@@ -327,7 +331,7 @@ static inline int pp_replay(PPReplay* R, PPPick pick, Schedule* res) {
                 } else {
                     a.type = a.type == PP_F ? PP_SEND_F : PP_SEND_B;
                     a.peer = schedule_peer(s, a.type, a.stage);
-                    R->out[(size_t)r * 2 * SM + R->tail[r]++] = a;
+                    R->out[(size_t)r * cap + R->tail[r]++] = a;
                 }
             }
         }

@@ -58,6 +58,8 @@ for i, args in enumerate([["-e", "d4:c64:h4", "-b", "2", "-t", "16", "-pm", "4",
 seed("schedule", 0, b"0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1\n1RECV_F0 1F0 1RECV_F1 1F1 1B0 1SEND_B0 1B1 1SEND_B1\n")
 seed("schedule", 1, b"# 1f1b\n0F0 0F1 0B0 0F2 0B1 0B2\n1F0 1B0 1F1 1B1 1F2 1B2\n")
 seed("schedule", 2, b"0F0,0B0\n-\n")
+# found by fuzz_schedule: a rank listing F more often than S*M overran the message queue of schedule_add_comms
+seed("schedule", 3, b"1B2\n# f1b\n0F0 0F1 0F0 0F0 0F1 0F1 0F0 0F1 0F0 0F0 0F1 0F1 0F0 0F0 0F0\n")
 PY
 
 failed=0
