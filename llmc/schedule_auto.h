@@ -89,9 +89,10 @@ static inline void split_stage_costs(const ComponentCosts* cc, const int* layers
 
 // The schedule of builder `name` for a split with these component costs: the cost-aware builders (zbc, zbcv)
 // are built from the split's stage costs, which their full name then carries (what -sc takes); cost[S] gets
-// the stage costs. Returns schedule_build's code, or SCHEDULE_ERR_ARGS when the name does not fit in n bytes.
+// the stage costs; improve as in schedule_build_opt. Returns schedule_build's code, or SCHEDULE_ERR_ARGS when
+// the name does not fit in n bytes.
 static inline int auto_build(const char* name, int P, int M, const ComponentCosts* cc, const int* layers, int S,
-                             StageCosts* cost, Schedule* sc, char* full, size_t n) {
+                             StageCosts* cost, Schedule* sc, char* full, size_t n, int improve) {
     StageCosts* unit = NULL;
     split_stage_costs(cc, layers, S, cost);
     if (pp_parse_costed(name, P, &unit) > 0) {
@@ -99,14 +100,15 @@ static inline int auto_build(const char* name, int P, int M, const ComponentCost
     } else {
         snprintf(full, n, "%s", name);
     }
-    return schedule_build(full, P, M, sc);
+    return schedule_build_opt(full, P, M, improve, sc);
 }
 
 // With several stages per rank neither the stages' costs nor the ranks' loads alone decide (ZB-V puts the
 // embedding and the LM head on rank 0), and a cost-aware builder's order depends on the split: every split of
 // L layers over the builder's S stages, one layer at least each, is simulated and the fastest kept. `layers`
 // comes in with partition_balance's split, which stays unless a split is faster, and stays alone when there
-// are more than 20,000 splits (S = 4 up to 50 layers), or 500 for a cost-aware builder, which builds each.
+// are more than 20,000 splits (S = 4 up to 50 layers), or 500 for a cost-aware builder, which builds each
+// (without its local search: the chosen split's schedule gets it after).
 static inline double auto_simulate(const Schedule* sc, const StageCosts* cost) {
     SimResult res;
     schedule_simulate_stages(sc, cost, 0.0, &res);
@@ -125,14 +127,14 @@ static inline void fastest_split(const ComponentCosts* cc, const char* name, int
     StageCosts* cost = (StageCosts*)auto_alloc(S * sizeof(StageCosts));
     char* full = (char*)auto_alloc(SCHEDULE_NAME_MAX);
     Schedule sc;
-    if (auto_build(name, P, M, cc, layers, S, cost, &sc, full, SCHEDULE_NAME_MAX) == 0) {
+    if (auto_build(name, P, M, cc, layers, S, cost, &sc, full, SCHEDULE_NAME_MAX, 0) == 0) {
         double best = auto_simulate(&sc, cost);
         for (int s = 0; s < S; s++) { n[s] = 1; }
         n[S - 1] = L - (S - 1);
         do {
             if (costed) {
                 schedule_free(&sc);
-                if (auto_build(name, P, M, cc, n, S, cost, &sc, full, SCHEDULE_NAME_MAX) != 0) { break; }
+                if (auto_build(name, P, M, cc, n, S, cost, &sc, full, SCHEDULE_NAME_MAX, 0) != 0) { break; }
             } else {
                 split_stage_costs(cc, n, S, cost);
             }
@@ -214,7 +216,7 @@ static inline void schedule_auto_choose(const StageCosts* measured, const int* l
         if (q->fixed && ok) { memcpy(n, layers, P * sizeof(int)); }
         if (!q->fixed && ok && (S > P || v)) { fastest_split(cc, names[k], P, M, L, S, n); }
         StageCosts* cost = (StageCosts*)auto_alloc(S * sizeof(StageCosts));
-        if (ok && auto_build(names[k], P, M, cc, n, S, cost, &sc, full, SCHEDULE_NAME_MAX) == 0) {
+        if (ok && auto_build(names[k], P, M, cc, n, S, cost, &sc, full, SCHEDULE_NAME_MAX, 1) == 0) {
             SimResult res;
             schedule_simulate_stages(&sc, cost, 0.0, &res);
             char split[SPLIT_TEXT];

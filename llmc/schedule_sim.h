@@ -157,7 +157,7 @@ static inline int schedule_compare(int P, int M, const StageCosts* cost, double 
             int* place = (int*)malloc((size_t)S * sizeof(int));
             pp_costed_placement(P, v, place);
             int rc = P <= SCHEDULE_MAX_STAGES / v && M <= SCHEDULE_MAX_MICROBATCHES ?
-                     schedule_build_costed(P, S, place, M, c, 2 * S - 1, &s) : -1;
+                     schedule_build_costed(P, S, place, M, c, 2 * S - 1, 1, &s) : -1;
             free(place);
             if (rc != 0) { free(c); continue; }
         }
