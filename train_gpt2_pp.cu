@@ -1020,6 +1020,7 @@ typedef struct {
     double* norm_sums;       // (num_norm_slots)
     float last_loss;         // the mean training loss of the last step
     float* wte_other;        // (Vp*C) device: the other end stage's tied-wte half, when it runs on another rank
+    cudaEvent_t ev_wte_sent, ev_wte_arrived, ev_wte_drained;  // this rank's half sent, the other's received, read
     // timing of a training step: events around every action of the list, the step's start, the optimizer
     cudaEvent_t* ev_begin;   // (list length)
     cudaEvent_t* ev_end;
@@ -1196,6 +1197,9 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         cudaCheck(cudaEventCreate(&pp->ev_end[i]));
     }
     cudaCheck(cudaEventCreate(&pp->ev_step));
+    cudaCheck(cudaEventCreateWithFlags(&pp->ev_wte_sent, cudaEventDisableTiming));
+    cudaCheck(cudaEventCreateWithFlags(&pp->ev_wte_arrived, cudaEventDisableTiming));
+    cudaCheck(cudaEventCreateWithFlags(&pp->ev_wte_drained, cudaEventDisableTiming));
     cudaCheck(cudaEventCreate(&pp->ev_optim_begin));
     cudaCheck(cudaEventCreate(&pp->ev_optim_end));
     pp->action_secs = (double*)calloc_check((size_t)S * 4, sizeof(double));
@@ -1243,6 +1247,9 @@ static void pipeline_free(Pipeline* pp) {
     free(pp->ev_begin);
     free(pp->ev_end);
     cudaCheck(cudaEventDestroy(pp->ev_step));
+    cudaCheck(cudaEventDestroy(pp->ev_wte_sent));
+    cudaCheck(cudaEventDestroy(pp->ev_wte_arrived));
+    cudaCheck(cudaEventDestroy(pp->ev_wte_drained));
     cudaCheck(cudaEventDestroy(pp->ev_optim_begin));
     cudaCheck(cudaEventDestroy(pp->ev_optim_end));
     free(pp->layouts);
@@ -1355,9 +1362,12 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
 
 // Queues this rank's list of a schedule (micro-batches of B x T tokens). forward_only: evaluation or
 // sampling, no d(logits), each stash slot freed as soon as its activations have moved on.
+static void tied_wte_post(Pipeline* pp);
+
 static void run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int forward_only) {
     const ActionList* list = &sc->ranks[pp->rank];
     Comm* cm = pp->comm;
+    int wte_post = forward_only ? -1 : schedule_tied_wte_post(sc, pp->rank);
     for (int i = 0; i < list->n; i++) {
         const Action* a = &list->a[i];
         activity_set("schedule", a, pp->step + 1);
@@ -1368,6 +1378,7 @@ static void run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int for
         if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_begin[i], s)); }
         run_action(pp, a, B, T, forward_only);
         if (pp->timed) { cudaCheck(cudaEventRecord(pp->ev_end[i], s)); }
+        if (i == wte_post) { tied_wte_post(pp); }
     }
     activity_set("schedule", NULL, pp->step + 1);
 }
@@ -1405,7 +1416,19 @@ static void pipeline_forward_backward(Pipeline* pp, NextBatchFn next, void* ctx)
 
 // The tied wte: stage 0 holds the embedding side of the gradient, the last stage the LM-head side. Both compute
 // embed + head, so both copies of wte get the same gradient and stay equal. The halves travel only when the
-// two stages run on different ranks (not at P=1, nor under ZB-V, where rank 0 holds both).
+// two stages run on different ranks (not at P=1, nor under ZB-V, where rank 0 holds both): the head's while
+// the schedule still runs (tied_wte_post, where schedule_tied_wte_post says), the embedding's after it.
+static int tied_wte_peer(Pipeline* pp, int head_side) {
+    return pipe_peer(pp, pp->schedule.stage_rank[head_side ? 0 : pp->S - 1]);
+}
+
+static void tied_wte_post(Pipeline* pp) {
+    size_t bytes = tensor_unit_size(&pp->config, WTE) * sizeof(float);
+    RankStage* h = local_or_null(pp, pp->S - 1);
+    if (h) { comm_send(pp->comm, h->stage.grad_wte_head, bytes, tied_wte_peer(pp, 1), pp->ev_wte_sent); }
+    else { comm_recv(pp->comm, pp->wte_other, bytes, tied_wte_peer(pp, 0), pp->ev_wte_drained, pp->ev_wte_arrived); }
+}
+
 static void pipeline_sync_tied_wte(Pipeline* pp) {
     cudaStream_t stream = pp->comm->stream;
     int last = pp->S - 1;
@@ -1416,17 +1439,21 @@ static void pipeline_sync_tied_wte(Pipeline* pp) {
     Stage* head = h ? &h->stage : NULL;
     activity_set("tied wte", NULL, pp->step + 1);
     if (!embed && !head) { return; }
-    if (!embed || !head) {
-        int peer = pipe_peer(pp, pp->schedule.stage_rank[embed ? last : 0]);
-        Transfer out = {embed ? embed->grads.wte : head->grad_wte_head, n * sizeof(float), peer};
-        Transfer in = {pp->wte_other, n * sizeof(float), peer};
-        comm_exchange(pp->comm, &out, 1, &in, 1);
+    int travels = !embed || !head;
+    if (travels && embed) { comm_send(pp->comm, embed->grads.wte, n * sizeof(float), tied_wte_peer(pp, 0), pp->ev_wte_sent); }
+    if (travels && head) {
+        comm_recv(pp->comm, pp->wte_other, n * sizeof(float), tied_wte_peer(pp, 1), pp->ev_wte_drained, pp->ev_wte_arrived);
+    }
+    if (travels) {  // the other half is here, and ours is sent before it is written
+        cudaCheck(cudaStreamWaitEvent(stream, pp->ev_wte_arrived, 0));
+        cudaCheck(cudaStreamWaitEvent(stream, pp->ev_wte_sent, 0));
     }
     if (embed) { add_inplace(embed->grads.wte, head ? head->grad_wte_head : pp->wte_other, n, stream); }  // += head
     if (head && head != embed) {  // embed, then += head; or the embedding stage's sum when it is on this rank
         device_copy(head->grads.wte, embed ? embed->grads.wte : pp->wte_other, n * sizeof(float), stream);
         if (!embed) { add_inplace(head->grads.wte, head->grad_wte_head, n, stream); }
     }
+    if (travels) { cudaCheck(cudaEventRecord(pp->ev_wte_drained, stream)); }  // wte_other may be received again
 }
 
 // ----------------------------------------------------------------------------

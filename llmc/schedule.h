@@ -206,6 +206,24 @@ static inline int schedule_walk(const Schedule* s, int* cur, ScheduleStep step, 
 }
 
 /*
+The tied wte's two gradient halves (the embedding's on stage 0, the LM head's on the last stage) are summed on
+both end ranks. The head's half travels while the schedule still runs: the head's rank sends it once the
+LM head's last weight gradient is done, the embedding's rank posts its receive; each after the last message
+of its own list, so the pair follows every message the validator ordered and cannot deadlock. Returns the
+index in `rank`'s list after which it posts, or -1 when the rank holds neither end or both (no message).
+*/
+static inline int schedule_tied_wte_post(const Schedule* s, int rank) {
+    int head = s->S - 1, embed_rank = s->stage_rank[0], head_rank = s->stage_rank[head], at = -1;
+    if (embed_rank == head_rank || (rank != embed_rank && rank != head_rank)) return -1;
+    const ActionList* L = &s->ranks[rank];
+    for (int i = 0; i < L->n; i++) {
+        const Action* a = &L->a[i];
+        if (!pp_is_compute(a->type) || (rank == head_rank && a->stage == head && pp_is_bwd_weight(a->type))) at = i;
+    }
+    return at;
+}
+
+/*
 The micro-batches whose activations `stage` keeps at once: one from its F until its
 weight gradient is done (B, or W; after I only what W needs is left, counted whole here).
 The trainers size each stage's stash with it and the simulator reports it.

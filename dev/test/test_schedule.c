@@ -883,6 +883,37 @@ static void test_partition(void) {
     CHECK(rc != 0 && strstr(err, "empty layer list"), "NULL spec: %s", err);
 }
 
+// Where the tied wte's head half goes out early (schedule_tied_wte_post): after every message of the list on
+// both end ranks (so the pair cannot reorder what the validator proved), after the LM head's last weight
+// gradient on the head's rank, and with compute still to run on the embedding's rank (the transfer overlaps
+// it); nowhere when one rank holds both ends (P = 1, the V placements) or on a middle rank.
+static void test_tied_wte_post(void) {
+    const char* names[] = {"gpipe", "1f1b", "interleaved", "zbh1", "zbh2", "zbv", "zbc", "zbcv"};
+    int count = 0, bad_place = 0, no_overlap = 0, bad_none = 0;
+    for (int k = 0; k < 8; k++)
+        for (int P = 1; P <= 4; P++) {
+            Schedule s;
+            if (schedule_build(names[k], P, 8, &s) != 0) continue;
+            int head = s.S - 1, ends_apart = s.stage_rank[0] != s.stage_rank[head];
+            for (int r = 0; r < P; r++) {
+                int at = schedule_tied_wte_post(&s, r), end = r == s.stage_rank[0] || r == s.stage_rank[head];
+                if (!ends_apart || !end) { bad_none += at != -1; continue; }
+                count++;
+                int last_compute = -1;
+                for (int i = 0; i < s.ranks[r].n; i++) {
+                    const Action* a = &s.ranks[r].a[i];
+                    if (pp_is_compute(a->type)) last_compute = i;
+                    int must_precede = !pp_is_compute(a->type) || (a->stage == head && pp_is_bwd_weight(a->type));
+                    if (must_precede && i > at && bad_place++ < 5) printf("  %s P=%d rank %d: post at %d before action %d\n", names[k], P, r, at, i);
+                }
+                if (r == s.stage_rank[0] && last_compute <= at && no_overlap++ < 5) printf("  %s P=%d: no compute after the post\n", names[k], P);
+            }
+            schedule_free(&s);
+        }
+    CHECK(count == 2 * 17 && bad_place == 0, "tied wte post: %d end ranks, %d placed too early", count, bad_place);
+    CHECK(no_overlap == 0 && bad_none == 0, "tied wte post: %d without overlap, %d where nothing travels", no_overlap, bad_none);
+}
+
 int main(void) {
     test_builders();
     test_build_errors();
@@ -893,6 +924,7 @@ int main(void) {
     test_simulator();
     test_all_builders();
     test_costed();
+    test_tied_wte_post();
     test_auto();
     test_placement();
     test_schedule_files();
