@@ -108,7 +108,7 @@ static inline int auto_build(const char* name, int P, int M, const ComponentCost
 // L layers over the builder's S stages, one layer at least each, is simulated and the fastest kept. `layers`
 // comes in with partition_balance's split, which stays unless a split is faster, and stays alone when there
 // are more than 20,000 splits (S = 4 up to 50 layers), or 500 for a cost-aware builder, which builds each
-// (without its local search: the chosen split's schedule gets it after).
+// without its local search; the AUTO_SEARCHED_SPLITS fastest of them then get it, and the fastest is kept.
 static inline double auto_simulate(const Schedule* sc, const StageCosts* cost) {
     SimResult res;
     schedule_simulate_stages(sc, cost, 0.0, &res);
@@ -117,37 +117,65 @@ static inline double auto_simulate(const Schedule* sc, const StageCosts* cost) {
     return t;
 }
 
+enum { AUTO_SEARCHED_SPLITS = 3 };  // a cost-aware builder's fastest greedy splits that get the local search
+
+// (split, t) into the list of the `keep` fastest splits so far, fastest first (a tie keeps the earlier one)
+static inline void top_splits_insert(int* top, double* top_t, int* ntop, int keep, const int* split, double t, int S) {
+    if (*ntop == keep && t >= top_t[keep - 1]) { return; }
+    int k = *ntop < keep ? (*ntop)++ : keep - 1;  // its slot, moved up past every slower one
+    for (; k > 0 && t < top_t[k - 1]; k--) {
+        top_t[k] = top_t[k - 1];
+        memcpy(top + k * S, top + (k - 1) * S, S * sizeof(int));
+    }
+    top_t[k] = t;
+    memcpy(top + k * S, split, S * sizeof(int));
+}
 static inline void fastest_split(const ComponentCosts* cc, const char* name, int P, int M, int L, int S, int* layers) {
     StageCosts* unit = NULL;
     int costed = pp_parse_costed(name, P, &unit) > 0;
     double count = 1.0;  // C(L-1, S-1) splits
     for (int k = 1; k < S; k++) { count = count * (L - k) / k; }
     if (count > (costed ? 500 : 2e4)) { return; }
+    int keep = costed ? AUTO_SEARCHED_SPLITS : 1, ntop = 0;
     int* n = (int*)auto_alloc(S * sizeof(int));
+    int* top = (int*)auto_alloc((size_t)keep * S * sizeof(int));
+    double* top_t = (double*)auto_alloc(keep * sizeof(double));
     StageCosts* cost = (StageCosts*)auto_alloc(S * sizeof(StageCosts));
     char* full = (char*)auto_alloc(SCHEDULE_NAME_MAX);
     Schedule sc;
     if (auto_build(name, P, M, cc, layers, S, cost, &sc, full, SCHEDULE_NAME_MAX, 0) == 0) {
-        double best = auto_simulate(&sc, cost);
+        top_splits_insert(top, top_t, &ntop, keep, layers, auto_simulate(&sc, cost), S);
         for (int s = 0; s < S; s++) { n[s] = 1; }
         n[S - 1] = L - (S - 1);
         do {
+            if (memcmp(n, layers, S * sizeof(int)) == 0) { continue; }  // in already
             if (costed) {
                 schedule_free(&sc);
                 if (auto_build(name, P, M, cc, n, S, cost, &sc, full, SCHEDULE_NAME_MAX, 0) != 0) { break; }
             } else {
                 split_stage_costs(cc, n, S, cost);
             }
-            double t = auto_simulate(&sc, cost);
-            if (t < best) {
-                best = t;
-                memcpy(layers, n, S * sizeof(int));
-            }
+            top_splits_insert(top, top_t, &ntop, keep, n, auto_simulate(&sc, cost), S);
         } while (next_split(n, S, L));
     }
     schedule_free(&sc);
+    double best = -1.0;  // the local search can reorder a cost-aware builder's fastest few
+    for (int k = 0; k < ntop; k++) {
+        double t = top_t[k];
+        if (costed) {
+            if (auto_build(name, P, M, cc, top + k * S, S, cost, &sc, full, SCHEDULE_NAME_MAX, 1) != 0) { continue; }
+            t = auto_simulate(&sc, cost);
+            schedule_free(&sc);
+        }
+        if (best < 0 || t < best) {
+            best = t;
+            memcpy(layers, top + k * S, S * sizeof(int));
+        }
+    }
     free(full);
     free(cost);
+    free(top_t);
+    free(top);
     free(n);
 }
 

@@ -651,6 +651,33 @@ static void test_auto(void) {
     q.max_mib = 50;
     schedule_auto_choose(m, layers, 2, 8, 12, &q, &c);
     CHECK(!c.moves && strcmp(c.name, "1f1b") == 0 && strcmp(c.split, "8,4") == 0, "nothing fits: %s %s", c.name, c.split);
+    // A 1F1B calibration of this machine (2026-12-04; a layer F 19.82, I 19.27, W 13.74 ms, the LM head F 111.5,
+    // I 67.6, W 67.1): the greedy alone ranks zbcv's split 3,5,3,1 first and 3,3,5,1 third, the local search
+    // makes 3,3,5,1 the fastest; -sc auto searches its three fastest greedy splits, so it takes 3,3,5,1.
+    StageCosts cal[2] = {{8 * 19.82, 8 * (19.27 + 13.74), 8 * 19.27, 8 * 13.74},
+                         {4 * 19.82 + 111.5, 4 * (19.27 + 13.74) + 67.6 + 67.1, 4 * 19.27 + 67.6, 4 * 13.74 + 67.1}};
+    ComponentCosts cc[4] = {component_costs((double[]){cal[0].f, cal[1].f}, layers, 2),
+                            component_costs((double[]){cal[0].b, cal[1].b}, layers, 2),
+                            component_costs((double[]){cal[0].i, cal[1].i}, layers, 2),
+                            component_costs((double[]){cal[0].w, cal[1].w}, layers, 2)};
+    double greedy[2], searched[2];
+    const int splits[2][4] = {{3, 5, 3, 1}, {3, 3, 5, 1}};
+    for (int k = 0; k < 2; k++) {
+        StageCosts cost[4];
+        char full[SCHEDULE_NAME_MAX];
+        Schedule sc;
+        auto_build("zbcv", 2, 8, cc, splits[k], 4, cost, &sc, full, sizeof(full), 0);
+        greedy[k] = auto_simulate(&sc, cost);
+        schedule_free(&sc);
+        auto_build("zbcv", 2, 8, cc, splits[k], 4, cost, &sc, full, sizeof(full), 1);
+        searched[k] = auto_simulate(&sc, cost);
+        schedule_free(&sc);
+    }
+    q = (AutoQuery){"1f1b", 2, 0, 0, NULL, NULL, NULL};
+    schedule_auto_choose(cal, layers, 2, 8, 12, &q, &c);
+    CHECK(greedy[0] < greedy[1] && searched[1] < searched[0] && strncmp(c.name, "zbcv:", 5) == 0 && strcmp(c.split, "3,3,5,1") == 0,
+          "calibrated: greedy 3,5,3,1 %.1f 3,3,5,1 %.1f, searched %.1f %.1f; auto chose %.5s split %s", greedy[0], greedy[1],
+          searched[0], searched[1], c.name, c.split);
 }
 
 // placements: interleaved stage s on rank s % P, ZB-V rank r holds stages r and 2P-1-r
