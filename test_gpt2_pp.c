@@ -223,7 +223,8 @@ static void check_stash_accounting(void) {
         for (int P = 1; P <= 3 && P <= c.num_layers; P++) {
             int layers[3], first[3];
             char err[256];
-            PartitionCosts costs = partition_gpt2_costs(shapes[i][0], shapes[i][1], c.channels, c.padded_vocab_size);
+            PartitionCosts costs = partition_gpt2_costs(shapes[i][0], shapes[i][1], c.channels, c.num_heads, c.padded_vocab_size,
+                                                       PIPELINE_MACHINE);
             if (partition_balance(c.num_layers, P, &costs, layers, first, err, sizeof(err)) != 0) { fatal("%s", err); }
             for (int s = 0; s < P; s++) {
                 StageLayout lay = pipeline_stage_layout(&c, layers, P, s);

@@ -1708,10 +1708,10 @@ static void print_schedule(const TrainArgs* args, int P) {
     GPT2Config c = pipeline_model_config(args, &from_file);
     int* layers = (int*)malloc_check(P * sizeof(int));
     pipeline_split(args, &c, P, layers);
-    PartitionCosts pc = partition_gpt2_costs(args->B, args->T, c.channels, c.padded_vocab_size);
+    PartitionCosts pc = pipeline_costs(args, &c);
     StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
     for (int s = 0; s < P; s++) {
-        double f = partition_stage_cost(&pc, P, s, layers[s]) / 3.0 / 1e9;  // GFLOP
+        double f = partition_stage_cost(&pc, P, s, layers[s]) / 3.0 / 1e9;  // Gflop (memory traffic as flops)
         double again = args->recompute ? f : 0.0;  // -rc reruns the forward before B or I
         cost[s] = (StageCosts){f, 2 * f + again, f + again, f};
     }

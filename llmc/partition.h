@@ -8,12 +8,24 @@ head (which reuses wte: the trainer keeps a copy there and sums the two gradient
 Cost model, flops per micro-batch of B x T tokens (forward; a matmul's backward computes
 d(input) and d(weight), each as expensive as the forward, so forward + backward = 3x):
   block:   24 B T C^2   qkv (2*3C*C) + attn proj (2*C*C) + fc (2*4C*C) + fc proj (2*C*4C)
-         +  4 B T^2 C   Q K^T and att V over the full T x T (llm.c does not skip the mask)
+         +  4 B T^2 C   Q K^T and att V over the full T x T (the CPU trainer, as llm.c, computes it all);
+                        flash attention (the CUDA trainer) computes the causal half, 2 B T^2 C, and its
+                        backward recomputes the scores: 7 B T^2 C forward + backward instead of 12
   LM head:  2 B T C Vp  logits over the padded vocabulary
-  encoder:  0           embedding gather / scatter-add: memory-bound, negligible
-  (layernorms, GELU, softmax, residuals and the loss are memory-bound, O(B T C) or
-   O(B T Vp) bytes; left out: they shift the numbers by a few percent, not the split.)
-For d12 (C=768, T=1024, Vp=50304) the head is 2*768*50304 / (24*768^2 + 4*1024*768)
+  encoder:  0           embedding gather / scatter-add
+The memory-bound work is counted as the bytes it moves times the machine's balance (its peak flop/s
+over its memory bytes/s, PartitionMachine), elements per micro-batch forward + backward, from what the
+CUDA trainer's fused kernels read and write (the CPU trainer's unfused ones move somewhat more, which its
+balance makes negligible):
+  block:   36 B T C     two residual + layernorm passes (8 each), GELU's pre-activation written and read
+                        again (8), attention's q, k, v, output and their gradients (12)
+         +  9 B NH T^2  a materialized attention: the scores and probabilities written and read (4), their
+                        gradients (5); flash attention keeps them on chip
+  LM head:  3 B T Vp    the logits written, read by the fused softmax/loss, d(logits) written in place
+         +  8 B T C     the final layernorm
+  encoder:  6 B T C     gather and scatter-add
+With no machine (NULL) the model is flops only, materialized attention: what the unit tests pin.
+For d12 (C=768, T=1024, Vp=50304) that puts the head at 2*768*50304 / (24*768^2 + 4*1024*768)
 = 4.47 blocks, so the last stage should get clearly fewer blocks than the others.
 
 Default split (partition_balance): among contiguous splits with >= 1 block per stage,
@@ -37,12 +49,27 @@ typedef struct {
     double head;     // extra work on the last stage (lnf + LM head)
 } PartitionCosts;
 
-static inline PartitionCosts partition_gpt2_costs(int B, int T, int C, int Vp) {
-    double bt = (double)B * T, c = C;
+typedef struct {
+    double flops_per_byte;  // the machine balance: what moving one byte costs, in flops
+    double element_bytes;   // bytes per activation element
+    int flash;              // attention tiled on chip (causal half, no T x T in memory), or materialized
+} PartitionMachine;
+
+// The CPU trainer: fp32, materialized attention; OpenBLAS sgemm at ~64 Gflop/s per thread against ~20 GB/s of
+// DRAM bandwidth per thread (measured on the development machine, 2026-12). Its GELU, softmax and loss are
+// bound by their tanh and exp rather than by memory, which no byte count sees: -sc auto measures them.
+static const PartitionMachine PARTITION_CPU = {3.2, 4.0, 0};
+// The CUDA trainer: bf16 activations, flash attention; H100 SXM's 989 Tflop/s dense bf16 against 3.35 TB/s.
+static const PartitionMachine PARTITION_GPU = {295.0, 2.0, 1};
+
+static inline PartitionCosts partition_gpt2_costs(int B, int T, int C, int NH, int Vp, const PartitionMachine* m) {
+    double bt = (double)B * T, c = C, per_byte = m ? m->flops_per_byte * m->element_bytes : 0.0;
+    int flash = m && m->flash;
     PartitionCosts pc;
-    pc.layer = 3.0 * (24.0 * bt * c * c + 4.0 * bt * T * c);
-    pc.head = 3.0 * (2.0 * bt * c * Vp);
-    pc.encoder = 0.0;
+    pc.layer = 3.0 * 24.0 * bt * c * c + (flash ? 7.0 : 12.0) * bt * T * c +
+               per_byte * (36.0 * bt * c + (flash ? 0.0 : 9.0 * bt * NH * T));
+    pc.head = 3.0 * 2.0 * bt * c * Vp + per_byte * (3.0 * bt * Vp + 8.0 * bt * c);
+    pc.encoder = per_byte * 6.0 * bt * c;
     return pc;
 }
 

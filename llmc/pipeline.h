@@ -53,11 +53,22 @@ static inline double now_seconds(void) {
 // ----------------------------------------------------------------------------
 // the split: layers per stage, and what stage s holds
 
+// the cost model of the trainer that compiles this: the CUDA trainer's (on a GPU or under SIMT) or the CPU one's
+#if defined(__CUDACC__) || defined(SIMT_CPU)
+#define PIPELINE_MACHINE (&PARTITION_GPU)
+#else
+#define PIPELINE_MACHINE (&PARTITION_CPU)
+#endif
+
+static inline PartitionCosts pipeline_costs(const TrainArgs* args, const GPT2Config* c) {
+    return partition_gpt2_costs(args->B, args->T, c->channels, c->num_heads, c->padded_vocab_size, PIPELINE_MACHINE);
+}
+
 // fills layers[P] from -pl, or balances the estimated compute (the LM head counts) when -pl is absent
 static inline void pipeline_split(const TrainArgs* args, const GPT2Config* c, int P, int* layers) {
     int* first = (int*)malloc_check(P * sizeof(int));
     char err[512];
-    PartitionCosts costs = partition_gpt2_costs(args->B, args->T, c->channels, c->padded_vocab_size);
+    PartitionCosts costs = pipeline_costs(args, c);
     int rc = args->layers_arg ? partition_parse(args->layers_arg, c->num_layers, P, layers, first, err, sizeof(err))
                               : partition_balance(c->num_layers, P, &costs, layers, first, err, sizeof(err));
     if (rc != 0) {
@@ -332,7 +343,7 @@ static inline void print_pipeline_plan(const GPT2Config* c, const TrainArgs* arg
     int M = args->M, S = sc->S, P = sc->P;
     printf("pipeline: P=%d ranks, S=%d stages, schedule %s; simulated bubble %.3f, 1F1B theory (P-1)/(M+P-1) = %.3f\n",
            P, S, args->schedule_file ? args->schedule_file : args->schedule_name, simulated_bubble, (P - 1.0) / (M + P - 1.0));
-    PartitionCosts costs = partition_gpt2_costs(args->B, args->T, c->channels, c->padded_vocab_size);
+    PartitionCosts costs = pipeline_costs(args, c);
     double total = 0.0, slowest = 0.0;
     double* rank_cost = (double*)calloc_check(P, sizeof(double));
     for (int s = 0; s < S; s++) {

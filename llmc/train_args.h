@@ -42,10 +42,10 @@ typedef struct {
     int print_schedule;          // -ps
     int print_memory;            // -plan: each stage's memory by category, without allocating
     int max_mib;                 // -mem: -sc auto picks the fastest schedule whose largest rank fits (MiB)
-    int max_nonfinite;
+    int max_nonfinite;           // -nf: consecutive steps with a non-finite loss or grad norm skipped, then stop
     int shuffle;                 // -sh: llm.c's shuffled order of shards and micro-batches
     int recompute;               // -rc: 0 never, 1 except_last, 2 always (activation recomputation)
-    float beta2;                 // -b2: AdamW's second-moment decay           // -nf: consecutive steps with a non-finite loss or grad norm skipped, then stop
+    float beta2;                 // -b2: AdamW's second-moment decay
     float lr, final_frac, weight_decay, grad_clip;  // -l -q -c -cl
     float loss_scale;            // -ls (CUDA trainer): initial loss scale, 0 = no scaler
     int scale_interval;          // -li (CUDA trainer)

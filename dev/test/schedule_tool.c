@@ -20,7 +20,8 @@ flags (llm.c style, each takes a value):
   -us  microseconds per time unit in the trace (default 1000)
   -tr  write a trace JSON to this path     -p 1  print the text form    -a 1  ASCII timeline
   -L   also print the default split of L layers over P stages for GPT-2 with -C/-T/-B/-V
-       (defaults C=768, T=1024, B=4, V=50304), or the split given by -pl "3,3,3,3"
+       (defaults C=768, T=1024, B=4, V=50304), or the split given by -pl "3,3,3,3"; -mc cpu|gpu counts
+       memory traffic as the CPU or the CUDA trainer does (llmc/partition.h; default: flops only)
 */
 #include "llmc/schedule.h"
 #include "llmc/schedule_text.h"
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
     const char* sc = "1f1b";
     const char* trace = NULL;
     const char* pl = NULL;
+    const PartitionMachine* machine = NULL;
     int P = 4, M = 8, print_text = 0, ascii = 0, compare = 0, L = 0, C = 768, T = 1024, B = 4, V = 50304;
     double tf = 1, tb = 2, ti = 1, tw = 1, tc = 0, us = 1000;
     for (int i = 1; i < argc; i += 2) {
@@ -61,6 +63,8 @@ int main(int argc, char** argv) {
         else if (strcmp(f, "B") == 0) B = atoi(v);
         else if (strcmp(f, "V") == 0) V = atoi(v);
         else if (strcmp(f, "pl") == 0) pl = v;
+        else if (strcmp(f, "mc") == 0 && (strcmp(v, "cpu") == 0 || strcmp(v, "gpu") == 0))
+            machine = strcmp(v, "cpu") == 0 ? &PARTITION_CPU : &PARTITION_GPU;
         else usage("unknown flag");
     }
 
@@ -68,7 +72,7 @@ int main(int argc, char** argv) {
         int* n = (int*)malloc((size_t)(P > 0 ? P : 1) * sizeof(int));
         int* first = (int*)malloc((size_t)(P > 0 ? P : 1) * sizeof(int));
         char err[512], buf[1024];
-        PartitionCosts c = partition_gpt2_costs(B, T, C, V);
+        PartitionCosts c = partition_gpt2_costs(B, T, C, C / 64, V, machine);
         int rc = pl ? partition_parse(pl, L, P, n, first, err, sizeof(err))
                     : partition_balance(L, P, &c, n, first, err, sizeof(err));
         if (rc != 0) { fprintf(stderr, "partition: %s\n", err); return EXIT_FAILURE; }

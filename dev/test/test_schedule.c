@@ -822,7 +822,7 @@ static void test_partition(void) {
     int n[64], first[64];
     char err[512], buf[256];
     // d12 with the padded GPT-2 vocabulary: the head is ~4.5 blocks, the last stage gets fewer
-    PartitionCosts c = partition_gpt2_costs(4, 1024, 768, 50304);
+    PartitionCosts c = partition_gpt2_costs(4, 1024, 768, 12, 50304, NULL);
     CHECK(fabs(c.head / c.layer - 4.466) < 1e-3, "d12 head/block ratio %g", c.head / c.layer);
     int rc = partition_balance(12, 4, &c, n, first, err, sizeof(err));
     CHECK(rc == 0 && strcmp(partition_format(n, 4, buf, sizeof(buf)), "3,4,4,1") == 0, "d12 P=4: %s %s", buf, err);
@@ -832,7 +832,7 @@ static void test_partition(void) {
     rc = partition_balance(12, 2, &c, n, first, err, sizeof(err));
     CHECK(rc == 0 && n[0] == 8 && n[1] == 4, "d12 P=2: %s", partition_format(n, 2, buf, sizeof(buf)));
     // d24 (C=1024, 24 blocks) and d48 (C=1600) on 8 stages: last stage lighter, every stage >= 1
-    PartitionCosts c24 = partition_gpt2_costs(4, 1024, 1024, 50304), c48 = partition_gpt2_costs(4, 1024, 1600, 50304);
+    PartitionCosts c24 = partition_gpt2_costs(4, 1024, 1024, 16, 50304, NULL), c48 = partition_gpt2_costs(4, 1024, 1600, 25, 50304, NULL);
     const PartitionCosts* cs[2] = {&c24, &c48};
     int Ls[2] = {24, 48};
     for (int q = 0; q < 2; q++) {
@@ -842,6 +842,35 @@ static void test_partition(void) {
         CHECK(rc == 0 && sum == Ls[q] && minl >= 1 && n[7] < n[3], "L=%d P=8: %s", Ls[q],
               partition_format(n, 8, buf, sizeof(buf)));
     }
+    // memory traffic (llmc/partition.h): with a balance of 0 only the flops differ, flash attention's being
+    // 7/12 of the materialized ones; with the CPU's balance the materialized scores add traffic that grows
+    // with T^2, so a layer's cost per token grows faster with T than flash attention's
+    const PartitionMachine flops_flash = {0.0, 2.0, 1};
+    PartitionCosts ff = partition_gpt2_costs(1, 1024, 768, 12, 50304, &flops_flash);
+    double att = 12.0 * 1024.0 * 1024.0 * 768.0, dense = 72.0 * 1024.0 * 768.0 * 768.0;
+    CHECK(fabs(ff.layer - dense - att * 7.0 / 12.0) < 1e-6 * ff.layer && fabs(ff.head - c.head / 4.0) < 1e-6 * ff.head &&
+          ff.encoder == 0.0, "flops of flash attention: layer %g, head %g", ff.layer, ff.head);
+    double grow_cpu = 0, grow_gpu = 0;
+    for (int k = 0; k < 2; k++) {
+        int T = k ? 8192 : 1024;
+        PartitionCosts pc = partition_gpt2_costs(1, T, 768, 12, 50304, &PARTITION_CPU);
+        PartitionCosts pg = partition_gpt2_costs(1, T, 768, 12, 50304, &PARTITION_GPU);
+        PartitionCosts pf = partition_gpt2_costs(1, T, 768, 12, 50304, NULL);
+        CHECK(pc.layer > pf.layer && pc.head > pf.head && pc.encoder > 0, "T=%d: the CPU's traffic adds to every part", T);
+        grow_cpu = k ? pc.layer / T / grow_cpu : pc.layer / T;
+        grow_gpu = k ? pg.layer / T / grow_gpu : pg.layer / T;
+    }
+    CHECK(grow_cpu > grow_gpu, "cost per token from T=1024 to 8192: materialized x%.3f, flash x%.3f", grow_cpu, grow_gpu);
+    // and the split follows: d12 at T=8192 over 4 stages, flops only (materialized attention) gives the LM-head
+    // stage a second layer, the CUDA trainer's model (flash attention's half the flops, no scores in memory) one
+    PartitionCosts long_f = partition_gpt2_costs(1, 8192, 768, 12, 50304, NULL);
+    PartitionCosts long_g = partition_gpt2_costs(1, 8192, 768, 12, 50304, &PARTITION_GPU);
+    char buf2[256];
+    partition_balance(12, 4, &long_f, n, first, err, sizeof(err));
+    partition_format(n, 4, buf, sizeof(buf));
+    partition_balance(12, 4, &long_g, n, first, err, sizeof(err));
+    partition_format(n, 4, buf2, sizeof(buf2));
+    CHECK(strcmp(buf, "3,3,4,2") == 0 && strcmp(buf2, "3,4,4,1") == 0, "d12 T=8192 P=4: flops only %s, GPU model %s", buf, buf2);
     // uniform costs: even split; leftovers go to later stages
     PartitionCosts u;
     u.layer = 1; u.encoder = 0; u.head = 0;
