@@ -656,10 +656,9 @@ static void test_auto(void) {
     // makes 3,3,5,1 the fastest; -sc auto searches its three fastest greedy splits, so it takes 3,3,5,1.
     StageCosts cal[2] = {{8 * 19.82, 8 * (19.27 + 13.74), 8 * 19.27, 8 * 13.74},
                          {4 * 19.82 + 111.5, 4 * (19.27 + 13.74) + 67.6 + 67.1, 4 * 19.27 + 67.6, 4 * 13.74 + 67.1}};
-    ComponentCosts cc[4] = {component_costs((double[]){cal[0].f, cal[1].f}, layers, 2),
-                            component_costs((double[]){cal[0].b, cal[1].b}, layers, 2),
-                            component_costs((double[]){cal[0].i, cal[1].i}, layers, 2),
-                            component_costs((double[]){cal[0].w, cal[1].w}, layers, 2)};
+    const double kind_ms[4][2] = {{cal[0].f, cal[1].f}, {cal[0].b, cal[1].b}, {cal[0].i, cal[1].i}, {cal[0].w, cal[1].w}};
+    ComponentCosts cc[4];
+    for (int k = 0; k < 4; k++) cc[k] = component_costs(kind_ms[k], layers, 2);
     double greedy[2], searched[2];
     const int splits[2][4] = {{3, 5, 3, 1}, {3, 3, 5, 1}};
     for (int k = 0; k < 2; k++) {
