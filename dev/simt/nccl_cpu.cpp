@@ -141,15 +141,17 @@ template <class Pred> bool wait_for(std::unique_lock<std::mutex>& lk, ncclComm* 
       std::string s;
       for (int r = 0; r < f->nranks; r++)
         s += "\n  rank " + std::to_string(r) + (f->state[r] == R_GONE ? " destroyed its communicator" : " waits in " + f->waiting[r]);
-      f->broken = true; bump(f);
+      // the others are woken after the report: one that fails on the broken communicator may exit at once
+      f->broken = true;
       lk.unlock();
       err(ncclInvalidUsage, "nccl-deadlock", "deadlock: every rank is blocked and none can proceed (this would hang on real NCCL):%s", s.c_str());
       lk.lock();
+      bump(f);
       ok = false; break;
     }
     g_cv.wait_for(lk, std::chrono::milliseconds(200));
     if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s()) {
-      f->broken = true; bump(f);
+      f->broken = true;
       // Ranks that got different unique ids each wait in a communicator of their own.
       int others = 0;
       if (f->joined < f->nranks)
@@ -160,6 +162,7 @@ template <class Pred> bool wait_for(std::unique_lock<std::mutex>& lk, ncclComm* 
       err(ncclInvalidUsage, "nccl-timeout", "rank %d: %s not matched within %.0f s (SIMT_NCCL_TIMEOUT)%s", c->rank, what.c_str(),
           timeout_s(), hint.c_str());
       lk.lock();
+      bump(f);
       ok = false; break;
     }
   }
