@@ -1535,8 +1535,8 @@ static void write_trace(Pipeline* pp, const char* path) {
 // 6. one rank's whole run, and main
 
 // The plan of the schedule that runs: every stage's stash slots and the bytes one slot allocates, and the
-// schedule's bubble in unit time (F = 1, B = 2), what each step's measured one is set against. Rank 0
-// prints it.
+// bubble the schedule was built for (schedule_simulate_planned), what each step's measured one is set
+// against. Rank 0 prints it.
 typedef struct {
     int* slots;
     size_t* stash_bytes;
@@ -1555,7 +1555,7 @@ static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
         plan->stash_bytes[s] = activations_bytes(&pp->config, &lay, pp->B, pp->T, split, args->recompute ? SLOT_PART : ALL_PARTS);
         plan->work_bytes[s] = args->recompute ? activations_bytes(&pp->config, &lay, pp->B, pp->T, split, WORK_PART) : 0;
     }
-    schedule_simulate(&pp->schedule, 1.0, 2.0, 0.0, &plan->sim);
+    schedule_simulate_planned(&pp->schedule, args->schedule_file ? NULL : args->schedule_name, &plan->sim);
     if (pp->job->rank == 0) {
         print_pipeline_plan(&pp->config, args, &pp->schedule, pp->layers, plan->slots, plan->stash_bytes, plan->sim.bubble);
         for (int s = 0; s < pp->S && args->recompute; s++) {

@@ -1949,7 +1949,7 @@ static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
         plan->stash_bytes[s] = activation_slot_bytes(&pp->config, &pp->layouts[s], pp->B, pp->T, split);
     }
     SimResult sim;
-    schedule_simulate(&pp->schedule, 1.0, 2.0, 0.0, &sim);
+    schedule_simulate_planned(&pp->schedule, args->schedule_file ? NULL : args->schedule_name, &sim);
     plan->bubble = sim.bubble;
     sim_result_free(&sim);
     if (pp->comm->rank == 0 && !args->quiet) {

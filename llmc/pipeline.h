@@ -373,7 +373,7 @@ typedef struct {
     int step, max_steps, P, M, tokens;  // P: ranks in the job (D*P with data parallelism)
     float loss, norm, lr;
     double wall, schedule_wall, busy_all_ranks;  // seconds; busy summed over ranks
-    double theory;                                // the schedule's simulated bubble (llmc/schedule_sim.h)
+    double theory;                                // the bubble the schedule was built for (schedule_simulate_planned)
     const char* extra;                            // e.g. the loss scale, or NULL
     double sim_schedule_wall, sim_bubble;         // the schedule that ran, simulated with the step's measured
                                                   // action times per stage; 0: not simulated

@@ -114,6 +114,19 @@ static inline int schedule_simulate(const Schedule* s, double t_fwd, double t_bw
     return rc;
 }
 
+// The bubble a schedule was built for, what each step's measured one is set against: a cost-aware builder's
+// name (zbc:..., zbcv:...) carries the costs its order was made for; any other schedule, or a file (name
+// NULL), is taken in unit time (F = 1, B = 2).
+static inline int schedule_simulate_planned(const Schedule* s, const char* name, SimResult* res) {
+    StageCosts* cost = NULL;
+    if (name && pp_parse_costed(name, s->P, &cost) > 0 && cost) {
+        int rc = schedule_simulate_stages(s, cost, 0.0, res);
+        free(cost);
+        return rc;
+    }
+    return schedule_simulate(s, 1.0, 2.0, 0.0, res);
+}
+
 // ----------------------------------------------------------------------------
 // every builder side by side
 
