@@ -1642,6 +1642,13 @@ static void print_allocated_memory(Pipeline* pp) {
     free(bytes);
 }
 
+// every rank of the job built the schedule and split rank 0 built (llmc/pipeline.h: pipeline_fingerprint)
+static void check_same_build(const Pipeline* pp, const TrainArgs* args) {
+    uint32_t mine = pipeline_fingerprint(&pp->schedule, pp->layers), rank0 = mine;
+    transport_broadcast(pp->job, 0, &rank0, sizeof(rank0));
+    pipeline_check_fingerprint(mine, rank0, pp->job->rank, args);
+}
+
 // -sc auto: 1F1B runs first and times each stage's F and B, and within B its weight-gradient ops, which a
 // split backward defers to W (I is the rest); llmc/schedule_auto.h chooses the builder and split (or the
 // fastest whose largest rank fits -mem). Parameters and AdamW moments move through a whole-model copy, as a
@@ -1669,6 +1676,7 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
         a.layers_arg = choice.split;
         Pipeline next;
         pipeline_init(&next, &pp->config, &a, pp->tp, pp->dp, pp->job);
+        check_same_build(&next, &a);
         next.opt = pp->opt;
         next.step = pp->step;
         next.adam_t = pp->adam_t;
@@ -1771,6 +1779,7 @@ static void train_rank(const TrainArgs* args, Transport* job) {
     Logger logger;
     logger_init(&logger, rank == 0 ? args->out_dir : NULL, args->resume);
     if (rank == 0) { transport_sum(job, 0.0); }
+    check_same_build(&pp, &first_args);
     if (dataloader_num_batches(&train_loader) < (int64_t)D * M) {
         fatal("flags -pm %d -dp %d: a step takes %d micro-batches of -b %d -t %d, the train data %s has only %lld",
               M, D, D * M, B, T, args->train_pattern, (long long)dataloader_num_batches(&train_loader));

@@ -1205,6 +1205,9 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     pp->action_secs = (double*)calloc_check((size_t)S * 4, sizeof(double));
     pp->action_count = (int*)calloc_check((size_t)S * 4, sizeof(int));
     comm_reserve(cm, M + nslots > 8 * S + 8 ? M + nslots : 8 * S + 8);
+    uint32_t mine = pipeline_fingerprint(&pp->schedule, pp->layers), rank0 = mine;
+    comm_broadcast(cm, &rank0, sizeof(rank0), 0);
+    pipeline_check_fingerprint(mine, rank0, cm->rank, args);
     comm_wait(cm);
 }
 

@@ -13,6 +13,7 @@ train_gpt2_pp.cu on GPUs), which then differ only in device work and transport:
 #define LLMC_PIPELINE_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -183,6 +184,35 @@ static inline void pipeline_load_schedule(Schedule* sc, const TrainArgs* args, i
     if (schedule_validate(sc, err, sizeof(err)) != 0) {
         fatal("schedule %s for P=%d M=%d is invalid: %s", args->schedule_name, P, args->M, err);
     }
+}
+
+// What a rank built, as a 32-bit FNV-1a hash of its schedule (every rank's list) and layer split. Every rank
+// builds its own from the flags, and a cost-aware builder's order and -sc auto's choice come from
+// floating-point replays: machines whose arithmetic differs (another libm, other compiler flags) could build
+// different programs, which would hang or compute wrong. Each rank compares its hash with rank 0's.
+static inline uint32_t pipeline_fingerprint(const Schedule* sc, const int* layers) {
+    uint32_t h = 2166136261u;
+#define PP_HASH(x) (h = (h ^ (uint32_t)(x)) * 16777619u)
+    PP_HASH(sc->P); PP_HASH(sc->S); PP_HASH(sc->M);
+    for (int s = 0; s < sc->S; s++) { PP_HASH(sc->stage_rank[s]); PP_HASH(layers[s]); }
+    for (int r = 0; r < sc->P; r++) {
+        PP_HASH(sc->ranks[r].n);
+        for (int i = 0; i < sc->ranks[r].n; i++) {
+            const Action* a = &sc->ranks[r].a[i];
+            PP_HASH(a->type); PP_HASH(a->stage); PP_HASH(a->mb); PP_HASH(a->peer);
+        }
+    }
+#undef PP_HASH
+    return h;
+}
+
+// the check after rank 0's hash came to this rank
+static inline void pipeline_check_fingerprint(uint32_t mine, uint32_t rank0, int rank, const TrainArgs* args) {
+    if (mine == rank0) { return; }
+    fatal("rank %d built another schedule or layer split than rank 0 from %s %s (hash %08x, rank 0's %08x): the "
+          "ranks were given different flags, or their machines' floating-point arithmetic differs; write rank 0's "
+          "with -ps 1 > FILE and run it with -sf FILE -pl SPLIT", rank, args->schedule_file ? "-sf" : "-sc",
+          args->schedule_file ? args->schedule_file : args->schedule_name, mine, rank0);
 }
 
 // -ps 1: the schedule as text, then its unit-time timeline and simulated bubble as comment lines, so that

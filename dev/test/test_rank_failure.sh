@@ -49,4 +49,16 @@ timeout 20 mpirun -np 2 $BIN -e d4:c64:h4 -pp 3 > "$W/mismatch.txt" 2>&1; RC=$?
 check "-pp 3 with 2 ranks: non-zero exit, not a timeout" "[ $RC -ne 0 ] && [ $RC -ne 124 ]"
 check "-pp 3 with 2 ranks: clear message" "grep -q 'flag -pp 3 does not match the 2 ranks' '$W/mismatch.txt'"
 
+# Ranks that build different programs (different -sc costs here; machines whose floating-point arithmetic
+# differs would do the same from one flag) stop before the first step with one message. Without the check this
+# pair happened to run to the end unnoticed (its messages still matched); a pair whose order did not could hang.
+ARGS="-e d4:c64:h4 -b 1 -t 16 -pm 4 -x 1 -v 0 -g 0 -pp 2"
+timeout 30 mpirun -np 1 $BIN $ARGS -sc zbcv:1/1/1,1/1/1,2/2/1,6/3/4 : -np 1 $BIN $ARGS -sc zbcv:1/1/1,1/1/1,1/1/1,1/1/1 \
+    > "$W/differ.txt" 2>&1; RC=$?
+check "ranks with different schedules: non-zero exit, not a timeout" "[ $RC -ne 0 ] && [ $RC -ne 124 ]"
+check "ranks with different schedules: one message naming rank 1 and the flag" \
+    "[ \$(grep -c '^error: rank 1 built another schedule or layer split than rank 0 from -sc zbcv:1/1/1,1/1/1,1/1/1,1/1/1' '$W/differ.txt') = 1 ] && ! grep -q '^step' '$W/differ.txt'"
+timeout 30 mpirun -np 2 $BIN $ARGS -sc zbcv:1/1/1,1/1/1,2/2/1,6/3/4 > "$W/same.txt" 2>&1; RC=$?
+check "the same costs on every rank: runs" "[ $RC -eq 0 ] && grep -q '^step *1/1' '$W/same.txt'"
+
 summary
