@@ -10,7 +10,8 @@
 #     schedule runs with the split `-sc auto` chose for it from the same costs (PL= fixes one for all), the
 #     cost-aware zbc and zbcv also with the costs it built them from;
 #   own: the schedule simulated with its own measured action times each step (the step line), and ratio;
-#   the measured bubble, the simulated one (own costs) and the unit-time theory.
+#   the measured bubble, the simulated one (own costs) and the planned one (the step line's theory: unit time, or
+#   for zbc and zbcv the costs they were built from).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make -s train_gpt2_pp_cpu
@@ -32,7 +33,7 @@ means() {
 T1=$(grep "^step" "$W/one.txt" | tail -n +2 | awk '{ for (i = 1; i <= NF; i++) if ($i == "ms") { s += $(i-1); n++; break } } END { printf "%.1f", s / n }')
 mpirun -np 2 ./train_gpt2_pp_cpu $ARGS -x 2 -pp 2 -sc auto > "$W/auto.txt"
 grep '^-sc auto: ' "$W/auto.txt"
-printf "%-12s %9s %8s %9s %9s %6s %9s %6s %7s %7s %7s\n" schedule "step ms" speedup "sched ms" "from 1F1B" ratio own ratio bubble "(sim)" "(unit)"
+printf "%-12s %9s %8s %9s %9s %6s %9s %6s %7s %7s %7s\n" schedule "step ms" speedup "sched ms" "from 1F1B" ratio own ratio bubble "(sim)" "(plan)"
 printf "%-12s %9.1f\n" "one stage" "$T1"
 for S in gpipe 1f1b interleaved zbh1 zbh2 zbv zbc zbcv; do
     SPLIT=$(awk -v s=$S '$1 == "-sc" && $3 == s && $8 == "MiB" { print $4 }' "$W/auto.txt")
