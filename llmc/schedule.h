@@ -619,11 +619,12 @@ lists are replayed in the costs (the messages placed again), and the move stays 
 than the current one plus a threshold that falls linearly from PP_THRESHOLD of the step to 0; the shortest
 lists seen are kept. Taking slightly worse moves early lets it leave the first local optimum: with the d12
 costs of issue 10's test (zbcv 3,3,5,1 on 2 ranks) it reaches a bubble of 0.0275 from the greedy's 0.0486,
-where moving only to shorter steps (up to 16 places) stopped at 0.0386. A move never passes an action of its own stage and micro-batch, nor one of its stage
-and type (micro-batch order: the bits of 1F1B), never lets a rank hold more than the builder's largest cap
-of stage-micro-batches at once, and a replay that gets stuck is refused. The moves come from a fixed seed
-and the budget of replays from the schedule's size, and the arithmetic is + - * / only: a name builds the
-same schedule on every rank.
+where moving only to shorter steps (up to 16 places) stopped at 0.0386. A move never passes an action of
+its own stage and micro-batch, nor one of its stage and type (micro-batch order: the bits of 1F1B), never
+lets a rank hold more than the builder's largest cap of stage-micro-batches at once, and a replay that gets
+stuck is refused. The moves come from a fixed seed and the budget of replays from the schedule's size, and
+the arithmetic is + - * / only: a name builds the same schedule wherever doubles round alike, which the
+trainers check across ranks before the first step (pipeline_fingerprint, llmc/pipeline.h).
 */
 #define PP_THRESHOLD 0.005   // of the starting step time
 #define PP_IMPROVE_WORK 4e6   // replays x actions per replay (zbcv P=2 M=8: 0.3 s)
