@@ -14,17 +14,17 @@ STEPS="preflight|10|driver, CUDA, cuBLASLt, NCCL versions and the GPU list, thro
 kernels_FP32|25|every dev/cuda kernel test, FP32
 kernels_BF16|25|every dev/cuda kernel test, BF16
 kernels_FP16|25|every dev/cuda kernel test, FP16
+test_gpt2_pp_FP32|20|vs NumPy at P = 1, 2, 4 on one GPU, both references; bitwise across P and schedules
+test_gpt2_pp_BF16|20|the same in BF16
+test_gpt2_pp_FP16|20|the same in FP16, with the loss scaler's overflow path
+gpu_vs_cpu|35|GPU FP32 vs the CPU trainer, 20 steps: every loss within 1e-4 relative
+checkpoints_across_P|40|FP32 checkpoints byte-identical at P = 1, 2, 4 x gpipe, 1f1b (one GPU)
+determinism_resume|35|BF16 run twice: identical checkpoints; 2 steps + resume to 4 = 4 straight, byte for byte
 sanitizer_memcheck|40|compute-sanitizer memcheck on the BF16 kernel tests (skipped without the tool)
 sanitizer_racecheck|40|compute-sanitizer racecheck on the BF16 kernel tests
 sanitizer_synccheck|30|compute-sanitizer synccheck on the BF16 kernel tests
 sanitizer_initcheck|30|compute-sanitizer initcheck on the BF16 kernel tests
 sanitizer_trainer|30|compute-sanitizer memcheck on a 2-step BF16 trainer run, 2 stages on one GPU
-test_gpt2_pp_FP32|20|vs NumPy at P = 1, 2, 4 on one GPU, both references; bitwise across P and schedules
-test_gpt2_pp_BF16|20|the same in BF16
-test_gpt2_pp_FP16|20|the same in FP16, with the loss scaler's overflow path
-checkpoints_across_P|40|FP32 checkpoints byte-identical at P = 1, 2, 4 x gpipe, 1f1b (one GPU)
-gpu_vs_cpu|35|GPU FP32 vs the CPU trainer, 20 steps: every loss within 1e-4 relative
-determinism_resume|35|BF16 run twice: identical checkpoints; 2 steps + resume to 4 = 4 straight, byte for byte
 throughput_P1|35|d12, B=8 T=1024 M=8, BF16, P=1: ms/step, tokens/s, MFU, peak memory
 throughput_P2|35|the same at P=2 on one GPU
 footprint_1p5B|50|GPT-2 1.5B (d48), 1F1B, P=4 stages on one GPU: allocated once, one step runs
@@ -127,12 +127,12 @@ export LOG SAN TINY GPUS
 export -f losses kernels sanitize sanitize_trainer test_pp checkpoints gpu_vs_cpu determinism measured throughput footprint multi_gpu
 run_step preflight bin/gpu_preflight
 for p in FP32 BF16 FP16; do run_step kernels_$p kernels $p ""; done
+for p in FP32 BF16 FP16; do run_step test_gpt2_pp_$p test_pp $p; done
+run_step gpu_vs_cpu gpu_vs_cpu
+run_step checkpoints_across_P checkpoints
+run_step determinism_resume determinism
 for t in memcheck racecheck synccheck initcheck; do run_step sanitizer_$t sanitize $t; done
 run_step sanitizer_trainer sanitize_trainer
-for p in FP32 BF16 FP16; do run_step test_gpt2_pp_$p test_pp $p; done
-run_step checkpoints_across_P checkpoints
-run_step gpu_vs_cpu gpu_vs_cpu
-run_step determinism_resume determinism
 run_step throughput_P1 throughput 1
 run_step throughput_P2 throughput 2
 run_step footprint_1p5B footprint
