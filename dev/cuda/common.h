@@ -10,7 +10,9 @@
 //   validate(name, got, ref, atol, rtol)  the same with tol[i] = atol + rtol*|ref[i]|
 //   check(cond, fmt, ...)       one check
 //   bitwise_equal(name, a, b)   two host vectors with identical bytes (the determinism checks); one check
-//   benchmark_ms(repeats, fn)   mean time of fn() by cudaEvents (host time under the SIMT CPU runtime)
+//   benchmark_ms(repeats, fn)   mean time of fn() by cudaEvents (host time under the SIMT CPU runtime);
+//                               KERNEL_BENCH=once (scripts/gpu_check.sh's sanitizer runs): fn() once, untimed
+//                               (NaN), so the GPT-2-sized shapes are checked without 20 slow instrumented runs
 //   test_summary()              prints "N passed, N failed" (the last line) and returns the exit status
 //   U_FX                        the unit roundoff of floatX: 2^-24 (FP32), 2^-8 (BF16), 2^-11 (FP16): one
 //                               round-to-nearest changes a value by at most U_FX relative
@@ -36,6 +38,29 @@
 #define UNDERFLOW_FX ldexp(1.0, -134)
 #endif
 #define ROUND_FX(x) (U_FX * fabs((double)(x)) + UNDERFLOW_FX)
+// The GELU and DGELU epilogues of matmul_forward/backward: how accurately they evaluate gelu(x) and gelu'(x),
+// tanh included, and whether they round the GEMM result to floatX before the activation. SIMT's cuBLASLt shim:
+// libm's tanh, within 16 u (|x| + 1) of gelu, one rounding. cuBLASLt does not document either; on its first
+// GPU run (H200, cuBLASLt 13.1.0) the FP32 errors exceeded an exact-tanh bound by up to 15% and the BF16 DGELU
+// output was off by up to 0.88 of its ulp, which one rounding cannot give. So on a GPU: the product may be
+// rounded to floatX first, and tanh is allowed the relative error that PTX documents for tanh.approx.f32,
+// 2^-11; through gelu = x (1 + tanh(u)) / 2 that is |x| |tanh| 2^-12, through gelu' below its derivative in tanh.
+#if defined(SIMT_CPU)
+#define EPILOGUE_ROUNDS_PRODUCT 0
+static inline double epilogue_gelu_err(double x) { return 16 * U_32 * (fabs(x) + 1.0); }
+static inline double epilogue_gelu_grad_err(double x) { return 16 * U_32 * (fabs(x) + 1.0); }
+#else
+#define EPILOGUE_ROUNDS_PRODUCT 1
+static inline double epilogue_tanh(double x) { return tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)); }
+static inline double epilogue_gelu_err(double x) {
+    return fabs(x) * fabs(epilogue_tanh(x)) * ldexp(1.0, -12) + 16 * U_32 * (fabs(x) + 1.0);
+}
+// gelu'(x) = (1 + th) / 2 + x (1 - th^2) k (1 + 3 a x^2) / 2, so |d gelu' / d th| <= 1/2 + |x th| k (1 + 3 a x^2)
+static inline double epilogue_gelu_grad_err(double x) {
+    double th = fabs(epilogue_tanh(x)), slope = 0.5 + fabs(x) * th * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x);
+    return slope * th * ldexp(1.0, -11) + 16 * U_32 * (fabs(x) + 1.0);
+}
+#endif
 
 // ----------------------------------------------------------------------------
 // bookkeeping
@@ -180,10 +205,15 @@ static bool bitwise_equal(const char* name, const std::vector<T>& a, const std::
 
 template <class F>
 static float benchmark_ms(int repeats, F&& fn) {
+    fn();  // warm-up
+    const char* mode = getenv("KERNEL_BENCH");
+    if (mode && strcmp(mode, "once") == 0) {
+        cudaCheck(cudaDeviceSynchronize());
+        return NAN;
+    }
     cudaEvent_t start, stop;
     cudaCheck(cudaEventCreate(&start));
     cudaCheck(cudaEventCreate(&stop));
-    fn();  // warm-up
     cudaCheck(cudaEventRecord(start, 0));
     for (int i = 0; i < repeats; i++) { fn(); }
     cudaCheck(cudaEventRecord(stop, 0));

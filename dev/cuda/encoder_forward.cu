@@ -57,6 +57,10 @@ int main(void) {
     floatX* b_wpe = dmalloc<floatX>((size_t)bT * bC);
     floatX* b_out = dmalloc<floatX>((size_t)bB * bT * bC);
     int* b_inp = dmalloc<int>((size_t)bB * bT);
+    // every input written: compute-sanitizer's initcheck on an H200 caught this benchmark reading b_wte and b_wpe
+    // uninitialised (SIMT's uninitialized-read rule now does too)
+    cudaCheck(cudaMemset(b_wte, 0, (size_t)bV * bC * sizeof(floatX)));
+    cudaCheck(cudaMemset(b_wpe, 0, (size_t)bT * bC * sizeof(floatX)));
     cudaCheck(cudaMemset(b_inp, 0, (size_t)bB * bT * sizeof(int)));
     float ms = benchmark_ms(BENCH_REPEATS, [&]() { encoder_forward(b_out, b_inp, b_wte, b_wpe, bB, bT, bC, 0); });
     printf("  bench B=%d T=%d C=%d: %.4f ms, %.1f GB/s\n", bB, bT, bC, ms,
