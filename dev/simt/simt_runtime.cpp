@@ -52,6 +52,11 @@
 // even where UBSan is a separate runtime from ASan (gcc).
 extern "C" const char* __ubsan_default_options() { return "abort_on_error=1:print_stacktrace=1"; }
 #endif
+// uninitialized-read needs the x86-64 page-fault error code (read or write) and SIGSEGV; ASan owns
+// SIGSEGV and needs exact-size heap blocks for device memory, so that build goes without the rule.
+#if defined(__x86_64__) && !defined(SIMT_ASAN)
+#define SIMT_HAVE_INITCHECK 1
+#endif
 
 extern "C" {
 uint3 threadIdx;
@@ -156,6 +161,7 @@ struct Runtime {
   int sched = 0;             // 0 forward, 1 reverse, 2 random
   unsigned seed = 1;
   bool strict_barriers = true, strict_shfl = false, abort_on_error = false, poison = true, keep_exit = false;
+  bool initcheck = false;    // uninitialized-read: device pages start PROT_NONE
   std::atomic<int> watchdog_s{120};
   // the running launch (all under launch_mu)
   std::mutex launch_mu;
@@ -171,6 +177,7 @@ struct Runtime {
   ucontext_t sched_uc;
 #endif
   bool failed = false;
+  bool uninit_reported = false;  // this launch reported an uninitialized-read (once per launch)
   void (*call)(void*) = nullptr; void* closure = nullptr;
   LaunchInfo info{};
   unsigned char* dyn_smem = nullptr; size_t dyn_bytes = 0;
@@ -208,6 +215,9 @@ struct Runtime {
     abort_on_error = env_int("SIMT_ABORT", 0) != 0;
     poison = env_int("SIMT_POISON", 1) != 0;
     keep_exit = env_int("SIMT_KEEP_EXIT_STATUS", 0) != 0;
+#if defined(SIMT_HAVE_INITCHECK)
+    initcheck = env_int("SIMT_INITCHECK", 1) != 0;
+#endif
     watchdog_s = env_int("SIMT_WATCHDOG_S", 120);
     atexit(at_exit);
   }
@@ -652,15 +662,15 @@ static size_t symbolize(const uintptr_t* pcs, int n, char* out, size_t cap) {
   return n_out;
 }
 
-// Symbolise the interrupted fiber's frames (frame-pointer chain; sim code is built with
-// -fno-omit-frame-pointer), so a crash names its source lines.
-static void print_backtrace(uintptr_t pc, uintptr_t fp) {
+// The interrupted fiber's frames (frame-pointer chain; sim code is built with -fno-omit-frame-pointer):
+// pc, then each caller's call instruction.
+static int fiber_frames(uintptr_t pc, uintptr_t fp, uintptr_t* pcs, int max) {
   Runtime& r = R();
-  uintptr_t pcs[24]; int n = 0;
+  int n = 0;
   pcs[n++] = pc;
   if (r.cur >= 0) {
     uintptr_t lo = (uintptr_t)r.fibers[r.cur].stack_lo, hi = lo + r.stack_size;
-    while (n < 24 && fp >= lo && fp + 16 <= hi && !(fp & 7)) {
+    while (n < max && fp >= lo && fp + 16 <= hi && !(fp & 7)) {
       uintptr_t ret = ((uintptr_t*)fp)[1], next = ((uintptr_t*)fp)[0];
       if (!ret) break;
       pcs[n++] = ret - 1;  // inside the call instruction: the call's line
@@ -668,6 +678,12 @@ static void print_backtrace(uintptr_t pc, uintptr_t fp) {
       fp = next;
     }
   }
+  return n;
+}
+// Symbolise them, so a crash names its source lines.
+static void print_backtrace(uintptr_t pc, uintptr_t fp) {
+  uintptr_t pcs[24];
+  int n = fiber_frames(pc, fp, pcs, 24);
   static char out[32768];
   if (!symbolize(pcs, n, out, sizeof out)) return;
   write_str("SIMT: backtrace of the CUDA thread (innermost first):\n");
@@ -749,9 +765,145 @@ static void print_crash_context(int sig, uintptr_t addr) {
   write_str(b);
 }
 
+// ------------------------------------------------------------------ uninitialized-read
+static void install_signal_handlers();
+#if defined(SIMT_HAVE_INITCHECK)
+// Device allocations are mapped PROT_NONE once filled. The first store to a page faults as a write:
+// the page becomes read-write and the store is retried. A load from a page that nothing wrote faults
+// as a read: inside a kernel that is reported; either way the page becomes readable (it still holds
+// the fill) and the load is retried. The handler may interrupt code that holds any lock, so it finds
+// the allocation in this fixed table without one: a slot is published by storing `hi` last and
+// retired by clearing `hi` first (under g_range_mu, which only allocation and free take).
+const uintptr_t kPage = 4096;  // x86-64's page size, the only architecture with the rule
+enum : uint8_t { PG_NONE, PG_READ, PG_WRITTEN };  // per page: no access, read-only (unwritten), read-write
+struct DevRange {
+  std::atomic<uintptr_t> lo{0}, hi{0};  // the mapping, whole pages
+  size_t size = 0; const char* api = nullptr; Site site{};
+  std::atomic<uint8_t>* pages = nullptr;
+};
+const int kMaxRanges = 4096;  // more live device allocations than this go unchecked
+static DevRange g_ranges[kMaxRanges];
+static std::atomic<int> g_nranges{0};  // the slots ever used lie below this
+static std::mutex g_range_mu;
+
+static DevRange* find_range(uintptr_t a) {
+  for (int i = 0, n = g_nranges.load(std::memory_order_acquire); i < n; i++) {
+    DevRange& d = g_ranges[i];
+    uintptr_t hi = d.hi.load(std::memory_order_acquire);
+    if (hi && a < hi && a >= d.lo.load(std::memory_order_relaxed)) return &d;
+  }
+  return nullptr;
+}
+static std::atomic<uint8_t>& page_of(DevRange& d, uintptr_t a) { return d.pages[(a - d.lo.load(std::memory_order_relaxed)) / kPage]; }
+
+// A kernel's load from a page nothing wrote: report it, once per launch (the launch then fails). Host
+// code is not reported: copying uninitialised device memory (cudaMemcpy, NCCL) is legal CUDA, and the
+// cuBLAS shim reads gaps between strided operands that a GPU GEMM never touches.
+static void report_uninit_read(DevRange& d, uintptr_t a, const ucontext_t* uc) {
+  Runtime& r = R();
+  if (r.cur < 0 || !r.info.name || !pthread_equal(pthread_self(), r.launch_thread) || r.uninit_reported) return;
+  r.uninit_reported = true;
+  r.failed = true;
+  uintptr_t pcs[8];
+  int n = fiber_frames((uintptr_t)uc->uc_mcontext.gregs[REG_RIP], (uintptr_t)uc->uc_mcontext.gregs[REG_RBP], pcs, 7);
+  Site s{};  // as capture_site() would give it: pc[0] is skipped, the others are return addresses
+  for (int i = 0; i < n; i++) s.pc[i + 1] = (void*)(pcs[i] + 1);
+  s.n = n + 1;
+  uintptr_t base = d.lo.load(std::memory_order_relaxed), off = a - base;
+  reportf("uninitialized-read", &r.info, &r.fibers[r.cur], "%s: reads %p, byte %zu of the %zu-byte %s at %p (allocated at %s)%s, "
+          "on a 4 KiB page that nothing has written (no kernel, cudaMemset, cudaMemcpy, cuBLAS or NCCL call): the value is "
+          "garbage on a GPU (compute-sanitizer --tool initcheck reports it)", site_str(s).c_str(), (void*)a, (size_t)off,
+          d.size, d.api, (void*)base, site_str(d.site).c_str(), off >= d.size ? ", past its end" : "");
+}
+// SIGSEGV at `a`: true if it was the first access of its kind to a device page (then handled: the
+// access is retried).
+static bool initcheck_fault(const siginfo_t* si, const void* uctx) {
+  if (si->si_code != SEGV_ACCERR) return false;
+  uintptr_t a = (uintptr_t)si->si_addr;
+  DevRange* d = R().initcheck ? find_range(a) : nullptr;
+  if (!d) return false;
+  const ucontext_t* uc = (const ucontext_t*)uctx;
+  std::atomic<uint8_t>& st = page_of(*d, a);
+  bool write = uc->uc_mcontext.gregs[REG_ERR] & 2;  // the page-fault error code's W bit
+  if (!write && st.load() == PG_NONE) report_uninit_read(*d, a, uc);
+  bool rw = write || st.load() == PG_WRITTEN;  // a read racing with another thread's first write
+  if (mprotect((void*)(a & ~(kPage - 1)), kPage, rw ? PROT_READ | PROT_WRITE : PROT_READ)) {
+    // Out of memory maps (each protection change may split one; vm.max_map_count): stop checking this
+    // allocation rather than crash.
+    uintptr_t lo = d->lo.load(std::memory_order_relaxed), hi = d->hi.load();
+    if (mprotect((void*)lo, hi - lo, PROT_READ | PROT_WRITE)) return false;
+    for (uintptr_t p = lo; p < hi; p += kPage) page_of(*d, p).store(PG_WRITTEN);
+    return true;
+  }
+  if (rw) st.store(PG_WRITTEN);
+  else { uint8_t none = PG_NONE; st.compare_exchange_strong(none, PG_READ); }
+  return true;
+}
+// Device memory with the rule on: whole pages, filled, then PROT_NONE; nullptr if mmap fails.
+static void* map_device(size_t n, const char* api) {
+  size_t len = (std::max<size_t>(n, 1) + kPage - 1) & ~(kPage - 1);
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  if (R().poison) memset(p, 0xff, len);  // the page's tail past n too: an overrun reads NaN
+  install_signal_handlers();
+  std::lock_guard<std::mutex> lk(g_range_mu);
+  for (int i = 0; i < kMaxRanges; i++) {
+    DevRange& d = g_ranges[i];
+    if (d.hi.load(std::memory_order_relaxed)) continue;
+    d.pages = new std::atomic<uint8_t>[len / kPage]();
+    d.lo.store((uintptr_t)p, std::memory_order_relaxed);
+    d.size = n; d.api = api; d.site = capture_site();
+    mprotect(p, len, PROT_NONE);
+    d.hi.store((uintptr_t)p + len, std::memory_order_release);
+    if (i >= g_nranges.load()) g_nranges.store(i + 1, std::memory_order_release);
+    break;
+  }
+  return p;
+}
+static void unmap_device(void* p, size_t n) {
+  size_t len = (std::max<size_t>(n, 1) + kPage - 1) & ~(kPage - 1);
+  {
+    std::lock_guard<std::mutex> lk(g_range_mu);
+    if (DevRange* d = find_range((uintptr_t)p)) {
+      d->hi.store(0, std::memory_order_release);
+      delete[] d->pages; d->pages = nullptr;
+    }
+  }
+  munmap(p, len);
+}
+// The runtime writes [p, p+n) (cudaMemset, cudaMemcpy): one mprotect instead of a fault per page.
+static void note_device_write(const void* p, size_t n) {
+  DevRange* d = R().initcheck && n ? find_range((uintptr_t)p) : nullptr;
+  if (!d) return;
+  uintptr_t first = (uintptr_t)p & ~(kPage - 1), end = ((uintptr_t)p + n + kPage - 1) & ~(kPage - 1);
+  bool all = true;
+  for (uintptr_t a = first; a < end && all; a += kPage) all = page_of(*d, a).load(std::memory_order_relaxed) == PG_WRITTEN;
+  if (all || mprotect((void*)first, end - first, PROT_READ | PROT_WRITE)) return;
+  for (uintptr_t a = first; a < end; a += kPage) page_of(*d, a).store(PG_WRITTEN);
+}
+// Copies device bytes without touching a page that nothing wrote (the runtime's own look would
+// count as its first read, and hide a kernel's): such a page still holds the fill.
+static void peek(void* dst, const void* src, size_t n) {
+  uintptr_t s = (uintptr_t)src;
+  DevRange* d = R().initcheck ? find_range(s) : nullptr;
+  for (size_t i = 0, k; i < n; i += k) {
+    k = std::min(n - i, (size_t)(kPage - ((s + i) & (kPage - 1))));
+    if (d && s + i < d->hi.load() && page_of(*d, s + i).load() == PG_NONE) memset((char*)dst + i, R().poison ? 0xff : 0, k);
+    else memcpy((char*)dst + i, (const char*)src + i, k);
+  }
+}
+#else  // the rule is off (R().initcheck stays false): nothing is mapped
+static bool initcheck_fault(const siginfo_t*, const void*) { return false; }
+static void* map_device(size_t, const char*) { return nullptr; }
+static void unmap_device(void*, size_t) {}
+static void note_device_write(const void*, size_t) {}
+static void peek(void* dst, const void* src, size_t n) { memcpy(dst, src, n); }
+#endif
+
 static struct sigaction g_old_actions[65];
 static void on_fatal_signal(int sig, siginfo_t* si, void* uctx) {
   Runtime& r = R();
+  if (sig == SIGSEGV && initcheck_fault(si, uctx)) return;
   if (r.cur >= 0 && r.info.name && pthread_equal(pthread_self(), r.launch_thread)) {
     print_crash_context(sig, (uintptr_t)si->si_addr);
 #if defined(__x86_64__)
@@ -822,10 +974,9 @@ struct AltStack {
   ~AltStack() { stack_t ss{}; ss.ss_flags = SS_DISABLE; sigaltstack(&ss, nullptr); free(mem); }
 };
 static pid_t g_watchdog_pid = 0;  // fork() does not copy the watchdog thread: restart it in a child
-static void install_handlers() {
+static void install_signal_handlers() {
   static thread_local AltStack alt;
   (void)alt;
-  if (R().watchdog_s > 0 && g_watchdog_pid != getpid()) { g_watchdog_pid = getpid(); std::thread(watchdog_loop).detach(); }
   static std::once_flag once;
   std::call_once(once, [] {
     struct sigaction sa{};
@@ -838,6 +989,10 @@ static void install_handlers() {
     __sanitizer_set_death_callback(asan_death_callback);
 #endif
   });
+}
+static void install_handlers() {
+  install_signal_handlers();
+  if (R().watchdog_s > 0 && g_watchdog_pid != getpid()) { g_watchdog_pid = getpid(); std::thread(watchdog_loop).detach(); }
 }
 
 // ------------------------------------------------------------------ launches
@@ -990,7 +1145,7 @@ cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(v
   bool cmp[kMaxArgs];
   for (int i = 0; i < nacc; i++) {
     cmp[i] = acc[i].write && device_range_ok(acc[i].p, std::min(acc[i].bytes, (size_t)kCmp));  // not one past the end
-    if (cmp[i]) memcpy(before[i], acc[i].p, std::min(acc[i].bytes, (size_t)kCmp));
+    if (cmp[i]) peek(before[i], acc[i].p, std::min(acc[i].bytes, (size_t)kCmp));
   }
   r.call = call; r.closure = closure;
   r.nthreads = (int)nt;
@@ -1011,6 +1166,7 @@ cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(v
   if (cfg.smem && posix_memalign((void**)&r.dyn_smem, 128, cfg.smem)) { perror("SIMT: dynamic smem"); abort(); }
   blockDim = b; gridDim = g;
   r.failed = false;
+  r.uninit_reported = false;
   r.launch_thread = pthread_self();
   r.launch_t0 = now_s();
   // Blocks in the order of SIMT_SCHED too (forward, reverse, a random permutation), so that a kernel that
@@ -1027,7 +1183,9 @@ cudaError_t launch_erased(const Cfg& cfg, const LaunchInfo& info, void (*call)(v
   MemAccess seen[kMaxArgs];
   for (int i = 0; i < nacc; i++) {
     seen[i] = acc[i];
-    seen[i].write = cmp[i] && memcmp(before[i], acc[i].p, std::min(acc[i].bytes, (size_t)kCmp)) != 0;
+    unsigned char after[kCmp];
+    if (cmp[i]) peek(after, acc[i].p, std::min(acc[i].bytes, (size_t)kCmp));
+    seen[i].write = cmp[i] && memcmp(before[i], after, std::min(acc[i].bytes, (size_t)kCmp)) != 0;
   }
   launch_stream_op(info, cfg.stream, seen, nacc);
   if (r.failed) return t_last_error = cudaErrorLaunchFailure;
@@ -1304,12 +1462,16 @@ cudaError_t do_alloc(void** p, size_t n, int kind, const char* api) {
   t_counts.malloc_calls++;
   if (strcmp(api, "cudaMallocAsync")) hazard(api, S_DEVICE);  // stream-ordered allocation does not synchronise
   if (!p) return ret(cudaErrorInvalidValue);
-  // cudaMalloc memory is 256-byte aligned. Exact size (posix_memalign, no rounding) so ASan sees
-  // overruns.
-  if (posix_memalign(p, 256, n ? n : 1)) { *p = nullptr; return ret(cudaErrorMemoryAllocation); }
   // Device memory is not zeroed on a GPU: fill it with NaN bits (0xFF) so reliance on zeros,
   // or reading memory that was never written, shows up. SIMT_POISON=0 turns this off.
-  if (kind == simt::A_DEVICE && R().poison) memset(*p, 0xff, n);
+  if (kind == simt::A_DEVICE && R().initcheck) {  // whole pages (page-aligned), unreadable until written
+    if (!(*p = simt::map_device(n, api))) return ret(cudaErrorMemoryAllocation);
+  } else {
+    // cudaMalloc memory is 256-byte aligned. Exact size (posix_memalign, no rounding) so ASan sees
+    // overruns.
+    if (posix_memalign(p, 256, n ? n : 1)) { *p = nullptr; return ret(cudaErrorMemoryAllocation); }
+    if (kind == simt::A_DEVICE && R().poison) memset(*p, 0xff, n);
+  }
 #if defined(SIMT_ASAN)
   __lsan_ignore_object(*p);  // like a CUDA context, exit frees device memory: not a leak
 #endif
@@ -1328,8 +1490,9 @@ cudaError_t do_free(void* p, const char* api, bool want_host) {
     if (it != R().allocs.end() && (it->second.kind == simt::A_PINNED) == want_host) {
       forget_range((uintptr_t)p, (uintptr_t)p + it->second.size);
       R().allocated -= it->second.size;
+      if (it->second.kind == simt::A_DEVICE && R().initcheck) simt::unmap_device(p, it->second.size);
+      else free(p);
       R().allocs.erase(it);
-      free(p);
       return cudaSuccess;
     }
   }
@@ -1451,20 +1614,21 @@ static void copy_op(const char* api, void* dst, const void* src, size_t n, cudaS
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind k) {
   hazard("cudaMemcpy", S_LEGACY);
   cudaError_t e = check_copy("cudaMemcpy", dst, src, n, k);
-  if (e == cudaSuccess && n) { copy_op("cudaMemcpy", dst, src, n, 0, true); memmove(dst, src, n); }
+  if (e == cudaSuccess && n) { copy_op("cudaMemcpy", dst, src, n, 0, true); simt::note_device_write(dst, n); memmove(dst, src, n); }
   return e;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind k, cudaStream_t s) {
   if (!simt::stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
   hazard_on("cudaMemcpyAsync", s);
   cudaError_t e = check_copy("cudaMemcpyAsync", dst, src, n, k);
-  if (e == cudaSuccess && n) { copy_op("cudaMemcpyAsync", dst, src, n, s, false); memmove(dst, src, n); }
+  if (e == cudaSuccess && n) { copy_op("cudaMemcpyAsync", dst, src, n, s, false); simt::note_device_write(dst, n); memmove(dst, src, n); }
   return e;
 }
 static cudaError_t do_memset(const char* api, void* p, int v, size_t n, cudaStream_t s) {
   if (n && !simt::device_range_ok(p, n)) { report("memset-range", "%s(%p, %d, %zu): not inside one device allocation", api, p, v, n); return ret(cudaErrorInvalidValue); }
   simt::MemAccess acc{p, n, true};
   stream_op_at(s, simt::SO_COPY, api, &acc, 1, simt::capture_site());
+  simt::note_device_write(p, n);
   memset(p, v, n); return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int v, size_t n) { hazard("cudaMemset", S_LEGACY); return do_memset("cudaMemset", p, v, n, 0); }

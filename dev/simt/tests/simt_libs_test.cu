@@ -865,6 +865,108 @@ static void test_nccl_groups() {
       "that ncclRecv from rank"}, 20);
 }
 
+// ---- uninitialized-read: a kernel's load from device memory that nothing wrote (the bug compute-sanitizer's
+// initcheck found on an H200 in dev/cuda/encoder_forward.cu's benchmark). Memory that cudaMemset, cudaMemcpy,
+// a kernel, cuBLAS or NCCL wrote is not reported, nor a host copy of never-written memory (legal CUDA).
+// The rule is off in the ASan build and off x86-64 (dev/simt/README.md).
+#if defined(__SANITIZE_ADDRESS__)  // gcc
+#define LIBS_TEST_ASAN 1
+#elif defined(__has_feature)      // clang
+#if __has_feature(address_sanitizer)
+#define LIBS_TEST_ASAN 1
+#endif
+#endif
+#if defined(__x86_64__) && !defined(LIBS_TEST_ASAN)
+#define LIBS_TEST_INITCHECK 1
+#endif
+__global__ void sum_kernel(float* out, float* in, int n, int from = 0) {  // `in` not const: the launch peeks at it
+  float s = 0;
+  for (int i = from + threadIdx.x; i < n; i += blockDim.x) s += in[i];  // BUG:uninit_read
+  out[threadIdx.x] = s;
+}
+static bool no_report(const char* name, const std::function<int()>& fn) {
+  auto r = run_child(fn, 30);
+  bool ok = r.exit_code == 0 && r.output.find("SIMT ERROR") == std::string::npos;
+  CHECK(ok, "%s: exit %d, output:\n%s", name, r.exit_code, r.output.c_str());
+  return ok;
+}
+static void test_uninitialized_read() {
+#if defined(LIBS_TEST_INITCHECK)
+  auto r = expect_report("a kernel reads cudaMalloc memory that nothing wrote", [] {
+    float *out, *in;
+    cudaMalloc(&out, 256 * 4);
+    cudaMalloc(&in, 1000 * 4);  // CALL:uninit_alloc
+    sum_kernel<<<1, 256>>>(out, in, 1000);  // CALL:uninit_launch
+    return cudaGetLastError() == cudaErrorLaunchFailure ? 0 : 3;
+  }, {"SIMT ERROR [uninitialized-read] in kernel sum_kernel (launched at " + site_of("CALL:uninit_launch") + "), block (0,0,0) thread (",
+      site_of("BUG:uninit_read") + ": reads 0x", "of the 4000-byte cudaMalloc at 0x", "(allocated at " + site_of("CALL:uninit_alloc") + ")",
+      "on a 4 KiB page that nothing has written"}, 30);
+  size_t first = r.output.find("SIMT ERROR"), second = first == std::string::npos ? first : r.output.find("SIMT ERROR", first + 1);
+  CHECK(r.exit_code == 0 && second == std::string::npos, "uninitialized-read: exit %d (the launch must fail), one report:\n%s",
+        r.exit_code, r.output.c_str());
+  r = expect_report("a kernel reads past the end of a never-written allocation (the page's slack)", [] {
+    float *out, *in; cudaMalloc(&out, 4); cudaMalloc(&in, 100 * 4);
+    sum_kernel<<<1, 1>>>(out, in, 201, 200);
+    return 0;
+  }, {"SIMT ERROR [uninitialized-read] in kernel sum_kernel", "byte 800 of the 400-byte cudaMalloc", "past its end"}, 30);
+#endif
+  no_report("memory written by cudaMemset, cudaMemcpy, a kernel's stores, a D2D copy; a host copy of unwritten memory", [] {
+    const int n = 3000;  // 12000 bytes: three pages, the last one partly
+    float *out, *a, *b, *c, *d, *e, *f; cudaMalloc(&out, 256 * 4);
+    for (float** p : {&a, &b, &c, &d, &e, &f}) cudaMalloc(p, n * 4);
+    std::vector<float> h(n, 1.f);
+    cudaMemset(a, 0, n * 4);
+    cudaMemcpyAsync(b, h.data(), n * 4, cudaMemcpyHostToDevice, 0);
+    cudaStreamSynchronize(0);
+    copy_kernel<<<4, 256>>>(c, b, n);                          // c: a kernel's stores
+    cudaMemcpy(d, c, n * 4, cudaMemcpyDeviceToDevice);
+    cudaMemcpy(h.data(), e, n * 4, cudaMemcpyDeviceToHost);  // garbage, but a legal copy
+    cudaMemcpy(f, e, n * 4, cudaMemcpyDeviceToDevice);         // f now holds e's fill: written
+    int bad = 0;
+    for (float* p : {a, b, c, d, f}) { sum_kernel<<<1, 256>>>(out, p, n); bad += cudaGetLastError() != cudaSuccess; }
+    return bad;
+  });
+  no_report("memory written by cuBLAS (D of cublasSgemm and cublasLtMatmul)", [] {
+    const int m = 64, n = 64, k = 64;
+    std::vector<float> h(m * k, 0.5f);
+    float *a, *b, *c, *out; cudaMalloc(&a, m * k * 4); cudaMalloc(&b, k * n * 4); cudaMalloc(&c, m * n * 4); cudaMalloc(&out, 256 * 4);
+    cudaMemcpy(a, h.data(), m * k * 4, cudaMemcpyHostToDevice); cudaMemcpy(b, h.data(), k * n * 4, cudaMemcpyHostToDevice);
+    cublasHandle_t hb; cublasCreate(&hb);
+    float one = 1.f, zero = 0.f;
+    int bad = cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, a, m, b, k, &zero, c, m) != CUBLAS_STATUS_SUCCESS;
+    sum_kernel<<<1, 256>>>(out, c, m * n); bad += cudaGetLastError() != cudaSuccess;
+    cublasDestroy(hb);
+    LtMatmul lt;
+    std::vector<bf16> hh = rand_bf16(m * k, 1.f, 7);
+    bf16 *ab, *db; cudaMalloc(&ab, m * k * 2); cudaMalloc(&db, m * n * 2);
+    cudaMemcpy(ab, hh.data(), m * k * 2, cudaMemcpyHostToDevice);
+    bad += lt.run(false, false, m, n, k, ab, m, ab, k, db, CUBLASLT_EPILOGUE_DEFAULT, nullptr, nullptr) != CUBLAS_STATUS_SUCCESS;
+    sum_kernel<<<1, 256>>>(out, (float*)db, m * n / 2); bad += cudaGetLastError() != cudaSuccess;
+    return bad;
+  });
+  no_report("memory written by NCCL (a receive, an all-reduce, an all-gather)", [] {
+    ncclUniqueId id; ncclGetUniqueId(&id);
+    int bad = 0;
+    auto rank = [&](int r) {
+      const int n = 2048;
+      cudaSetDevice(r);
+      ncclComm_t c; ncclCommInitRank(&c, 2, id, r);
+      float *x, *y, *g, *out; cudaMalloc(&x, n * 4); cudaMalloc(&y, n * 4); cudaMalloc(&g, 2 * n * 4); cudaMalloc(&out, 256 * 4);
+      cudaMemset(x, 0, n * 4);
+      if (r == 0) ncclSend(x, n, ncclFloat32, 1, c, 0);
+      else { float* z; cudaMalloc(&z, n * 4); ncclRecv(z, n, ncclFloat32, 0, c, 0); sum_kernel<<<1, 256>>>(out, z, n); bad += cudaGetLastError() != cudaSuccess; }
+      ncclAllReduce(x, y, n, ncclFloat32, ncclSum, c, 0);
+      ncclAllGather(x, g, n, ncclFloat32, c, 0);
+      sum_kernel<<<1, 256>>>(out, y, n); bad += cudaGetLastError() != cudaSuccess;
+      sum_kernel<<<1, 256>>>(out, g, 2 * n); bad += cudaGetLastError() != cudaSuccess;
+      ncclCommDestroy(c);
+    };
+    std::thread t0(rank, 0), t1(rank, 1);
+    t0.join(); t1.join();
+    return bad;
+  });
+}
+
 static void test_stream_races() {
   const std::string race = "SIMT ERROR [stream-race]: ";
   expect_report("(a) a receive on the comm stream read by compute without an event", [] { return comm_compute_streams(false, true); },
@@ -946,6 +1048,7 @@ int main() {
   test_stream_races();
   test_nccl_groups();
   test_packed128_alignment();
+  test_uninitialized_read();
 #endif
   return test_summary();
 }
