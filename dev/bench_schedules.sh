@@ -1,7 +1,8 @@
 #!/bin/bash
 # Every schedule side by side in one run, on this machine: one stage in one process (one thread) against each
 # builder over 2 MPI ranks (one thread each), same model and global batch (issue 10's setting: d12, B=1,
-# T=64, M=8). For each, means over the steps after the first (page faults):
+# T=64, M=8). For each, means over the steps after the first WARM (2): on this 2-core VM memory first touches
+# and the cores' speed settle over the first steps (one d12 run's optimizer took 4058, 1162, 764, 468, 487 ms):
 #   step ms, speed-up of the whole step over one stage;
 #   sched ms: the schedule phase (forward and backward, what a schedule changes; the optimizer is apart);
 #   from 1F1B: the simulator's prediction before the schedule ran, calibrated by `-sc auto` on 1F1B's
@@ -16,13 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 make -s train_gpt2_pp_cpu
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
-M=${M:-8}; STEPS=${STEPS:-4}
+M=${M:-8}; STEPS=${STEPS:-6}; WARM=${WARM:-2}
 ARGS="-e ${MODEL:-d12} -b ${B:-1} -t ${T:-64} -pm $M -v 0 -g 0 ${PL:+-pl $PL}"
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-# means over the steps after the first of: step ms, schedule ms, its simulation, bubble, simulated, theory
+# means over the steps after the first WARM of: step ms, schedule ms, its simulation, bubble, simulated, theory
 means() {
-    grep "^step" | tail -n +2 | awk '{
+    grep "^step" | tail -n +$((WARM + 1)) | awk '{
         for (i = 1; i <= NF; i++) if ($i == "ms") { step += $(i-1); break }
         if (match($0, /schedule [0-9.]+ ms \(simulated [0-9.]+\)/)) { split(substr($0, RSTART, RLENGTH), f, /[ ()]+/); sched += f[2]; sim += f[5] }
         if (match($0, /bubble [0-9.]+ \(theory [0-9.]+, simulated [0-9.]+\)/)) { split(substr($0, RSTART, RLENGTH), g, /[ (),]+/); b += g[2]; th = g[4]; bs += g[6] }
@@ -30,7 +31,7 @@ means() {
 }
 
 ./train_gpt2_pp_cpu $ARGS -x "$STEPS" -pp 1 > "$W/one.txt"
-T1=$(grep "^step" "$W/one.txt" | tail -n +2 | awk '{ for (i = 1; i <= NF; i++) if ($i == "ms") { s += $(i-1); n++; break } } END { printf "%.1f", s / n }')
+T1=$(grep "^step" "$W/one.txt" | tail -n +$((WARM + 1)) | awk '{ for (i = 1; i <= NF; i++) if ($i == "ms") { s += $(i-1); n++; break } } END { printf "%.1f", s / n }')
 mpirun -np 2 ./train_gpt2_pp_cpu $ARGS -x 2 -pp 2 -sc auto > "$W/auto.txt"
 grep '^-sc auto: ' "$W/auto.txt"
 printf "%-12s %9s %8s %9s %9s %6s %9s %6s %7s %7s %7s\n" schedule "step ms" speedup "sched ms" "from 1F1B" ratio own ratio bubble "(sim)" "(plan)"
