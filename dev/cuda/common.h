@@ -39,18 +39,20 @@
 #endif
 #define ROUND_FX(x) (U_FX * fabs((double)(x)) + UNDERFLOW_FX)
 // The GELU and DGELU epilogues of matmul_forward/backward: how accurately they evaluate gelu(x) and gelu'(x),
-// tanh included, and whether they round the GEMM result to floatX before the activation. SIMT's cuBLASLt shim:
-// libm's tanh, within 16 u (|x| + 1) of gelu, one rounding. cuBLASLt does not document either; on its first
-// GPU run (H200, cuBLASLt 13.1.0) the FP32 errors exceeded an exact-tanh bound by up to 15% and the BF16 DGELU
-// output was off by up to 0.88 of its ulp, which one rounding cannot give. So on a GPU: the product may be
-// rounded to floatX first, and tanh is allowed the relative error that PTX documents for tanh.approx.f32,
-// 2^-11; through gelu = x (1 + tanh(u)) / 2 that is |x| |tanh| 2^-12, through gelu' below its derivative in tanh.
+// tanh included, and whether they round the GEMM result to floatX before the activation. cuBLASLt documents
+// neither; on its first GPU run (H200, cuBLASLt 13.1.0) the FP32 errors exceeded an exact-tanh bound by up to
+// 15% and the BF16 DGELU output was off by up to 0.88 of its ulp, which one rounding cannot give. So DGELU rounds
+// the product first, everywhere: SIMT's cuBLASLt shim now does too (dev/simt/cublas_cpu.cpp). On a GPU the GELU
+// may as well, and tanh is allowed the relative error PTX documents for tanh.approx.f32, 2^-11: through
+// gelu = x (1 + tanh(u)) / 2 that is |x| |tanh| 2^-12, through gelu' below its derivative in tanh. The shim's
+// GELU rounds once and its tanh is libm's, within 16 u (|x| + 1).
+#define EPILOGUE_DGELU_ROUNDS_PRODUCT 1
 #if defined(SIMT_CPU)
-#define EPILOGUE_ROUNDS_PRODUCT 0
+#define EPILOGUE_GELU_ROUNDS_PRODUCT 0
 static inline double epilogue_gelu_err(double x) { return 16 * U_32 * (fabs(x) + 1.0); }
 static inline double epilogue_gelu_grad_err(double x) { return 16 * U_32 * (fabs(x) + 1.0); }
 #else
-#define EPILOGUE_ROUNDS_PRODUCT 1
+#define EPILOGUE_GELU_ROUNDS_PRODUCT 1
 static inline double epilogue_tanh(double x) { return tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)); }
 static inline double epilogue_gelu_err(double x) {
     return fabs(x) * fabs(epilogue_tanh(x)) * ldexp(1.0, -12) + 16 * U_32 * (fabs(x) + 1.0);

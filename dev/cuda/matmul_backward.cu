@@ -6,7 +6,7 @@
 // Reference: double, on floatX-rounded inputs; dweight and dbias start from random values. Tolerances are
 // a-priori bounds per element (u = U_32, uX |x| = ROUND_FX(x) of common.h); floatX products are exact in fp32 and every sum is fp32:
 //   dinp[n,c]   (OC + 1) u * sum_o |dout w| + uX |dinp|                      (one rounding to floatX)
-//     DGELU:    |gelu'(pre)| ((OC + 1) u sum_o |dout w| [+ uX |dout @ w| where the epilogue rounds it first])
+//     DGELU:    |gelu'(pre)| ((OC + 1) u sum_o |dout w| + uX |dout @ w|, the epilogue rounding it first)
 //               + epilogue_gelu_grad_err(pre) |dout @ w| + uX |dinp|   (common.h: cuBLASLt on a GPU, SIMT shim)
 //   dweight     (N + 2) u * (sum_n |dout inp| + |dweight_old|)               fp32 in every precision
 //   dbias       (N + 2) u * (sum_n |dout| + |dbias_old|)                     fp32 in every precision
@@ -39,7 +39,7 @@ static void run_case(int N, int C, int OC, bool with_gelu, uint64_t seed) {
             if (with_gelu) {
                 double gg = gelu_grad_d(pre[k]);
                 dinp_ref[k] = s * gg;
-                dinp_tol[k] = fabs(gg) * ((OC + 1) * U_32 * sabs + EPILOGUE_ROUNDS_PRODUCT * ROUND_FX(s)) +
+                dinp_tol[k] = fabs(gg) * ((OC + 1) * U_32 * sabs + EPILOGUE_DGELU_ROUNDS_PRODUCT * ROUND_FX(s)) +
                               epilogue_gelu_grad_err(pre[k]) * fabs(s) + ROUND_FX(s * gg);
             } else {
                 dinp_ref[k] = s;

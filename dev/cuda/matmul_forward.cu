@@ -42,7 +42,7 @@ static void run_case(int N, int C, int OC, bool with_bias, bool with_gelu, uint6
             if (with_gelu) {
                 double g = gelu_d(s);
                 out_ref[k] = g;
-                out_tol[k] = fabs(gelu_grad_d(s)) * (acc_err + EPILOGUE_ROUNDS_PRODUCT * ROUND_FX(s)) +
+                out_tol[k] = fabs(gelu_grad_d(s)) * (acc_err + EPILOGUE_GELU_ROUNDS_PRODUCT * ROUND_FX(s)) +
                              epilogue_gelu_err(s) + ROUND_FX(g);
             } else {
                 out_ref[k] = s;

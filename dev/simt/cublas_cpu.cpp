@@ -3,7 +3,9 @@
 // and linked instead of -lcublas -lcublasLt. Inputs fp32, bf16 or fp16 are widened to fp32 and
 // multiplied by OpenBLAS sgemm (fp32 accumulation, like CUBLAS_COMPUTE_32F; the summation order
 // differs, so compare with tolerances). Epilogues: DEFAULT, BIAS, GELU, GELU_BIAS, GELU_AUX,
-// GELU_AUX_BIAS, DGELU, DGELU_BGRAD, BGRADA, BGRADB; GELU is the tanh approximation.
+// GELU_AUX_BIAS, DGELU, DGELU_BGRAD, BGRADA, BGRADB; GELU is the tanh approximation. DGELU rounds the GEMM
+// result to the output type before multiplying by gelu' and rounds again, as cuBLASLt 13.1 did on an H200 (BF16
+// errors up to 0.88 ulp, which one rounding cannot give): no test here may assume one rounding.
 // Anything else returns CUBLAS_STATUS_NOT_SUPPORTED with a report, never a silent wrong answer.
 // Every matrix must lie inside one cudaMalloc'd allocation (on a GPU: an illegal address).
 // A handle belongs to the device current at its creation: using it, its stream or a workspace with
@@ -55,6 +57,11 @@ inline void st(void* p, cudaDataType t, size_t i, float v) {
   if (t == CUDA_R_32F) ((float*)p)[i] = v;
   else if (t == CUDA_R_16BF) ((__nv_bfloat16*)p)[i] = __float2bfloat16(v);  // round to nearest even, as cuBLAS
   else ((__half*)p)[i] = __float2half(v);
+}
+inline float rounded_to(cudaDataType t, float v) {
+  if (t == CUDA_R_16BF) return __bfloat162float(__float2bfloat16(v));
+  if (t == CUDA_R_16F) return __half2float(__float2half(v));
+  return v;
 }
 inline float gelu(float x) { return 0.5f * x * (1.f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x))); }
 inline float dgelu(float x) {  // derivative of the tanh approximation
@@ -200,7 +207,7 @@ cublasStatus_t gemm(const char* api, cudaStream_t stream, bool ta, bool tb, long
         if (e.flags & E_BIAS) v += ld(e.bias, e.bias_t, bi * e.bias_stride + i);
         if (e.flags & E_AUX) st(e.aux, e.aux_t, bi * e.aux_stride + (size_t)j * e.aux_ld + i, v);  // pre-GELU input
         if (e.flags & E_GELU) v = gelu(v);
-        if (e.flags & E_DGELU) v *= dgelu(ld(e.aux, e.aux_t, bi * e.aux_stride + (size_t)j * e.aux_ld + i));
+        if (e.flags & E_DGELU) v = rounded_to(D.t, v) * dgelu(ld(e.aux, e.aux_t, bi * e.aux_stride + (size_t)j * e.aux_ld + i));
         st((void*)D.p, D.t, bi * D.stride + (size_t)j * D.ld + i, v);
         acc[(size_t)j * m + i] = v;
       }
