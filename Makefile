@@ -123,12 +123,16 @@ SIM_TRAINER_BINS = $(foreach p,$(SIM_PRECISIONS),build/sim/$(p)/train_gpt2_pp bu
 test_cuda_sim: $(SIM_TRAINER_BINS) build/ref_a.bin build/ref_b.bin build/ref_v.bin train_gpt2_pp_cpu
 	bash dev/test/run_suite.sh $@
 
+# scripts/gpu_check.sh's own logic, on the SIMT builds with a stand-in nvidia-smi
+test_gpu_check: $(SIM_TRAINER_BINS) $(CUDA_SIMT_BINS) build/ref_a.bin build/ref_b.bin train_gpt2_pp_cpu
+	bash dev/test/test_gpu_check.sh
+
 NVCC_TRAINER_BINS = train_gpt2_pp $(foreach p,$(SIM_PRECISIONS),build/nvcc/$(p)/train_gpt2_pp build/nvcc/$(p)/test_gpt2_pp)
 nvcc_check: $(NVCC_TRAINER_BINS)
 	bash dev/test/run_suite.sh $@
 
 # `make test` runs every suite whose tools are here and prints one line per suite it skips; CI runs them all.
-SIMT_SUITES = test_simt test_cuda_kernels test_cuda_sim
+SIMT_SUITES = test_simt test_cuda_kernels test_cuda_sim test_gpu_check
 NVCC_SUITES = nvcc_check_simt nvcc_check check_sass
 SIMT_HEADERS_FOUND := $(shell $(SIMT_CXX) -x c++ -E -I$(CUDA_HOME)/include -include cuda_runtime.h /dev/null > /dev/null 2>&1 && echo 1)
 SIMT_MISSING := $(if $(SIMT_HEADERS_FOUND),,needs $(SIMT_CXX) and the CUDA headers (no cuda_runtime.h in $(CUDA_HOME)/include))
@@ -172,4 +176,4 @@ gpu_bundle:
 clean:
 	rm -rf build train_gpt2_pp_cpu test_gpt2_pp_cpu train_gpt2_pp
 
-.PHONY: $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI) test_cuda_sim nvcc_check fuzz test_fuzz gpu_bundle test_binaries test_suites
+.PHONY: $(TEST_SCRIPTS) $(TEST_SCRIPTS_MPI) test_cuda_sim test_gpu_check nvcc_check fuzz test_fuzz gpu_bundle test_binaries test_suites

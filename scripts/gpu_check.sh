@@ -6,6 +6,7 @@
 #   bash build/gpu_bundle/gpu_check.sh          (or scripts/gpu_check.sh, which finds build/gpu_bundle)
 #   bash scripts/gpu_check.sh --plan            the steps and their time budgets; needs no GPU
 #   GPU_CHECK_STEPS=kernels_BF16,gpu_vs_cpu bash scripts/gpu_check.sh    a subset, for a rerun
+#   (GPU_CHECK_TIME_SCALE multiplies the budgets: dev/test/test_gpu_check.sh runs the script on SIMT builds)
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 if [ -d "$HERE/bin" ]; then BUNDLE=$HERE; else BUNDLE=$HERE/../build/gpu_bundle; fi
@@ -44,10 +45,11 @@ LOG=$(mktemp -d /tmp/gpu_check.XXXXXX)
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || true)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 TINY="-e d4:c64:h4 -b 4 -t 64 -pm 4 -v 0 -g 0 -l 3e-3"
+THROUGHPUT_RUN=${THROUGHPUT_RUN:--e d12 -b 8 -t 1024 -pm 8 -x 6}  # dev/test/test_gpu_check.sh runs a small one
 losses() { sed -n 's/.*train loss \([0-9.]*\).*/\1/p' "$1"; }
 results=""; failures=0
 
-budget() { echo "$STEPS" | awk -F'|' -v s="$1" '$1 == s { print $2 }'; }
+budget() { echo "$STEPS" | awk -F'|' -v s="$1" -v k="${GPU_CHECK_TIME_SCALE:-1}" '$1 == s { print $2 * k }'; }
 ONLY=${GPU_CHECK_STEPS:-}  # a comma-separated subset of the steps, for a rerun
 # run_step NAME COMMAND...: the command (a function below, exported, or a binary) under NAME's time budget;
 # exit status 77 means skipped
@@ -127,7 +129,7 @@ measured() {
     return $rc
 }
 throughput() {
-    CUDA_VISIBLE_DEVICES=0 measured "$LOG/tp$1.txt" bin/BF16/train_gpt2_pp -e d12 -b 8 -t 1024 -pm 8 -x 6 -v 0 -g 0 -pp $1 || return 1
+    CUDA_VISIBLE_DEVICES=0 measured "$LOG/tp$1.txt" bin/BF16/train_gpt2_pp $THROUGHPUT_RUN -v 0 -g 0 -pp $1 || return 1
     local name peak
     name=$(nvidia-smi --query-gpu=name --format=csv,noheader -i 0)
     case "$name" in *H100*|*H200*|*H800*) peak=989e12 ;; *A100*|*A800*) peak=312e12 ;; *) peak=0 ;; esac
@@ -150,7 +152,7 @@ multi_gpu() {
         echo "RESULT 2 GPUs through NCCL: the same losses as one GPU"
 }
 
-export LOG SAN TINY GPUS
+export LOG SAN TINY GPUS THROUGHPUT_RUN
 export -f losses kernels sanitize racecheck initcheck sanitize_trainer test_pp checkpoints gpu_vs_cpu determinism measured throughput footprint multi_gpu
 run_step preflight bin/gpu_preflight
 for p in FP32 BF16 FP16; do run_step kernels_$p kernels $p ""; done
