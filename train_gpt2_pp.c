@@ -1835,8 +1835,7 @@ static void train_rank(const TrainArgs* args, Transport* job) {
                              transport_sum(job, pp.busy), plan.sim.bubble, NULL, 0.0, 0.0};
         simulate_last_step(&pp, &report);
         if (rank == 0) { print_step_line(&report); }
-        // -sc auto times the second 1F1B step when there is one: the first pays for first touches of memory
-        if (autoschedule && step == (max_steps - first_step >= 2 ? first_step + 1 : first_step)) {
+        if (autoschedule && step == auto_calibration_step(first_step, max_steps)) {
             pipeline_auto_schedule(&pp, args);
             first_args.schedule_name = pp.schedule_name;
             plan_free(&plan);

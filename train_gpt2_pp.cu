@@ -1782,7 +1782,7 @@ static void scatter_from_checkpoint(void* ctx, int which, float* global) {
     pipeline_scatter((Pipeline*)ctx, which == 1 ? BUF_M : BUF_V, global);
 }
 
-// -sc auto (llmc/schedule_auto.h, as in the CPU trainer): the first step ran AUTO_CALIBRATION, whose I and W
+// -sc auto (llmc/schedule_auto.h, as in the CPU trainer): auto_calibration_step ran AUTO_CALIBRATION, whose I and W
 // the CUDA events time apart (inside a fused B the weight-gradient GEMMs share each call with the d(input)
 // GEMM); from each stage's F, I and W come the costs of a layer, the embedding and the LM head, every builder
 // is simulated at the split those costs give it, and the run moves to the fastest schedule and split. Master
@@ -2025,7 +2025,7 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
 
     int autoschedule = !args->schedule_file && strcmp(args->schedule_name, "auto") == 0;
     TrainArgs first_args = *args;
-    if (autoschedule) { first_args.schedule_name = AUTO_CALIBRATION; }  // for the first step, which times the stages
+    if (autoschedule) { first_args.schedule_name = AUTO_CALIBRATION; }  // up to auto_calibration_step, which times the stages
     AutoChoice choice;  // -sc auto's schedule after the first step
     Pipeline pp;
     pipeline_init(&pp, &config, &first_args, cm);
@@ -2106,7 +2106,7 @@ static void train_rank(const TrainArgs* args, Comm* cm) {
         StepReport report = {step + 1, max_steps, world, M, B * T * M * D, loss, pp.last_norm, lr, secs[1] / world,
                              secs[2] / world, secs[0], plan.bubble, extra};  // every rank of the job
         if (rank == 0 && !args->quiet) { print_step_line(&report); }
-        if (autoschedule && step == first_step) {
+        if (autoschedule && step == auto_calibration_step(first_step, max_steps)) {
             pipeline_auto_schedule(&pp, args, &choice);
             first_args.schedule_name = choice.name;
             plan_free(&plan);

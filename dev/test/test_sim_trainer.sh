@@ -82,7 +82,7 @@ for d in sf auto zbcv; do
 done
 check "-sf: ZB-V's 4 stages, one GPU per rank" "grep -q 'S=4 stages, schedule $W/zbv.txt' '$W/sf.txt' && grep -q '^devices: one GPU per stage' '$W/sf.txt'"
 check "-sc auto -mem: ZB-H1's F, I and W, each builder's split, prediction and largest rank (-plan), the choice" \
-      "grep -q '^-sc auto: measured on step 1 (zbh1)' '$W/auto.txt' \
+      "grep -q '^-sc auto: measured on step 2 (zbh1)' '$W/auto.txt' \
        && grep -Eq '^-sc auto: zbcv +1,1,1,1 +[0-9.]+ +[0-9.]+ +[0-9.]+ MiB +-sc zbcv:' '$W/auto.txt' \
        && grep -Eq '^-sc auto: (moving to|staying with) [a-z0-9:./,+-]+ split [0-9,]+ \(the fastest within -mem 100000 MiB' '$W/auto.txt'"
 check "-tr: I0-I3 and W0-W3 on both ranks, rank 0 on stages 0 and 3" \
