@@ -221,11 +221,13 @@ static void check_stash_accounting(void) {
     for (int i = 0; i < 3; i++) {
         GPT2Config c = config_from_descriptor(models[i]);
         for (int P = 1; P <= 3 && P <= c.num_layers; P++) {
-            int layers[3], first[3];
+            int layers[3], first[3];  // half-layer units
             char err[256];
             PartitionCosts costs = partition_gpt2_costs(shapes[i][0], shapes[i][1], c.channels, c.num_heads, c.padded_vocab_size,
                                                        PIPELINE_MACHINE);
             if (partition_balance(c.num_layers, P, &costs, layers, first, err, sizeof(err)) != 0) { fatal("%s", err); }
+            if (P > 1 && i != 1) { layers[0]++; layers[1]--; }  // half a layer: stage 0 ends on an attention half,
+                                                                 // stage 1 starts on an MLP half
             for (int s = 0; s < P; s++) {
                 StageLayout lay = pipeline_stage_layout(&c, layers, P, s);
                 Stage st;

@@ -85,7 +85,7 @@ static void scatter_owned(const Pipeline* pp, const Stage* st, const float* loca
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         if (st->layout.sizes[i] == 0) { continue; }
         if (lay.sizes[i]) {
-            size_t g = tensor_global_offset(&pp->config, i, tensor_is_per_layer(i) ? lay.layer_begin : 0);
+            size_t g = tensor_global_offset(&pp->config, i, tensor_is_per_layer(i) ? stage_tensor_layer_begin(&lay, i) : 0);
             memcpy(global + g, local + off, lay.sizes[i] * sizeof(float));
         }
         off += st->layout.sizes[i];

@@ -411,7 +411,8 @@ static void crossentropy_forward(float* logits, float* losses, const int* target
 }
 
 // ----------------------------------------------------------------------------
-// 2. a pipeline stage: layers [layer_begin, layer_begin + num_layers) of the model
+// 2. a pipeline stage: half-layer units [unit_begin, unit_begin + num_units) of the model (llmc/model.h): a
+// run of layers, the first of which may lack its attention half and the last its MLP half
 
 typedef struct {
     float* wte;       // (Vp, C) token embedding, also the LM head
@@ -447,21 +448,21 @@ typedef struct {
     int* inputs;      // (B,T) tokens (stage 0)
     int* targets;     // (B,T) next tokens (last stage)
     float* x;         // (B,T,C) the residual stream entering the stage: embeddings, or what the previous stage sent
-    float* ln1;       // (nl,B,T,C)
-    float* ln1_mean;  // (nl,B,T)
-    float* ln1_rstd;  // (nl,B,T)
-    float* qkv;       // (nl,B,T,3C)
-    float* att;       // (nl,B,NH,T,T)
-    float* atty;      // (nl,B,T,C)
-    float* attproj;   // (nl,B,T,C)
-    float* residual2; // (nl,B,T,C)
-    float* ln2;       // (nl,B,T,C)
-    float* ln2_mean;  // (nl,B,T)
-    float* ln2_rstd;  // (nl,B,T)
-    float* fch;       // (nl,B,T,4C)
-    float* fch_gelu;  // (nl,B,T,4C)
-    float* fcproj;    // (nl,B,T,C)
-    float* residual3; // (nl,B,T,C) the stage's output is the last layer's residual3
+    float* ln1;       // (na,B,T,C) na: the layers whose attention half the stage holds
+    float* ln1_mean;  // (na,B,T)
+    float* ln1_rstd;  // (na,B,T)
+    float* qkv;       // (na,B,T,3C)
+    float* att;       // (na,B,NH,T,T)
+    float* atty;      // (na,B,T,C)
+    float* attproj;   // (na,B,T,C)
+    float* residual2; // (na,B,T,C)
+    float* ln2;       // (nm,B,T,C) nm: the layers whose MLP half it holds
+    float* ln2_mean;  // (nm,B,T)
+    float* ln2_rstd;  // (nm,B,T)
+    float* fch;       // (nm,B,T,4C)
+    float* fch_gelu;  // (nm,B,T,4C)
+    float* fcproj;    // (nm,B,T,C)
+    float* residual3; // (nm,B,T,C) the stage's output is its last half's residual (stage_output)
     float* lnf;       // (B,T,C) last stage only, like the three below
     float* lnf_mean;  // (B,T)
     float* lnf_rstd;  // (B,T)
@@ -506,7 +507,8 @@ typedef struct {
     BackwardScratch scratch;
 } Stage;
 
-#define KEPT_PER_LAYER 11  // channels of LayerOutputGrads (below), in units of C
+#define KEPT_MLP 6   // channels of LayerOutputGrads (below) of an MLP half, in units of C
+#define KEPT_ATTN 5  // and of an attention half
 
 // The stash of one micro-batch: the sizes of its 23 float tensors, in the order of Activations' fields. One
 // table for allocating and for the memory the trainer prints. A split backward (I and W actions) also keeps
@@ -519,12 +521,12 @@ static int activation_part(int i) { return i == 0 || i >= 20 ? SLOT_PART : WORK_
 
 static void activation_sizes(const GPT2Config* c, const StageLayout* s, int B, int T, int split, int parts,
                              size_t* sizes) {
-    size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels, NH = c->num_heads;
+    size_t na = s->attn_layers, nm = s->mlp_layers, BT = (size_t)B * T, C = c->channels, NH = c->num_heads;
     size_t head = s->has_head, body = !s->has_head;  // dout: what the next stage sends back
-    size_t kept = split ? (nl * KEPT_PER_LAYER + s->has_head + s->has_embed) * BT * C : 0;
+    size_t kept = split ? (nm * KEPT_MLP + na * KEPT_ATTN + s->has_head + s->has_embed) * BT * C : 0;
     size_t table[NUM_ACTIVATION_TENSORS] = {
-        BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 3 * C, nl * B * NH * T * T, nl * BT * C, nl * BT * C,
-        nl * BT * C, nl * BT * C, nl * BT, nl * BT, nl * BT * 4 * C, nl * BT * 4 * C, nl * BT * C, nl * BT * C,
+        BT * C, na * BT * C, na * BT, na * BT, na * BT * 3 * C, na * B * NH * T * T, na * BT * C, na * BT * C,
+        na * BT * C, nm * BT * C, nm * BT, nm * BT, nm * BT * 4 * C, nm * BT * 4 * C, nm * BT * C, nm * BT * C,
         head * BT * C, head * BT, head * BT, head * BT * c->padded_vocab_size, head * BT, body * BT * C, kept};
     for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { sizes[i] = activation_part(i) & parts ? table[i] : 0; }
 }
@@ -654,35 +656,40 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, int forward_o
     // per-layer activations are laid out for the full buffer shape, so index with the allocated B*T
     size_t BTa = (size_t)st->B * st->T;
     size_t att_a = (size_t)st->B * NH * st->T * st->T;
-    float* residual = a->x;
+    float* residual = a->x;  // the residual stream entering the next half
     for (int l = 0; l < s->num_layers; l++) {
-        float* ln1 = a->ln1 + l * BTa * C;
-        float* qkv = a->qkv + l * BTa * 3 * C;
-        float* att = a->att + l * att_a;
-        float* atty = a->atty + l * BTa * C;
-        float* attproj = a->attproj + l * BTa * C;
-        float* residual2 = a->residual2 + l * BTa * C;
-        float* ln2 = a->ln2 + l * BTa * C;
-        float* fch = a->fch + l * BTa * 4 * C;
-        float* fch_gelu = a->fch_gelu + l * BTa * 4 * C;
-        float* fcproj = a->fcproj + l * BTa * C;
-        float* residual3 = a->residual3 + l * BTa * C;
+        int la = l - (s->attn_begin - s->layer_begin);  // among the stage's attention halves; -1: upstream
         double layer_t0 = op_begin();
-        OP("layernorm", layernorm_forward(ln1, a->ln1_mean + l * BTa, a->ln1_rstd + l * BTa, residual, p->ln1w + l * C,
-                              p->ln1b + l * C, BT, C));
-        OP("matmul", matmul_forward(qkv, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, BT, C, 3 * C));
-        OP("attention", attention_forward(atty, att, qkv, B, T, C, NH));
-        OP("matmul", matmul_forward(attproj, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, BT, C, C));
-        OP("residual", residual_forward(residual2, residual, attproj, (size_t)BT * C));
-        OP("layernorm", layernorm_forward(ln2, a->ln2_mean + l * BTa, a->ln2_rstd + l * BTa, residual2, p->ln2w + l * C,
-                              p->ln2b + l * C, BT, C));
-        OP("matmul", matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, BT, C, 4 * C));
-        OP("gelu", gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C));
-        OP("matmul", matmul_forward(fcproj, fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, p->fcprojb + l * C, BT,
-                                    4 * C, C));
-        OP("residual", residual_forward(residual3, residual2, fcproj, (size_t)BT * C));
+        if (la >= 0) {
+            float* ln1 = a->ln1 + la * BTa * C;
+            float* qkv = a->qkv + la * BTa * 3 * C;
+            float* atty = a->atty + la * BTa * C;
+            float* attproj = a->attproj + la * BTa * C;
+            float* residual2 = a->residual2 + la * BTa * C;
+            OP("layernorm", layernorm_forward(ln1, a->ln1_mean + la * BTa, a->ln1_rstd + la * BTa, residual,
+                                              p->ln1w + la * C, p->ln1b + la * C, BT, C));
+            OP("matmul", matmul_forward(qkv, ln1, p->qkvw + (size_t)la * 3 * C * C, p->qkvb + la * 3 * C, BT, C, 3 * C));
+            OP("attention", attention_forward(atty, a->att + la * att_a, qkv, B, T, C, NH));
+            OP("matmul", matmul_forward(attproj, atty, p->attprojw + (size_t)la * C * C, p->attprojb + la * C, BT, C, C));
+            OP("residual", residual_forward(residual2, residual, attproj, (size_t)BT * C));
+            residual = residual2;
+        }
+        if (l < s->mlp_layers) {
+            float* ln2 = a->ln2 + l * BTa * C;
+            float* fch = a->fch + l * BTa * 4 * C;
+            float* fch_gelu = a->fch_gelu + l * BTa * 4 * C;
+            float* fcproj = a->fcproj + l * BTa * C;
+            float* residual3 = a->residual3 + l * BTa * C;
+            OP("layernorm", layernorm_forward(ln2, a->ln2_mean + l * BTa, a->ln2_rstd + l * BTa, residual,
+                                              p->ln2w + l * C, p->ln2b + l * C, BT, C));
+            OP("matmul", matmul_forward(fch, ln2, p->fcw + (size_t)l * 4 * C * C, p->fcb + l * 4 * C, BT, C, 4 * C));
+            OP("gelu", gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C));
+            OP("matmul", matmul_forward(fcproj, fch_gelu, p->fcprojw + (size_t)l * 4 * C * C, p->fcprojb + l * C, BT,
+                                        4 * C, C));
+            OP("residual", residual_forward(residual3, residual, fcproj, (size_t)BT * C));
+            residual = residual3;
+        }
         op_end_layer(s->layer_begin + l, layer_t0);
-        residual = residual3;
     }
     if (s->has_head) {
         OP("layernorm", layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->lnfw, p->lnfb, BT, C));
@@ -694,8 +701,11 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, int forward_o
 
 // the stage's output: what it sends to the next stage
 static float* stage_output(Stage* st, Activations* a) {
-    if (st->layout.num_layers == 0) { return a->x; }
-    return a->residual3 + (size_t)(st->layout.num_layers - 1) * st->B * st->T * st->config.channels;
+    const StageLayout* s = &st->layout;
+    size_t BTC = (size_t)st->B * st->T * st->config.channels;
+    if (s->num_units == 0) { return a->x; }
+    if (s->mlp_layers == s->num_layers) { return a->residual3 + (size_t)(s->mlp_layers - 1) * BTC; }
+    return a->residual2 + (size_t)(s->attn_layers - 1) * BTC;  // the last layer's MLP is downstream
 }
 
 // With recomputation (-rc), puts micro-batch m's activations back into the stage's work copy before its
@@ -710,21 +720,26 @@ static void stage_restore(Stage* st, Activations* a, int m, float dloss, int bac
 }
 
 // What a split backward keeps from I for W: the gradient at the output of each matmul and layernorm, per
-// position (their inputs are in the stash already). (B,T) each; C channels unless noted.
+// position (their inputs are in the stash already). (B,T) each; C channels unless noted. The MLP halves'
+// come first, then the attention halves', the LM head's and the embeddings'.
 typedef struct {
-    float *dfcproj, *dfc, *dln2, *dattproj, *dqkv, *dln1;  // of one layer: C, 4C, C, C, 3C, C
+    float *dfcproj, *dfc, *dln2;    // of an MLP half: C, 4C, C
+    float *dattproj, *dqkv, *dln1;  // of an attention half: C, 3C, C
 } LayerOutputGrads;
 
-static LayerOutputGrads kept_layer(const Stage* st, const Activations* a, int l) {
+// of local layer l (its attention half la among the stage's), for the halves the stage holds
+static LayerOutputGrads kept_layer(const Stage* st, const Activations* a, int l, int la) {
     size_t BTC = (size_t)st->B * st->T * st->config.channels;
-    float* p = a->kept + l * KEPT_PER_LAYER * BTC;
-    LayerOutputGrads k = {p, p + BTC, p + 5 * BTC, p + 6 * BTC, p + 7 * BTC, p + 10 * BTC};
+    float* m = a->kept + l * KEPT_MLP * BTC;
+    float* t = a->kept + ((size_t)st->layout.mlp_layers * KEPT_MLP + la * KEPT_ATTN) * BTC;
+    LayerOutputGrads k = {m, m + BTC, m + 5 * BTC, t, t + BTC, t + 4 * BTC};
     return k;
 }
 
 // the kept gradient at the input of the final layernorm (last stage), then at the embeddings (stage 0)
 static float* kept_head(const Stage* st, const Activations* a) {
-    return a->kept + (size_t)st->layout.num_layers * KEPT_PER_LAYER * st->B * st->T * st->config.channels;
+    const StageLayout* s = &st->layout;
+    return a->kept + ((size_t)s->mlp_layers * KEPT_MLP + s->attn_layers * KEPT_ATTN) * st->B * st->T * st->config.channels;
 }
 
 static float* kept_embed(const Stage* st, const Activations* a) {
@@ -767,50 +782,59 @@ static void stage_backward_input(Stage* st, Activations* a, int keep) {
         memcpy(sc->dresidual, a->dout, nBTC * sizeof(float));
     }
     for (int l = s->num_layers - 1; l >= 0; l--) {
-        float* residual = l == 0 ? a->x : a->residual3 + (size_t)(l - 1) * nBTC;
-        float* ln1 = a->ln1 + l * nBTC;
-        float* qkv = a->qkv + l * nBTC * 3;
-        float* att = a->att + (size_t)l * B * NH * T * T;
-        float* atty = a->atty + l * nBTC;
-        float* residual2 = a->residual2 + l * nBTC;
-        float* ln2 = a->ln2 + l * nBTC;
-        float* fch = a->fch + l * nBTC * 4;
-        float* fch_gelu = a->fch_gelu + l * nBTC * 4;
-        size_t w4 = (size_t)l * 4 * C * C, w3 = (size_t)l * 3 * C * C, w1 = (size_t)l * C * C;
-        LayerOutputGrads k = keep ? kept_layer(st, a, l) : (LayerOutputGrads){sc->dresidual, sc->dfch, sc->dln,
-                                                                               sc->dresidual2, sc->dqkv, sc->dln};
+        int la = l - (s->attn_begin - s->layer_begin);  // among the stage's attention halves; -1: upstream
+        float* residual = l == 0 ? a->x : a->residual3 + (size_t)(l - 1) * nBTC;  // entering layer l
+        float* mid = la >= 0 ? a->residual2 + la * nBTC : residual;                // entering its MLP half
+        float* dmid = sc->dresidual;  // the gradient of mid, in dresidual2 once the MLP half has added to it
+        LayerOutputGrads k = keep ? kept_layer(st, a, l, la)
+                                  : (LayerOutputGrads){sc->dresidual, sc->dfch, sc->dln, sc->dresidual2, sc->dqkv, sc->dln};
         double layer_t0 = op_begin();
-        // the MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
-        if (keep) { memcpy(k.dfcproj, sc->dresidual, nBTC * sizeof(float)); }
-        memset(sc->dfch_gelu, 0, nBTC * 4 * sizeof(float));
-        OP("matmul", matmul_backward_input(sc->dfch_gelu, k.dfcproj, p->fcprojw + w4, BT, 4 * C, C));
-        if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->fcprojw + w4, g->fcprojb + l * C, k.dfcproj, fch_gelu, BT, 4 * C, C)); }
-        OP("gelu", gelu_backward(k.dfc, fch, sc->dfch_gelu, nBTC * 4));
-        memset(k.dln2, 0, nBTC * sizeof(float));
-        OP("matmul", matmul_backward_input(k.dln2, k.dfc, p->fcw + w4, BT, C, 4 * C));
-        if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->fcw + w4, g->fcb + l * 4 * C, k.dfc, ln2, BT, C, 4 * C)); }
-        memcpy(sc->dresidual2, sc->dresidual, nBTC * sizeof(float));  // the skip connection
-        OP("layernorm", layernorm_backward_input(sc->dresidual2, k.dln2, residual2, p->ln2w + l * C,
-                                                 a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
-        if (!keep) {
-            WEIGHT_OP("layernorm", layernorm_backward_weight(g->ln2w + l * C, g->ln2b + l * C, k.dln2, residual2,
-                                                      a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
+        if (l < s->mlp_layers) {  // the MLP half: out = mid + fcproj(gelu(fc(ln2(mid))))
+            float* ln2 = a->ln2 + l * nBTC;
+            float* fch = a->fch + l * nBTC * 4;
+            float* fch_gelu = a->fch_gelu + l * nBTC * 4;
+            size_t w4 = (size_t)l * 4 * C * C;
+            if (keep) { memcpy(k.dfcproj, sc->dresidual, nBTC * sizeof(float)); }
+            memset(sc->dfch_gelu, 0, nBTC * 4 * sizeof(float));
+            OP("matmul", matmul_backward_input(sc->dfch_gelu, k.dfcproj, p->fcprojw + w4, BT, 4 * C, C));
+            if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->fcprojw + w4, g->fcprojb + l * C, k.dfcproj, fch_gelu, BT, 4 * C, C)); }
+            OP("gelu", gelu_backward(k.dfc, fch, sc->dfch_gelu, nBTC * 4));
+            memset(k.dln2, 0, nBTC * sizeof(float));
+            OP("matmul", matmul_backward_input(k.dln2, k.dfc, p->fcw + w4, BT, C, 4 * C));
+            if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->fcw + w4, g->fcb + l * 4 * C, k.dfc, ln2, BT, C, 4 * C)); }
+            memcpy(sc->dresidual2, sc->dresidual, nBTC * sizeof(float));  // the skip connection
+            OP("layernorm", layernorm_backward_input(sc->dresidual2, k.dln2, mid, p->ln2w + l * C,
+                                                     a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
+            if (!keep) {
+                WEIGHT_OP("layernorm", layernorm_backward_weight(g->ln2w + l * C, g->ln2b + l * C, k.dln2, mid,
+                                                          a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
+            }
+            dmid = sc->dresidual2;
         }
-        // the attention branch: residual2 = residual + attproj(attention(qkv(ln1(residual))))
-        if (keep) { memcpy(k.dattproj, sc->dresidual2, nBTC * sizeof(float)); }
-        memset(sc->datty, 0, nBTC * sizeof(float));
-        OP("matmul", matmul_backward_input(sc->datty, k.dattproj, p->attprojw + w1, BT, C, C));
-        if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->attprojw + w1, g->attprojb + l * C, k.dattproj, atty, BT, C, C)); }
-        OP("attention", attention_backward(k.dqkv, sc->datt, sc->datty, qkv, att, B, T, C, NH));
-        memset(k.dln1, 0, nBTC * sizeof(float));
-        OP("matmul", matmul_backward_input(k.dln1, k.dqkv, p->qkvw + w3, BT, C, 3 * C));
-        if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->qkvw + w3, g->qkvb + l * 3 * C, k.dqkv, ln1, BT, C, 3 * C)); }
-        memcpy(sc->dresidual, sc->dresidual2, nBTC * sizeof(float));
-        OP("layernorm", layernorm_backward_input(sc->dresidual, k.dln1, residual, p->ln1w + l * C, a->ln1_mean + l * BT,
-                                                 a->ln1_rstd + l * BT, BT, C));
-        if (!keep) {
-            WEIGHT_OP("layernorm", layernorm_backward_weight(g->ln1w + l * C, g->ln1b + l * C, k.dln1, residual,
-                                                      a->ln1_mean + l * BT, a->ln1_rstd + l * BT, BT, C));
+        if (la >= 0) {  // the attention half: mid = residual + attproj(attention(qkv(ln1(residual))))
+            float* ln1 = a->ln1 + la * nBTC;
+            float* qkv = a->qkv + la * nBTC * 3;
+            float* att = a->att + (size_t)la * B * NH * T * T;
+            float* atty = a->atty + la * nBTC;
+            size_t w3 = (size_t)la * 3 * C * C, w1 = (size_t)la * C * C;
+            if (!keep) { k.dattproj = dmid; }
+            if (keep) { memcpy(k.dattproj, dmid, nBTC * sizeof(float)); }
+            memset(sc->datty, 0, nBTC * sizeof(float));
+            OP("matmul", matmul_backward_input(sc->datty, k.dattproj, p->attprojw + w1, BT, C, C));
+            if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->attprojw + w1, g->attprojb + la * C, k.dattproj, atty, BT, C, C)); }
+            OP("attention", attention_backward(k.dqkv, sc->datt, sc->datty, qkv, att, B, T, C, NH));
+            memset(k.dln1, 0, nBTC * sizeof(float));
+            OP("matmul", matmul_backward_input(k.dln1, k.dqkv, p->qkvw + w3, BT, C, 3 * C));
+            if (!keep) { WEIGHT_OP("matmul", matmul_backward_weight(g->qkvw + w3, g->qkvb + la * 3 * C, k.dqkv, ln1, BT, C, 3 * C)); }
+            if (dmid != sc->dresidual) { memcpy(sc->dresidual, dmid, nBTC * sizeof(float)); }
+            OP("layernorm", layernorm_backward_input(sc->dresidual, k.dln1, residual, p->ln1w + la * C,
+                                                     a->ln1_mean + la * BT, a->ln1_rstd + la * BT, BT, C));
+            if (!keep) {
+                WEIGHT_OP("layernorm", layernorm_backward_weight(g->ln1w + la * C, g->ln1b + la * C, k.dln1, residual,
+                                                          a->ln1_mean + la * BT, a->ln1_rstd + la * BT, BT, C));
+            }
+        } else if (dmid != sc->dresidual) {
+            memcpy(sc->dresidual, dmid, nBTC * sizeof(float));  // the stage's input is this layer's mid
         }
         op_end_layer(s->layer_begin + l, layer_t0);
     }
@@ -832,20 +856,28 @@ static void stage_backward_weight(Stage* st, Activations* a) {
                                                   a->lnf_rstd, BT, C));
     }
     for (int l = s->num_layers - 1; l >= 0; l--) {
+        int la = l - (s->attn_begin - s->layer_begin);
         float* residual = l == 0 ? a->x : a->residual3 + (size_t)(l - 1) * nBTC;
-        size_t w4 = (size_t)l * 4 * C * C, w3 = (size_t)l * 3 * C * C, w1 = (size_t)l * C * C;
-        LayerOutputGrads k = kept_layer(st, a, l);
+        float* mid = la >= 0 ? a->residual2 + la * nBTC : residual;
+        LayerOutputGrads k = kept_layer(st, a, l, la);
         double layer_t0 = op_begin();
-        OP("matmul", matmul_backward_weight(g->fcprojw + w4, g->fcprojb + l * C, k.dfcproj, a->fch_gelu + l * nBTC * 4,
-                                            BT, 4 * C, C));
-        OP("matmul", matmul_backward_weight(g->fcw + w4, g->fcb + l * 4 * C, k.dfc, a->ln2 + l * nBTC, BT, C, 4 * C));
-        OP("layernorm", layernorm_backward_weight(g->ln2w + l * C, g->ln2b + l * C, k.dln2, a->residual2 + l * nBTC,
-                                                  a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
-        OP("matmul", matmul_backward_weight(g->attprojw + w1, g->attprojb + l * C, k.dattproj, a->atty + l * nBTC,
-                                            BT, C, C));
-        OP("matmul", matmul_backward_weight(g->qkvw + w3, g->qkvb + l * 3 * C, k.dqkv, a->ln1 + l * nBTC, BT, C, 3 * C));
-        OP("layernorm", layernorm_backward_weight(g->ln1w + l * C, g->ln1b + l * C, k.dln1, residual,
-                                                  a->ln1_mean + l * BT, a->ln1_rstd + l * BT, BT, C));
+        if (l < s->mlp_layers) {
+            size_t w4 = (size_t)l * 4 * C * C;
+            OP("matmul", matmul_backward_weight(g->fcprojw + w4, g->fcprojb + l * C, k.dfcproj, a->fch_gelu + l * nBTC * 4,
+                                                BT, 4 * C, C));
+            OP("matmul", matmul_backward_weight(g->fcw + w4, g->fcb + l * 4 * C, k.dfc, a->ln2 + l * nBTC, BT, C, 4 * C));
+            OP("layernorm", layernorm_backward_weight(g->ln2w + l * C, g->ln2b + l * C, k.dln2, mid,
+                                                      a->ln2_mean + l * BT, a->ln2_rstd + l * BT, BT, C));
+        }
+        if (la >= 0) {
+            size_t w3 = (size_t)la * 3 * C * C, w1 = (size_t)la * C * C;
+            OP("matmul", matmul_backward_weight(g->attprojw + w1, g->attprojb + la * C, k.dattproj, a->atty + la * nBTC,
+                                                BT, C, C));
+            OP("matmul", matmul_backward_weight(g->qkvw + w3, g->qkvb + la * 3 * C, k.dqkv, a->ln1 + la * nBTC, BT, C,
+                                                3 * C));
+            OP("layernorm", layernorm_backward_weight(g->ln1w + la * C, g->ln1b + la * C, k.dln1, residual,
+                                                      a->ln1_mean + la * BT, a->ln1_rstd + la * BT, BT, C));
+        }
         op_end_layer(s->layer_begin + l, layer_t0);
     }
     if (s->has_embed) { OP("encoder", encoder_backward(g->wte, g->wpe, kept_embed(st, a), a->inputs, B, T, C)); }
@@ -926,7 +958,7 @@ typedef struct {
     int zero;                 // -z 1: this rank keeps the AdamW moments of its shard only
     int* reduce_order;        // (num_local) local stages in the order their gradient shards left this step
     int num_sent;             // how many left during the schedule
-    int* layers;              // (S) layers per stage
+    int* units;               // (S) half-layer units per stage (llmc/partition.h)
     Schedule schedule;        // the training schedule: which rank runs which stage, and every rank's actions
     char schedule_name[SCHEDULE_NAME_MAX];  // its builder
     RankStage* local;         // this rank's stages, in increasing stage order
@@ -979,8 +1011,8 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     pipeline_load_schedule(&pp->schedule, args, P);
     snprintf(pp->schedule_name, sizeof(pp->schedule_name), "%s", args->schedule_name);
     int S = pp->S = pp->schedule.S;
-    pp->layers = (int*)malloc_check(S * sizeof(int));
-    pipeline_split(args, c, S, pp->layers);
+    pp->units = (int*)malloc_check(S * sizeof(int));
+    pipeline_split(args, c, S, pp->units);
     int split = schedule_splits_backward(&pp->schedule);
     pp->local_of = (int*)malloc_check(S * sizeof(int));
     pp->local = (RankStage*)calloc_check(S, sizeof(RankStage));
@@ -990,7 +1022,7 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         pp->local_of[s] = pp->schedule.stage_rank[s] == rank ? pp->num_local++ : -1;
         if (pp->local_of[s] < 0) { continue; }
         RankStage* ls = &pp->local[pp->local_of[s]];
-        StageLayout lay = pipeline_stage_layout(c, pp->layers, S, s);
+        StageLayout lay = pipeline_stage_layout(c, pp->units, S, s);
         int slots = schedule_stage_slots(&pp->schedule, s), inbox = schedule_stage_inbox(&pp->schedule, s);
         int D = pp->grid.D, maxp = max_shard_pieces(c);
         ls->pieces = (ShardPiece*)malloc_check((size_t)D * maxp * sizeof(ShardPiece));
@@ -1042,7 +1074,7 @@ static void pipeline_free(Pipeline* pp) {
     free(pp->action_count);
     free(pp->wte_peer);
     free(pp->trace.events);
-    free(pp->layers);
+    free(pp->units);
 }
 
 static float* inbox_buffer(RankStage* ls, int k) {
@@ -1410,7 +1442,7 @@ static void pipeline_gather(Pipeline* pp, StageBuffer which, float* global, int 
     for (int s = pp->S - 1; s >= 0; s--) {  // stage 0 last: its wte wins (both copies are equal anyway)
         int owner = pp->schedule.stage_rank[s];
         if (owner != pp->rank && pp->rank != 0) { continue; }
-        StageLayout lay = pipeline_stage_layout(&pp->config, pp->layers, pp->S, s);
+        StageLayout lay = pipeline_stage_layout(&pp->config, pp->units, pp->S, s);
         size_t bytes = lay.num_parameters * sizeof(float);
         float* buf = (float*)malloc_check(bytes);
         if (owner == pp->rank) {
@@ -1550,14 +1582,14 @@ static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
     plan->stash_bytes = (size_t*)malloc_check(pp->S * sizeof(size_t));
     plan->work_bytes = (size_t*)malloc_check(pp->S * sizeof(size_t));
     for (int s = 0; s < pp->S; s++) {
-        StageLayout lay = pipeline_stage_layout(&pp->config, pp->layers, pp->S, s);
+        StageLayout lay = pipeline_stage_layout(&pp->config, pp->units, pp->S, s);
         plan->slots[s] = schedule_stage_slots(&pp->schedule, s);
         plan->stash_bytes[s] = activations_bytes(&pp->config, &lay, pp->B, pp->T, split, args->recompute ? SLOT_PART : ALL_PARTS);
         plan->work_bytes[s] = args->recompute ? activations_bytes(&pp->config, &lay, pp->B, pp->T, split, WORK_PART) : 0;
     }
     schedule_simulate_planned(&pp->schedule, args->schedule_file ? NULL : args->schedule_name, &plan->sim);
     if (pp->job->rank == 0) {
-        print_pipeline_plan(&pp->config, args, &pp->schedule, pp->layers, plan->slots, plan->stash_bytes, plan->sim.bubble);
+        print_pipeline_plan(&pp->config, args, &pp->schedule, pp->units, plan->slots, plan->stash_bytes, plan->sim.bubble);
         for (int s = 0; s < pp->S && args->recompute; s++) {
             printf("stage %d: -rc %s: the stash keeps each micro-batch's input; one %.1f MiB copy of the rest is "
                    "recomputed before each backward\n", s, args->recompute == RC_ALWAYS ? "always" : "except_last",
@@ -1576,9 +1608,9 @@ static void plan_free(Plan* plan) {
 // What stage s of the job allocates on its rank, by category, computed from the flags alone (-plan). A run
 // prints what it counted as it allocated (stage_init, pipeline_init) in the same form; dev/test compares them.
 // Under ZeRO-1 the optimizer's shard is replica 0's (shards differ by at most one float per tensor).
-static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* layers, int s,
+static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* units, int s,
                               double* bytes) {
-    StageLayout lay = pipeline_stage_layout(c, layers, sc->S, s);
+    StageLayout lay = pipeline_stage_layout(c, units, sc->S, s);
     int split = schedule_splits_backward(sc), B = args->B, T = args->T, D = args->D;
     size_t n = lay.num_parameters, f = sizeof(float), scratch[8], moments = n, largest = 0;
     ShardPiece* pieces = (ShardPiece*)malloc_check(max_shard_pieces(c) * sizeof(ShardPiece));
@@ -1644,7 +1676,7 @@ static void print_allocated_memory(Pipeline* pp) {
 
 // every rank of the job built the schedule and split rank 0 built (llmc/pipeline.h: pipeline_fingerprint)
 static void check_same_build(const Pipeline* pp, const TrainArgs* args) {
-    uint32_t mine = pipeline_fingerprint(&pp->schedule, pp->layers), rank0 = mine;
+    uint32_t mine = pipeline_fingerprint(&pp->schedule, pp->units), rank0 = mine;
     transport_broadcast(pp->job, 0, &rank0, sizeof(rank0));
     pipeline_check_fingerprint(mine, rank0, pp->job->rank, args);
 }
@@ -1659,9 +1691,9 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args) {
     measured_costs(pp, pp->job, measured);  // over every replica: all of them choose alike
     AutoMemory memory = {&pp->config, args, P, stage_memory_plan};
     AutoQuery q = {"1f1b", pp->step, args->layers_arg != NULL, args->max_mib, pipeline_largest_rank_bytes, &memory,
-                   pp->job->rank == 0 ? stdout : NULL};
+                   pp->job->rank == 0 ? stdout : NULL, pipeline_attention_share(args, &pp->config)};
     AutoChoice choice;
-    schedule_auto_choose(measured, pp->layers, P, pp->M, pp->config.num_layers, &q, &choice);
+    schedule_auto_choose(measured, pp->units, P, pp->M, pp->config.num_layers, &q, &choice);
     if (choice.moves) {
         size_t N = model_num_parameters(&pp->config);
         StageBuffer which[3] = {BUF_PARAMS, BUF_M, BUF_V};
@@ -1714,12 +1746,12 @@ static void print_schedule(const TrainArgs* args, int P) {
     // is a third of its cost, B the other two thirds, I and W half of B each
     int from_file;
     GPT2Config c = pipeline_model_config(args, &from_file);
-    int* layers = (int*)malloc_check(P * sizeof(int));
-    pipeline_split(args, &c, P, layers);
+    int* units = (int*)malloc_check(P * sizeof(int));
+    pipeline_split(args, &c, P, units);
     PartitionCosts pc = pipeline_costs(args, &c);
     StageCosts* cost = (StageCosts*)malloc_check(P * sizeof(StageCosts));
-    for (int s = 0; s < P; s++) {
-        double f = partition_stage_cost(&pc, P, s, layers[s]) / 3.0 / 1e9;  // Gflop (memory traffic as flops)
+    for (int s = 0, first = 0; s < P; first += units[s++]) {
+        double f = partition_stage_cost(&pc, P, s, first, units[s]) / 3.0 / 1e9;  // Gflop (memory traffic as flops)
         double again = args->recompute ? f : 0.0;  // -rc reruns the forward before B or I
         cost[s] = (StageCosts){f, 2 * f + again, f + again, f};
     }
@@ -1730,7 +1762,7 @@ static void print_schedule(const TrainArgs* args, int P) {
     for (char* line = strtok(timeline, "\n"); line; line = strtok(NULL, "\n")) { printf("# %s\n", line); }
     free(timeline);
     free(cost);
-    free(layers);
+    free(units);
 }
 
 #define printf0(...) do { if (rank == 0) { printf(__VA_ARGS__); } } while (0)

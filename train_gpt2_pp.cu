@@ -996,7 +996,7 @@ typedef struct {
     Grid grid;               // D replicas of the pipeline (llmc/data_parallel.h)
     int zero;                // -z 1: this rank keeps the AdamW moments of its shard only
     Comm* comm;              // every rank of the job, addressed by job rank
-    int* layers;             // (S) layers per stage
+    int* units;              // (S) half-layer units per stage (llmc/partition.h)
     StageLayout* layouts;    // (S) every stage's layout: checkpoints, the plan, the stash report
     Schedule schedule;
     RankStage* local;        // this rank's stages, in increasing stage order
@@ -1116,10 +1116,10 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     pipeline_load_schedule(&pp->schedule, args, P);
     check_input_backward_order(&pp->schedule, args);
     int S = pp->S = pp->schedule.S, rank = pp->rank;
-    pp->layers = (int*)malloc_check(S * sizeof(int));
-    pipeline_split(args, c, S, pp->layers);
+    pp->units = (int*)malloc_check(S * sizeof(int));
+    pipeline_split(args, c, S, pp->units);
     pp->layouts = (StageLayout*)malloc_check(S * sizeof(StageLayout));
-    for (int s = 0; s < S; s++) { pp->layouts[s] = pipeline_stage_layout(c, pp->layers, S, s); }
+    for (int s = 0; s < S; s++) { pp->layouts[s] = pipeline_stage_layout(c, pp->units, S, s); }
     int split = schedule_has_split_backward(&pp->schedule), nslots = num_norm_slots(c);
     size_t nBTC = (size_t)B * T * c->channels;
     pp->local_of = (int*)malloc_check(S * sizeof(int));
@@ -1205,7 +1205,7 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
     pp->action_secs = (double*)calloc_check((size_t)S * 4, sizeof(double));
     pp->action_count = (int*)calloc_check((size_t)S * 4, sizeof(int));
     comm_reserve(cm, M + nslots > 8 * S + 8 ? M + nslots : 8 * S + 8);
-    uint32_t mine = pipeline_fingerprint(&pp->schedule, pp->layers), rank0 = mine;
+    uint32_t mine = pipeline_fingerprint(&pp->schedule, pp->units), rank0 = mine;
     comm_broadcast(cm, &rank0, sizeof(rank0), 0);
     pipeline_check_fingerprint(mine, rank0, cm->rank, args);
     comm_wait(cm);
@@ -1256,7 +1256,7 @@ static void pipeline_free(Pipeline* pp) {
     cudaCheck(cudaEventDestroy(pp->ev_optim_begin));
     cudaCheck(cudaEventDestroy(pp->ev_optim_end));
     free(pp->layouts);
-    free(pp->layers);
+    free(pp->units);
     free(pp->action_secs);
     free(pp->action_count);
     schedule_free(&pp->schedule);
@@ -1790,7 +1790,7 @@ static void scatter_from_checkpoint(void* ctx, int which, float* global) {
 // are the master weights rounded to nearest, so they come back the same), and the run goes on with the same
 // bits. choice gets the schedule and split that run on; -mem limits the largest rank by stage_memory_plan.
 #define AUTO_CALIBRATION "zbh1"  // 1F1B's order and peak stash, with split backward
-static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* layers, int s,
+static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* units, int s,
                               double* bytes);
 static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args, AutoChoice* choice) {
     int S = pp->S, n = 5 * S;
@@ -1806,8 +1806,8 @@ static void pipeline_auto_schedule(Pipeline* pp, const TrainArgs* args, AutoChoi
     stage_costs_measured(secs, secs + n, S, cost);
     AutoMemory memory = {&pp->config, args, pp->P, stage_memory_plan};
     AutoQuery q = {AUTO_CALIBRATION, pp->step, args->layers_arg != NULL, args->max_mib, pipeline_largest_rank_bytes,
-                   &memory, pp->comm->rank == 0 && !args->quiet ? stdout : NULL};
-    schedule_auto_choose(cost, pp->layers, pp->P, pp->M, pp->config.num_layers, &q, choice);
+                   &memory, pp->comm->rank == 0 && !args->quiet ? stdout : NULL, pipeline_attention_share(args, &pp->config)};
+    schedule_auto_choose(cost, pp->units, pp->P, pp->M, pp->config.num_layers, &q, choice);
     if (choice->moves) {
         size_t N = model_num_parameters(&pp->config);
         StageBuffer which[3] = {BUF_PARAMS, BUF_M, BUF_V};
@@ -1956,7 +1956,7 @@ static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
     plan->bubble = sim.bubble;
     sim_result_free(&sim);
     if (pp->comm->rank == 0 && !args->quiet) {
-        print_pipeline_plan(&pp->config, args, &pp->schedule, pp->layers, plan->slots, plan->stash_bytes, plan->bubble);
+        print_pipeline_plan(&pp->config, args, &pp->schedule, pp->units, plan->slots, plan->stash_bytes, plan->bubble);
     }
 }
 
@@ -1968,9 +1968,9 @@ static void plan_free(Plan* plan) {
 // What stage s of the job allocates on its rank's GPU, by category, from the flags alone (-plan): the sizes
 // stage_init and pipeline_init allocate with. Under ZeRO-1 the moments are replica 0's shard. Not in any stage:
 // the rank's few KiB of losses, norm slots and collective staging, and its pinned host buffers.
-static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* layers, int s,
+static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* units, int s,
                               double* bytes) {
-    StageLayout lay = pipeline_stage_layout(c, layers, sc->S, s);
+    StageLayout lay = pipeline_stage_layout(c, units, sc->S, s);
     DeviceLayout dl = device_layout(c, &lay);
     int B = args->B, T = args->T, D = args->D;
     size_t n = dl.total, F = sizeof(float), X = sizeof(floatX), moments = n, packed = 0, largest = 0;

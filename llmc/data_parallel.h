@@ -77,9 +77,9 @@ static inline int stage_shard_pieces(const GPT2Config* c, const StageLayout* s, 
         int units = per_layer ? c->num_layers : 1;
         size_t unit = tensor_unit_size(c, i);
         for (int u = 0; u < units; u++, slot++) {
-            int here = per_layer ? (u >= s->layer_begin && u < s->layer_begin + s->num_layers) : s->sizes[i] > 0;
+            int here = per_layer ? stage_holds(s, i, u) : s->sizes[i] > 0;
             if (!here) { continue; }
-            size_t at = off + (per_layer ? (size_t)(u - s->layer_begin) * unit : 0);
+            size_t at = off + (per_layer ? (size_t)(u - stage_tensor_layer_begin(s, i)) * unit : 0);
             size_t lo = unit * k / D, hi = unit * (k + 1) / D;
             int counted = per_layer || i != WTE || s->has_embed;  // the tied wte counts once, on stage 0
             out[n++] = (ShardPiece){at + lo, hi - lo, mine, i, counted ? slot : -1};

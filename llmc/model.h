@@ -3,10 +3,12 @@ What a GPT-2 model is, independent of where it runs: its configuration, the 16 p
 order and shapes, which part of them a pipeline stage holds, the llm.c/PyTorch random initialisation, and the
 llm.c model checkpoint format. Shared by the CPU trainer (train_gpt2_pp.c) and the CUDA trainer.
 
-A stage holds a contiguous run of layers [layer_begin, layer_begin + num_layers). Its tensors use llm.c's
-layout with L replaced by num_layers ("all layers of one kind are contiguous"), so the stage-local qkvw is
-simply a slice of the global qkvw. Stage 0 also holds wte and wpe, the last stage lnf and a copy of wte for
-the tied LM head.
+A stage holds a contiguous run of half-layer units: unit 2l is layer l's attention half (ln1, qkv, attention,
+attproj, the first residual), unit 2l+1 its MLP half (ln2, fc, gelu, fcproj, the second residual). So a
+stage boundary may fall inside a layer, where the residual stream between the halves is what passes. Each
+tensor uses llm.c's layout with L replaced by the number of layers whose half of that kind the stage holds
+("all layers of one kind are contiguous"), so the stage-local qkvw is simply a slice of the global qkvw.
+Stage 0 also holds wte and wpe, the last stage lnf and a copy of wte for the tied LM head.
 */
 #ifndef LLMC_MODEL_H
 #define LLMC_MODEL_H
@@ -36,6 +38,7 @@ typedef struct {
 } GPT2Config;
 
 static int tensor_is_per_layer(int i) { return i >= LN1W && i <= FCPROJB; }
+static int tensor_is_attention(int i) { return i >= LN1W && i <= ATTPROJB; }  // else of the MLP half, if per layer
 
 // weight decay applies to the 2-D matrices only, not to biases and layernorm gains
 static int tensor_is_decayed(int i) {
@@ -75,26 +78,36 @@ static size_t tensor_global_offset(const GPT2Config* c, int i, int l) {
     return off + (tensor_is_per_layer(i) ? (size_t)l * tensor_unit_size(c, i) : 0);
 }
 
-// which part of the model one pipeline stage holds
+// which part of the model one pipeline stage holds: half-layer units [unit_begin, unit_begin + num_units)
 typedef struct {
-    int layer_begin;
+    int unit_begin, num_units;
+    int layer_begin;    // the layers it touches, wholly or by one half: [layer_begin, layer_begin + num_layers)
     int num_layers;
+    int attn_begin;     // the layers whose attention half it holds: [attn_begin, attn_begin + attn_layers)
+    int attn_layers;
+    int mlp_layers;     // the layers whose MLP half it holds: [layer_begin, layer_begin + mlp_layers)
     int has_embed;  // wte, wpe (stage 0)
     int has_head;   // lnf and the tied LM head wte (last stage)
     size_t sizes[NUM_PARAMETER_TENSORS];
     size_t num_parameters;
 } StageLayout;
 
-static StageLayout stage_layout(const GPT2Config* c, int layer_begin, int num_layers, int has_embed, int has_head) {
+static StageLayout stage_layout(const GPT2Config* c, int unit_begin, int num_units, int has_embed, int has_head) {
     StageLayout s;
-    s.layer_begin = layer_begin;
-    s.num_layers = num_layers;
+    int end = unit_begin + num_units;
+    s.unit_begin = unit_begin;
+    s.num_units = num_units;
+    s.layer_begin = unit_begin / 2;
+    s.num_layers = num_units > 0 ? (end + 1) / 2 - s.layer_begin : 0;
+    s.attn_begin = (unit_begin + 1) / 2;
+    s.attn_layers = (end + 1) / 2 - s.attn_begin;
+    s.mlp_layers = end / 2 - s.layer_begin;
     s.has_embed = has_embed;
     s.has_head = has_head;
     s.num_parameters = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         size_t n = tensor_unit_size(c, i);
-        if (tensor_is_per_layer(i)) { n *= num_layers; }
+        if (tensor_is_per_layer(i)) { n *= tensor_is_attention(i) ? s.attn_layers : s.mlp_layers; }
         else if (i == WTE) { n = (has_embed || has_head) ? n : 0; }
         else if (i == WPE) { n = has_embed ? n : 0; }
         else { n = has_head ? n : 0; }  // lnfw, lnfb
@@ -104,13 +117,24 @@ static StageLayout stage_layout(const GPT2Config* c, int layer_begin, int num_la
     return s;
 }
 
+// the first layer of per-layer tensor i on the stage (its slice of the global tensor begins there)
+static int stage_tensor_layer_begin(const StageLayout* s, int i) {
+    return tensor_is_attention(i) ? s->attn_begin : s->layer_begin;
+}
+
+// whether layer l's slice of per-layer tensor i is on the stage
+static int stage_holds(const StageLayout* s, int i, int l) {
+    int begin = stage_tensor_layer_begin(s, i);
+    return l >= begin && l < begin + (tensor_is_attention(i) ? s->attn_layers : s->mlp_layers);
+}
+
 // Copies between a stage-local buffer (stage layout) and a whole-model buffer (global layout).
 // to_global = 1 scatters the stage's slices into the whole model; 0 gathers them out of it.
 static void stage_copy_global(const GPT2Config* c, const StageLayout* s, float* local, float* global, int to_global) {
     size_t off = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         if (s->sizes[i] == 0) { continue; }
-        float* g = global + tensor_global_offset(c, i, tensor_is_per_layer(i) ? s->layer_begin : 0);
+        float* g = global + tensor_global_offset(c, i, tensor_is_per_layer(i) ? stage_tensor_layer_begin(s, i) : 0);
         if (to_global) { memcpy(g, local + off, s->sizes[i] * sizeof(float)); }
         else { memcpy(local + off, g, s->sizes[i] * sizeof(float)); }
         off += s->sizes[i];
@@ -233,10 +257,9 @@ static void stage_random_init(const GPT2Config* c, const StageLayout* s, float* 
             size_t n = i == WTE ? (size_t)c->vocab_size * c->channels : tensor_unit_size(c, i);
             float std = (i == ATTPROJW || i == FCPROJW) ? 0.02f * residual_scale : 0.02f;
             normal_(scratch, n, 0.0f, std, &rng);
-            int held = is_embedding ? s->sizes[i] > 0
-                                    : (l >= s->layer_begin && l < s->layer_begin + s->num_layers);
+            int held = is_embedding ? s->sizes[i] > 0 : stage_holds(s, i, l);
             if (held) {
-                size_t dst = local_off[i] + (is_matrix ? (size_t)(l - s->layer_begin) * n : 0);
+                size_t dst = local_off[i] + (is_matrix ? (size_t)(l - stage_tensor_layer_begin(s, i)) * n : 0);
                 memcpy(local + dst, scratch, n * sizeof(float));
             }
         }
@@ -337,7 +360,7 @@ static void model_read_stage(const char* path, const GPT2Config* c, const StageL
     size_t off = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         if (s->sizes[i] == 0) { continue; }
-        size_t g = tensor_global_offset(c, i, tensor_is_per_layer(i) ? s->layer_begin : 0);
+        size_t g = tensor_global_offset(c, i, tensor_is_per_layer(i) ? stage_tensor_layer_begin(s, i) : 0);
         fseek_check(f, 1024 + (long)(g * sizeof(float)), SEEK_SET, path);
         fread_check(local + off, sizeof(float), s->sizes[i], f, path);
         check_finite(c, local + off, g, s->sizes[i], 0, path, "parameter");

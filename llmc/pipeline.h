@@ -1,7 +1,7 @@
 /*
 The host bookkeeping of one pipeline rank, shared by both trainers (train_gpt2_pp.c on the CPU,
 train_gpt2_pp.cu on GPUs), which then differ only in device work and transport:
-  - which layers each stage holds (from -pl, or balanced by estimated compute);
+  - which layers, or halves of layers, each stage holds (from -pl, -sc auto, or balanced by estimated compute);
   - the stash: which slot holds the activations of micro-batch m between its forward and backward;
   - which grad-norm slots a stage owns, so the global norm adds the same numbers in the same order at any P;
   - the step's tokens (every rank reads the same micro-batches: no tokens travel between stages);
@@ -65,13 +65,20 @@ static inline PartitionCosts pipeline_costs(const TrainArgs* args, const GPT2Con
     return partition_gpt2_costs(args->B, args->T, c->channels, c->num_heads, c->padded_vocab_size, PIPELINE_MACHINE);
 }
 
-// fills layers[P] from -pl, or balances the estimated compute (the LM head counts) when -pl is absent
-static inline void pipeline_split(const TrainArgs* args, const GPT2Config* c, int P, int* layers) {
+// of a layer's cost, the attention half's share under that model (-sc auto weighs half-layer splits by it)
+static inline double pipeline_attention_share(const TrainArgs* args, const GPT2Config* c) {
+    PartitionCosts pc = pipeline_costs(args, c);
+    return pc.attention / pc.layer;
+}
+
+// fills units[P] (half layers, llmc/partition.h) from -pl, or balances the estimated compute (the LM head
+// counts) over whole layers when -pl is absent
+static inline void pipeline_split(const TrainArgs* args, const GPT2Config* c, int P, int* units) {
     int* first = (int*)malloc_check(P * sizeof(int));
     char err[512];
     PartitionCosts costs = pipeline_costs(args, c);
-    int rc = args->layers_arg ? partition_parse(args->layers_arg, c->num_layers, P, layers, first, err, sizeof(err))
-                              : partition_balance(c->num_layers, P, &costs, layers, first, err, sizeof(err));
+    int rc = args->layers_arg ? partition_parse(args->layers_arg, c->num_layers, P, units, first, err, sizeof(err))
+                              : partition_balance(c->num_layers, P, &costs, units, first, err, sizeof(err));
     if (rc != 0) {
         if (args->layers_arg) { fatal("flag -pl %s: %s", args->layers_arg, err); }
         fatal("flags -pp and -sc %s (%d stages): %s", args->schedule_name, P, err);
@@ -79,10 +86,10 @@ static inline void pipeline_split(const TrainArgs* args, const GPT2Config* c, in
     free(first);
 }
 
-static inline StageLayout pipeline_stage_layout(const GPT2Config* c, const int* layers, int P, int s) {
+static inline StageLayout pipeline_stage_layout(const GPT2Config* c, const int* units, int P, int s) {
     int begin = 0;
-    for (int i = 0; i < s; i++) { begin += layers[i]; }
-    return stage_layout(c, begin, layers[s], s == 0, s == P - 1);
+    for (int i = 0; i < s; i++) { begin += units[i]; }
+    return stage_layout(c, begin, units[s], s == 0, s == P - 1);
 }
 
 // ----------------------------------------------------------------------------
@@ -190,11 +197,11 @@ static inline void pipeline_load_schedule(Schedule* sc, const TrainArgs* args, i
 // builds its own from the flags, and a cost-aware builder's order and -sc auto's choice come from
 // floating-point replays: machines whose arithmetic differs (another libm, other compiler flags) could build
 // different programs, which would hang or compute wrong. Each rank compares its hash with rank 0's.
-static inline uint32_t pipeline_fingerprint(const Schedule* sc, const int* layers) {
+static inline uint32_t pipeline_fingerprint(const Schedule* sc, const int* units) {
     uint32_t h = 2166136261u;
 #define PP_HASH(x) (h = (h ^ (uint32_t)(x)) * 16777619u)
     PP_HASH(sc->P); PP_HASH(sc->S); PP_HASH(sc->M);
-    for (int s = 0; s < sc->S; s++) { PP_HASH(sc->stage_rank[s]); PP_HASH(layers[s]); }
+    for (int s = 0; s < sc->S; s++) { PP_HASH(sc->stage_rank[s]); PP_HASH(units[s]); }
     for (int r = 0; r < sc->P; r++) {
         PP_HASH(sc->ranks[r].n);
         for (int i = 0; i < sc->ranks[r].n; i++) {
@@ -368,7 +375,7 @@ static inline double measured_bubble(double busy_all_ranks, int P, double schedu
 
 // the plan: each stage's layers, share of the estimated compute and stash; then the balance bound
 static inline void print_pipeline_plan(const GPT2Config* c, const TrainArgs* args, const Schedule* sc,
-                                       const int* layers, const int* slots, const size_t* stash_bytes,
+                                       const int* units, const int* slots, const size_t* stash_bytes,
                                        double simulated_bubble) {
     int M = args->M, S = sc->S, P = sc->P;
     printf("pipeline: P=%d ranks, S=%d stages, schedule %s; simulated bubble %.3f, 1F1B theory (P-1)/(M+P-1) = %.3f\n",
@@ -376,18 +383,23 @@ static inline void print_pipeline_plan(const GPT2Config* c, const TrainArgs* arg
     PartitionCosts costs = pipeline_costs(args, c);
     double total = 0.0, slowest = 0.0;
     double* rank_cost = (double*)calloc_check(P, sizeof(double));
+    int* first = (int*)malloc_check(S * sizeof(int));
+    partition_first_units(units, S, first);
     for (int s = 0; s < S; s++) {
-        double cost = partition_stage_cost(&costs, S, s, layers[s]);
+        double cost = partition_stage_cost(&costs, S, s, first[s], units[s]);
         total += cost;
         rank_cost[sc->stage_rank[s]] += cost;
     }
     for (int r = 0; r < P; r++) { slowest = rank_cost[r] > slowest ? rank_cost[r] : slowest; }
     for (int s = 0; s < S; s++) {
-        StageLayout lay = pipeline_stage_layout(c, layers, S, s);
-        printf("stage %d: %d layers from %d%s%s, %zu parameters, %.0f%% of the compute, activation stash %d "
-               "micro-batches x %.1f MiB", s, lay.num_layers, lay.layer_begin, lay.has_embed ? " + embeddings" : "",
+        StageLayout lay = pipeline_stage_layout(c, units, S, s);
+        char count[16], from[16];
+        partition_format(&units[s], 1, count, sizeof(count));
+        partition_format(&first[s], 1, from, sizeof(from));
+        printf("stage %d: %s layers from %s%s%s, %zu parameters, %.0f%% of the compute, activation stash %d "
+               "micro-batches x %.1f MiB", s, count, from, lay.has_embed ? " + embeddings" : "",
                lay.has_head ? " + lnf/LM head" : "", lay.num_parameters,
-               100.0 * partition_stage_cost(&costs, S, s, layers[s]) / total, slots[s], stash_bytes[s] / 1048576.0);
+               100.0 * partition_stage_cost(&costs, S, s, first[s], units[s]) / total, slots[s], stash_bytes[s] / 1048576.0);
         if (S != P) { printf(", on rank %d", sc->stage_rank[s]); }
         printf("\n");
     }
@@ -397,6 +409,7 @@ static inline void print_pipeline_plan(const GPT2Config* c, const TrainArgs* arg
                unit, 100.0 * slowest / total, unit, total / slowest);
     }
     free(rank_cost);
+    free(first);
 }
 
 typedef struct {
@@ -484,7 +497,7 @@ static inline void pipeline_resume_paths(const TrainArgs* args, const GPT2Config
 
 // What stage s of the job allocates on its rank, by category, from the flags alone: each trainer computes it
 // with the size functions it allocates with (its stage_memory_plan), and prints what it allocated the same way.
-typedef void (*StageMemoryFn)(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* layers, int s,
+typedef void (*StageMemoryFn)(const GPT2Config* c, const TrainArgs* args, const Schedule* sc, const int* units, int s,
                               double* bytes);
 
 // -plan 1: every stage's memory for these flags, nothing allocated. types: the element types the bytes are of.
@@ -496,8 +509,8 @@ static inline void pipeline_print_memory_plan(const TrainArgs* args, int P, Stag
     pipeline_load_schedule(&sc, &shown, P);
     int from_file;
     GPT2Config c = pipeline_model_config(args, &from_file);
-    int* layers = (int*)malloc_check(sc.S * sizeof(int));
-    pipeline_split(args, &c, sc.S, layers);
+    int* units = (int*)malloc_check(sc.S * sizeof(int));
+    pipeline_split(args, &c, sc.S, units);
     Grid grid = grid_of(0, args->D, P);
     grid_print(&grid, stdout);
     printf("plan: %s, P=%d, M=%d, B=%d, T=%d, -rc %s%s; per rank, %s\n", shown.schedule_name, P, args->M, args->B,
@@ -506,13 +519,13 @@ static inline void pipeline_print_memory_plan(const TrainArgs* args, int P, Stag
     double* rank_total = (double*)calloc_check(P, sizeof(double));
     for (int s = 0; s < sc.S; s++) {
         double bytes[MEM_CATEGORIES];
-        stage_memory(&c, &shown, &sc, layers, s, bytes);
+        stage_memory(&c, &shown, &sc, units, s, bytes);
         print_stage_memory(s, "plan", bytes);
         for (int i = 0; i < MEM_CATEGORIES; i++) { rank_total[sc.stage_rank[s]] += bytes[i]; }
     }
     for (int r = 0; r < P; r++) { printf("rank %d memory (plan): total %.1f MiB\n", r, rank_total[r] / 1048576.0); }
     free(rank_total);
-    free(layers);
+    free(units);
     schedule_free(&sc);
 }
 
@@ -527,17 +540,17 @@ static inline double pipeline_largest_rank_bytes(void* ctx, const char* schedule
     a.layers_arg = split;
     Schedule sc;
     if (schedule_build(schedule, m->P, a.M, &sc) != 0) { fatal("schedule %s: cannot build", schedule); }
-    int* layers = (int*)malloc_check(sc.S * sizeof(int));
-    pipeline_split(&a, m->config, sc.S, layers);
+    int* units = (int*)malloc_check(sc.S * sizeof(int));
+    pipeline_split(&a, m->config, sc.S, units);
     double* rank_total = (double*)calloc_check(m->P, sizeof(double)), largest = 0.0;
     for (int s = 0; s < sc.S; s++) {
         double bytes[MEM_CATEGORIES];
-        m->stage_memory(m->config, &a, &sc, layers, s, bytes);
+        m->stage_memory(m->config, &a, &sc, units, s, bytes);
         for (int i = 0; i < MEM_CATEGORIES; i++) { rank_total[sc.stage_rank[s]] += bytes[i]; }
     }
     for (int r = 0; r < m->P; r++) { largest = rank_total[r] > largest ? rank_total[r] : largest; }
     free(rank_total);
-    free(layers);
+    free(units);
     schedule_free(&sc);
     return largest;
 }

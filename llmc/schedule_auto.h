@@ -2,9 +2,11 @@
 -sc auto, shared by both trainers (header-only; C11 and C++). A calibration step times each stage's F and B,
 and I and W (measured as such when the step ran a split backward, or B's weight-gradient ops timed inside B).
 From those come the costs of a layer, the embedding and the LM head (ComponentCosts); for every builder the
-layers are split over its stages by those costs (unless -pl fixes the split), the builder is simulated with
-them, the table is printed, and the fastest schedule and split are chosen, or the fastest whose largest rank
-fits -mem where the trainer has a memory plan. The trainer then moves its run there (same bits).
+layers are split over its stages by those costs (unless -pl fixes the split), in halves of layers where
+that balances better (a layer's attention and MLP halves weighed by the trainer's cost model), the builder
+is simulated with them, the table is printed, and the fastest schedule and split are chosen, or the fastest
+whose largest rank fits -mem where the trainer has a memory plan. The trainer then moves its run there (same
+bits).
 */
 #ifndef LLMC_SCHEDULE_AUTO_H
 #define LLMC_SCHEDULE_AUTO_H
@@ -23,8 +25,8 @@ fits -mem where the trainer has a memory plan. The trainer then moves its run th
 // What one kind of action (F, B, I or W) costs per micro-batch, in ms: a layer, and the extra work of the
 // embedding stage and of the LM-head stage, taken from the measured stage times of a P-stage split. Middle
 // stages are layers only; with two stages the embedding (a gather and a scatter-add) is taken as free, so
-// stage 0 gives the layer cost.
-typedef struct { double layer, embed, head; } ComponentCosts;
+// stage 0 gives the layer cost. Of a layer, the attention half's share comes from the trainer's cost model.
+typedef struct { double layer, embed, head, attention_share; } ComponentCosts;
 enum { SPLIT_TEXT = 4096 };  // a split as -pl text, "8,4": room for TRAIN_MAX_P stages
 
 static inline void* auto_alloc(size_t bytes) {
@@ -50,19 +52,28 @@ static inline void stage_costs_measured(const double* secs, const double* counts
     }
 }
 
-static inline ComponentCosts component_costs(const double* stage_ms, const int* layers, int P) {
-    double sum = 0.0;
-    int n = 0;
-    for (int s = 1; s < P - 1; s++) { sum += stage_ms[s]; n += layers[s]; }
-    if (n == 0) { sum = stage_ms[0]; n = layers[0]; }
-    ComponentCosts cc = {n > 0 ? sum / n : 0.0, 0.0, 0.0};
-    cc.embed = fmax(0.0, stage_ms[0] - layers[0] * cc.layer);
-    cc.head = fmax(0.0, stage_ms[P - 1] - layers[P - 1] * cc.layer);
+// stage s's half-layer units of a split (llmc/partition.h) in layers of cost: its attention halves weigh
+// attention_share of a layer, its MLP halves the rest
+static inline double split_stage_layers(const int* units, int s, double attention_share) {
+    int first = 0;
+    for (int k = 0; k < s; k++) { first += units[k]; }
+    int attn = partition_attention_units(first, units[s]);
+    return attn * attention_share + (units[s] - attn) * (1.0 - attention_share);
+}
+
+static inline ComponentCosts component_costs(const double* stage_ms, const int* units, int P, double attention_share) {
+    double sum = 0.0, n = 0.0;
+    for (int s = 1; s < P - 1; s++) { sum += stage_ms[s]; n += split_stage_layers(units, s, attention_share); }
+    if (n == 0.0) { sum = stage_ms[0]; n = split_stage_layers(units, 0, attention_share); }
+    ComponentCosts cc = {n > 0.0 ? sum / n : 0.0, 0.0, 0.0, attention_share};
+    cc.embed = fmax(0.0, stage_ms[0] - split_stage_layers(units, 0, attention_share) * cc.layer);
+    cc.head = fmax(0.0, stage_ms[P - 1] - split_stage_layers(units, P - 1, attention_share) * cc.layer);
     return cc;
 }
 
-static inline double component_stage_cost(const ComponentCosts* cc, int S, int s, int n_layers) {
-    return n_layers * cc->layer + (s == 0 ? cc->embed : 0.0) + (s == S - 1 ? cc->head : 0.0);
+static inline double component_stage_cost(const ComponentCosts* cc, int S, int s, const int* units) {
+    return split_stage_layers(units, s, cc->attention_share) * cc->layer + (s == 0 ? cc->embed : 0.0) +
+           (s == S - 1 ? cc->head : 0.0);
 }
 
 // The step -sc auto times: the second when the run has one. The first pays for first touches of memory on a
@@ -85,11 +96,11 @@ static inline int next_split(int* n, int S, int L) {
     return 0;
 }
 
-// The stage costs of a split under the measured component costs cc[4] (f, b, i, w)
-static inline void split_stage_costs(const ComponentCosts* cc, const int* layers, int S, StageCosts* cost) {
+// The stage costs of a split (half-layer units) under the measured component costs cc[4] (f, b, i, w)
+static inline void split_stage_costs(const ComponentCosts* cc, const int* units, int S, StageCosts* cost) {
     for (int s = 0; s < S; s++) {
-        cost[s] = (StageCosts){component_stage_cost(&cc[0], S, s, layers[s]), component_stage_cost(&cc[1], S, s, layers[s]),
-                               component_stage_cost(&cc[2], S, s, layers[s]), component_stage_cost(&cc[3], S, s, layers[s])};
+        cost[s] = (StageCosts){component_stage_cost(&cc[0], S, s, units), component_stage_cost(&cc[1], S, s, units),
+                               component_stage_cost(&cc[2], S, s, units), component_stage_cost(&cc[3], S, s, units)};
     }
 }
 
@@ -97,10 +108,10 @@ static inline void split_stage_costs(const ComponentCosts* cc, const int* layers
 // are built from the split's stage costs, which their full name then carries (what -sc takes); cost[S] gets
 // the stage costs; improve as in schedule_build_opt. Returns schedule_build's code, or SCHEDULE_ERR_ARGS when
 // the name does not fit in n bytes.
-static inline int auto_build(const char* name, int P, int M, const ComponentCosts* cc, const int* layers, int S,
+static inline int auto_build(const char* name, int P, int M, const ComponentCosts* cc, const int* units, int S,
                              StageCosts* cost, Schedule* sc, char* full, size_t n, int improve) {
     StageCosts* unit = NULL;
-    split_stage_costs(cc, layers, S, cost);
+    split_stage_costs(cc, units, S, cost);
     if (pp_parse_costed(name, P, &unit) > 0) {
         if (schedule_costed_name(name, cost, S, full, n) != 0) { return SCHEDULE_ERR_ARGS; }
     } else {
@@ -111,9 +122,12 @@ static inline int auto_build(const char* name, int P, int M, const ComponentCost
 
 // With several stages per rank neither the stages' costs nor the ranks' loads alone decide (ZB-V puts the
 // embedding and the LM head on rank 0), and a cost-aware builder's order depends on the split: every split of
-// L layers over the builder's S stages, one layer at least each, is simulated and the fastest kept. `layers`
-// comes in with partition_balance's split, which stays unless a split is faster, and stays alone when there
-// are more than 20,000 splits (S = 4 up to 50 layers), or 500 for a cost-aware builder. Those are built
+// L whole layers over the builder's S stages, one layer at least each, is simulated and the fastest kept.
+// `units` comes in with partition_balance's split, which stays unless a split is faster, and is the only
+// whole-layer split tried when there are more than 20,000 (S = 4 up to 50 layers), or 500 for a cost-aware
+// builder. From each of the first splits, one boundary at a time then moves by half a layer (a layer's
+// attention or MLP half changes stage) while that ranks the split higher: whole layers beside an LM head of
+// 4.4-4.8 layers leave the ranks up to half a layer apart. A cost-aware builder's splits are built
 // without their local search and ranked by the bound below (ties: by the greedy's step), and the
 // AUTO_SEARCHED_SPLITS first get the local search: the greedy's own step ranks them badly (with a calibration
 // of this machine it ranks zbcv 3,5,3,1 first, 3817.0 ms for 2,4,4,2; the search takes 2,4,4,2 to its bound,
@@ -165,34 +179,76 @@ static inline const double* split_key(const Schedule* sc, const StageCosts* cost
     return key;
 }
 
-static inline void fastest_split(const ComponentCosts* cc, const char* name, int P, int M, int L, int S, int* layers) {
+// The rank of one split (split_key), its schedule rebuilt first when the builder is cost-aware (a builder
+// that is not keeps the one schedule sc); -1 when it cannot be built
+static inline int split_evaluate(const char* name, int P, int M, const ComponentCosts* cc, const int* units, int S,
+                                 int costed, Schedule* sc, StageCosts* cost, char* full, double* key) {
+    if (costed) {
+        schedule_free(sc);
+        if (auto_build(name, P, M, cc, units, S, cost, sc, full, SCHEDULE_NAME_MAX, 0) != 0) { return -1; }
+    } else {
+        split_stage_costs(cc, units, S, cost);
+    }
+    split_key(sc, cost, costed, key);
+    return 0;
+}
+
+static inline int split_listed(const int* top, int ntop, const int* units, int S) {
+    for (int k = 0; k < ntop; k++) { if (memcmp(top + k * S, units, S * sizeof(int)) == 0) { return 1; } }
+    return 0;
+}
+
+static inline void fastest_split(const ComponentCosts* cc, const char* name, int P, int M, int L, int S, int* units) {
     StageCosts* unit = NULL;
     int costed = pp_parse_costed(name, P, &unit) > 0;
-    double count = 1.0;  // C(L-1, S-1) splits
+    double count = 1.0;  // C(L-1, S-1) splits of whole layers
     for (int k = 1; k < S; k++) { count = count * (L - k) / k; }
-    if (count > (costed ? 500 : 2e4)) { return; }
     int keep = costed ? AUTO_SEARCHED_SPLITS : 1, ntop = 0;
     int* n = (int*)auto_alloc(S * sizeof(int));
+    int* layers = (int*)auto_alloc(S * sizeof(int));
     int* top = (int*)auto_alloc((size_t)keep * S * sizeof(int));
+    int* starts = (int*)auto_alloc((size_t)keep * S * sizeof(int));
     double* top_key = (double*)auto_alloc(2 * keep * sizeof(double));
     StageCosts* cost = (StageCosts*)auto_alloc(S * sizeof(StageCosts));
     char* full = (char*)auto_alloc(SCHEDULE_NAME_MAX);
-    double key[2];
+    double key[2], here[2];
     Schedule sc;
-    if (auto_build(name, P, M, cc, layers, S, cost, &sc, full, SCHEDULE_NAME_MAX, 0) == 0) {
-        top_splits_insert(top, top_key, &ntop, keep, layers, split_key(&sc, cost, costed, key), S);
-        for (int s = 0; s < S; s++) { n[s] = 1; }
-        n[S - 1] = L - (S - 1);
+    if (auto_build(name, P, M, cc, units, S, cost, &sc, full, SCHEDULE_NAME_MAX, 0) == 0) {
+        top_splits_insert(top, top_key, &ntop, keep, units, split_key(&sc, cost, costed, key), S);
+        for (int s = 0; s < S; s++) { layers[s] = 1; }
+        layers[S - 1] = L - (S - 1);
         do {
-            if (memcmp(n, layers, S * sizeof(int)) == 0) { continue; }  // in already
-            if (costed) {
-                schedule_free(&sc);
-                if (auto_build(name, P, M, cc, n, S, cost, &sc, full, SCHEDULE_NAME_MAX, 0) != 0) { break; }
-            } else {
-                split_stage_costs(cc, n, S, cost);
+            if (count > (costed ? 500 : 2e4)) { break; }
+            for (int s = 0; s < S; s++) { n[s] = 2 * layers[s]; }
+            if (memcmp(n, units, S * sizeof(int)) == 0) { continue; }  // in already
+            if (split_evaluate(name, P, M, cc, n, S, costed, &sc, cost, full, key) != 0) { break; }
+            top_splits_insert(top, top_key, &ntop, keep, n, key, S);
+        } while (next_split(layers, S, L));
+        int nstarts = ntop;
+        memcpy(starts, top, (size_t)ntop * S * sizeof(int));
+        for (int k = 0; k < nstarts; k++) {  // half-layer moves, first improvement, from each of the first splits
+            memcpy(n, starts + k * S, S * sizeof(int));
+            if (split_evaluate(name, P, M, cc, n, S, costed, &sc, cost, full, here) != 0) { continue; }
+            for (int moved = 1; moved;) {
+                moved = 0;
+                for (int b = 0; b + 1 < S && !moved; b++) {
+                    for (int d = -1; d <= 1 && !moved; d += 2) {
+                        if (n[b] + d < 1 || n[b + 1] - d < 1) { continue; }
+                        n[b] += d;
+                        n[b + 1] -= d;
+                        int ok = split_evaluate(name, P, M, cc, n, S, costed, &sc, cost, full, key) == 0;
+                        if (ok && !split_listed(top, ntop, n, S)) { top_splits_insert(top, top_key, &ntop, keep, n, key, S); }
+                        if (ok && key_before(key, here)) {
+                            memcpy(here, key, sizeof(here));
+                            moved = 1;
+                        } else {
+                            n[b] -= d;
+                            n[b + 1] += d;
+                        }
+                    }
+                }
             }
-            top_splits_insert(top, top_key, &ntop, keep, n, split_key(&sc, cost, costed, key), S);
-        } while (next_split(n, S, L));
+        }
     }
     schedule_free(&sc);
     double best = -1.0;  // the local search can reorder a cost-aware builder's first few
@@ -205,13 +261,15 @@ static inline void fastest_split(const ComponentCosts* cc, const char* name, int
         }
         if (best < 0 || t < best) {
             best = t;
-            memcpy(layers, top + k * S, S * sizeof(int));
+            memcpy(units, top + k * S, S * sizeof(int));
         }
     }
     free(full);
     free(cost);
     free(top_key);
+    free(starts);
     free(top);
+    free(layers);
     free(n);
 }
 
@@ -219,26 +277,28 @@ static inline void fastest_split(const ComponentCosts* cc, const char* name, int
 typedef double (*AutoRankBytes)(void* ctx, const char* schedule, const char* split);
 
 typedef struct {
-    const char* ran;           // the schedule that was timed, at the split `layers` of schedule_auto_choose
+    const char* ran;           // the schedule that was timed, at the split `units` of schedule_auto_choose
     int step;                  // the step that was timed
     int fixed;                 // -pl given: builders with P stages keep the running split, the others cannot run
     int max_mib;               // -mem, 0: any (needs rank_bytes)
     AutoRankBytes rank_bytes;  // NULL: no memory plan, no column
     void* ctx;
     FILE* out;                 // where the table goes; NULL prints nothing (the ranks but the first)
+    double attention_share;    // of a layer's cost, the attention half's: the trainer's cost model (llmc/partition.h)
 } AutoQuery;
 
 typedef struct {
     char name[SCHEDULE_NAME_MAX];  // the builder the run goes on with (a cost-aware one with its costs)
-    char split[SPLIT_TEXT];  // and its split of the layers, as -pl text
+    char split[SPLIT_TEXT];  // and its split of the layers, as -pl text (halves as .5)
     int moves;               // 0: exactly the schedule and split that ran
 } AutoChoice;
 
 /*
 The choice of -sc auto from measured[P], the costs per stage of the P-stage schedule q->ran at split
-layers[P] (every rank passes the same numbers, so every rank chooses alike). L layers, M micro-batches.
+units[P] (half layers; every rank passes the same numbers, so every rank chooses alike). L layers, M
+micro-batches.
 */
-static inline void schedule_auto_choose(const StageCosts* measured, const int* layers, int P, int M, int L,
+static inline void schedule_auto_choose(const StageCosts* measured, const int* units, int P, int M, int L,
                                         const AutoQuery* q, AutoChoice* choice) {
     FILE* out = q->out;
     double* ms = (double*)auto_alloc(P * sizeof(double));
@@ -248,13 +308,15 @@ static inline void schedule_auto_choose(const StageCosts* measured, const int* l
             const StageCosts* m = &measured[s];
             ms[s] = kind == 0 ? m->f : kind == 1 ? m->b : kind == 2 ? m->i : m->w;
         }
-        cc[kind] = component_costs(ms, layers, P);
+        cc[kind] = component_costs(ms, units, P, q->attention_share);
     }
-    PartitionCosts split_costs = {cc[0].layer + cc[1].layer, cc[0].embed + cc[1].embed, cc[0].head + cc[1].head};
+    double layer = cc[0].layer + cc[1].layer;
+    PartitionCosts split_costs = {layer, layer * q->attention_share, cc[0].embed + cc[1].embed, cc[0].head + cc[1].head};
     if (out) {
         fprintf(out, "-sc auto: measured on step %d (%s), ms per micro-batch, F+B: a layer %.1f, the embedding %.1f, "
-                "the LM head %.1f (W: %.0f%% of a layer's B)\n", q->step, q->ran, split_costs.layer, split_costs.encoder,
-                split_costs.head, cc[1].layer > 0 ? 100.0 * cc[3].layer / cc[1].layer : 0.0);
+                "the LM head %.1f (W: %.0f%% of a layer's B; the attention half %.0f%% of a layer, by the cost model)\n",
+                q->step, q->ran, split_costs.layer, split_costs.encoder, split_costs.head,
+                cc[1].layer > 0 ? 100.0 * cc[3].layer / cc[1].layer : 0.0, 100.0 * q->attention_share);
         fprintf(out, "-sc auto: %-12s %-24s %12s %8s%s\n", "schedule", "split", "predicted ms", "bubble",
                 q->rank_bytes ? "   largest rank" : "");
     }
@@ -277,8 +339,8 @@ static inline void schedule_auto_choose(const StageCosts* measured, const int* l
         int* first = (int*)auto_alloc(S * sizeof(int));
         char err[256];
         int ok = q->fixed ? S == P : partition_balance(L, S, &split_costs, n, first, err, sizeof(err)) == 0;
-        if (q->fixed && ok) { memcpy(n, layers, P * sizeof(int)); }
-        if (!q->fixed && ok && (S > P || v)) { fastest_split(cc, names[k], P, M, L, S, n); }
+        if (q->fixed && ok) { memcpy(n, units, P * sizeof(int)); }
+        if (!q->fixed && ok) { fastest_split(cc, names[k], P, M, L, S, n); }
         StageCosts* cost = (StageCosts*)auto_alloc(S * sizeof(StageCosts));
         if (ok && auto_build(names[k], P, M, cc, n, S, cost, &sc, full, SCHEDULE_NAME_MAX, 1) == 0) {
             SimResult res;
@@ -311,7 +373,7 @@ static inline void schedule_auto_choose(const StageCosts* measured, const int* l
     free(full);
     int none_fits = best < 0;
     char current[SPLIT_TEXT];
-    partition_format(layers, P, current, sizeof(current));
+    partition_format(units, P, current, sizeof(current));
     if (none_fits) {  // what ran, as it ran: -mem allows nothing
         snprintf(choice->name, sizeof(choice->name), "%s", q->ran);
         snprintf(choice->split, sizeof(choice->split), "%s", current);

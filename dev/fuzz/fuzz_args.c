@@ -26,10 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (n < 4 || strcmp(a.model_arg + n - 4, ".bin") != 0) {
             GPT2Config c = config_from_descriptor(a.model_arg);
             int P = a.P > 0 ? a.P : 1;
-            int* layers = (int*)malloc_check(2 * (size_t)P * sizeof(int));
+            int* units = (int*)malloc_check(2 * (size_t)P * sizeof(int));
             char err[256];
-            if (a.layers_arg) { partition_parse(a.layers_arg, c.num_layers, P, layers, layers + P, err, sizeof(err)); }
-            free(layers);
+            if (a.layers_arg) { partition_parse(a.layers_arg, c.num_layers, P, units, units + P, err, sizeof(err)); }
+            free(units);
         }
     }
     free(text);

@@ -78,9 +78,13 @@ int main(int argc, char** argv) {
         if (rc != 0) { fprintf(stderr, "partition: %s\n", err); return EXIT_FAILURE; }
         printf("layers per stage %s (LM head = %.2f layers of compute)\n", partition_format(n, P, buf, sizeof(buf)),
                c.head / c.layer);
-        for (int s = 0; s < P; s++)
-            printf("  stage %d: layers %d..%d, est. %.3f layer-units\n", s, first[s], first[s] + n[s] - 1,
-                   partition_stage_cost(&c, P, s, n[s]) / c.layer);
+        for (int s = 0; s < P; s++) {
+            char count[16], from[16];
+            partition_format(&n[s], 1, count, sizeof(count));
+            partition_format(&first[s], 1, from, sizeof(from));
+            printf("  stage %d: %s layers from %s, est. %.3f layer-units\n", s, count, from,
+                   partition_stage_cost(&c, P, s, first[s], n[s]) / c.layer);
+        }
         free(n); free(first);
         return 0;
     }

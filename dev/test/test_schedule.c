@@ -630,10 +630,12 @@ static void test_auto(void) {
     stage_costs_measured(secs, counts, 2, m);  // fused B: its weight part is W, the rest I
     CHECK(fabs(m[0].f - 719.4) < 1e-9 && fabs(m[0].w - 506.0) < 1e-9 && fabs(m[0].i - 672.3) < 1e-9 && fabs(m[1].b - 1129.8) < 1e-9,
           "measured stage 0: %g %g %g %g", m[0].f, m[0].b, m[0].i, m[0].w);
-    int layers[2] = {8, 4}, calls = 0;
+    int layers[2] = {16, 8}, calls = 0;  // 8,4 in half-layer units
     char buf[8192];
     FILE* f = tmpfile();
-    AutoQuery q = {"1f1b", 2, 0, 0, NULL, NULL, f};
+    PartitionCosts model = partition_gpt2_costs(1, 64, 768, 12, 50304, &PARTITION_CPU);  // the CPU trainer's
+    double share = model.attention / model.layer;
+    AutoQuery q = {"1f1b", 2, 0, 0, NULL, NULL, f, share};
     AutoChoice c;
     schedule_auto_choose(m, layers, 2, 8, 12, &q, &c);
     rewind(f);
@@ -644,7 +646,8 @@ static void test_auto(void) {
           "auto chose %s split %s:\n%s", c.name, c.split, buf);
     q.out = NULL; q.rank_bytes = fake_rank_bytes; q.ctx = &calls; q.max_mib = 150;
     schedule_auto_choose(m, layers, 2, 8, 12, &q, &c);
-    CHECK(strcmp(c.name, "zbh2") == 0 && strcmp(c.split, "8,4") == 0 && calls == 8, "-mem 150: %s %s (%d plans)", c.name, c.split, calls);
+    // (zbh2 at 8.5,3.5: layer 8's attention half on stage 0, its MLP half on stage 1)
+    CHECK(strcmp(c.name, "zbh2") == 0 && strcmp(c.split, "8.5,3.5") == 0 && calls == 8, "-mem 150: %s %s (%d plans)", c.name, c.split, calls);
     q.fixed = 1;
     schedule_auto_choose(m, layers, 2, 8, 12, &q, &c);
     CHECK(strcmp(c.name, "zbh2") == 0 && strcmp(c.split, "8,4") == 0 && calls == 8 + 5, "-pl 8,4: %s %s", c.name, c.split);
@@ -661,9 +664,9 @@ static void test_auto(void) {
                          {4 * 19.82 + 111.5, 4 * (19.27 + 13.74) + 67.6 + 67.1, 4 * 19.27 + 67.6, 4 * 13.74 + 67.1}};
     const double kind_ms[4][2] = {{cal[0].f, cal[1].f}, {cal[0].b, cal[1].b}, {cal[0].i, cal[1].i}, {cal[0].w, cal[1].w}};
     ComponentCosts cc[4];
-    for (int k = 0; k < 4; k++) cc[k] = component_costs(kind_ms[k], layers, 2);
+    for (int k = 0; k < 4; k++) cc[k] = component_costs(kind_ms[k], layers, 2, share);
     double greedy[2], searched[2], bound[2];
-    const int splits[2][4] = {{3, 5, 3, 1}, {2, 4, 4, 2}};
+    const int splits[2][4] = {{6, 10, 6, 2}, {4, 8, 8, 4}};  // 3,5,3,1 and 2,4,4,2 in half-layer units
     for (int k = 0; k < 2; k++) {
         StageCosts cost[4];
         char full[SCHEDULE_NAME_MAX];
@@ -676,12 +679,28 @@ static void test_auto(void) {
         searched[k] = auto_simulate(&sc, cost);
         schedule_free(&sc);
     }
-    q = (AutoQuery){"1f1b", 2, 0, 0, NULL, NULL, NULL};
-    schedule_auto_choose(cal, layers, 2, 8, 12, &q, &c);
     CHECK(greedy[0] < greedy[1] && fabs(bound[0] - bound[1]) < 1e-9 && fabs(searched[1] - bound[1]) < 1e-6 * bound[1] &&
-              searched[0] > searched[1] && strncmp(c.name, "zbcv:", 5) == 0 && strcmp(c.split, "2,4,4,2") == 0,
-          "calibrated: greedy 3,5,3,1 %.1f 2,4,4,2 %.1f, bounds %.1f %.1f, searched %.1f %.1f; auto chose %.5s split %s",
-          greedy[0], greedy[1], bound[0], bound[1], searched[0], searched[1], c.name, c.split);
+              searched[0] > searched[1],
+          "calibrated: greedy 3,5,3,1 %.1f 2,4,4,2 %.1f, bounds %.1f %.1f, searched %.1f %.1f", greedy[0], greedy[1],
+          bound[0], bound[1], searched[0], searched[1]);
+    // With halves of layers -sc auto gets below the best whole-layer step: 2,4.5,4,1.5 gives rank 0 (stages 0 and 3)
+    // 3.5 layers, one of them an MLP half, and the head, 8.5 to rank 1 (attention share 0.345 by the cost model)
+    q = (AutoQuery){"1f1b", 2, 0, 0, NULL, NULL, NULL, share};
+    schedule_auto_choose(cal, layers, 2, 8, 12, &q, &c);
+    int chosen[4], chosen_first[4];
+    double halves = 0.0;
+    if (strncmp(c.name, "zbcv:", 5) == 0 && partition_parse(c.split, 12, 4, chosen, chosen_first, buf, sizeof(buf)) == 0) {
+        StageCosts cost[4];
+        char full[SCHEDULE_NAME_MAX];
+        Schedule sc;
+        auto_build("zbcv", 2, 8, cc, chosen, 4, cost, &sc, full, sizeof(full), 1);
+        halves = auto_simulate(&sc, cost);
+        schedule_free(&sc);
+    }
+    CHECK(strcmp(c.split, "2,4.5,4,1.5") == 0 && halves > 0.0 && halves < searched[1] * (1 - 1e-3),
+          "calibrated: auto chose %.5s split %s, %.1f ms against the best whole split's %.1f", c.name, c.split, halves,
+          searched[1]);
+    printf("  calibrated zbcv: whole layers 2,4,4,2 %.1f ms, halves %s %.1f ms\n", searched[1], c.split, halves);
     // the bound holds: no builder's schedule of these costs, before or after the search, is shorter
     const char* builders[3] = {"zbcv", "zbc", "1f1b"};
     int below = 0;
@@ -827,10 +846,11 @@ static void test_compare(void) {
 
 // smallest achievable max stage cost by brute force over all splits with >= 1 block per stage
 static double brute_minmax(int L, int P, const PartitionCosts* c, int s, int left) {
-    if (s == P - 1) return left >= 1 ? partition_stage_cost(c, P, s, left) : 1e300;
+    int first = 2 * (L - left);  // in half-layer units
+    if (s == P - 1) return left >= 1 ? partition_stage_cost(c, P, s, first, 2 * left) : 1e300;
     double best = 1e300;
     for (int k = 1; k <= left - (P - 1 - s); k++) {
-        double cs = partition_stage_cost(c, P, s, k), rest = brute_minmax(L, P, c, s + 1, left - k);
+        double cs = partition_stage_cost(c, P, s, first, 2 * k), rest = brute_minmax(L, P, c, s + 1, left - k);
         double v = cs > rest ? cs : rest;
         if (v < best) best = v;
     }
@@ -845,11 +865,11 @@ static void test_partition(void) {
     CHECK(fabs(c.head / c.layer - 4.466) < 1e-3, "d12 head/block ratio %g", c.head / c.layer);
     int rc = partition_balance(12, 4, &c, n, first, err, sizeof(err));
     CHECK(rc == 0 && strcmp(partition_format(n, 4, buf, sizeof(buf)), "3,4,4,1") == 0, "d12 P=4: %s %s", buf, err);
-    CHECK(first[0] == 0 && first[1] == 3 && first[2] == 7 && first[3] == 11, "d12 first layers %d %d %d %d", first[0],
+    CHECK(first[0] == 0 && first[1] == 6 && first[2] == 14 && first[3] == 22, "d12 first units %d %d %d %d", first[0],
           first[1], first[2], first[3]);
     CHECK(n[3] < n[1] && n[3] < n[2], "last stage should get fewer layers than middle stages");
     rc = partition_balance(12, 2, &c, n, first, err, sizeof(err));
-    CHECK(rc == 0 && n[0] == 8 && n[1] == 4, "d12 P=2: %s", partition_format(n, 2, buf, sizeof(buf)));
+    CHECK(rc == 0 && n[0] == 16 && n[1] == 8, "d12 P=2: %s", partition_format(n, 2, buf, sizeof(buf)));
     // d24 (C=1024, 24 blocks) and d48 (C=1600) on 8 stages: last stage lighter, every stage >= 1
     PartitionCosts c24 = partition_gpt2_costs(4, 1024, 1024, 16, 50304, NULL), c48 = partition_gpt2_costs(4, 1024, 1600, 25, 50304, NULL);
     const PartitionCosts* cs[2] = {&c24, &c48};
@@ -858,7 +878,7 @@ static void test_partition(void) {
         rc = partition_balance(Ls[q], 8, cs[q], n, first, err, sizeof(err));
         int sum = 0, minl = 1000;
         for (int s = 0; s < 8; s++) { sum += n[s]; if (n[s] < minl) minl = n[s]; }
-        CHECK(rc == 0 && sum == Ls[q] && minl >= 1 && n[7] < n[3], "L=%d P=8: %s", Ls[q],
+        CHECK(rc == 0 && sum == 2 * Ls[q] && minl >= 2 && n[7] < n[3], "L=%d P=8: %s", Ls[q],
               partition_format(n, 8, buf, sizeof(buf)));
     }
     // memory traffic (llmc/partition.h): with a balance of 0 only the flops differ, flash attention's being
@@ -892,7 +912,7 @@ static void test_partition(void) {
     CHECK(strcmp(buf, "3,3,4,2") == 0 && strcmp(buf2, "3,4,4,1") == 0, "d12 T=8192 P=4: flops only %s, GPU model %s", buf, buf2);
     // uniform costs: even split; leftovers go to later stages
     PartitionCosts u;
-    u.layer = 1; u.encoder = 0; u.head = 0;
+    u.layer = 1; u.attention = 0.5; u.encoder = 0; u.head = 0;
     rc = partition_balance(12, 4, &u, n, first, err, sizeof(err));
     CHECK(rc == 0 && strcmp(partition_format(n, 4, buf, sizeof(buf)), "3,3,3,3") == 0, "uniform 12/4: %s", buf);
     rc = partition_balance(13, 4, &u, n, first, err, sizeof(err));
@@ -900,7 +920,7 @@ static void test_partition(void) {
     rc = partition_balance(4, 4, &c, n, first, err, sizeof(err));
     CHECK(rc == 0 && strcmp(partition_format(n, 4, buf, sizeof(buf)), "1,1,1,1") == 0, "L=P: %s", buf);
     rc = partition_balance(12, 1, &c, n, first, err, sizeof(err));
-    CHECK(rc == 0 && n[0] == 12 && first[0] == 0, "P=1: %d", n[0]);
+    CHECK(rc == 0 && n[0] == 24 && first[0] == 0, "P=1: %d", n[0]);
     // optimality against brute force on small shapes, with a heavy encoder too
     int bad = 0;
     PartitionCosts e = c;
@@ -913,12 +933,12 @@ static void test_partition(void) {
                 double mx = 0;
                 int sum = 0;
                 for (int s = 0; s < P; s++) {
-                    double v = partition_stage_cost(pc, P, s, n[s]);
+                    double v = partition_stage_cost(pc, P, s, first[s], n[s]);
                     if (v > mx) mx = v;
                     sum += n[s];
-                    if (n[s] < 1 || first[s] != sum - n[s]) bad++;
+                    if (n[s] < 2 || n[s] % 2 || first[s] != sum - n[s]) bad++;
                 }
-                if (sum != L || fabs(mx - brute_minmax(L, P, pc, 0, L)) > 1e-6 * mx) bad++;
+                if (sum != 2 * L || fabs(mx - brute_minmax(L, P, pc, 0, L)) > 1e-6 * mx) bad++;
             }
     }
     CHECK(bad == 0, "balance not optimal / inconsistent in %d cases", bad);
@@ -930,19 +950,32 @@ static void test_partition(void) {
 
     // explicit lists (-pl)
     rc = partition_parse("3,3,3,3", 12, 4, n, first, err, sizeof(err));
-    CHECK(rc == 0 && n[2] == 3 && first[3] == 9, "parse 3,3,3,3: %s", err);
+    CHECK(rc == 0 && n[2] == 6 && first[3] == 18, "parse 3,3,3,3: %s", err);
     rc = partition_parse(" 5, 4 ,2,1", 12, 4, n, first, err, sizeof(err));
-    CHECK(rc == 0 && n[0] == 5 && n[3] == 1 && first[3] == 11, "parse uneven with spaces: %s", err);
+    CHECK(rc == 0 && n[0] == 10 && n[3] == 2 && first[3] == 22, "parse uneven with spaces: %s", err);
     rc = partition_parse("0,6,6,0", 12, 4, n, first, err, sizeof(err));
-    CHECK(rc == 0 && n[0] == 0 && first[1] == 0 && first[3] == 12, "parse with empty stages: %s", err);
+    CHECK(rc == 0 && n[0] == 0 && first[1] == 0 && first[3] == 24, "parse with empty stages: %s", err);
+    // halves of a layer: a boundary between a layer's attention (even unit) and its MLP (odd unit)
+    rc = partition_parse("3.5,8.5", 12, 2, n, first, err, sizeof(err));
+    CHECK(rc == 0 && n[0] == 7 && n[1] == 17 && first[1] == 7 && strcmp(partition_format(n, 2, buf, sizeof(buf)), "3.5,8.5") == 0,
+          "parse 3.5,8.5: %s %s", buf, err);
+    rc = partition_parse("0.5, 2.0,0,1.5", 4, 4, n, first, err, sizeof(err));
+    CHECK(rc == 0 && n[0] == 1 && n[1] == 4 && n[2] == 0 && n[3] == 3 && first[3] == 5, "parse halves and .0: %s", err);
+    // the cost of a stage of halves: its attention halves (even units) and MLP halves (odd) weigh differently
+    PartitionCosts h = {3.0, 1.0, 0.5, 4.0};  // layer, of it attention, encoder, head
+    CHECK(partition_stage_cost(&h, 2, 0, 0, 1) == 1.0 + 0.5 && partition_stage_cost(&h, 2, 1, 1, 1) == 2.0 + 4.0 &&
+              partition_stage_cost(&h, 3, 1, 3, 4) == 2 * 1.0 + 2 * 2.0 && partition_stage_cost(&h, 3, 1, 4, 3) == 2 * 1.0 + 2.0,
+          "half-layer stage costs");
     rc = partition_parse("1,0,0,0,2", 3, 5, n, first, err, sizeof(err));
     CHECK(rc == 0, "explicit list with P > L: %s", err);
     struct { const char* spec; int L, P; const char* want; } bad_specs[] = {
         {"3,3,3", 12, 4, "has 3 entries but there are P=4 pipeline stages"},
         {"3,3,3,3,0", 12, 4, "has 5 entries but there are P=4"},
         {"3,3,3,4", 12, 4, "sums to 13 layers but the model has L=12"},
-        {"3,x,3,3", 12, 4, "entry 2 'x' is not a non-negative integer"},
-        {"3,3.5,3,3", 12, 4, "entry 2 '3.5' is not a non-negative integer"},
+        {"3,x,3,3", 12, 4, "entry 2 'x' is not a number of layers"},
+        {"3,3.5,3,3", 12, 4, "sums to 12.5 layers but the model has L=12"},
+        {"3,3.25,3,2.75", 12, 4, "entry 2 '3.25' is not a number of layers (whole, or with a half: 3 or 3.5)"},
+        {"3,.5,3,5.5", 12, 4, "entry 2 '.5' is not a number of layers"},
         {"3,-1,5,5", 12, 4, "entry 2 '-1' is negative"},
         {"3,,3,3", 12, 4, "entry 2 is empty"},
         {"3,3,3,3,", 12, 4, "entry 5 is empty"},
