@@ -1,5 +1,6 @@
 """
-Draw how a model is split into pipeline stages: the embeddings, each transformer block and the LM head
+Draw how a model is split into pipeline stages: the embeddings, each half of a transformer block
+(attention "3a", MLP "3m": a stage boundary may fall between them) and the LM head
 as boxes coloured by stage, once with widths by compute and once by parameters, and each stage's share
 of the compute and its memory.
 
@@ -10,9 +11,10 @@ Reads the trainer's start-up lines (any run's output, or `-x 0` for just the pla
     model: L=8 C=512 NH=8 V=50257 (padded 50304) maxT=1024, 51500032 parameters
     batch: B=4 T=64 M=8 -> ...
     stage 0: 8 layers from 0 + embeddings, 51499008 parameters, 50% of the compute, activation stash 2 ...
-The per-block compute is llmc/partition.h's cost model (the one behind the printed shares): a block
-3 (24 B T C^2 + 4 B T^2 C) flops per micro-batch, the LM head 3 (2 B T C Vp), the embeddings 0 (a gather).
-Parameters: a block 12 C^2 + 13 C, the embeddings (wte, wpe) Vp C + maxT C, the head lnf and its copy of
+The per-block compute is llmc/partition.h's flop count (the printed shares add its memory traffic): a
+block's attention half 3 (8 B T C^2 + 4 B T^2 C) flops per micro-batch, its MLP half 3 (16 B T C^2), the
+LM head 3 (2 B T C Vp), the embeddings 0 (a gather).
+Parameters: a block 12 C^2 + 13 C (4 C^2 + 6 C in the attention half), the embeddings (wte, wpe) Vp C + maxT C, the head lnf and its copy of
 wte Vp C + 2 C. Memory per stage: 16 bytes a parameter (weights, gradients, AdamW's two moments) plus
 the activation stash the trainer prints.
 """
@@ -31,9 +33,11 @@ STAGE_COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"
 def parse(text):
     m = re.search(r"model: L=(\d+) C=(\d+) NH=(\d+) V=(\d+) \(padded (\d+)\) maxT=(\d+)", text)
     b = re.search(r"batch: B=(\d+) T=(\d+) M=(\d+)", text)
-    stages = [dict(layers=int(s[0]), first=int(s[1]), embed=bool(s[2]), head=bool(s[3]), params=int(s[4]),
-                   share=float(s[5]), slots=int(s[6]), slot_mib=float(s[7]))
-              for s in re.findall(r"stage \d+[^:\n]*: (\d+) layers from (\d+)( \+ embeddings)?( \+ lnf/LM head)?, (\d+) "
+    # layers as the trainer prints them, halves as .5 (a layer's attention half, then its MLP half)
+    stages = [dict(layers=s[0], units=round(2 * float(s[0])), first=round(2 * float(s[1])), embed=bool(s[2]),
+                   head=bool(s[3]), params=int(s[4]), share=float(s[5]), slots=int(s[6]), slot_mib=float(s[7]))
+              for s in re.findall(r"stage \d+[^:\n]*: (\d+(?:\.5)?) layers from (\d+(?:\.5)?)( \+ embeddings)?"
+                                  r"( \+ lnf/LM head)?, (\d+) "
                                   r"parameters, ([\d.]+)% of the compute, activation stash (\d+) micro-batches x "
                                   r"([\d.]+) MiB", text)]
     if not (m and b and stages):
@@ -44,14 +48,21 @@ def parse(text):
 
 
 def blocks(cfg, stages):
-    """(label, stage, flops, params) for the embeddings, every block and the head, in model order."""
+    """(label, stage, flops, params) for the embeddings, every half block and the head, in model order."""
     B, T, C, Vp = cfg["B"], cfg["T"], cfg["C"], cfg["Vp"]
-    layer = 3.0 * (24.0 * B * T * C * C + 4.0 * B * T * T * C)
+    attention = (3.0 * (8.0 * B * T * C * C + 4.0 * B * T * T * C), 4 * C * C + 6 * C)  # ln1, qkv, attention, proj
+    mlp = (3.0 * 16.0 * B * T * C * C, 8 * C * C + 7 * C)                               # ln2, fc, fc proj
     out = [("emb", 0, 0.0, Vp * C + cfg["maxT"] * C)]
     for s, st in enumerate(stages):
-        out += [(f"L{i}", s, layer, 12 * C * C + 13 * C) for i in range(st["first"], st["first"] + st["layers"])]
+        out += [(f"L{u // 2}{'m' if u % 2 else 'a'}", s) + (mlp if u % 2 else attention)
+                for u in range(st["first"], st["first"] + st["units"])]
     out.append(("head", len(stages) - 1, 3.0 * 2.0 * B * T * C * Vp, Vp * C + 2 * C))
     return out
+
+
+def half(u):
+    """half-layer unit u as a label: 3a is layer 3's attention half, 3m its MLP half"""
+    return f"{u // 2}{'m' if u % 2 else 'a'}"
 
 
 def plot(cfg, stages, out, title=None):
@@ -80,7 +91,7 @@ def plot(cfg, stages, out, title=None):
         weights = 16 * st["params"] / 2 ** 20
         stash = st["slots"] * st["slot_mib"]
         parts = ([f"embeddings"] if st["embed"] else []) + \
-                ([f"blocks {st['first']}..{st['first'] + st['layers'] - 1}"] if st["layers"] else []) + \
+                ([f"half blocks {half(st['first'])}..{half(st['first'] + st['units'] - 1)}"] if st["units"] else []) + \
                 (["lnf + LM head"] if st["head"] else [])
         lines.append((s, f"stage {s} ({' + '.join(parts)}): {st['share']:.0f}% of the compute, "
                          f"{st['params'] / 1e6:.1f}M parameters, memory {weights:.0f} MiB weights+grads+AdamW "
