@@ -14,7 +14,8 @@ default: every P on one device; 2 or 4: the NCCL path).
    (P, schedule, launch mode): the kernels reduce in fixed orders, every stage sees the same shapes at any
    depth, and every GEMM operand the same alignment. Then the split-backward and several-stages-per-rank
    builders (ZB-H1, ZB-H2, interleaved, ZB-V; which P and why in main) against the same references and
-   bitwise against 1F1B at the same P. Each run also checks a step without stalls (step_api_ok: no
+   bitwise against 1F1B at the same P, and stage boundaries inside a layer (-pl with halves) bitwise against
+   P=1. Each run also checks a step without stalls (step_api_ok: no
    allocation, one host wait, messages off the compute stream, no cuBLASLt plan built after the first step),
    that a stash slot allocates what the plan prints and that each stage's peak use of its slots is the
    schedule's count.
@@ -61,6 +62,7 @@ typedef struct {
     int P;
     int D, zero;      // data-parallel replicas of the pipeline (each takes M/D of the reference's micro-batches), ZeRO-1
     const char* schedule;
+    const char* layers;  // -pl: the split in layers, halves allowed (NULL: the trainer's balanced whole layers)
     int one_device;   // every stage on GPU 0 even when there are P GPUs
     float loss_scale;
     float* losses;    // (K)
@@ -186,6 +188,7 @@ static void rank_job(void* ctx, Comm* cm) {
     train_args_default(&args, 0.0f);
     args.B = rf->B; args.T = rf->T; args.M = rf->M / run->D; args.P = P; args.D = run->D; args.zero = run->zero;
     args.schedule_name = run->schedule;
+    args.layers_arg = run->layers;
     args.gelu_fusion = run->gelu_fusion;
     Pipeline pp;
     pipeline_init(&pp, c, &args, cm);
@@ -396,30 +399,46 @@ int main(int argc, char** argv) {
     //     copies give the same bits).
     // Each builder needs S = v·P <= L stages (every stage holds a layer by default) and its M (interleaved:
     // a multiple of P); a combination the reference's shape cannot hold is left out.
-    struct { int P; const char* name; } split_runs[] = {{1, "zbh1"}, {1, "zbv"}, {2, "interleaved:2"}, {2, "zbh1"},
-                                                        {2, "zbh2"}, {2, "zbv"}, {4, "zbh2"}};
+    // Then stage boundaries inside a layer (-pl with halves, for the reference's L), bitwise equal to P=1.
+    // Where the half-layer code can fail, and the run that shows it:
+    //   - 1F1B (fused B; L=4: 0.5,2,1.5 at P=3; L=2: 0.5,1.5): stage 0 holds the embeddings and one attention
+    //     half, no MLP tensor, and sends residual2; the next stage starts at an MLP half (its layernorm
+    //     unfused, d(input) = d(mid)) and, at L=4, ends at an attention half (the residual add unfused, the
+    //     received gradient entering attention directly);
+    //   - ZB-V (split backward; L=4: 1.5,0.5,1.5,0.5; L=2: a half per stage): the kept gradients split into
+    //     MLP and attention parts, a stage of one MLP half (no attention tensor, no attention stash), stages
+    //     ending at an attention half, and the LM head behind one MLP half on rank 0 beside stage 0.
+    struct { int L, P; const char* name; const char* layers; } split_runs[] = {
+        {0, 1, "zbh1", NULL}, {0, 1, "zbv", NULL}, {0, 2, "interleaved:2", NULL}, {0, 2, "zbh1", NULL},
+        {0, 2, "zbh2", NULL}, {0, 2, "zbv", NULL}, {0, 4, "zbh2", NULL},
+        {4, 3, "1f1b", "0.5,2,1.5"}, {4, 2, "zbv", "1.5,0.5,1.5,0.5"},
+        {2, 2, "1f1b", "0.5,1.5"}, {2, 2, "zbv", "0.5,0.5,0.5,0.5"}};
     for (size_t i = 0; i < sizeof(split_runs) / sizeof(split_runs[0]); i++) {
         const char* sc = split_runs[i].name;
-        int P = split_runs[i].P, stages_per_rank = strncmp(sc, "zbh", 3) == 0 ? 1 : 2;
-        if (stages_per_rank * P > c->num_layers || (strncmp(sc, "interleaved", 11) == 0 && rf.M % P != 0)) { continue; }
-        const Run* same_p = P == 1 ? &first : &f1b[P];
+        const char* layers = split_runs[i].layers;
+        int P = split_runs[i].P, stages_per_rank = strncmp(sc, "zbh", 3) == 0 || strcmp(sc, "1f1b") == 0 ? 1 : 2;
+        if (layers ? split_runs[i].L != c->num_layers : stages_per_rank * P > c->num_layers) { continue; }
+        if (strncmp(sc, "interleaved", 11) == 0 && rf.M % P != 0) { continue; }
+        const Run* same = layers || P == 1 ? &first : &f1b[P];
         int variants = strcmp(sc, "zbv") == 0 && P > 1 && devices >= P ? 2 : 1;
         for (int v = 0; v < variants; v++) {
             Run run = base;
             run.P = P;
             run.schedule = sc;
+            run.layers = layers;
             run.one_device = v == 1;
             run_pipeline(&run);
-            snprintf(tag, sizeof(tag), "P=%d %s%s", P, sc, run.one_device_used && devices >= P ? " on one GPU" : "");
+            snprintf(tag, sizeof(tag), "P=%d %s%s%s%s", P, sc, layers ? " -pl " : "", layers ? layers : "",
+                     run.one_device_used && devices >= P ? " on one GPU" : "");
             check_against_reference(&run, tag, ref_step_loss, ref_grads, ref_norm, ref_params);
             snprintf(name, sizeof(name), "%s: " STEP_API_CHECK, tag);
             check(run.api_ok, name);
             snprintf(name, sizeof(name), "%s: each stash slot allocates the bytes the plan prints, the peak in use is the schedule's", tag);
             check(run.stash_ok, name);
-            snprintf(name, sizeof(name), "%s: losses and parameters bitwise equal to P=%d %s", tag, P,
-                     P == 1 ? "gpipe" : "1f1b");
-            check(same_p->params && memcmp(same_p->losses, run.losses, rf.K * sizeof(float)) == 0 &&
-                  memcmp(same_p->params, run.params, (size_t)rf.K * N * sizeof(float)) == 0, name);
+            snprintf(name, sizeof(name), "%s: losses and parameters bitwise equal to P=%d %s", tag, same == &first ? 1 : P,
+                     same == &first ? "gpipe" : "1f1b");
+            check(same->params && memcmp(same->losses, run.losses, rf.K * sizeof(float)) == 0 &&
+                  memcmp(same->params, run.params, (size_t)rf.K * N * sizeof(float)) == 0, name);
             run_free(&run);
         }
     }

@@ -94,7 +94,7 @@ typedef struct {
     floatX* wte; floatX* wpe; floatX* ln1w; floatX* ln1b; floatX* qkvw; floatX* qkvb; floatX* attprojw;
     floatX* attprojb; floatX* ln2w; floatX* ln2b; floatX* fcw; floatX* fcb; floatX* fcprojw; floatX* fcprojb;
     floatX* lnfw; floatX* lnfb;
-} ParameterTensors;  // shapes as in train_gpt2_pp.c, nl = the stage's layers
+} ParameterTensors;  // shapes as in train_gpt2_pp.c: attention tensors x na layers, MLP tensors x nm
 
 typedef struct {
     float* wte; float* wpe; float* ln1w; float* ln1b; float* qkvw; float* qkvb; float* attprojw; float* attprojb;
@@ -115,7 +115,8 @@ typedef struct {
     size_t offset[NUM_PARAMETER_TENSORS];  // first element of tensor i
     size_t unit[NUM_PARAMETER_TENSORS];    // elements of one layer's slice (the whole tensor when not per layer)
     size_t stride[NUM_PARAMETER_TENSORS];  // elements from one slice to the next
-    int units[NUM_PARAMETER_TENSORS];      // slices: the stage's layers, 1, or 0 when the stage lacks the tensor
+    int units[NUM_PARAMETER_TENSORS];      // slices: the layers whose half of the tensor's kind the stage holds
+                                           // (attn_layers or mlp_layers), 1, or 0 when the stage lacks the tensor
     size_t total;
 } DeviceLayout;
 
@@ -123,7 +124,8 @@ static DeviceLayout device_layout(const GPT2Config* c, const StageLayout* s) {
     DeviceLayout d;
     d.total = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        d.units[i] = s->sizes[i] == 0 ? 0 : tensor_is_per_layer(i) ? s->num_layers : 1;
+        int layers = tensor_is_attention(i) ? s->attn_layers : s->mlp_layers;
+        d.units[i] = s->sizes[i] == 0 ? 0 : tensor_is_per_layer(i) ? layers : 1;
         d.unit[i] = tensor_is_per_layer(i) ? tensor_unit_size(c, i) : s->sizes[i];
         d.stride[i] = align_elems(d.unit[i]);
         d.offset[i] = d.total;
@@ -158,40 +160,45 @@ static void layout_copy(const DeviceLayout* d, float* device, float* host, int t
 
 // The activations of one micro-batch on one stage (the stash), as in train_gpt2_pp.c but in floatX, and with
 // attention's per-row logsumexp where the CPU trainer keeps the (B,NH,T,T) probabilities. Per-layer tensors
-// are (nl, ...) with each layer's slice aligned like the parameters (Stage's act strides).
+// are (na, ...) for the attention halves the stage holds and (nm, ...) for its MLP halves (StageLayout's
+// attn_layers and mlp_layers), each layer's slice aligned like the parameters (Stage's act strides).
 typedef struct {
     int* inputs;       // (B,T) device
     int* targets;      // (B,T) device
     floatX* x;         // (B,T,C) residual stream entering the stage
-    floatX* ln1;       // (nl,B,T,C)
-    float* ln1_mean;   // (nl,B,T)
-    float* ln1_rstd;   // (nl,B,T)
-    floatX* qkv;       // (nl,B,T,3C)
-    float* lse;        // (nl,B,NH,T) attention's softmax log-denominator per row: with qkv and atty, all
+    floatX* ln1;       // (na,B,T,C)
+    float* ln1_mean;   // (na,B,T)
+    float* ln1_rstd;   // (na,B,T)
+    floatX* qkv;       // (na,B,T,3C)
+    float* lse;        // (na,B,NH,T) attention's softmax log-denominator per row: with qkv and atty, all
                        // that flash attention's backward needs (no T x T matrix)
-    floatX* atty;      // (nl,B,T,C)
-    floatX* residual2; // (nl,B,T,C)
-    floatX* ln2;       // (nl,B,T,C)
-    float* ln2_mean;   // (nl,B,T)
-    float* ln2_rstd;   // (nl,B,T)
-    floatX* fch;       // (nl,B,T,4C)
-    floatX* fch_gelu;  // (nl,B,T,4C)
-    floatX* residual3; // (nl,B,T,C)
+    floatX* atty;      // (na,B,T,C)
+    floatX* residual2; // (na,B,T,C)
+    floatX* ln2;       // (nm,B,T,C)
+    float* ln2_mean;   // (nm,B,T)
+    float* ln2_rstd;   // (nm,B,T)
+    floatX* fch;       // (nm,B,T,4C)
+    floatX* fch_gelu;  // (nm,B,T,4C)
+    floatX* residual3; // (nm,B,T,C) the stage's output is its last half's residual (stage_output)
     floatX* lnf;       // (B,T,C) last stage
     float* lnf_mean;   // (B,T)
     float* lnf_rstd;   // (B,T)
     floatX* logits;    // (B,T,Vp) -> d(logits) when training
     float* losses;     // (B,T)
-    floatX* kept;      // split backward only: (nl, KEPT_PER_LAYER,B,T,C) what I keeps for W (kept_layer)
+    floatX* kept;      // split backward only: (nm x KEPT_MLP + na x KEPT_ATTN, B,T,C) what I keeps for W (kept_layer)
 } Activations;
 
-// What a split backward keeps from I for W, per layer: the gradient at the output of each matmul (their
-// inputs are in the stash already), in units of the aligned (B,T,C) stride: fcproj C, fc 4C, attproj C,
-// qkv 3C. The LM head needs none (d(logits) stays in place of the logits), nor do the layernorms and the
-// encoder, whose weight gradients I computes (they are cheap, and layernorm.cuh computes d(input) and
-// d(weight) in one pass).
-#define KEPT_PER_LAYER 9
-typedef struct { floatX *dfcproj, *dfc, *dattproj, *dqkv; } LayerOutputGrads;
+// What a split backward keeps from I for W: the gradient at the output of each matmul (their inputs are in
+// the stash already), in units of the aligned (B,T,C) stride: of an MLP half fcproj C and fc 4C, of an
+// attention half attproj C and qkv 3C; the MLP halves' first, then the attention halves'. The LM head needs
+// none (d(logits) stays in place of the logits), nor do the layernorms and the encoder, whose weight
+// gradients I computes (they are cheap, and layernorm.cuh computes d(input) and d(weight) in one pass).
+#define KEPT_MLP 5
+#define KEPT_ATTN 4
+typedef struct {
+    floatX *dfcproj, *dfc;    // of an MLP half
+    floatX *dattproj, *dqkv;  // of an attention half
+} LayerOutputGrads;
 
 // per-layer strides of the stash, in elements
 typedef struct { size_t BTC, BT, lse; } ActStrides;
@@ -268,31 +275,31 @@ static void* arena_take(Arena* a, size_t bytes) {
 // for what a slot allocates and for what the plan and the stash report print
 static size_t activations_carve(const GPT2Config* c, const StageLayout* s, int B, int T, int split, Arena* a,
                                 Activations* act) {
-    size_t nl = s->num_layers, BT = (size_t)B * T, C = c->channels, X = sizeof(floatX), F = sizeof(float);
-    size_t head = s->has_head;
+    size_t na = s->attn_layers, nm = s->mlp_layers, BT = (size_t)B * T, C = c->channels, X = sizeof(floatX);
+    size_t F = sizeof(float), head = s->has_head;
     ActStrides st = act_strides(c, B, T);
     act->inputs = (int*)arena_take(a, BT * sizeof(int));
     act->targets = (int*)arena_take(a, BT * sizeof(int));
     act->x = (floatX*)arena_take(a, BT * C * X);
-    act->ln1 = (floatX*)arena_take(a, nl * st.BTC * X);
-    act->ln1_mean = (float*)arena_take(a, nl * st.BT * F);
-    act->ln1_rstd = (float*)arena_take(a, nl * st.BT * F);
-    act->qkv = (floatX*)arena_take(a, nl * 3 * st.BTC * X);
-    act->lse = (float*)arena_take(a, nl * st.lse * F);
-    act->atty = (floatX*)arena_take(a, nl * st.BTC * X);
-    act->residual2 = (floatX*)arena_take(a, nl * st.BTC * X);
-    act->ln2 = (floatX*)arena_take(a, nl * st.BTC * X);
-    act->ln2_mean = (float*)arena_take(a, nl * st.BT * F);
-    act->ln2_rstd = (float*)arena_take(a, nl * st.BT * F);
-    act->fch = (floatX*)arena_take(a, nl * 4 * st.BTC * X);
-    act->fch_gelu = (floatX*)arena_take(a, nl * 4 * st.BTC * X);
-    act->residual3 = (floatX*)arena_take(a, nl * st.BTC * X);
+    act->ln1 = (floatX*)arena_take(a, na * st.BTC * X);
+    act->ln1_mean = (float*)arena_take(a, na * st.BT * F);
+    act->ln1_rstd = (float*)arena_take(a, na * st.BT * F);
+    act->qkv = (floatX*)arena_take(a, na * 3 * st.BTC * X);
+    act->lse = (float*)arena_take(a, na * st.lse * F);
+    act->atty = (floatX*)arena_take(a, na * st.BTC * X);
+    act->residual2 = (floatX*)arena_take(a, na * st.BTC * X);
+    act->ln2 = (floatX*)arena_take(a, nm * st.BTC * X);
+    act->ln2_mean = (float*)arena_take(a, nm * st.BT * F);
+    act->ln2_rstd = (float*)arena_take(a, nm * st.BT * F);
+    act->fch = (floatX*)arena_take(a, nm * 4 * st.BTC * X);
+    act->fch_gelu = (floatX*)arena_take(a, nm * 4 * st.BTC * X);
+    act->residual3 = (floatX*)arena_take(a, nm * st.BTC * X);
     act->lnf = (floatX*)arena_take(a, head * BT * C * X);
     act->lnf_mean = (float*)arena_take(a, head * BT * F);
     act->lnf_rstd = (float*)arena_take(a, head * BT * F);
     act->logits = (floatX*)arena_take(a, head * BT * c->padded_vocab_size * X);
     act->losses = (float*)arena_take(a, head * BT * F);
-    act->kept = (floatX*)arena_take(a, (size_t)split * nl * KEPT_PER_LAYER * st.BTC * X);
+    act->kept = (floatX*)arena_take(a, (size_t)split * (nm * KEPT_MLP + na * KEPT_ATTN) * st.BTC * X);
     return a->used;
 }
 
@@ -401,51 +408,71 @@ static void stage_free(Stage* st) {
 // ----------------------------------------------------------------------------
 // 2. forward and backward of one micro-batch on one stage: train_gpt2_pp.c's stage_forward/backward
 
+// the stage's output, what it sends to the next stage: the residual stream after its last half
 static floatX* stage_output(Stage* st, Activations* a) {
-    if (st->layout.num_layers == 0) { return a->x; }
-    return a->residual3 + (size_t)(st->layout.num_layers - 1) * st->as.BTC;
+    const StageLayout* s = &st->layout;
+    if (s->num_units == 0) { return a->x; }
+    if (s->mlp_layers == s->num_layers) { return a->residual3 + (size_t)(s->mlp_layers - 1) * st->as.BTC; }
+    return a->residual2 + (size_t)(s->attn_layers - 1) * st->as.BTC;  // the last layer's MLP is downstream
 }
 
 // On the last stage: the logits, each position's loss, the micro-batch's mean loss into *mean_loss (device),
-// and unless dloss == 0 (forward only) d(logits) in place of the logits.
+// and unless dloss == 0 (forward only) d(logits) in place of the logits. The layers the stage touches may
+// begin at an MLP half and end at an attention half (llmc/model.h); `residual` carries the stream between
+// halves.
 static void stage_forward(Stage* st, Activations* a, int B, int T, float dloss, double* mean_loss, cudaStream_t stream) {
     const GPT2Config* c = &st->config;
+    const StageLayout* s = &st->layout;
     const ParameterTensors* p = &st->params;
     const size_t* w = st->dl.stride;  // per-layer strides of the parameters
     size_t sC = st->as.BTC, sBT = st->as.BT;
     int C = c->channels, NH = c->num_heads, BT = B * T;
-    if (st->layout.has_embed) { encoder_forward(a->x, a->inputs, p->wte, p->wpe, B, T, C, stream); }
-    floatX* residual = a->x;
-    for (int l = 0; l < st->layout.num_layers; l++) {
-        floatX* ln1 = a->ln1 + l * sC;
-        floatX* qkv = a->qkv + l * 3 * sC;
-        floatX* atty = a->atty + l * sC;
-        floatX* residual2 = a->residual2 + l * sC;
-        floatX* ln2 = a->ln2 + l * sC;
-        floatX* fch = a->fch + l * 4 * sC;
-        floatX* fch_gelu = a->fch_gelu + l * 4 * sC;
-        floatX* residual3 = a->residual3 + l * sC;
-        layernorm_forward(ln1, a->ln1_mean + l * sBT, a->ln1_rstd + l * sBT, residual, p->ln1w + l * w[LN1W],
-                          p->ln1b + l * w[LN1B], BT, C, stream);
-        matmul_forward(qkv, ln1, p->qkvw + l * w[QKVW], p->qkvb + l * w[QKVB], BT, C, 3 * C, NULL, stream);
-        flash_attention_forward(atty, a->lse + l * st->as.lse, qkv, B, T, C, NH, stream);
-        matmul_forward(st->scratch.proj, atty, p->attprojw + l * w[ATTPROJW], p->attprojb + l * w[ATTPROJB], BT, C, C,
-                       NULL, stream);
-        // the residual add and the second layernorm read the same row: one kernel
-        fused_residual_layernorm_forward(residual2, ln2, a->ln2_mean + l * sBT, a->ln2_rstd + l * sBT, residual,
-                                         st->scratch.proj, p->ln2w + l * w[LN2W], p->ln2b + l * w[LN2B], BT, C, stream);
-        if (st->gelu_fusion) {  // GELU in the GEMM's epilogue; fch keeps the pre-activation for the backward
-            matmul_forward(fch_gelu, ln2, p->fcw + l * w[FCW], p->fcb + l * w[FCB], BT, C, 4 * C, fch, stream);
-        } else {
-            matmul_forward(fch, ln2, p->fcw + l * w[FCW], p->fcb + l * w[FCB], BT, C, 4 * C, NULL, stream);
-            gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C, stream);
+    if (s->has_embed) { encoder_forward(a->x, a->inputs, p->wte, p->wpe, B, T, C, stream); }
+    floatX* residual = a->x;  // the residual stream entering the next half
+    for (int l = 0; l < s->num_layers; l++) {
+        int la = l - (s->attn_begin - s->layer_begin);  // among the stage's attention halves; -1: upstream
+        int mlp = l < s->mlp_layers;                     // the MLP half is here (else downstream)
+        if (la >= 0) {
+            floatX* ln1 = a->ln1 + la * sC;
+            floatX* qkv = a->qkv + la * 3 * sC;
+            floatX* atty = a->atty + la * sC;
+            floatX* residual2 = a->residual2 + la * sC;
+            layernorm_forward(ln1, a->ln1_mean + la * sBT, a->ln1_rstd + la * sBT, residual, p->ln1w + la * w[LN1W],
+                              p->ln1b + la * w[LN1B], BT, C, stream);
+            matmul_forward(qkv, ln1, p->qkvw + la * w[QKVW], p->qkvb + la * w[QKVB], BT, C, 3 * C, NULL, stream);
+            flash_attention_forward(atty, a->lse + la * st->as.lse, qkv, B, T, C, NH, stream);
+            matmul_forward(st->scratch.proj, atty, p->attprojw + la * w[ATTPROJW], p->attprojb + la * w[ATTPROJB], BT, C,
+                           C, NULL, stream);
+            if (mlp) {  // the residual add and the MLP half's layernorm read the same row: one kernel
+                fused_residual_layernorm_forward(residual2, a->ln2 + l * sC, a->ln2_mean + l * sBT, a->ln2_rstd + l * sBT,
+                                                 residual, st->scratch.proj, p->ln2w + l * w[LN2W], p->ln2b + l * w[LN2B],
+                                                 BT, C, stream);
+            } else {
+                residual_forward(residual2, residual, st->scratch.proj, (size_t)BT * C, stream);
+            }
+            residual = residual2;
+        } else if (mlp) {  // the stage begins at this MLP half: its layernorm alone (the same bits as fused)
+            layernorm_forward(a->ln2 + l * sC, a->ln2_mean + l * sBT, a->ln2_rstd + l * sBT, residual,
+                              p->ln2w + l * w[LN2W], p->ln2b + l * w[LN2B], BT, C, stream);
         }
-        matmul_forward(st->scratch.proj, fch_gelu, p->fcprojw + l * w[FCPROJW], p->fcprojb + l * w[FCPROJB], BT, 4 * C,
-                       C, NULL, stream);
-        residual_forward(residual3, residual2, st->scratch.proj, (size_t)BT * C, stream);
-        residual = residual3;
+        if (mlp) {
+            floatX* ln2 = a->ln2 + l * sC;
+            floatX* fch = a->fch + l * 4 * sC;
+            floatX* fch_gelu = a->fch_gelu + l * 4 * sC;
+            floatX* residual3 = a->residual3 + l * sC;
+            if (st->gelu_fusion) {  // GELU in the GEMM's epilogue; fch keeps the pre-activation for the backward
+                matmul_forward(fch_gelu, ln2, p->fcw + l * w[FCW], p->fcb + l * w[FCB], BT, C, 4 * C, fch, stream);
+            } else {
+                matmul_forward(fch, ln2, p->fcw + l * w[FCW], p->fcb + l * w[FCB], BT, C, 4 * C, NULL, stream);
+                gelu_forward(fch_gelu, fch, (size_t)BT * 4 * C, stream);
+            }
+            matmul_forward(st->scratch.proj, fch_gelu, p->fcprojw + l * w[FCPROJW], p->fcprojb + l * w[FCPROJB], BT,
+                           4 * C, C, NULL, stream);
+            residual_forward(residual3, residual, st->scratch.proj, (size_t)BT * C, stream);
+            residual = residual3;
+        }
     }
-    if (st->layout.has_head) {
+    if (s->has_head) {
         layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->lnfw, p->lnfb, BT, C, stream);
         matmul_forward(a->logits, a->lnf, p->wte, NULL, BT, C, c->padded_vocab_size, NULL, stream);
         fused_classifier(a->logits, a->losses, dloss, a->targets, BT, c->vocab_size, c->padded_vocab_size, stream);
@@ -453,10 +480,12 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, float dloss, 
     }
 }
 
-static LayerOutputGrads kept_layer(const Stage* st, const Activations* a, int l) {
+// what I kept for W of local layer l (its attention half la among the stage's), for the halves the stage holds
+static LayerOutputGrads kept_layer(const Stage* st, const Activations* a, int l, int la) {
     size_t n = st->as.BTC;
-    floatX* p = a->kept + (size_t)l * KEPT_PER_LAYER * n;
-    return (LayerOutputGrads){p, p + n, p + 5 * n, p + 6 * n};
+    floatX* m = a->kept + (size_t)l * KEPT_MLP * n;
+    floatX* t = a->kept + ((size_t)st->layout.mlp_layers * KEPT_MLP + la * KEPT_ATTN) * n;
+    return (LayerOutputGrads){m, m + n, t, t + n};
 }
 
 // The d(input) half of the backward of one micro-batch (train_gpt2_pp.c's stage_backward_input): d(loss)/d(stage
@@ -465,9 +494,11 @@ static LayerOutputGrads kept_layer(const Stage* st, const Activations* a, int l)
 // goes to the stash slot for W and no matmul weight gradient is touched; without it (B) they are accumulated
 // on the way. Either way every weight gradient gets the same float operations on the same operands, so B and
 // I+W give the same bits. The layernorm and encoder weight gradients are computed here in both cases (see
-// KEPT_PER_LAYER); they are accumulated in the order of the I's, which pipeline_init checks is micro-batch order.
+// KEPT_MLP); they are accumulated in the order of the I's, which pipeline_init checks is micro-batch order.
+// Each layer runs its MLP half, then its attention half, the ones the stage holds.
 static void stage_backward_input(Stage* st, Activations* a, const floatX* dout, int keep, cudaStream_t stream) {
     const GPT2Config* c = &st->config;
+    const StageLayout* s = &st->layout;
     const ParameterTensors* p = &st->params;
     GradTensors* g = &st->grads;
     Scratch* sc = &st->scratch;
@@ -475,8 +506,9 @@ static void stage_backward_input(Stage* st, Activations* a, const floatX* dout, 
     size_t sC = st->as.BTC, sBT = st->as.BT;
     int B = st->B, T = st->T, C = c->channels, NH = c->num_heads, BT = B * T;
     size_t nBTC = (size_t)BT * C;
+    float* bs = sc->bias_scratch;
 #define GRAD(x) (keep ? NULL : (x))  // a matmul weight gradient: W's when the backward is split
-    if (st->layout.has_head) {
+    if (s->has_head) {
         matmul_backward(sc->dln, GRAD(st->grad_wte_head), NULL, NULL, a->logits, a->lnf, p->wte, BT, C,
                         c->padded_vocab_size, NULL, stream);
         cudaCheck(cudaMemsetAsync(sc->dresidual, 0, nBTC * sizeof(floatX), stream));
@@ -485,69 +517,84 @@ static void stage_backward_input(Stage* st, Activations* a, const floatX* dout, 
     } else {
         device_copy(sc->dresidual, dout, nBTC * sizeof(floatX), stream);
     }
-    for (int l = st->layout.num_layers - 1; l >= 0; l--) {
-        floatX* residual = l == 0 ? a->x : a->residual3 + (l - 1) * sC;
-        float* bs = sc->bias_scratch;
-        LayerOutputGrads k = keep ? kept_layer(st, a, l)
-                                  : (LayerOutputGrads){sc->dresidual, sc->dfch, sc->dresidual2, sc->dqkv};
-        // the MLP branch
-        const floatX* fch = a->fch + l * 4 * sC;
-        if (keep) { device_copy(k.dfcproj, sc->dresidual, nBTC * sizeof(floatX), stream); }
-        if (st->gelu_fusion) {  // the DGELU epilogue turns d(fch_gelu) into d(fch) inside the GEMM
-            matmul_backward(k.dfc, GRAD(g->fcprojw + l * w[FCPROJW]), GRAD(g->fcprojb + l * w[FCPROJB]), bs, k.dfcproj,
-                            a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, fch, stream);
-        } else {
-            matmul_backward(sc->dfch_gelu, GRAD(g->fcprojw + l * w[FCPROJW]), GRAD(g->fcprojb + l * w[FCPROJB]), bs,
-                            k.dfcproj, a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, NULL,
-                            stream);
-            gelu_backward(k.dfc, fch, sc->dfch_gelu, nBTC * 4, stream);
+    for (int l = s->num_layers - 1; l >= 0; l--) {
+        int la = l - (s->attn_begin - s->layer_begin);  // among the stage's attention halves; -1: upstream
+        floatX* residual = l == 0 ? a->x : a->residual3 + (l - 1) * sC;  // entering layer l
+        floatX* mid = la >= 0 ? a->residual2 + la * sC : residual;       // entering its MLP half
+        floatX* dmid = sc->dresidual;  // the gradient of mid, in dresidual2 once the MLP half has added to it
+        LayerOutputGrads k = keep ? kept_layer(st, a, l, la)
+                                  : (LayerOutputGrads){sc->dresidual, sc->dfch, NULL, sc->dqkv};
+        if (l < s->mlp_layers) {  // the MLP half: out = mid + fcproj(gelu(fc(ln2(mid))))
+            const floatX* fch = a->fch + l * 4 * sC;
+            if (keep) { device_copy(k.dfcproj, sc->dresidual, nBTC * sizeof(floatX), stream); }
+            if (st->gelu_fusion) {  // the DGELU epilogue turns d(fch_gelu) into d(fch) inside the GEMM
+                matmul_backward(k.dfc, GRAD(g->fcprojw + l * w[FCPROJW]), GRAD(g->fcprojb + l * w[FCPROJB]), bs,
+                                k.dfcproj, a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, fch,
+                                stream);
+            } else {
+                matmul_backward(sc->dfch_gelu, GRAD(g->fcprojw + l * w[FCPROJW]), GRAD(g->fcprojb + l * w[FCPROJB]), bs,
+                                k.dfcproj, a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, NULL,
+                                stream);
+                gelu_backward(k.dfc, fch, sc->dfch_gelu, nBTC * 4, stream);
+            }
+            matmul_backward(sc->dln, GRAD(g->fcw + l * w[FCW]), GRAD(g->fcb + l * w[FCB]), bs, k.dfc, a->ln2 + l * sC,
+                            p->fcw + l * w[FCW], BT, C, 4 * C, NULL, stream);
+            device_copy(sc->dresidual2, sc->dresidual, nBTC * sizeof(floatX), stream);  // the skip connection
+            layernorm_backward(sc->dresidual2, g->ln2w + l * w[LN2W], g->ln2b + l * w[LN2B], sc->ln_scratch, sc->dln,
+                               mid, p->ln2w + l * w[LN2W], a->ln2_mean + l * sBT, a->ln2_rstd + l * sBT, BT, C, stream);
+            dmid = sc->dresidual2;
         }
-        matmul_backward(sc->dln, GRAD(g->fcw + l * w[FCW]), GRAD(g->fcb + l * w[FCB]), bs, k.dfc, a->ln2 + l * sC,
-                        p->fcw + l * w[FCW], BT, C, 4 * C, NULL, stream);
-        device_copy(sc->dresidual2, sc->dresidual, nBTC * sizeof(floatX), stream);
-        layernorm_backward(sc->dresidual2, g->ln2w + l * w[LN2W], g->ln2b + l * w[LN2B], sc->ln_scratch, sc->dln,
-                           a->residual2 + l * sC, p->ln2w + l * w[LN2W], a->ln2_mean + l * sBT, a->ln2_rstd + l * sBT,
-                           BT, C, stream);
-        // the attention branch
-        if (keep) { device_copy(k.dattproj, sc->dresidual2, nBTC * sizeof(floatX), stream); }
-        matmul_backward(sc->datty, GRAD(g->attprojw + l * w[ATTPROJW]), GRAD(g->attprojb + l * w[ATTPROJB]), bs,
-                        k.dattproj, a->atty + l * sC, p->attprojw + l * w[ATTPROJW], BT, C, C, NULL, stream);
-        flash_attention_backward(k.dqkv, sc->att_scratch, sc->datty, a->qkv + l * 3 * sC, a->atty + l * sC,
-                                 a->lse + l * st->as.lse, B, T, C, NH, stream);
-        matmul_backward(sc->dln, GRAD(g->qkvw + l * w[QKVW]), GRAD(g->qkvb + l * w[QKVB]), bs, k.dqkv, a->ln1 + l * sC,
-                        p->qkvw + l * w[QKVW], BT, C, 3 * C, NULL, stream);
-        device_copy(sc->dresidual, sc->dresidual2, nBTC * sizeof(floatX), stream);
-        layernorm_backward(sc->dresidual, g->ln1w + l * w[LN1W], g->ln1b + l * w[LN1B], sc->ln_scratch, sc->dln, residual,
-                           p->ln1w + l * w[LN1W], a->ln1_mean + l * sBT, a->ln1_rstd + l * sBT, BT, C, stream);
+        if (la >= 0) {  // the attention half: mid = residual + attproj(attention(qkv(ln1(residual))))
+            if (keep) { device_copy(k.dattproj, dmid, nBTC * sizeof(floatX), stream); }
+            else { k.dattproj = dmid; }
+            matmul_backward(sc->datty, GRAD(g->attprojw + la * w[ATTPROJW]), GRAD(g->attprojb + la * w[ATTPROJB]), bs,
+                            k.dattproj, a->atty + la * sC, p->attprojw + la * w[ATTPROJW], BT, C, C, NULL, stream);
+            flash_attention_backward(k.dqkv, sc->att_scratch, sc->datty, a->qkv + la * 3 * sC, a->atty + la * sC,
+                                     a->lse + la * st->as.lse, B, T, C, NH, stream);
+            matmul_backward(sc->dln, GRAD(g->qkvw + la * w[QKVW]), GRAD(g->qkvb + la * w[QKVB]), bs, k.dqkv,
+                            a->ln1 + la * sC, p->qkvw + la * w[QKVW], BT, C, 3 * C, NULL, stream);
+            if (dmid != sc->dresidual) { device_copy(sc->dresidual, dmid, nBTC * sizeof(floatX), stream); }
+            layernorm_backward(sc->dresidual, g->ln1w + la * w[LN1W], g->ln1b + la * w[LN1B], sc->ln_scratch, sc->dln,
+                               residual, p->ln1w + la * w[LN1W], a->ln1_mean + la * sBT, a->ln1_rstd + la * sBT, BT, C,
+                               stream);
+        } else if (dmid != sc->dresidual) {  // the stage begins at this MLP half: its input is mid
+            device_copy(sc->dresidual, dmid, nBTC * sizeof(floatX), stream);
+        }
     }
 #undef GRAD
-    if (st->layout.has_embed) { encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C, stream); }
+    if (s->has_embed) { encoder_backward(g->wte, g->wpe, sc->dresidual, a->inputs, B, T, C, stream); }
 }
 
 // The weight half (W) of a split backward: the matmul weight gradients from what stage_backward_input kept, the
 // same calls on the same operands as in B
 static void stage_backward_weight(Stage* st, Activations* a, cudaStream_t stream) {
     const GPT2Config* c = &st->config;
+    const StageLayout* s = &st->layout;
     const ParameterTensors* p = &st->params;
     GradTensors* g = &st->grads;
     const size_t* w = st->dl.stride;
     size_t sC = st->as.BTC;
     int BT = st->B * st->T, C = c->channels;
     float* bs = st->scratch.bias_scratch;
-    if (st->layout.has_head) {
+    if (s->has_head) {
         matmul_backward(NULL, st->grad_wte_head, NULL, NULL, a->logits, a->lnf, p->wte, BT, C, c->padded_vocab_size,
                         NULL, stream);
     }
-    for (int l = st->layout.num_layers - 1; l >= 0; l--) {
-        LayerOutputGrads k = kept_layer(st, a, l);
-        matmul_backward(NULL, g->fcprojw + l * w[FCPROJW], g->fcprojb + l * w[FCPROJB], bs, k.dfcproj,
-                        a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, NULL, stream);
-        matmul_backward(NULL, g->fcw + l * w[FCW], g->fcb + l * w[FCB], bs, k.dfc, a->ln2 + l * sC, p->fcw + l * w[FCW],
-                        BT, C, 4 * C, NULL, stream);
-        matmul_backward(NULL, g->attprojw + l * w[ATTPROJW], g->attprojb + l * w[ATTPROJB], bs, k.dattproj,
-                        a->atty + l * sC, p->attprojw + l * w[ATTPROJW], BT, C, C, NULL, stream);
-        matmul_backward(NULL, g->qkvw + l * w[QKVW], g->qkvb + l * w[QKVB], bs, k.dqkv, a->ln1 + l * sC,
-                        p->qkvw + l * w[QKVW], BT, C, 3 * C, NULL, stream);
+    for (int l = s->num_layers - 1; l >= 0; l--) {
+        int la = l - (s->attn_begin - s->layer_begin);
+        LayerOutputGrads k = kept_layer(st, a, l, la);
+        if (l < s->mlp_layers) {
+            matmul_backward(NULL, g->fcprojw + l * w[FCPROJW], g->fcprojb + l * w[FCPROJB], bs, k.dfcproj,
+                            a->fch_gelu + l * 4 * sC, p->fcprojw + l * w[FCPROJW], BT, 4 * C, C, NULL, stream);
+            matmul_backward(NULL, g->fcw + l * w[FCW], g->fcb + l * w[FCB], bs, k.dfc, a->ln2 + l * sC,
+                            p->fcw + l * w[FCW], BT, C, 4 * C, NULL, stream);
+        }
+        if (la >= 0) {
+            matmul_backward(NULL, g->attprojw + la * w[ATTPROJW], g->attprojb + la * w[ATTPROJB], bs, k.dattproj,
+                            a->atty + la * sC, p->attprojw + la * w[ATTPROJW], BT, C, C, NULL, stream);
+            matmul_backward(NULL, g->qkvw + la * w[QKVW], g->qkvb + la * w[QKVB], bs, k.dqkv, a->ln1 + la * sC,
+                            p->qkvw + la * w[QKVW], BT, C, 3 * C, NULL, stream);
+        }
     }
 }
 

@@ -30,10 +30,11 @@ check "the stages share one device" "grep -q '^devices: every stage on GPU 0' '$
 
 # -plan 1 computes each stage's device memory by category from the flags, allocating nothing; a run prints
 # what it allocated in the same lines, equal byte for byte (BF16: floatX parameters beside fp32 master weights;
-# data parallel with ZeRO-1, and ZB-V's split backward with both ends on one rank)
+# data parallel with ZeRO-1, ZB-V's split backward with both ends on one rank, and ZB-V on half-layer stages:
+# parameters, stash and what I keeps for W sized by the attention and MLP halves each stage holds)
 mem() { sed -n "s/^stage \([0-9]*\) memory ($2):\(.*\)/\1 \2/p" "$1"; }
 PLAN="-e d4:c64:h4 -b 2 -t 16 -x 0 -v 0 -g 0 -pm 4"
-for F in "-dp 2 -pp 2 -z 1:2" "-pp 2 -sc zbv:4"; do
+for F in "-dp 2 -pp 2 -z 1:2" "-pp 2 -sc zbv:4" "-pp 2 -sc zbv -pl 1.5,0.5,1.5,0.5:4"; do
     build/sim/BF16/train_gpt2_pp $PLAN ${F%:*} > "$W/m.txt" 2>&1
     build/sim/BF16/train_gpt2_pp $PLAN ${F%:*} -plan 1 > "$W/plan.txt" 2>&1
     check "BF16 ${F%:*}: allocated = -plan, ${F#*:} stages" \
@@ -69,8 +70,10 @@ sys.exit(not all((r,k+str(m)) in n for r in (0,1) for k in 'FB' for m in range(4
 # The trainer's own paths around the schedules test_gpt2_pp checks bit by bit: -sf with the -ps 1 output of
 # ZB-V (split backward, two stages per rank) through NCCL, -sc auto (ZB-H1's first step times each stage's F,
 # I and W, then the run moves to the predicted fastest builder and split, the state moving through whole-model
-# copies), and the cost-aware zbcv with uneven costs: the same checkpoint bytes as 1F1B; the trace names I and
-# W, and rank 0 runs stages 0 and 3
+# copies; the splits move by half layers from the best whole-layer ones, so the split it prints and moves to
+# depends on the timings: one run here moved to zbcv on 0.5,2,1,0.5, half-layer stages), and the cost-aware
+# zbcv with uneven costs: the same checkpoint bytes as 1F1B; the trace names I and W, and rank 0 runs stages 0
+# and 3
 build/sim/FP32/train_gpt2_pp $SHORT -pp 2 -o "$W/f1b" > /dev/null 2>&1
 build/sim/FP32/train_gpt2_pp $SHORT -pp 2 -sc zbv -ps 1 > "$W/zbv.txt"
 SIMT_DEVICES=2 build/sim/FP32/train_gpt2_pp $SHORT -pp 2 -sf "$W/zbv.txt" -o "$W/sf" -tr "$W/zbv.json" > "$W/sf.txt" 2>&1
@@ -80,11 +83,23 @@ for d in sf auto zbcv; do
     check "-$d: model and state files byte-identical to 1F1B's" \
           "cmp -s '$W/f1b/model_00000003.bin' '$W/$d/model_00000003.bin' && cmp -s '$W/f1b/state_00000003.bin' '$W/$d/state_00000003.bin'"
 done
+# Stage boundaries inside a layer through the trainer's own -pl and checkpoint paths (test_gpt2_pp checks the
+# stage code in every precision, bitwise against P=1): the model file gathered from stages that hold half a
+# layer's tensors, m and v with them. 1F1B at P=3 on 0.5,2,1.5 (stage 0 ends at an attention half, stage 1
+# starts at an MLP half and ends at an attention half), every stage on one GPU; ZB-V on 1.5,0.5,1.5,0.5 (split
+# backward, a stage of one MLP half, the LM head behind one MLP half) with one GPU per rank (NCCL)
+for H in "1f1b 3 0.5,2,1.5 1" "zbv 2 1.5,0.5,1.5,0.5 2"; do
+    read -r sc p pl devices <<< "$H"
+    SIMT_DEVICES=$devices build/sim/FP32/train_gpt2_pp $SHORT -pp $p -sc $sc -pl $pl -o "$W/half" > /dev/null 2>&1
+    check "-pl $pl $sc P=$p, SIMT_DEVICES=$devices: model and state files byte-identical to 1F1B's" \
+          "cmp -s '$W/f1b/model_00000003.bin' '$W/half/model_00000003.bin' && cmp -s '$W/f1b/state_00000003.bin' '$W/half/state_00000003.bin'"
+    rm -rf "$W/half"
+done
 check "-sf: ZB-V's 4 stages, one GPU per rank" "grep -q 'S=4 stages, schedule $W/zbv.txt' '$W/sf.txt' && grep -q '^devices: one GPU per stage' '$W/sf.txt'"
 check "-sc auto -mem: ZB-H1's F, I and W, each builder's split, prediction and largest rank (-plan), the choice" \
       "grep -q '^-sc auto: measured on step 2 (zbh1)' '$W/auto.txt' \
-       && grep -Eq '^-sc auto: zbcv +1,1,1,1 +[0-9.]+ +[0-9.]+ +[0-9.]+ MiB +-sc zbcv:' '$W/auto.txt' \
-       && grep -Eq '^-sc auto: (moving to|staying with) [a-z0-9:./,+-]+ split [0-9,]+ \(the fastest within -mem 100000 MiB' '$W/auto.txt'"
+       && grep -Eq '^-sc auto: zbcv +[0-9.]+,[0-9.]+,[0-9.]+,[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ MiB +-sc zbcv:' '$W/auto.txt' \
+       && grep -Eq '^-sc auto: (moving to|staying with) [a-z0-9:./,+-]+ split [0-9.,]+ \(the fastest within -mem 100000 MiB' '$W/auto.txt'"
 check "-tr: I0-I3 and W0-W3 on both ranks, rank 0 on stages 0 and 3" \
       "python3 -c \"import json,sys; e=json.load(open('$W/zbv.json'))['traceEvents']; n=set((x['pid'],x['name']) for x in e); \
 st=set(x['args']['stage'] for x in e if x['pid']==0 and x['cat']=='action'); \
