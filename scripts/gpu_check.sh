@@ -26,7 +26,7 @@ sanitizer_memcheck|30|compute-sanitizer memcheck on the BF16 kernel tests (skipp
 sanitizer_synccheck|30|compute-sanitizer synccheck on the BF16 kernel tests
 sanitizer_racecheck|135|compute-sanitizer racecheck on the BF16 kernel tests: no shared-memory hazard in our kernels
 sanitizer_initcheck|45|compute-sanitizer initcheck on the BF16 kernel tests: no kernel reads memory never written
-sanitizer_trainer|15|compute-sanitizer memcheck on a 2-step BF16 trainer run, 2 stages on one GPU
+sanitizer_trainer|25|compute-sanitizer memcheck on 2-step BF16 trainer runs on one GPU: 2 stages; ZB-V at a half-layer split
 throughput_P1|25|d12, B=8 T=1024 M=8, BF16, P=1: ms/step, tokens/s, MFU, peak memory
 throughput_P2|25|the same at P=2 on one GPU
 footprint_1p5B|60|GPT-2 1.5B (d48), 1F1B, P=4 stages on one GPU: allocated once, one step runs
@@ -99,7 +99,8 @@ initcheck() {
 }
 sanitize_trainer() {
     [ -n "$SAN" ] || return 77
-    "$SAN" --tool memcheck --error-exitcode 1 bin/BF16/train_gpt2_pp $TINY -x 2 -pp 2
+    "$SAN" --tool memcheck --error-exitcode 1 bin/BF16/train_gpt2_pp $TINY -x 2 -pp 2 &&
+        "$SAN" --tool memcheck --error-exitcode 1 bin/BF16/train_gpt2_pp $TINY -x 2 -pp 2 -sc zbv -pl 0.5,1.5,1.5,0.5
 }
 test_pp() { bin/$1/test_gpt2_pp ref_a.bin && bin/$1/test_gpt2_pp ref_b.bin; }
 checkpoints() {
