@@ -14,11 +14,12 @@ default: every P on one device; 2 or 4: the NCCL path).
    (P, schedule, launch mode): the kernels reduce in fixed orders, every stage sees the same shapes at any
    depth, and every GEMM operand the same alignment. Then the split-backward and several-stages-per-rank
    builders (ZB-H1, ZB-H2, interleaved, ZB-V; which P and why in main) against the same references and
-   bitwise against 1F1B at the same P, and stage boundaries inside a layer (-pl with halves) bitwise against
-   P=1. Each run also checks a step without stalls (step_api_ok: no
+   bitwise against 1F1B at the same P, stage boundaries inside a layer (-pl with halves) bitwise against
+   P=1, and activation recomputation (-rc except_last, always) bitwise against the same P without it. Each run
+   also checks a step without stalls (step_api_ok: no
    allocation, one host wait, messages off the compute stream, no cuBLASLt plan built after the first step),
-   that a stash slot allocates what the plan prints and that each stage's peak use of its slots is the
-   schedule's count.
+   that a stash slot (under -rc also the work copy) allocates what the plan prints and that each stage's peak
+   use of its slots is the schedule's count.
 3. Overflow (when the loss scaler is on: FP16 by default; forced on here in every precision): an inf
    injected into one stage's gradient makes every rank skip the step and halve the scale, and leaves the
    parameters and AdamW moments byte-identical; the next step trains normally.
@@ -64,6 +65,7 @@ typedef struct {
     const char* schedule;
     const char* layers;  // -pl: the split in layers, halves allowed (NULL: the trainer's balanced whole layers)
     int one_device;   // every stage on GPU 0 even when there are P GPUs
+    int recompute;    // -rc: RC_NEVER, RC_EXCEPT_LAST, RC_ALWAYS
     float loss_scale;
     float* losses;    // (K)
     float* norms;     // (K)
@@ -150,17 +152,23 @@ static int step_api_ok(const Run* run, const Comm* cm, int k, long long plans_be
 }
 
 // every stash slot allocation of this rank is exactly what the plan prints (under SIMT, which knows each
-// allocation's size); with a split backward that includes what I keeps for W
+// allocation's size); with a split backward that includes what I keeps for W; under -rc the slot's own part,
+// and the stage's one work copy
 static int stash_alloc_ok(Pipeline* pp) {
     int ok = 1, split = schedule_has_split_backward(&pp->schedule);
     for (int l = 0; l < pp->num_local; l++) {
         const Stage* st = &pp->local[l].stage;
-        size_t printed = activation_slot_bytes(&pp->config, &pp->layouts[pp->local[l].index], pp->B, pp->T, split);
+        const StageLayout* lay = &pp->layouts[pp->local[l].index];
+        size_t printed = activation_slot_bytes(&pp->config, lay, pp->B, pp->T, split, st->recompute ? SLOT_PART : ALL_PARTS);
+        size_t work = st->recompute ? activation_slot_bytes(&pp->config, lay, pp->B, pp->T, split, WORK_PART) : 0;
 #ifdef SIMT_CPU  // simt.h (force-included) declares simt::device_range_ok
         const void* base = st->stash[0].inputs;
         ok &= simt::device_range_ok(base, printed) && !simt::device_range_ok(base, printed + 1);
+        if (work > 0) {
+            ok &= simt::device_range_ok(st->work_memory, work) && !simt::device_range_ok(st->work_memory, work + 1);
+        }
 #else
-        ok &= st->slot_bytes == printed;
+        ok &= st->slot_bytes == printed && st->work_bytes == work;
 #endif
     }
     return ok;
@@ -190,6 +198,7 @@ static void rank_job(void* ctx, Comm* cm) {
     args.schedule_name = run->schedule;
     args.layers_arg = run->layers;
     args.gelu_fusion = run->gelu_fusion;
+    args.recompute = run->recompute;
     Pipeline pp;
     pipeline_init(&pp, c, &args, cm);
     pp.opt = (OptimizerConfig){rf->lr, rf->beta1, rf->beta2, rf->eps, rf->weight_decay, rf->grad_clip};
@@ -356,7 +365,7 @@ int main(int argc, char** argv) {
     Run first, f1b[5];  // P=1 GPipe; 1F1B at each depth (on P GPUs where there are)
     memset(&first, 0, sizeof(first));
     memset(f1b, 0, sizeof(f1b));
-    char name[200], tag[64];
+    char name[240], tag[96];
     for (int d = 0; d < 3; d++) {
         if (depths[d] > c->num_layers) { continue; }
         // the 1F1B run once more with every stage on one GPU, when the pipeline had a GPU per stage
@@ -408,27 +417,47 @@ int main(int argc, char** argv) {
     //   - ZB-V (split backward; L=4: 1.5,0.5,1.5,0.5; L=2: a half per stage): the kept gradients split into
     //     MLP and attention parts, a stage of one MLP half (no attention tensor, no attention stash), stages
     //     ending at an attention half, and the LM head behind one MLP half on rank 0 beside stage 0.
-    struct { int L, P; const char* name; const char* layers; } split_runs[] = {
-        {0, 1, "zbh1", NULL}, {0, 1, "zbv", NULL}, {0, 2, "interleaved:2", NULL}, {0, 2, "zbh1", NULL},
-        {0, 2, "zbh2", NULL}, {0, 2, "zbv", NULL}, {0, 4, "zbh2", NULL},
-        {4, 3, "1f1b", "0.5,2,1.5"}, {4, 2, "zbv", "1.5,0.5,1.5,0.5"},
-        {2, 2, "1f1b", "0.5,1.5"}, {2, 2, "zbv", "0.5,0.5,0.5,0.5"}};
+    // Then activation recomputation (-rc; its memory and the trainer's checkpoints in test_sim_trainer.sh),
+    // bitwise equal without it. Where the rerun (stage_restore) can fail differently, and the run that shows it:
+    //   - always under a fused B (1f1b P=2; P=1 where L=1): every B reruns, also on the last stage right after
+    //     its F: d(logits) recomputed with the same dloss (FP16: the loss scale), the loss and the mean-loss
+    //     buffer written once, by F; stage 0's rerun must not rewrite x (the embeddings it sends);
+    //   - except_last under a split backward (zbh1 P=2): I reruns only when a later F took the work copy, W
+    //     reruns (backward 0) after later I's and F's, from the slot's kept gradients;
+    //   - a send out of the work copy: zbcv with uneven costs at P=2, M=4 (ref_a), whose rank 1 runs stage 2's F1, F2,
+    //     then SEND_F1 and SEND_F2, so the sends rerun F1 and F2 and the second rerun waits for the first send;
+    //     two stages per rank, each its own work copy;
+    //   - always at stage boundaries inside a layer (zbv 1.5,0.5,1.5,0.5): outputs in residual2 of the work copy,
+    //     a stage of one MLP half, the LM head behind it on rank 0.
+    // Each run also checks the step without stalls (no allocation, one host wait: the work copy comes from
+    // pipeline_init) and that the slots and the work copy allocate what the plan prints.
+    struct { int L, P; const char* name; const char* layers; int rc; } split_runs[] = {
+        {0, 1, "zbh1", NULL, 0}, {0, 1, "zbv", NULL, 0}, {0, 2, "interleaved:2", NULL, 0}, {0, 2, "zbh1", NULL, 0},
+        {0, 2, "zbh2", NULL, 0}, {0, 2, "zbv", NULL, 0}, {0, 4, "zbh2", NULL, 0},
+        {4, 3, "1f1b", "0.5,2,1.5", 0}, {4, 2, "zbv", "1.5,0.5,1.5,0.5", 0},
+        {2, 2, "1f1b", "0.5,1.5", 0}, {2, 2, "zbv", "0.5,0.5,0.5,0.5", 0},
+        {0, 2, "1f1b", NULL, RC_ALWAYS}, {1, 1, "1f1b", NULL, RC_ALWAYS}, {0, 2, "zbh1", NULL, RC_EXCEPT_LAST},
+        {4, 2, "zbcv:1/1/1,1/1/1,1/1/1,4/2/3", NULL, RC_EXCEPT_LAST}, {4, 2, "zbv", "1.5,0.5,1.5,0.5", RC_ALWAYS}};
     for (size_t i = 0; i < sizeof(split_runs) / sizeof(split_runs[0]); i++) {
         const char* sc = split_runs[i].name;
         const char* layers = split_runs[i].layers;
-        int P = split_runs[i].P, stages_per_rank = strncmp(sc, "zbh", 3) == 0 || strcmp(sc, "1f1b") == 0 ? 1 : 2;
-        if (layers ? split_runs[i].L != c->num_layers : stages_per_rank * P > c->num_layers) { continue; }
+        int P = split_runs[i].P, rc = split_runs[i].rc;
+        int stages_per_rank = strncmp(sc, "zbh", 3) == 0 || strcmp(sc, "1f1b") == 0 ? 1 : 2;
+        // L: only for a reference of L layers (the splits of -pl are L's); else where the stages fit
+        if (split_runs[i].L ? split_runs[i].L != c->num_layers : stages_per_rank * P > c->num_layers) { continue; }
         if (strncmp(sc, "interleaved", 11) == 0 && rf.M % P != 0) { continue; }
         const Run* same = layers || P == 1 ? &first : &f1b[P];
-        int variants = strcmp(sc, "zbv") == 0 && P > 1 && devices >= P ? 2 : 1;
+        int variants = strcmp(sc, "zbv") == 0 && P > 1 && devices >= P && !rc ? 2 : 1;
         for (int v = 0; v < variants; v++) {
             Run run = base;
             run.P = P;
             run.schedule = sc;
             run.layers = layers;
+            run.recompute = rc;
             run.one_device = v == 1;
             run_pipeline(&run);
-            snprintf(tag, sizeof(tag), "P=%d %s%s%s%s", P, sc, layers ? " -pl " : "", layers ? layers : "",
+            snprintf(tag, sizeof(tag), "P=%d %s%s%s%s%s", P, sc, layers ? " -pl " : "", layers ? layers : "",
+                     rc == RC_ALWAYS ? " -rc always" : rc ? " -rc except_last" : "",
                      run.one_device_used && devices >= P ? " on one GPU" : "");
             check_against_reference(&run, tag, ref_step_loss, ref_grads, ref_norm, ref_params);
             snprintf(name, sizeof(name), "%s: " STEP_API_CHECK, tag);

@@ -15,7 +15,9 @@ of llmc/ (the .cuh files) and the messages carried by NCCL. What stays the same,
     layernorm and encoder weight gradients), I+W the float operations of B, the two halves of the tied wte
     gradient added once (embedding + head, in that order), the grad norm summed per (tensor, layer) slot in checkpoint order. With
     the kernels' fixed reduction orders and parameters laid out so that every GEMM operand has the same
-    alignment at any depth (DeviceLayout), a run gives the same bits at every pipeline depth.
+    alignment at any depth (DeviceLayout), a run gives the same bits at every pipeline depth;
+  - activation recomputation (-rc except_last|always): a stash slot keeps the stage's input, and the rest is
+    one stage-wide work copy that the forward refills before a backward (stage_restore), with the same bits.
 What is new: mixed precision. Parameters and activations are floatX (PRECISION=FP32|BF16|FP16 at build time),
 AdamW keeps fp32 master weights and moments, parameter gradients are fp32. FP16 adds dynamic loss scaling:
 the last stage scales the loss, an overflow anywhere (an inf/nan gradient) shows up in the all-reduced grad
@@ -161,7 +163,8 @@ static void layout_copy(const DeviceLayout* d, float* device, float* host, int t
 // The activations of one micro-batch on one stage (the stash), as in train_gpt2_pp.c but in floatX, and with
 // attention's per-row logsumexp where the CPU trainer keeps the (B,NH,T,T) probabilities. Per-layer tensors
 // are (na, ...) for the attention halves the stage holds and (nm, ...) for its MLP halves (StageLayout's
-// attn_layers and mlp_layers), each layer's slice aligned like the parameters (Stage's act strides).
+// attn_layers and mlp_layers), each layer's slice aligned like the parameters (Stage's act strides). Under -rc
+// the slot's own part is inputs, targets, x, losses and kept; the other pointers are the stage's work copy.
 typedef struct {
     int* inputs;       // (B,T) device
     int* targets;      // (B,T) device
@@ -239,6 +242,11 @@ typedef struct {
     Activations* stash;
     int num_slots;
     size_t slot_bytes;           // what each stash slot allocated: activation_slot_bytes
+    int recompute;               // -rc (Recompute): the slots share `work` for all but their own part
+    Activations work;            // -rc: the one copy of the work part, refilled by stage_restore
+    void* work_memory;
+    size_t work_bytes;
+    int work_mb;                 // the micro-batch whose forward `work` holds, -1 for none
     size_t allocated[MEM_CATEGORIES];  // every device buffer of the stage, by category (llmc/pipeline.h)
     Scratch scratch;
     int gelu_fusion;             // GELU through cuBLASLt's GELU_AUX / DGELU epilogues (-ge 1) or its own kernels
@@ -271,16 +279,26 @@ static void* arena_take(Arena* a, size_t bytes) {
     return p;
 }
 
-// lays out one stash slot in `a` (pointers into it in *act) and returns its bytes: the one source of truth
-// for what a slot allocates and for what the plan and the stash report print
-static size_t activations_carve(const GPT2Config* c, const StageLayout* s, int B, int T, int split, Arena* a,
-                                Activations* act) {
-    size_t na = s->attn_layers, nm = s->mlp_layers, BT = (size_t)B * T, C = c->channels, X = sizeof(floatX);
-    size_t F = sizeof(float), head = s->has_head;
+// With recomputation (-rc, as in train_gpt2_pp.c) a stash slot keeps only its part (SLOT_PART: the tokens,
+// the stage's input x, the losses, what I keeps for W) and every slot of the stage shares one copy of the rest
+// (WORK_PART, Stage's `work`), which the forward fills again before a backward (stage_restore). What comes back
+// from the next stage is in the grad_in buffers here, not in the stash. Without -rc a slot has ALL_PARTS.
+enum { SLOT_PART = 1, WORK_PART = 2, ALL_PARTS = 3 };
+
+// lays out the parts of one stash slot in `a` (pointers into it in *act, NULL for the parts not asked for) and
+// returns its bytes: the one source of truth for what a slot and the work copy allocate and for what the plan
+// and the stash report print. ALL_PARTS lays the slot part's pieces around the work part's, in field order.
+static size_t activations_carve(const GPT2Config* c, const StageLayout* s, int B, int T, int split, int parts,
+                                Arena* a, Activations* act) {
+    size_t slot = (parts & SLOT_PART) != 0, work = (parts & WORK_PART) != 0;  // a piece not asked for takes 0
+    size_t BT = (size_t)B * T, C = c->channels, X = sizeof(floatX), F = sizeof(float);
+    size_t na = work * s->attn_layers, nm = work * s->mlp_layers, head = work * s->has_head;  // the work part's
+    size_t sBT = slot * BT, shead = slot * s->has_head;                                       // the slot part's
+    size_t kept = slot * split * ((size_t)s->mlp_layers * KEPT_MLP + (size_t)s->attn_layers * KEPT_ATTN);
     ActStrides st = act_strides(c, B, T);
-    act->inputs = (int*)arena_take(a, BT * sizeof(int));
-    act->targets = (int*)arena_take(a, BT * sizeof(int));
-    act->x = (floatX*)arena_take(a, BT * C * X);
+    act->inputs = (int*)arena_take(a, sBT * sizeof(int));
+    act->targets = (int*)arena_take(a, sBT * sizeof(int));
+    act->x = (floatX*)arena_take(a, sBT * C * X);
     act->ln1 = (floatX*)arena_take(a, na * st.BTC * X);
     act->ln1_mean = (float*)arena_take(a, na * st.BT * F);
     act->ln1_rstd = (float*)arena_take(a, na * st.BT * F);
@@ -298,16 +316,28 @@ static size_t activations_carve(const GPT2Config* c, const StageLayout* s, int B
     act->lnf_mean = (float*)arena_take(a, head * BT * F);
     act->lnf_rstd = (float*)arena_take(a, head * BT * F);
     act->logits = (floatX*)arena_take(a, head * BT * c->padded_vocab_size * X);
-    act->losses = (float*)arena_take(a, head * BT * F);
-    act->kept = (floatX*)arena_take(a, (size_t)split * (nm * KEPT_MLP + na * KEPT_ATTN) * st.BTC * X);
+    act->losses = (float*)arena_take(a, shead * BT * F);
+    act->kept = (floatX*)arena_take(a, kept * st.BTC * X);
     return a->used;
 }
 
-// the bytes one stash slot of stage layout s allocates (split: the schedule splits backwards into I and W)
-static size_t activation_slot_bytes(const GPT2Config* c, const StageLayout* s, int B, int T, int split) {
+// the bytes of the parts of one stash slot of stage layout s (split: the schedule splits backwards into I and
+// W): ALL_PARTS, or under -rc SLOT_PART per slot and WORK_PART once per stage
+static size_t activation_slot_bytes(const GPT2Config* c, const StageLayout* s, int B, int T, int split, int parts) {
     Arena dry = {NULL, 0};
     Activations unused;
-    return activations_carve(c, s, B, T, split, &dry, &unused);
+    return activations_carve(c, s, B, T, split, parts, &dry, &unused);
+}
+
+// -rc: a slot's work-part pointers become the stage's work copy's (its own part stays)
+static void activations_share(Activations* slot, const Activations* work) {
+    Activations own = *slot;
+    *slot = *work;
+    slot->inputs = own.inputs;
+    slot->targets = own.targets;
+    slot->x = own.x;
+    slot->losses = own.losses;
+    slot->kept = own.kept;
 }
 
 static void scratch_carve(const GPT2Config* c, int B, int T, Arena* a, Scratch* sc) {
@@ -338,9 +368,13 @@ static void point_tensors(void** ptrs, char* memory, const DeviceLayout* d, size
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) { ptrs[i] = d->units[i] ? memory + d->offset[i] * elem_size : NULL; }
 }
 
+// -rc: never (stash everything), except_last (rerun a micro-batch's forward before its backward unless the
+// stage's work copy still holds it), always (rerun it before every B and I): train_gpt2_pp.c's Recompute
+typedef enum { RC_NEVER, RC_EXCEPT_LAST, RC_ALWAYS } Recompute;
+
 // moments: floats of each AdamW moment (the whole DeviceLayout, or under ZeRO-1 this rank's shard, packed)
 static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int B, int T, int num_slots, int split,
-                       size_t moments, cudaStream_t stream) {
+                       int recompute, size_t moments, cudaStream_t stream) {
     memset(st, 0, sizeof(*st));
     st->config = *c;
     st->layout = *s;
@@ -363,10 +397,20 @@ static void stage_init(Stage* st, const GPT2Config* c, const StageLayout* s, int
     }
     st->num_slots = num_slots;
     st->stash = (Activations*)calloc_check(num_slots, sizeof(Activations));
-    st->slot_bytes = activation_slot_bytes(c, s, B, T, split);
+    st->recompute = recompute;
+    st->work_mb = -1;
+    if (recompute) {  // the work copy, counted in the stash
+        st->work_bytes = activation_slot_bytes(c, s, B, T, split, WORK_PART);
+        Arena w = {(char*)cuda_alloc_counted(&mem[MEM_STASH], st->work_bytes, stream), 0};
+        st->work_memory = w.base;
+        activations_carve(c, s, B, T, split, WORK_PART, &w, &st->work);
+    }
+    int parts = recompute ? SLOT_PART : ALL_PARTS;
+    st->slot_bytes = activation_slot_bytes(c, s, B, T, split, parts);
     for (int k = 0; k < num_slots; k++) {
         Arena a = {(char*)cuda_alloc_counted(&mem[MEM_STASH], st->slot_bytes, stream), 0};
-        activations_carve(c, s, B, T, split, &a, &st->stash[k]);
+        activations_carve(c, s, B, T, split, parts, &a, &st->stash[k]);
+        if (recompute) { activations_share(&st->stash[k], &st->work); }
     }
     Arena real = {(char*)cuda_alloc_counted(&mem[MEM_SCRATCH], scratch_bytes(c, B, T), stream), 0};
     scratch_carve(c, B, T, &real, &st->scratch);
@@ -396,6 +440,7 @@ static float* stage_buffer(Stage* st, StageBuffer which) {
 static void stage_free(Stage* st) {
     for (int k = 0; k < st->num_slots; k++) { cudaCheck(cudaFree(st->stash[k].inputs)); }
     free(st->stash);
+    if (st->work_memory) { cudaCheck(cudaFree(st->work_memory)); }
     cudaCheck(cudaFree(st->scratch.dresidual));
     cudaCheck(cudaFree(st->params_memory));
     if (st->master_memory) { cudaCheck(cudaFree(st->master_memory)); }
@@ -419,7 +464,9 @@ static floatX* stage_output(Stage* st, Activations* a) {
 // On the last stage: the logits, each position's loss, the micro-batch's mean loss into *mean_loss (device),
 // and unless dloss == 0 (forward only) d(logits) in place of the logits. The layers the stage touches may
 // begin at an MLP half and end at an attention half (llmc/model.h); `residual` carries the stream between
-// halves.
+// halves. mean_loss == NULL: -rc's rerun (stage_restore), which writes the work part only: not x (the
+// embeddings, or the input received, are in the slot already and may still be on their way to the next stage),
+// not the losses nor the mean loss (the step reads what F wrote), only the activations and d(logits).
 static void stage_forward(Stage* st, Activations* a, int B, int T, float dloss, double* mean_loss, cudaStream_t stream) {
     const GPT2Config* c = &st->config;
     const StageLayout* s = &st->layout;
@@ -427,7 +474,8 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, float dloss, 
     const size_t* w = st->dl.stride;  // per-layer strides of the parameters
     size_t sC = st->as.BTC, sBT = st->as.BT;
     int C = c->channels, NH = c->num_heads, BT = B * T;
-    if (s->has_embed) { encoder_forward(a->x, a->inputs, p->wte, p->wpe, B, T, C, stream); }
+    int rerun = mean_loss == NULL;
+    if (s->has_embed && !rerun) { encoder_forward(a->x, a->inputs, p->wte, p->wpe, B, T, C, stream); }
     floatX* residual = a->x;  // the residual stream entering the next half
     for (int l = 0; l < s->num_layers; l++) {
         int la = l - (s->attn_begin - s->layer_begin);  // among the stage's attention halves; -1: upstream
@@ -475,9 +523,26 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, float dloss, 
     if (s->has_head) {
         layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->lnfw, p->lnfb, BT, C, stream);
         matmul_forward(a->logits, a->lnf, p->wte, NULL, BT, C, c->padded_vocab_size, NULL, stream);
-        fused_classifier(a->logits, a->losses, dloss, a->targets, BT, c->vocab_size, c->padded_vocab_size, stream);
-        losses_mean(mean_loss, a->losses, BT, stream);
+        fused_classifier(a->logits, rerun ? NULL : a->losses, dloss, a->targets, BT, c->vocab_size,
+                         c->padded_vocab_size, stream);
+        if (!rerun) { losses_mean(mean_loss, a->losses, BT, stream); }
     }
+}
+
+// -rc: puts micro-batch m's activations back into the stage's work copy before it is read (train_gpt2_pp.c's
+// stage_restore): the same kernels on the same input (x and the tokens in m's slot) with the same dloss (the
+// loss scale changes only between steps), so the same bits. except_last skips it while the work copy still
+// holds m (a backward right after its forward); always reruns it before B and I regardless. `backward` is 0
+// where only the activations are read (W, SEND_F). On the compute stream, so after the F that filled m's slot
+// and before the backward that reads the result; first it waits for `work_sent`, the last send of a stage
+// output out of the work copy, which must have been read before the rerun rewrites it.
+static void stage_restore(Stage* st, Activations* a, int m, int B, int T, float dloss, int backward,
+                          cudaEvent_t work_sent, cudaStream_t stream) {
+    int there = st->work_mb == m;
+    if (!st->recompute || (there && !(backward && st->recompute == RC_ALWAYS))) { return; }
+    cudaCheck(cudaStreamWaitEvent(stream, work_sent, 0));
+    stage_forward(st, a, B, T, dloss, NULL, stream);
+    st->work_mb = m;
 }
 
 // what I kept for W of local layer l (its attention half la among the stage's), for the halves the stage holds
@@ -1025,6 +1090,7 @@ typedef struct {
     // per buffer slot, the events of its messages (comm_send, comm_recv): a received buffer's arrival and its
     // last read by compute; a sent buffer's send (the outbox's, and each stash slot's stage output, SEND_F)
     cudaEvent_t *act_in_arrived, *act_in_drained, *grad_in_arrived, *grad_in_drained, *send_buf_sent, *stash_sent;
+    cudaEvent_t work_sent;   // -rc: the last send of a stage output that lies in the work copy (see stage_restore)
     // data parallelism (llmc/data_parallel.h): the stage cut into D shards of pieces, offsets made device offsets.
     // With D = 1 the one shard is the whole stage, and its pieces with a slot are the norm slots it computes.
     ShardPiece* pieces;      // (D, max_shard_pieces)
@@ -1191,7 +1257,7 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
             packed += ls->shard_floats[k];
             if (ls->shard_floats[k] > ls->dp_slot) { ls->dp_slot = ls->shard_floats[k]; }
         }
-        stage_init(&ls->stage, c, &pp->layouts[s], B, T, slots, split,
+        stage_init(&ls->stage, c, &pp->layouts[s], B, T, slots, split, args->recompute,
                    pp->zero ? ls->shard_floats[pp->grid.d] : dl.total, stream);
         size_t* comm = &ls->stage.allocated[MEM_COMMUNICATION];
         if (D > 1) {
@@ -1216,6 +1282,7 @@ static void pipeline_init(Pipeline* pp, const GPT2Config* c, const TrainArgs* ar
         ls->grad_in_drained = events_create(ls->grad_inbox.num_slots);
         ls->send_buf_sent = events_create(ls->outbox.num_slots);
         ls->stash_sent = events_create(ls->stash.num_slots);
+        cudaCheck(cudaEventCreateWithFlags(&ls->work_sent, cudaEventDisableTiming));
     }
     cudaCheck(cudaMallocHost(&pp->tokens, (size_t)M * 2 * B * T * sizeof(int)));
     pp->step_row = pp->loss_dev = (double*)cuda_alloc((M + nslots) * sizeof(double), stream);
@@ -1281,6 +1348,7 @@ static void pipeline_free(Pipeline* pp) {
         events_destroy(ls->grad_in_drained, ls->grad_inbox.num_slots);
         events_destroy(ls->send_buf_sent, ls->outbox.num_slots);
         events_destroy(ls->stash_sent, ls->stash.num_slots);
+        cudaCheck(cudaEventDestroy(ls->work_sent));
     }
     free(pp->local);
     free(pp->local_of);
@@ -1309,16 +1377,24 @@ static void pipeline_free(Pipeline* pp) {
     schedule_free(&pp->schedule);
 }
 
+// the event a send of slot k's stage output records: under -rc the output lies in the work copy, shared by
+// the slots (unless the stage holds no layer and passes its input x on, which stays in the slot)
+static cudaEvent_t output_sent_event(RankStage* ls, int k) {
+    return ls->stage.recompute && ls->stage.layout.num_units > 0 ? ls->work_sent : ls->stash_sent[k];
+}
+
 // What compute waits for before a compute action: the message it reads (F: the activations received into its
 // inbox slot; B/I: the gradient received into its grad_inbox slot), and the send of a buffer it writes (F: its
-// stash slot's output, SEND_F of an earlier micro-batch; B/I: its outbox slot, SEND_B). Slots taken here are
-// the ones run_action takes (stash_acquire returns a micro-batch's slot once it has one).
+// stash slot's output, SEND_F of an earlier micro-batch, and under -rc the work copy's; B/I: its outbox slot,
+// SEND_B; a rerun before B/I/W waits for the work copy's in stage_restore). Slots taken here are the ones
+// run_action takes (stash_acquire returns a micro-batch's slot once it has one).
 static void action_waits(Pipeline* pp, const Action* a) {
     RankStage* ls = local_stage(pp, a->stage);
     cudaStream_t stream = pp->comm->stream;
     int m = a->mb, s = a->stage;
     if (a->type == PP_F) {
         cudaCheck(cudaStreamWaitEvent(stream, ls->stash_sent[stash_acquire(&ls->stash, m)], 0));
+        if (ls->stage.recompute) { cudaCheck(cudaStreamWaitEvent(stream, ls->work_sent, 0)); }
         if (s > 0) { cudaCheck(cudaStreamWaitEvent(stream, ls->act_in_arrived[stash_slot(&ls->inbox, m)], 0)); }
     } else if (a->type == PP_B || a->type == PP_I) {
         if (s < pp->S - 1) {
@@ -1341,6 +1417,8 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
     Comm* cm = pp->comm;
     cudaStream_t stream = cm->stream;
     size_t bytes = (size_t)B * T * pp->config.channels * sizeof(floatX);
+    float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
+    float dloss = forward_only ? 0.0f : scale / ((float)pp->grid.D * pp->M * pp->B * pp->T);  // every replica's tokens
     switch (a->type) {
     case PP_F: {
         Activations* act = &st->stash[stash_acquire(&ls->stash, m)];
@@ -1353,9 +1431,8 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
             cudaCheck(cudaEventRecord(ls->act_in_drained[j], stream));  // the next receive into it may start
             stash_release(&ls->inbox, m);
         }
-        float scale = pp->scaler.scale > 0.0f ? pp->scaler.scale : 1.0f;
-        float dloss = forward_only ? 0.0f : scale / ((float)pp->grid.D * pp->M * pp->B * pp->T);  // every replica's tokens
         stage_forward(st, act, B, T, dloss, pp->loss_dev + m, stream);
+        st->work_mb = m;  // -rc: the work copy holds m (forward only: the logits, not d(logits))
         if (next) { device_copy(next->act_in[stash_acquire(&next->inbox, m)], stage_output(st, act), bytes, stream); }
         if (forward_only && (last || next)) { stash_release(&ls->stash, m); }
         return;
@@ -1364,7 +1441,9 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
     case PP_I: {
         int j = last ? -1 : stash_slot(&ls->grad_inbox, m);
         const floatX* dout = last ? NULL : ls->grad_in[j];
-        stage_backward_input(st, &st->stash[stash_slot(&ls->stash, m)], dout, a->type == PP_I, stream);
+        Activations* act = &st->stash[stash_slot(&ls->stash, m)];
+        stage_restore(st, act, m, B, T, dloss, 1, ls->work_sent, stream);
+        stage_backward_input(st, act, dout, a->type == PP_I, stream);
         if (a->type == PP_B) { stash_release(&ls->stash, m); }
         if (!last) {
             cudaCheck(cudaEventRecord(ls->grad_in_drained[j], stream));
@@ -1378,12 +1457,14 @@ static void run_action(Pipeline* pp, const Action* a, int B, int T, int forward_
         return;
     }
     case PP_W:
+        stage_restore(st, &st->stash[stash_slot(&ls->stash, m)], m, B, T, dloss, 0, ls->work_sent, stream);
         stage_backward_weight(st, &st->stash[stash_slot(&ls->stash, m)], stream);
         stash_release(&ls->stash, m);  // the slot, with what I kept, is free for the next forward
         return;
-    case PP_SEND_F: {
+    case PP_SEND_F: {  // under -rc from the work copy, which a later F may have taken: m's forward again first
         int k = stash_slot(&ls->stash, m);
-        comm_send(cm, stage_output(st, &st->stash[k]), bytes, pipe_peer(pp, a->peer), ls->stash_sent[k]);
+        stage_restore(st, &st->stash[k], m, B, T, dloss, 0, ls->work_sent, stream);
+        comm_send(cm, stage_output(st, &st->stash[k]), bytes, pipe_peer(pp, a->peer), output_sent_event(ls, k));
         if (forward_only) { stash_release(&ls->stash, m); }  // the slot is free once sent
         return;
     }
@@ -1418,6 +1499,7 @@ static void run_schedule(Pipeline* pp, const Schedule* sc, int B, int T, int for
     const ActionList* list = &sc->ranks[pp->rank];
     Comm* cm = pp->comm;
     int wte_post = forward_only ? -1 : schedule_tied_wte_post(sc, pp->rank);
+    for (int l = 0; l < pp->num_local; l++) { pp->local[l].stage.work_mb = -1; }  // -rc: nothing of this schedule yet
     for (int i = 0; i < list->n; i++) {
         const Action* a = &list->a[i];
         activity_set("schedule", a, pp->step + 1);
@@ -1987,6 +2069,7 @@ static void on_fatal(void) {
 typedef struct {
     int* slots;
     size_t* stash_bytes;
+    size_t* work_bytes;  // -rc: the one copy of the rest of the activations each stage recomputes into
     double bubble;
 } Plan;
 
@@ -1994,9 +2077,13 @@ static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
     int split = schedule_has_split_backward(&pp->schedule);
     plan->slots = (int*)malloc_check(pp->S * sizeof(int));
     plan->stash_bytes = (size_t*)malloc_check(pp->S * sizeof(size_t));
+    plan->work_bytes = (size_t*)malloc_check(pp->S * sizeof(size_t));
     for (int s = 0; s < pp->S; s++) {
+        const StageLayout* lay = &pp->layouts[s];
         plan->slots[s] = schedule_stage_slots(&pp->schedule, s);
-        plan->stash_bytes[s] = activation_slot_bytes(&pp->config, &pp->layouts[s], pp->B, pp->T, split);
+        plan->stash_bytes[s] = activation_slot_bytes(&pp->config, lay, pp->B, pp->T, split,
+                                                     args->recompute ? SLOT_PART : ALL_PARTS);
+        plan->work_bytes[s] = args->recompute ? activation_slot_bytes(&pp->config, lay, pp->B, pp->T, split, WORK_PART) : 0;
     }
     SimResult sim;
     schedule_simulate_planned(&pp->schedule, args->schedule_file ? NULL : args->schedule_name, &sim);
@@ -2004,12 +2091,18 @@ static void plan_make(Plan* plan, const Pipeline* pp, const TrainArgs* args) {
     sim_result_free(&sim);
     if (pp->comm->rank == 0 && !args->quiet) {
         print_pipeline_plan(&pp->config, args, &pp->schedule, pp->units, plan->slots, plan->stash_bytes, plan->bubble);
+        for (int s = 0; s < pp->S && args->recompute; s++) {
+            printf("stage %d: -rc %s: the stash keeps each micro-batch's input; one %.1f MiB copy of the rest is "
+                   "recomputed before each backward\n", s, args->recompute == RC_ALWAYS ? "always" : "except_last",
+                   plan->work_bytes[s] / 1048576.0);
+        }
     }
 }
 
 static void plan_free(Plan* plan) {
     free(plan->slots);
     free(plan->stash_bytes);
+    free(plan->work_bytes);
 }
 
 // What stage s of the job allocates on its rank's GPU, by category, from the flags alone (-plan): the sizes
@@ -2034,8 +2127,10 @@ static void stage_memory_plan(const GPT2Config* c, const TrainArgs* args, const 
     bytes[MEM_PARAMETERS] = n * X + (PRECISION_FP32 ? 0 : n * F);
     bytes[MEM_GRADIENTS] = (n + (lay.has_head ? lay.sizes[WTE] : 0)) * F;
     bytes[MEM_OPTIMIZER] = 2 * moments * F;
+    int split = schedule_has_split_backward(sc);
     bytes[MEM_STASH] = schedule_stage_slots(sc, s) *
-                       (double)activation_slot_bytes(c, &lay, B, T, schedule_has_split_backward(sc));
+                       (double)activation_slot_bytes(c, &lay, B, T, split, args->recompute ? SLOT_PART : ALL_PARTS) +
+                       (args->recompute ? (double)activation_slot_bytes(c, &lay, B, T, split, WORK_PART) : 0.0);
     bytes[MEM_SCRATCH] = scratch_bytes(c, B, T);
     bytes[MEM_COMMUNICATION] = (D > 1 ? (packed + (D - 1) * largest) * F : 0) +
                                (mb.act_in + mb.grad_in + mb.send) * (double)B * T * c->channels * X +
@@ -2298,7 +2393,6 @@ int main(int argc, char** argv) {
     }
     process_world = world;
     args.P = train_args_stages(&args, world);
-    if (args.recompute) { fatal("flag -rc belongs to the CPU trainer for now"); }
     if (args.print_schedule || args.print_memory) {  // need no GPU
         if (args.print_schedule) {
             Schedule sc;

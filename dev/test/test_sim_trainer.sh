@@ -95,6 +95,40 @@ for H in "1f1b 3 0.5,2,1.5 1" "zbv 2 1.5,0.5,1.5,0.5 2"; do
           "cmp -s '$W/f1b/model_00000003.bin' '$W/half/model_00000003.bin' && cmp -s '$W/f1b/state_00000003.bin' '$W/half/state_00000003.bin'"
     rm -rf "$W/half"
 done
+# Activation recomputation (-rc; the CPU trainer's test is in test_pipeline_equiv.sh). test_gpt2_pp checks
+# the stage code in every precision against NumPy and bit for bit, with a comment on where each rerun can fail;
+# here the trainer's own paths, in FP32 and in BF16 (GELU in cuBLASLt's epilogue, which writes fch and
+# fch_gelu in one GEMM: a rerun must rewrite both the same): the flag, checkpoints and plan. The cases that
+# can fail differently: except_last reruns only a forward that a later F displaced, always reruns before every
+# B and I (and on the last stage recomputes d(logits), while the losses stay F's); under 1F1B a fused B, under
+# ZB-V a split backward (W rerunning after later F's, two stages and two work copies per rank, the LM head's W
+# on rank 0); 0.5,2,1.5 puts stage 0's output in the attention half's residual of the work copy, stage 1
+# beginning at an MLP half. Model and state files byte-identical to -rc never's; -plan 1 = what the run
+# allocated, with the one work copy per stage in the stash. About 55 s on the 2-core machine.
+build/sim/BF16/train_gpt2_pp $SHORT -pp 2 -o "$W/rc_base_BF16" > /dev/null 2>&1
+ln -s f1b "$W/rc_base_FP32"
+for p in FP32 BF16; do for sc in 1f1b zbv; do for rc in except_last always; do
+    build/sim/$p/train_gpt2_pp $SHORT -pp 2 -sc $sc -rc $rc -o "$W/rc" > "$W/rc.txt" 2>&1
+    check "$p -rc $rc $sc: model and state files byte-identical to -rc never's" \
+          "grep -q '^stage 0: -rc $rc: ' '$W/rc.txt' && cmp -s '$W/rc_base_$p/model_00000003.bin' '$W/rc/model_00000003.bin' && cmp -s '$W/rc_base_$p/state_00000003.bin' '$W/rc/state_00000003.bin'"
+    if [ $p$sc$rc = BF16zbvalways ] || [ $p$sc$rc = FP321f1bexcept_last ]; then
+        build/sim/$p/train_gpt2_pp $SHORT -pp 2 -sc $sc -rc $rc -plan 1 > "$W/plan.txt" 2>&1
+        check "$p -rc $rc $sc: allocated = -plan, one line per stage, and the work copy printed" \
+              "[ \$(mem '$W/rc.txt' allocated | wc -l) -eq \$(grep -c '^stage [0-9]: -rc $rc: .* copy of the rest' '$W/rc.txt') ] \
+               && diff <(mem '$W/rc.txt' allocated) <(mem '$W/plan.txt' plan) > /dev/null"
+    fi
+    rm -rf "$W/rc"
+done; done; done
+build/sim/BF16/train_gpt2_pp $SHORT -pp 3 -pl 0.5,2,1.5 -rc except_last -o "$W/rc" > /dev/null 2>&1
+check "BF16 -pl 0.5,2,1.5 1f1b P=3 -rc except_last: model and state files byte-identical to -rc never's at P=2" \
+      "cmp -s '$W/rc_base_BF16/model_00000003.bin' '$W/rc/model_00000003.bin' && cmp -s '$W/rc_base_BF16/state_00000003.bin' '$W/rc/state_00000003.bin'"
+rm -rf "$W/rc" "$W/rc_base_BF16" "$W/rc_base_FP32"
+# At GPT-2 124M (d12, BF16, B=4, T=64, P=2) under GPipe, which stashes all M=8 micro-batches, -rc always
+# plans at most a quarter of -rc never's stash, the work copies included (measured: 103 of 783 MiB)
+stash_plan() { build/sim/BF16/train_gpt2_pp -e d12 -b 4 -t 64 -pp 2 -pm 8 -sc gpipe -rc $1 -plan 1 | sed -n 's/^stage [0-9]* memory (plan):.*(bytes: [0-9]* [0-9]* [0-9]* \([0-9]*\) .*/\1/p' | awk '{ s += $1 } END { printf "%.0f", s / 1048576 }'; }
+NEVER=$(stash_plan never); ALWAYS=$(stash_plan always)
+check "d12 GPipe M=8: -rc always plans $ALWAYS MiB of stash, at most 25% of -rc never's $NEVER MiB" \
+      "[ '$ALWAYS' -gt 0 ] && [ '$NEVER' -gt 0 ] && [ \$(( 4 * $ALWAYS )) -le $NEVER ]"
 check "-sf: ZB-V's 4 stages, one GPU per rank" "grep -q 'S=4 stages, schedule $W/zbv.txt' '$W/sf.txt' && grep -q '^devices: one GPU per stage' '$W/sf.txt'"
 check "-sc auto -mem: ZB-H1's F, I and W, each builder's split, prediction and largest rank (-plan), the choice" \
       "grep -q '^-sc auto: measured on step 2 (zbh1)' '$W/auto.txt' \
