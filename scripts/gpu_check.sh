@@ -20,7 +20,7 @@ test_gpt2_pp_FP32|15|vs NumPy at P = 1, 2, 4 on one GPU, both references; bitwis
 test_gpt2_pp_BF16|15|the same in BF16
 test_gpt2_pp_FP16|15|the same in FP16, with the loss scaler's overflow path
 gpu_vs_cpu|35|GPU FP32 vs the CPU trainer, 20 steps: every loss within 1e-4 relative
-checkpoints_across_P|20|FP32 checkpoints byte-identical at P = 1, 2, 4 x gpipe, 1f1b, and half-layer splits (+ BF16)
+checkpoints_across_P|20|FP32 checkpoints byte-identical at P = 1, 2, 4 x gpipe, 1f1b, half-layer splits (+ BF16, -rc)
 determinism_resume|20|BF16 run twice: identical checkpoints; 2 steps + resume to 4 = 4 straight, byte for byte
 sanitizer_memcheck|30|compute-sanitizer memcheck on the BF16 kernel tests (skipped without the tool)
 sanitizer_synccheck|30|compute-sanitizer synccheck on the BF16 kernel tests
@@ -115,13 +115,16 @@ checkpoints() {
     bin/FP32/train_gpt2_pp $TINY -x 2 -pp 2 -sc zbv -pl 0.5,1.5,1.5,0.5 -o "$LOG/ck_half_zbv" > /dev/null || return 1
     bin/BF16/train_gpt2_pp $TINY -x 2 -pp 1 -o "$LOG/ck_bf16" > /dev/null || return 1
     bin/BF16/train_gpt2_pp $TINY -x 2 -pp 2 -sc zbv -pl 0.5,1.5,1.5,0.5 -o "$LOG/ck_bf16_half" > /dev/null || return 1
+    # activation recomputation: the forward rerun into the shared work copy before each backward
+    bin/BF16/train_gpt2_pp $TINY -x 2 -pp 2 -sc zbv -pl 0.5,1.5,1.5,0.5 -rc always -o "$LOG/ck_bf16_rc" > /dev/null || return 1
     for f in model_00000002.bin state_00000002.bin; do
         for d in ck_half_1f1b ck_half_zbv; do
             cmp "$LOG/ck_1_gpipe/$f" "$LOG/$d/$f" || { echo "$d: $f differs from P=1 gpipe"; return 1; }
         done
         cmp "$LOG/ck_bf16/$f" "$LOG/ck_bf16_half/$f" || { echo "BF16 zbv -pl 0.5,1.5,1.5,0.5: $f differs from P=1"; return 1; }
+        cmp "$LOG/ck_bf16/$f" "$LOG/ck_bf16_rc/$f" || { echo "BF16 zbv -pl 0.5,1.5,1.5,0.5 -rc always: $f differs from P=1"; return 1; }
     done
-    echo "RESULT checkpoints: 6 runs byte-identical; half-layer splits (1f1b 1.5,2.5; zbv 0.5,1.5,1.5,0.5; BF16 zbv) too"
+    echo "RESULT checkpoints: 6 runs byte-identical; half-layer splits (1f1b 1.5,2.5; zbv 0.5,1.5,1.5,0.5; BF16 zbv, also -rc always) too"
 }
 gpu_vs_cpu() {
     bin/cpu/train_gpt2_pp_cpu $TINY -x 20 > "$LOG/cpu.txt" 2>&1 || return 1
