@@ -658,7 +658,7 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, int forward_o
     size_t att_a = (size_t)st->B * NH * st->T * st->T;
     float* residual = a->x;  // the residual stream entering the next half
     for (int l = 0; l < s->num_layers; l++) {
-        int la = l - (s->attn_begin - s->layer_begin);  // among the stage's attention halves; -1: upstream
+        int la = stage_attention_index(s, l);  // -1: the attention half is upstream
         double layer_t0 = op_begin();
         if (la >= 0) {
             float* ln1 = a->ln1 + la * BTa * C;
@@ -782,7 +782,7 @@ static void stage_backward_input(Stage* st, Activations* a, int keep) {
         memcpy(sc->dresidual, a->dout, nBTC * sizeof(float));
     }
     for (int l = s->num_layers - 1; l >= 0; l--) {
-        int la = l - (s->attn_begin - s->layer_begin);  // among the stage's attention halves; -1: upstream
+        int la = stage_attention_index(s, l);  // -1: the attention half is upstream
         float* residual = l == 0 ? a->x : a->residual3 + (size_t)(l - 1) * nBTC;  // entering layer l
         float* mid = la >= 0 ? a->residual2 + la * nBTC : residual;                // entering its MLP half
         float* dmid = sc->dresidual;  // the gradient of mid, in dresidual2 once the MLP half has added to it
@@ -856,7 +856,7 @@ static void stage_backward_weight(Stage* st, Activations* a) {
                                                   a->lnf_rstd, BT, C));
     }
     for (int l = s->num_layers - 1; l >= 0; l--) {
-        int la = l - (s->attn_begin - s->layer_begin);
+        int la = stage_attention_index(s, l);
         float* residual = l == 0 ? a->x : a->residual3 + (size_t)(l - 1) * nBTC;
         float* mid = la >= 0 ? a->residual2 + la * nBTC : residual;
         LayerOutputGrads k = kept_layer(st, a, l, la);

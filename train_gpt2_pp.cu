@@ -478,7 +478,7 @@ static void stage_forward(Stage* st, Activations* a, int B, int T, float dloss, 
     if (s->has_embed && !rerun) { encoder_forward(a->x, a->inputs, p->wte, p->wpe, B, T, C, stream); }
     floatX* residual = a->x;  // the residual stream entering the next half
     for (int l = 0; l < s->num_layers; l++) {
-        int la = l - (s->attn_begin - s->layer_begin);  // among the stage's attention halves; -1: upstream
+        int la = stage_attention_index(s, l);  // -1: the attention half is upstream
         int mlp = l < s->mlp_layers;                     // the MLP half is here (else downstream)
         if (la >= 0) {
             floatX* ln1 = a->ln1 + la * sC;
@@ -583,7 +583,7 @@ static void stage_backward_input(Stage* st, Activations* a, const floatX* dout, 
         device_copy(sc->dresidual, dout, nBTC * sizeof(floatX), stream);
     }
     for (int l = s->num_layers - 1; l >= 0; l--) {
-        int la = l - (s->attn_begin - s->layer_begin);  // among the stage's attention halves; -1: upstream
+        int la = stage_attention_index(s, l);  // -1: the attention half is upstream
         floatX* residual = l == 0 ? a->x : a->residual3 + (l - 1) * sC;  // entering layer l
         floatX* mid = la >= 0 ? a->residual2 + la * sC : residual;       // entering its MLP half
         floatX* dmid = sc->dresidual;  // the gradient of mid, in dresidual2 once the MLP half has added to it
@@ -646,7 +646,7 @@ static void stage_backward_weight(Stage* st, Activations* a, cudaStream_t stream
                         NULL, stream);
     }
     for (int l = s->num_layers - 1; l >= 0; l--) {
-        int la = l - (s->attn_begin - s->layer_begin);
+        int la = stage_attention_index(s, l);
         LayerOutputGrads k = kept_layer(st, a, l, la);
         if (l < s->mlp_layers) {
             matmul_backward(NULL, g->fcprojw + l * w[FCPROJW], g->fcprojb + l * w[FCPROJB], bs, k.dfcproj,

@@ -117,6 +117,10 @@ static StageLayout stage_layout(const GPT2Config* c, int unit_begin, int num_uni
     return s;
 }
 
+// local layer l's index among the stage's attention halves (the slice of its attention tensors and
+// activations); -1 when that half is on the previous stage. Its MLP half is here when l < mlp_layers.
+static int stage_attention_index(const StageLayout* s, int l) { return l - (s->attn_begin - s->layer_begin); }
+
 // the first layer of per-layer tensor i on the stage (its slice of the global tensor begins there)
 static int stage_tensor_layer_begin(const StageLayout* s, int i) {
     return tensor_is_attention(i) ? s->attn_begin : s->layer_begin;
